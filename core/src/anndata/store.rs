@@ -1,0 +1,401 @@
+//! A zarr store on the filesystem (v2 or v3), seen node by node: format
+//! detection, node metadata and attributes, children, zarrs array handles,
+//! and metadata writing for new stores.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use zarrs::array::Array;
+
+use super::atomic_store::{AtomicFsStore, write_atomic};
+use super::dtype::DType;
+use crate::error::{Error, Result};
+
+/// The zarr format of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ZarrFormat {
+    /// Zarr v2: `.zgroup` / `.zarray` / `.zattrs`.
+    V2,
+    /// Zarr v3: one `zarr.json` per node.
+    V3,
+}
+
+impl ZarrFormat {
+    /// Parses `2` or `3`.
+    pub fn from_number(n: u8) -> Result<Self> {
+        match n {
+            2 => Ok(ZarrFormat::V2),
+            3 => Ok(ZarrFormat::V3),
+            other => Err(Error::option(format!(
+                "zarr format must be 2 or 3, not {other}"
+            ))),
+        }
+    }
+
+    /// `2` or `3`.
+    pub fn number(self) -> u8 {
+        match self {
+            ZarrFormat::V2 => 2,
+            ZarrFormat::V3 => 3,
+        }
+    }
+}
+
+/// What a node is, with its array metadata when it is an array.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// A zarr group.
+    Group,
+    /// A zarr array.
+    Array(ArrayMeta),
+}
+
+/// The parts of an array's metadata anncat works with, plus the raw JSON.
+#[derive(Debug, Clone)]
+pub struct ArrayMeta {
+    /// Array shape.
+    pub shape: Vec<u64>,
+    /// Element data type.
+    pub dtype: DType,
+    /// Chunk shape (the inner chunk shape when sharded).
+    pub chunks: Vec<u64>,
+    /// Shard shape when the array uses `sharding_indexed` (v3 only).
+    pub shard: Option<Vec<u64>>,
+    /// Fill value as written in the metadata.
+    pub fill_value: Value,
+    /// The metadata document as read (`.zarray` or `zarr.json`, without attributes).
+    pub raw: Value,
+}
+
+/// One node's metadata: what it is and its attributes.
+#[derive(Debug, Clone)]
+pub struct NodeMeta {
+    /// Group or array.
+    pub kind: NodeKind,
+    /// User attributes (`.zattrs` or `attributes`).
+    pub attrs: Map<String, Value>,
+}
+
+/// A zarr store on the local (or shared) filesystem.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    format: ZarrFormat,
+    storage: Arc<AtomicFsStore>,
+}
+
+impl Store {
+    /// Opens an existing store, reading only its root metadata.
+    pub fn open(path: &Path) -> Result<Store> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::path(path, io_reason(&e)))?;
+        if !meta.is_dir() {
+            return Err(Error::path(path, "not a zarr store (not a directory)"));
+        }
+        let format = if path.join("zarr.json").is_file() {
+            ZarrFormat::V3
+        } else if path.join(".zgroup").is_file() {
+            ZarrFormat::V2
+        } else if path.join(".zarray").is_file() {
+            return Err(Error::path(
+                path,
+                "not an AnnData store (the root is a zarr array)",
+            ));
+        } else {
+            return Err(Error::path(
+                path,
+                "not a zarr store (no zarr.json or .zgroup)",
+            ));
+        };
+        let storage = AtomicFsStore::new(path).map_err(|e| Error::path(path, e))?;
+        Ok(Store {
+            root: path.to_path_buf(),
+            format,
+            storage: Arc::new(storage),
+        })
+    }
+
+    /// Creates a new, empty store directory (it must not exist yet; its
+    /// parent must). Nothing is written inside it.
+    pub fn create(path: &Path, format: ZarrFormat) -> Result<Store> {
+        std::fs::create_dir(path)
+            .map_err(|e| Error::path(path, format!("cannot create output: {}", io_reason(&e))))?;
+        let storage = AtomicFsStore::new(path).map_err(|e| Error::path(path, e))?;
+        Ok(Store {
+            root: path.to_path_buf(),
+            format,
+            storage: Arc::new(storage),
+        })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The store's zarr format.
+    pub fn format(&self) -> ZarrFormat {
+        self.format
+    }
+
+    /// The zarrs storage backing this store.
+    pub fn storage(&self) -> Arc<AtomicFsStore> {
+        self.storage.clone()
+    }
+
+    /// The directory of the node at `path` (`""` is the root).
+    pub fn node_dir(&self, path: &str) -> PathBuf {
+        if path.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(path)
+        }
+    }
+
+    /// An error about the element at `path` of this store.
+    pub fn err(&self, path: &str, message: impl std::fmt::Display) -> Error {
+        Error::element(&self.root, path, message)
+    }
+
+    fn read_json(&self, path: &str, file: &Path) -> Result<Option<Value>> {
+        match std::fs::read(file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                self.err(path, format!("corrupt metadata in {name}: {e}"))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(path, format!("cannot read metadata: {}", io_reason(&e)))),
+        }
+    }
+
+    /// Reads the metadata of the node at `path`, or `None` if there is none.
+    pub fn node(&self, path: &str) -> Result<Option<NodeMeta>> {
+        let dir = self.node_dir(path);
+        match self.format {
+            ZarrFormat::V3 => {
+                let Some(doc) = self.read_json(path, &dir.join("zarr.json"))? else {
+                    return Ok(None);
+                };
+                let Value::Object(mut doc) = doc else {
+                    return Err(self.err(path, "corrupt metadata: zarr.json is not an object"));
+                };
+                let attrs = match doc.remove("attributes") {
+                    Some(Value::Object(a)) => a,
+                    None | Some(Value::Null) => Map::new(),
+                    Some(_) => {
+                        return Err(self.err(path, "corrupt metadata: attributes is not an object"));
+                    }
+                };
+                match doc.get("node_type").and_then(Value::as_str) {
+                    Some("group") => Ok(Some(NodeMeta {
+                        kind: NodeKind::Group,
+                        attrs,
+                    })),
+                    Some("array") => Ok(Some(NodeMeta {
+                        kind: NodeKind::Array(self.parse_v3_array(path, Value::Object(doc))?),
+                        attrs,
+                    })),
+                    _ => Err(self.err(path, "corrupt metadata: zarr.json has no valid node_type")),
+                }
+            }
+            ZarrFormat::V2 => {
+                let attrs = match self.read_json(path, &dir.join(".zattrs"))? {
+                    Some(Value::Object(a)) => a,
+                    None => Map::new(),
+                    Some(_) => {
+                        return Err(self.err(path, "corrupt metadata: .zattrs is not an object"));
+                    }
+                };
+                if let Some(doc) = self.read_json(path, &dir.join(".zarray"))? {
+                    return Ok(Some(NodeMeta {
+                        kind: NodeKind::Array(self.parse_v2_array(path, doc)?),
+                        attrs,
+                    }));
+                }
+                if self.read_json(path, &dir.join(".zgroup"))?.is_some() {
+                    return Ok(Some(NodeMeta {
+                        kind: NodeKind::Group,
+                        attrs,
+                    }));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn parse_v2_array(&self, path: &str, doc: Value) -> Result<ArrayMeta> {
+        let shape = u64_list(&doc["shape"])
+            .ok_or_else(|| self.err(path, "corrupt metadata: .zarray has no valid shape"))?;
+        let chunks = u64_list(&doc["chunks"])
+            .ok_or_else(|| self.err(path, "corrupt metadata: .zarray has no valid chunks"))?;
+        if chunks.len() != shape.len() {
+            return Err(self.err(path, "corrupt metadata: chunks and shape differ in rank"));
+        }
+        if doc.get("dtype").is_none() {
+            return Err(self.err(path, "corrupt metadata: .zarray has no dtype"));
+        }
+        let dtype = DType::from_v2(&doc["dtype"], &doc["filters"]);
+        Ok(ArrayMeta {
+            shape,
+            dtype,
+            chunks,
+            shard: None,
+            fill_value: doc["fill_value"].clone(),
+            raw: doc,
+        })
+    }
+
+    fn parse_v3_array(&self, path: &str, doc: Value) -> Result<ArrayMeta> {
+        let shape = u64_list(&doc["shape"])
+            .ok_or_else(|| self.err(path, "corrupt metadata: zarr.json has no valid shape"))?;
+        let grid =
+            u64_list(&doc["chunk_grid"]["configuration"]["chunk_shape"]).ok_or_else(|| {
+                self.err(
+                    path,
+                    "corrupt metadata: zarr.json has no regular chunk_grid",
+                )
+            })?;
+        if grid.len() != shape.len() {
+            return Err(self.err(
+                path,
+                "corrupt metadata: chunk_shape and shape differ in rank",
+            ));
+        }
+        if doc.get("data_type").is_none() {
+            return Err(self.err(path, "corrupt metadata: zarr.json has no data_type"));
+        }
+        let dtype = DType::from_v3(&doc["data_type"]);
+        let sharding = doc["codecs"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "sharding_indexed"));
+        let (chunks, shard) = match sharding {
+            Some(s) => {
+                let inner = u64_list(&s["configuration"]["chunk_shape"]).ok_or_else(|| {
+                    self.err(
+                        path,
+                        "corrupt metadata: sharding_indexed has no chunk_shape",
+                    )
+                })?;
+                (inner, Some(grid))
+            }
+            None => (grid, None),
+        };
+        Ok(ArrayMeta {
+            shape,
+            dtype,
+            chunks,
+            shard,
+            fill_value: doc["fill_value"].clone(),
+            raw: doc,
+        })
+    }
+
+    /// Names of the child nodes of the group at `path`, sorted.
+    pub fn children(&self, path: &str) -> Result<Vec<String>> {
+        let dir = self.node_dir(path);
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| self.err(path, format!("cannot list group: {}", io_reason(&e))))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry
+                .map_err(|e| self.err(path, format!("cannot list group: {}", io_reason(&e))))?;
+            let child = entry.path();
+            if !child.is_dir() {
+                continue;
+            }
+            let is_node = match self.format {
+                ZarrFormat::V3 => child.join("zarr.json").is_file(),
+                ZarrFormat::V2 => {
+                    child.join(".zarray").is_file() || child.join(".zgroup").is_file()
+                }
+            };
+            if is_node {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// A zarrs handle on the array at `path`.
+    pub fn array(&self, path: &str) -> Result<Array<AtomicFsStore>> {
+        Array::open(self.storage.clone(), &format!("/{path}"))
+            .map_err(|e| self.err(path, format!("cannot open array: {e}")))
+    }
+
+    /// Writes a group node with `attrs` (v2: `.zgroup` + `.zattrs`).
+    pub fn write_group(&self, path: &str, attrs: &Map<String, Value>) -> Result<()> {
+        let dir = self.node_dir(path);
+        match self.format {
+            ZarrFormat::V3 => {
+                let doc = serde_json::json!({
+                    "attributes": attrs,
+                    "zarr_format": 3,
+                    "node_type": "group",
+                });
+                self.write_doc(path, &dir.join("zarr.json"), &doc)
+            }
+            ZarrFormat::V2 => {
+                self.write_doc(
+                    path,
+                    &dir.join(".zgroup"),
+                    &serde_json::json!({"zarr_format": 2}),
+                )?;
+                self.write_doc(path, &dir.join(".zattrs"), &Value::Object(attrs.clone()))
+            }
+        }
+    }
+
+    /// Writes an array node: `doc` is the format's array metadata without
+    /// attributes (v2 `.zarray`, v3 `zarr.json`), `attrs` its attributes.
+    pub fn write_array_meta(
+        &self,
+        path: &str,
+        doc: &Value,
+        attrs: &Map<String, Value>,
+    ) -> Result<()> {
+        let dir = self.node_dir(path);
+        match self.format {
+            ZarrFormat::V3 => {
+                let mut doc = doc.clone();
+                doc["attributes"] = Value::Object(attrs.clone());
+                self.write_doc(path, &dir.join("zarr.json"), &doc)
+            }
+            ZarrFormat::V2 => {
+                self.write_doc(path, &dir.join(".zarray"), doc)?;
+                self.write_doc(path, &dir.join(".zattrs"), &Value::Object(attrs.clone()))
+            }
+        }
+    }
+
+    /// Writes one JSON document atomically.
+    pub fn write_doc(&self, path: &str, file: &Path, doc: &Value) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(doc).map_err(|e| self.err(path, e))?;
+        write_atomic(file, &bytes)
+            .map_err(|e| self.err(path, format!("cannot write metadata: {}", io_reason(&e))))
+    }
+}
+
+/// Parses a JSON list of non-negative integers.
+fn u64_list(v: &Value) -> Option<Vec<u64>> {
+    v.as_array()?.iter().map(Value::as_u64).collect()
+}
+
+/// An I/O error's reason without the "(os error N)" noise.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        std::io::ErrorKind::AlreadyExists => "already exists".to_string(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! `anncat convert`: rewrite an AnnData store in the other zarr format and/or
+//! with new chunking, streaming one output chunk (or shard) at a time.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+use serde_json::Value;
+use zarrs::array::{ArrayBytes, ArraySubset};
+
+use crate::anndata::consolidate::consolidate;
+use crate::anndata::dtype::DType;
+use crate::anndata::element::{Element, read_tree};
+use crate::anndata::layout::{ArraySpec, chunk_shape_for, shard_shape_for};
+use crate::anndata::store::{ArrayMeta, NodeKind, Store, ZarrFormat, io_reason};
+use crate::error::{Error, Result};
+use crate::output::StagedOutput;
+
+/// Options of a conversion.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertOptions {
+    /// Output format; `None` keeps the input's.
+    pub zarr_format: Option<ZarrFormat>,
+    /// Target chunk size in bytes; `None` keeps each array's chunk shape.
+    pub chunk_bytes: Option<u64>,
+    /// Target shard size in bytes (v3 output only); `None` keeps the input's
+    /// shards when both sides are v3 and chunks are kept, else no sharding.
+    pub shard_bytes: Option<u64>,
+    /// Replace an existing output.
+    pub overwrite: bool,
+}
+
+impl ConvertOptions {
+    /// Checks the options on their own and against the output format.
+    pub fn validate(&self, output_format: ZarrFormat) -> Result<()> {
+        if self.chunk_bytes == Some(0) {
+            return Err(Error::option("--chunk-mib must be positive"));
+        }
+        if let Some(shard) = self.shard_bytes {
+            if output_format == ZarrFormat::V2 {
+                return Err(Error::option(
+                    "--shard-mib needs zarr format 3 output (zarr v2 has no shards)",
+                ));
+            }
+            if shard == 0 {
+                return Err(Error::option("--shard-mib must be positive"));
+            }
+            if let Some(chunk) = self.chunk_bytes {
+                if shard < chunk {
+                    return Err(Error::option("--shard-mib must be at least --chunk-mib"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a conversion wrote.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ConvertSummary {
+    /// Groups written.
+    pub groups: usize,
+    /// Arrays written.
+    pub arrays: usize,
+    /// Arrays copied verbatim (same format, layout and codecs).
+    pub arrays_copied_verbatim: usize,
+    /// Output chunks (or shards) encoded.
+    pub chunks_written: u64,
+    /// The output's zarr format.
+    pub zarr_format: u8,
+}
+
+/// Converts the AnnData store `input` into a new store at `output`.
+pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertSummary> {
+    let src = Store::open(input)?;
+    let format = opts.zarr_format.unwrap_or(src.format());
+    opts.validate(format)?;
+    let tree = read_tree(&src)?;
+    let staged = StagedOutput::prepare(output, &[input], opts.overwrite)?;
+    let result = (|| {
+        let dst = Store::create(&staged.partial_path, format)?;
+        let mut summary = ConvertSummary {
+            zarr_format: format.number(),
+            ..ConvertSummary::default()
+        };
+        copy_element(&src, &dst, &tree, opts, &mut summary)?;
+        consolidate(&dst)?;
+        Ok(summary)
+    })();
+    match result {
+        Ok(summary) => {
+            staged.commit()?;
+            Ok(summary)
+        }
+        Err(e) => {
+            staged.abandon();
+            Err(e)
+        }
+    }
+}
+
+fn copy_element(
+    src: &Store,
+    dst: &Store,
+    e: &Element,
+    opts: &ConvertOptions,
+    summary: &mut ConvertSummary,
+) -> Result<()> {
+    match &e.meta.kind {
+        NodeKind::Group => {
+            dst.write_group(&e.path, &e.meta.attrs)?;
+            summary.groups += 1;
+            for child in &e.children {
+                copy_element(src, dst, child, opts, summary)?;
+            }
+        }
+        NodeKind::Array(meta) => {
+            copy_array(src, dst, &e.path, meta, &e.meta.attrs, opts, summary)?;
+            summary.arrays += 1;
+        }
+    }
+    Ok(())
+}
+
+/// The output layout of one array under `opts`.
+fn output_spec(src: &Store, dst: &Store, meta: &ArrayMeta, opts: &ConvertOptions) -> ArraySpec {
+    let item = meta.dtype.item_size();
+    let chunks = match opts.chunk_bytes {
+        Some(bytes) => chunk_shape_for(&meta.shape, item, bytes),
+        None => meta.chunks.clone(),
+    };
+    let mut spec = ArraySpec::new(meta.shape.clone(), meta.dtype.clone(), chunks);
+    spec.fill_value = meta.fill_value.clone();
+    if dst.format() == ZarrFormat::V3 && !meta.shape.is_empty() {
+        spec.shard = match opts.shard_bytes {
+            Some(bytes) => Some(shard_shape_for(&meta.shape, &spec.chunks, item, bytes)),
+            None if opts.chunk_bytes.is_none() && src.format() == ZarrFormat::V3 => {
+                meta.shard.clone()
+            }
+            None => None,
+        };
+    }
+    spec
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_array(
+    src: &Store,
+    dst: &Store,
+    path: &str,
+    meta: &ArrayMeta,
+    attrs: &serde_json::Map<String, Value>,
+    opts: &ConvertOptions,
+    summary: &mut ConvertSummary,
+) -> Result<()> {
+    if let DType::Other(dtype) = &meta.dtype {
+        if src.format() != dst.format() {
+            return Err(src.err(
+                path,
+                format!("cannot convert an array of dtype {dtype} between zarr formats"),
+            ));
+        }
+        copy_verbatim(src, dst, path)?;
+        summary.arrays_copied_verbatim += 1;
+        return Ok(());
+    }
+    let spec = output_spec(src, dst, meta, opts);
+    let doc = spec
+        .to_metadata(dst.format())
+        .ok_or_else(|| src.err(path, "array dtype has no zarr spelling"))?;
+    if src.format() == dst.format() && doc == meta.raw {
+        copy_verbatim(src, dst, path)?;
+        summary.arrays_copied_verbatim += 1;
+        return Ok(());
+    }
+    dst.write_array_meta(path, &doc, attrs)?;
+    summary.chunks_written += copy_array_data(src, dst, path)?;
+    Ok(())
+}
+
+/// Copies the data of the array at `path` of `src` into the array of the
+/// same shape at `path` of `dst` (whose metadata exists), one output chunk
+/// or shard per step, in parallel. Returns the number of steps.
+pub fn copy_array_data(src: &Store, dst: &Store, path: &str) -> Result<u64> {
+    let input = src.array(path)?;
+    let output = dst.array(path)?;
+    if input.shape() != output.shape() {
+        return Err(dst.err(
+            path,
+            format!(
+                "shape {:?} differs from the input's {:?}",
+                output.shape(),
+                input.shape()
+            ),
+        ));
+    }
+    let grid: Vec<u64> = output.chunk_grid_shape().to_vec();
+    let units: u64 = grid.iter().product();
+    (0..units)
+        .into_par_iter()
+        .try_for_each(|linear| -> Result<()> {
+            let indices = unravel(linear, &grid);
+            let subset: ArraySubset = output
+                .chunk_subset_bounded(&indices)
+                .map_err(|e| dst.err(path, format!("bad chunk {indices:?}: {e}")))?;
+            let bytes: ArrayBytes<'static> = input
+                .retrieve_array_subset(&subset)
+                .map_err(|e| src.err(path, format!("cannot read data: {e}")))?;
+            output
+                .store_array_subset(&subset, bytes)
+                .map_err(|e| dst.err(path, format!("cannot write chunk {indices:?}: {e}")))
+        })?;
+    Ok(units)
+}
+
+/// Row-major unravel of a linear chunk number into grid indices.
+fn unravel(mut linear: u64, grid: &[u64]) -> Vec<u64> {
+    let mut out = vec![0; grid.len()];
+    for d in (0..grid.len()).rev() {
+        let n = grid[d].max(1);
+        out[d] = linear % n;
+        linear /= n;
+    }
+    out
+}
+
+/// Copies every file of the node at `path` (metadata and chunks) byte for
+/// byte, each through a temporary file and a rename.
+fn copy_verbatim(src: &Store, dst: &Store, path: &str) -> Result<()> {
+    copy_dir(&src.node_dir(path), &dst.node_dir(path))
+        .map_err(|e| src.err(path, format!("cannot copy: {e}")))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {}", to.display(), io_reason(&e)))?;
+    for entry in
+        std::fs::read_dir(from).map_err(|e| format!("{}: {}", from.display(), io_reason(&e)))?
+    {
+        let entry = entry.map_err(|e| io_reason(&e))?;
+        let source = entry.path();
+        let target = to.join(entry.file_name());
+        if source.is_dir() {
+            copy_dir(&source, &target)?;
+        } else {
+            let tmp = to.join(format!(
+                ".{}.tmp-{}",
+                entry.file_name().to_string_lossy(),
+                std::process::id()
+            ));
+            std::fs::copy(&source, &tmp)
+                .map_err(|e| format!("{}: {}", source.display(), io_reason(&e)))?;
+            std::fs::rename(&tmp, &target)
+                .map_err(|e| format!("{}: {}", target.display(), io_reason(&e)))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unravel_is_row_major() {
+        assert_eq!(unravel(0, &[2, 3]), vec![0, 0]);
+        assert_eq!(unravel(4, &[2, 3]), vec![1, 1]);
+        assert_eq!(unravel(0, &[]), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn shards_need_v3() {
+        let opts = ConvertOptions {
+            shard_bytes: Some(1 << 20),
+            ..ConvertOptions::default()
+        };
+        assert!(opts.validate(ZarrFormat::V2).is_err());
+        assert!(opts.validate(ZarrFormat::V3).is_ok());
+    }
+}

@@ -1,0 +1,88 @@
+//! The error type of `anncat-core`: every failure names the store and the
+//! element it concerns, in one line.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias used throughout `anncat-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while reading, planning or writing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A problem with one element (or the root, `element == "/"`) of a store.
+    #[error("{store}: {element}: {message}")]
+    Element {
+        /// The store (directory) concerned.
+        store: PathBuf,
+        /// The element path inside the store, e.g. `obs/_index`.
+        element: String,
+        /// What is wrong, in a few words.
+        message: String,
+    },
+    /// A problem with a path as a whole (missing, unwritable, not a store).
+    #[error("{path}: {message}")]
+    Path {
+        /// The path concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An invalid option or combination of options.
+    #[error("invalid option: {0}")]
+    Option(String),
+}
+
+impl Error {
+    /// An error about `element` in `store`.
+    pub fn element(store: &Path, element: &str, message: impl std::fmt::Display) -> Self {
+        let element = if element.is_empty() { "/" } else { element };
+        Error::Element {
+            store: store.to_path_buf(),
+            element: element.to_string(),
+            message: one_line(&message.to_string()),
+        }
+    }
+
+    /// An error about a path as a whole.
+    pub fn path(path: &Path, message: impl std::fmt::Display) -> Self {
+        Error::Path {
+            path: path.to_path_buf(),
+            message: one_line(&message.to_string()),
+        }
+    }
+
+    /// An error about an option given by the user.
+    pub fn option(message: impl std::fmt::Display) -> Self {
+        Error::Option(one_line(&message.to_string()))
+    }
+}
+
+/// Collapses a multi-line message (some library errors span lines) to one line.
+fn one_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .enumerate()
+    {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_line_and_name_store_and_element() {
+        let e = Error::element(Path::new("/data/a.zarr"), "obs/_index", "bad\n  chunk\n");
+        assert_eq!(e.to_string(), "/data/a.zarr: obs/_index: bad; chunk");
+        let root = Error::element(Path::new("a.zarr"), "", "not an AnnData store");
+        assert_eq!(root.to_string(), "a.zarr: /: not an AnnData store");
+    }
+}

@@ -1,0 +1,11 @@
+//! `anncat-core`: the AnnData element model and zarr I/O (v2 and v3), the
+//! conversion and inspection of stores, and (as the project grows) the concat
+//! planner and the task graph. This crate opens no sockets.
+
+pub mod anndata;
+pub mod convert;
+pub mod error;
+pub mod inspect;
+pub mod output;
+
+pub use error::{Error, Result};

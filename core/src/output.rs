@@ -1,0 +1,146 @@
+//! Output placement shared by every command that writes a store: checks on
+//! the output path, the `OUT.partial` staging directory, and the final
+//! rename that makes a finished store visible.
+
+use std::path::{Path, PathBuf};
+
+use crate::anndata::store::io_reason;
+use crate::error::{Error, Result};
+
+/// Where an output is staged while it is written, and where it lands.
+#[derive(Debug, Clone)]
+pub struct StagedOutput {
+    /// The final path the user asked for.
+    pub final_path: PathBuf,
+    /// `FINAL.partial`, where everything is written first.
+    pub partial_path: PathBuf,
+    overwrite: bool,
+}
+
+impl StagedOutput {
+    /// Checks `output` against the `inputs` and prepares a fresh staging
+    /// path: the output may not be an input or lie inside one, may not exist
+    /// unless `overwrite`, and its parent directory must exist. A stale
+    /// `.partial` from an earlier, interrupted run is removed.
+    pub fn prepare(output: &Path, inputs: &[&Path], overwrite: bool) -> Result<StagedOutput> {
+        let name = output
+            .file_name()
+            .ok_or_else(|| Error::path(output, "output path has no file name"))?;
+        let parent = match output.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let parent_abs = std::fs::canonicalize(&parent).map_err(|e| {
+            Error::path(
+                output,
+                format!("output directory {}: {}", parent.display(), io_reason(&e)),
+            )
+        })?;
+        let output_abs = parent_abs.join(name);
+        for input in inputs {
+            if let Ok(input_abs) = std::fs::canonicalize(input) {
+                if output_abs == input_abs || output_abs.starts_with(&input_abs) {
+                    return Err(Error::path(
+                        output,
+                        format!("output lies inside input {}", input.display()),
+                    ));
+                }
+                if input_abs.starts_with(&output_abs) {
+                    return Err(Error::path(
+                        output,
+                        format!("input {} lies inside the output", input.display()),
+                    ));
+                }
+            }
+        }
+        if output.exists() && !overwrite {
+            return Err(Error::path(
+                output,
+                "output exists (use --overwrite to replace it)",
+            ));
+        }
+        let mut partial_name = name.to_os_string();
+        partial_name.push(".partial");
+        let partial_path = parent.join(partial_name);
+        if partial_path.exists() {
+            std::fs::remove_dir_all(&partial_path).map_err(|e| {
+                Error::path(
+                    &partial_path,
+                    format!("cannot remove stale partial output: {}", io_reason(&e)),
+                )
+            })?;
+        }
+        Ok(StagedOutput {
+            final_path: output.to_path_buf(),
+            partial_path,
+            overwrite,
+        })
+    }
+
+    /// Makes the finished output visible: replaces an existing output when
+    /// allowed, then renames the staging directory into place.
+    pub fn commit(self) -> Result<PathBuf> {
+        if self.overwrite && self.final_path.exists() {
+            let removed = if self.final_path.is_dir() {
+                std::fs::remove_dir_all(&self.final_path)
+            } else {
+                std::fs::remove_file(&self.final_path)
+            };
+            removed.map_err(|e| {
+                Error::path(
+                    &self.final_path,
+                    format!("cannot replace existing output: {}", io_reason(&e)),
+                )
+            })?;
+        }
+        std::fs::rename(&self.partial_path, &self.final_path).map_err(|e| {
+            Error::path(
+                &self.final_path,
+                format!("cannot move output into place: {}", io_reason(&e)),
+            )
+        })?;
+        Ok(self.final_path)
+    }
+
+    /// Removes the staging directory after a failure (best effort).
+    pub fn abandon(&self) {
+        let _ = std::fs::remove_dir_all(&self.partial_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_output_inside_input_and_existing_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let input = dir.path().join("in.zarr");
+        std::fs::create_dir(&input).expect("mkdir");
+        let inside = input.join("out.zarr");
+        let e = StagedOutput::prepare(&inside, &[&input], false).expect_err("inside");
+        assert!(e.to_string().contains("inside input"), "{e}");
+        let e = StagedOutput::prepare(&input, &[&input], true).expect_err("same");
+        assert!(e.to_string().contains("inside input"), "{e}");
+        let existing = dir.path().join("exists.zarr");
+        std::fs::create_dir(&existing).expect("mkdir");
+        let e = StagedOutput::prepare(&existing, &[&input], false).expect_err("exists");
+        assert!(e.to_string().contains("--overwrite"), "{e}");
+        let missing_parent = dir.path().join("nope/out.zarr");
+        assert!(StagedOutput::prepare(&missing_parent, &[&input], false).is_err());
+    }
+
+    #[test]
+    fn commit_renames_partial_into_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("out.zarr");
+        std::fs::create_dir(&out).expect("mkdir");
+        let staged = StagedOutput::prepare(&out, &[], true).expect("prepare");
+        assert!(staged.partial_path.ends_with("out.zarr.partial"));
+        std::fs::create_dir(&staged.partial_path).expect("mkdir partial");
+        std::fs::write(staged.partial_path.join("marker"), b"x").expect("write");
+        let landed = staged.commit().expect("commit");
+        assert!(landed.join("marker").is_file());
+        assert!(!dir.path().join("out.zarr.partial").exists());
+    }
+}
