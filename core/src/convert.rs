@@ -130,7 +130,9 @@ fn output_spec(src: &Store, dst: &Store, meta: &ArrayMeta, opts: &ConvertOptions
     };
     let mut spec = ArraySpec::new(meta.shape.clone(), meta.dtype.clone(), chunks);
     spec.fill_value = meta.fill_value.clone();
-    if dst.format() == ZarrFormat::V3 && !meta.shape.is_empty() {
+    // Like anndata, never shard scalars or record arrays (zarr-python cannot
+    // read sharded structured arrays).
+    if dst.format() == ZarrFormat::V3 && !meta.shape.is_empty() && !matches!(meta.dtype, DType::Structured(_)) {
         spec.shard = match opts.shard_bytes {
             Some(bytes) => Some(shard_shape_for(&meta.shape, &spec.chunks, item, bytes)),
             None if opts.chunk_bytes.is_none() && src.format() == ZarrFormat::V3 => {

@@ -3,6 +3,9 @@
 
 use serde_json::Value;
 
+use super::store::ZarrFormat;
+use super::structured::Structured;
+
 /// The data type of one zarr array of an AnnData store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DType {
@@ -32,6 +35,8 @@ pub enum DType {
     Float64,
     /// Variable-length UTF-8 strings (v2 `|O` + `vlen-utf8`, v3 `string`).
     String,
+    /// A numpy structured (record) dtype, moved as opaque records.
+    Structured(Structured),
     /// Anything else (structured, fixed-length strings, complex): kept as the
     /// metadata JSON it was read from, copied but not decoded.
     Other(Value),
@@ -56,6 +61,9 @@ const NUMERIC: &[(DType, &str, &str, usize)] = &[
 impl DType {
     /// Parses the `dtype` field of a v2 `.zarray` (with its `filters`).
     pub fn from_v2(dtype: &Value, filters: &Value) -> DType {
+        if let Some(s) = Structured::parse(dtype, ZarrFormat::V2) {
+            return DType::Structured(s);
+        }
         if let Value::String(s) = dtype {
             if s == "|O" {
                 let vlen = filters
@@ -81,6 +89,9 @@ impl DType {
 
     /// Parses the `data_type` field of a v3 `zarr.json`.
     pub fn from_v3(data_type: &Value) -> DType {
+        if let Some(s) = Structured::parse(data_type, ZarrFormat::V3) {
+            return DType::Structured(s);
+        }
         if let Value::String(s) = data_type {
             if s == "string" {
                 return DType::String;
@@ -110,10 +121,21 @@ impl DType {
         }
     }
 
+    /// The dtype's spelling in `format`'s metadata (`dtype` for v2,
+    /// `data_type` for v3), or `None` for [`DType::Other`].
+    pub fn spelling(&self, format: ZarrFormat) -> Option<Value> {
+        match (self, format) {
+            (DType::Structured(s), _) => Some(s.spelling(format)),
+            (_, ZarrFormat::V2) => self.v2_name().map(Value::from),
+            (_, ZarrFormat::V3) => self.v3_name().map(Value::from),
+        }
+    }
+
     /// Bytes per element; strings are estimated at 16 bytes, `Other` at 8.
     pub fn item_size(&self) -> usize {
         match self {
             DType::String => 16,
+            DType::Structured(s) => s.item_size() as usize,
             DType::Other(_) => 8,
             _ => NUMERIC.iter().find(|r| &r.0 == self).map_or(8, |r| r.3),
         }
@@ -125,7 +147,7 @@ impl DType {
             DType::Bool => Value::Bool(false),
             DType::String => Value::String(String::new()),
             DType::Float16 | DType::Float32 | DType::Float64 => serde_json::json!(0.0),
-            DType::Other(_) => Value::Null,
+            DType::Other(_) | DType::Structured(_) => Value::Null,
             _ => serde_json::json!(0),
         }
     }
@@ -134,6 +156,7 @@ impl DType {
     pub fn display_name(&self) -> String {
         match self {
             DType::String => "string".to_string(),
+            DType::Structured(_) => "structured".to_string(),
             DType::Other(v) => match v {
                 Value::String(s) => s.clone(),
                 Value::Object(o) => o

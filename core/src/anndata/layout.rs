@@ -43,7 +43,7 @@ impl ArraySpec {
         let fill = normalize_fill(&self.dtype, &self.fill_value);
         match format {
             ZarrFormat::V2 => {
-                let dtype = self.dtype.v2_name()?;
+                let dtype = self.dtype.spelling(format)?;
                 let filters = if self.dtype == DType::String {
                     json!([{"id": "vlen-utf8"}])
                 } else {
@@ -62,9 +62,11 @@ impl ArraySpec {
                 }))
             }
             ZarrFormat::V3 => {
-                let data_type = self.dtype.v3_name()?;
+                let data_type = self.dtype.spelling(format)?;
                 let serializer = if self.dtype == DType::String {
                     json!({"name": "vlen-utf8", "configuration": {}})
+                } else if matches!(self.dtype, DType::Structured(_)) {
+                    json!({"name": "bytes"})
                 } else {
                     json!({"name": "bytes", "configuration": {"endian": "little"}})
                 };
@@ -121,7 +123,7 @@ fn normalize_fill(dtype: &DType, fill: &Value) -> Value {
         (DType::Bool | DType::String | DType::Float16 | DType::Float32 | DType::Float64, _) => {
             dtype.default_fill()
         }
-        (DType::Other(_), _) => fill.clone(),
+        (DType::Other(_) | DType::Structured(_), _) => fill.clone(),
         (_, Value::Number(n)) if n.is_i64() || n.is_u64() => fill.clone(),
         (_, Value::Number(n)) => json!(n.as_f64().unwrap_or(0.0) as i64),
         _ => dtype.default_fill(),

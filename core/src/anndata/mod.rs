@@ -7,6 +7,7 @@ pub mod dtype;
 pub mod element;
 pub mod layout;
 pub mod store;
+pub mod structured;
 
 pub use dtype::DType;
 pub use element::{Element, Encoding, read_tree};

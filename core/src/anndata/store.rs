@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use zarrs::array::Array;
+use zarrs::array::{Array, ArrayMetadata};
 
 use super::atomic_store::{AtomicFsStore, write_atomic};
 use super::dtype::DType;
+use super::structured::raw_bits_view;
 use crate::error::{Error, Result};
 
 /// The zarr format of a store.
@@ -321,9 +322,32 @@ impl Store {
     }
 
     /// A zarrs handle on the array at `path`.
+    ///
+    /// Structured (record) arrays, which zarrs cannot decode, open as raw
+    /// bits of the record size so their bytes can still be moved.
     pub fn array(&self, path: &str) -> Result<Array<AtomicFsStore>> {
-        Array::open(self.storage.clone(), &format!("/{path}"))
-            .map_err(|e| self.err(path, format!("cannot open array: {e}")))
+        let node_path = format!("/{path}");
+        let opened = Array::open(self.storage.clone(), &node_path);
+        let open_err = match opened {
+            Ok(array) => return Ok(array),
+            Err(e) => e,
+        };
+        let view = match self.node(path)? {
+            Some(NodeMeta { kind: NodeKind::Array(meta), .. }) if matches!(meta.dtype, DType::Structured(_)) => {
+                raw_bits_view(&meta.raw, self.format)
+            }
+            _ => None,
+        };
+        let Some(view) = view else {
+            return Err(self.err(path, format!("cannot open array: {open_err}")));
+        };
+        let metadata = match self.format {
+            ZarrFormat::V2 => serde_json::from_value(view).map(ArrayMetadata::V2),
+            ZarrFormat::V3 => serde_json::from_value(view).map(ArrayMetadata::V3),
+        }
+        .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))?;
+        Array::new_with_metadata(self.storage.clone(), &node_path, metadata)
+            .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))
     }
 
     /// Writes a group node with `attrs` (v2: `.zgroup` + `.zattrs`).

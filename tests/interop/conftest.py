@@ -1,0 +1,43 @@
+"""Shared set-up of the interop tests: the anncat binary and the fixture stores."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+import make_fixtures  # noqa: E402
+
+
+def anncat_bin() -> Path:
+    path = Path(os.environ.get("ANNCAT_BIN", REPO / "target" / "release" / "anncat"))
+    if not path.is_file():
+        raise RuntimeError(f"anncat binary not found at {path}: build it with cargo build --release")
+    return path
+
+
+def run_anncat(*args, check=True):
+    """Runs the anncat binary; returns the CompletedProcess."""
+    proc = subprocess.run([str(anncat_bin()), *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"anncat {' '.join(map(str, args))} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def fixture_dir(tmp_path_factory):
+    """All fixtures of make_fixtures.py, written once per session."""
+    out = tmp_path_factory.mktemp("fixtures")
+    for name, make in make_fixtures.FIXTURES.items():
+        a = make()
+        for suffix, fmt, shard in make_fixtures.VARIANTS:
+            path = out / f"{name}_{suffix}.zarr"
+            make_fixtures.write(a, path, fmt, shard)
+            if name == "chunked" and not shard:
+                make_fixtures.rechunk(path, fmt)
+    return out
