@@ -38,10 +38,10 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
         zarr_format: Option<u8>,
         /// Target chunk size in MiB (default: keep each array's chunks).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         chunk_mib: Option<f64>,
         /// Target shard size in MiB (zarr v3 output only).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         shard_mib: Option<f64>,
         /// Replace the output if it exists.
         #[arg(long)]
@@ -99,7 +99,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, like every other anncat error.
+            let rendered = e.to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("anncat: error: invalid option: {first} (see anncat --help)");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,6 +11,7 @@ use crate::anndata::consolidate::consolidate;
 use crate::anndata::dtype::DType;
 use crate::anndata::element::{Element, read_tree};
 use crate::anndata::layout::{ArraySpec, chunk_shape_for, shard_shape_for};
+use crate::anndata::sparse::check_all_sparse;
 use crate::anndata::store::{ArrayMeta, NodeKind, Store, ZarrFormat, io_reason};
 use crate::error::{Error, Result};
 use crate::output::StagedOutput;
@@ -44,10 +45,10 @@ impl ConvertOptions {
             if shard == 0 {
                 return Err(Error::option("--shard-mib must be positive"));
             }
-            if let Some(chunk) = self.chunk_bytes {
-                if shard < chunk {
-                    return Err(Error::option("--shard-mib must be at least --chunk-mib"));
-                }
+            if let Some(chunk) = self.chunk_bytes
+                && shard < chunk
+            {
+                return Err(Error::option("--shard-mib must be at least --chunk-mib"));
             }
         }
         Ok(())
@@ -75,6 +76,7 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
     let format = opts.zarr_format.unwrap_or(src.format());
     opts.validate(format)?;
     let tree = read_tree(&src)?;
+    check_all_sparse(&src, &tree)?;
     let staged = StagedOutput::prepare(output, &[input], opts.overwrite)?;
     let result = (|| {
         let dst = Store::create(&staged.partial_path, format)?;
@@ -132,7 +134,10 @@ fn output_spec(src: &Store, dst: &Store, meta: &ArrayMeta, opts: &ConvertOptions
     spec.fill_value = meta.fill_value.clone();
     // Like anndata, never shard scalars or record arrays (zarr-python cannot
     // read sharded structured arrays).
-    if dst.format() == ZarrFormat::V3 && !meta.shape.is_empty() && !matches!(meta.dtype, DType::Structured(_)) {
+    if dst.format() == ZarrFormat::V3
+        && !meta.shape.is_empty()
+        && !matches!(meta.dtype, DType::Structured(_))
+    {
         spec.shard = match opts.shard_bytes {
             Some(bytes) => Some(shard_shape_for(&meta.shape, &spec.chunks, item, bytes)),
             None if opts.chunk_bytes.is_none() && src.format() == ZarrFormat::V3 => {

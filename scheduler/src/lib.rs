@@ -1,1 +1,8 @@
-//! placeholder
+//! `anncat-scheduler`: the scheduler of anncat's distributed executor
+//! (QUIC server, I/O-free scheduling state machine, client API).
+//!
+//! Not built yet: the executor arrives with the distributed-executor issue.
+//! Until then this crate only reserves its place in the workspace and
+//! re-exports the core crate it will build on.
+
+pub use anncat_core as core;

@@ -38,6 +38,5 @@ def fixture_dir(tmp_path_factory):
         for suffix, fmt, shard in make_fixtures.VARIANTS:
             path = out / f"{name}_{suffix}.zarr"
             make_fixtures.write(a, path, fmt, shard)
-            if name == "chunked" and not shard:
-                make_fixtures.rechunk(path, fmt)
+            make_fixtures.post_write(name, path, fmt, shard)
     return out

@@ -169,6 +169,7 @@ pub fn read_tree(store: &Store) -> Result<Element> {
             "not an AnnData store (root encoding-type is not \"anndata\")",
         ));
     }
+    check_shapes(store, &root)?;
     Ok(root)
 }
 
@@ -370,6 +371,93 @@ fn validate(store: &Store, e: &Element) -> Result<()> {
         | Encoding::Dict
         | Encoding::RecArray
         | Encoding::Plain => {}
+    }
+    Ok(())
+}
+
+/// The second dimension of a 2-D array or sparse matrix, if it has one.
+fn element_width(e: &Element) -> Option<u64> {
+    match e.encoding {
+        Encoding::CsrMatrix | Encoding::CscMatrix => e
+            .meta
+            .attrs
+            .get("shape")
+            .and_then(|s| s.get(1))
+            .and_then(Value::as_u64),
+        _ => e.array().and_then(|a| {
+            if a.shape.len() >= 2 {
+                Some(a.shape[1])
+            } else {
+                None
+            }
+        }),
+    }
+}
+
+/// Checks that every element of an AnnData group (the root or `raw`) agrees
+/// with its obs / var lengths: X and layers are n_obs × n_vars, obsm / obsp
+/// have n_obs rows, varm / varp n_vars.
+fn check_shapes(store: &Store, root: &Element) -> Result<()> {
+    let Some(x_or_obs) = root.child("obs").or_else(|| root.child("X")) else {
+        return Ok(());
+    };
+    let n_obs = element_len(store, x_or_obs)?;
+    let n_vars = match root.child("var") {
+        Some(var) => element_len(store, var)?,
+        None => match root.child("X").and_then(element_width) {
+            Some(w) => w,
+            None => return Ok(()),
+        },
+    };
+    let check = |e: &Element, rows: u64, cols: Option<u64>| -> Result<()> {
+        if matches!(
+            e.encoding,
+            Encoding::Null | Encoding::Dict | Encoding::Plain
+        ) && e.array().is_none_or(|a| a.shape.is_empty())
+        {
+            return Ok(());
+        }
+        let len = element_len(store, e)?;
+        if len != rows {
+            return Err(store.err(
+                &e.path,
+                format!("has {len} rows but the AnnData has {rows}"),
+            ));
+        }
+        if let (Some(want), Some(have)) = (cols, element_width(e))
+            && want != have
+        {
+            return Err(store.err(
+                &e.path,
+                format!("has {have} columns but should have {want}"),
+            ));
+        }
+        Ok(())
+    };
+    if let Some(x) = root.child("X") {
+        check(x, n_obs, Some(n_vars))?;
+    }
+    let groups: [(&str, u64, Option<u64>); 5] = [
+        ("layers", n_obs, Some(n_vars)),
+        ("obsm", n_obs, None),
+        ("varm", n_vars, None),
+        ("obsp", n_obs, Some(n_obs)),
+        ("varp", n_vars, Some(n_vars)),
+    ];
+    for (name, rows, cols) in groups {
+        if let Some(group) = root.child(name) {
+            for e in &group.children {
+                check(e, rows, cols)?;
+            }
+        }
+    }
+    if let Some(raw) = root.child("raw")
+        && raw.encoding == Encoding::Raw
+    {
+        if let Some(x) = raw.child("X") {
+            check(x, n_obs, None)?;
+        }
+        check_shapes(store, raw)?;
     }
     Ok(())
 }

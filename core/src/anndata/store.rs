@@ -49,7 +49,7 @@ pub enum NodeKind {
     /// A zarr group.
     Group,
     /// A zarr array.
-    Array(ArrayMeta),
+    Array(Box<ArrayMeta>),
 }
 
 /// The parts of an array's metadata anncat works with, plus the raw JSON.
@@ -196,7 +196,9 @@ impl Store {
                         attrs,
                     })),
                     Some("array") => Ok(Some(NodeMeta {
-                        kind: NodeKind::Array(self.parse_v3_array(path, Value::Object(doc))?),
+                        kind: NodeKind::Array(Box::new(
+                            self.parse_v3_array(path, Value::Object(doc))?,
+                        )),
                         attrs,
                     })),
                     _ => Err(self.err(path, "corrupt metadata: zarr.json has no valid node_type")),
@@ -212,7 +214,7 @@ impl Store {
                 };
                 if let Some(doc) = self.read_json(path, &dir.join(".zarray"))? {
                     return Ok(Some(NodeMeta {
-                        kind: NodeKind::Array(self.parse_v2_array(path, doc)?),
+                        kind: NodeKind::Array(Box::new(self.parse_v2_array(path, doc)?)),
                         attrs,
                     }));
                 }
@@ -333,7 +335,10 @@ impl Store {
             Err(e) => e,
         };
         let view = match self.node(path)? {
-            Some(NodeMeta { kind: NodeKind::Array(meta), .. }) if matches!(meta.dtype, DType::Structured(_)) => {
+            Some(NodeMeta {
+                kind: NodeKind::Array(meta),
+                ..
+            }) if matches!(meta.dtype, DType::Structured(_)) => {
                 raw_bits_view(&meta.raw, self.format)
             }
             _ => None,

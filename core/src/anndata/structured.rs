@@ -156,7 +156,10 @@ mod tests {
         let s = Structured::parse(&v2, ZarrFormat::V2).expect("parse v2");
         assert_eq!(s.item_size(), 16 + 8 + 1);
         let v3 = s.spelling(ZarrFormat::V3);
-        assert_eq!(v3["configuration"]["fields"][0][1]["configuration"]["length_bytes"], 16);
+        assert_eq!(
+            v3["configuration"]["fields"][0][1]["configuration"]["length_bytes"],
+            16
+        );
         let back = Structured::parse(&v3, ZarrFormat::V3).expect("parse v3");
         assert_eq!(back.spelling(ZarrFormat::V2), v2);
         assert!(Structured::parse(&json!([["a", "|S3"]]), ZarrFormat::V2).is_none());

@@ -1,0 +1,111 @@
+//! Sparse matrix (CSR / CSC) checks and reads over zarr: the `indptr` array
+//! is read in bounded blocks and must be a valid compressed-pointer array.
+
+use zarrs::array::ArraySubset;
+
+use super::dtype::DType;
+use super::element::{Element, Encoding};
+use super::store::Store;
+use crate::error::Result;
+
+/// Entries of `indptr` read per block (8 MiB of int64).
+const INDPTR_BLOCK: u64 = 1 << 20;
+
+/// Reads `len` entries of an integer 1-D array from `start`, as i64.
+pub fn read_i64_range(
+    store: &Store,
+    path: &str,
+    dtype: &DType,
+    start: u64,
+    len: u64,
+) -> Result<Vec<i64>> {
+    let array = store.array(path)?;
+    let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
+        .map_err(|e| store.err(path, e))?;
+    let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
+    Ok(match dtype {
+        DType::Int32 => array
+            .retrieve_array_subset::<Vec<i32>>(&subset)
+            .map_err(err)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        DType::Int64 => array
+            .retrieve_array_subset::<Vec<i64>>(&subset)
+            .map_err(err)?,
+        DType::UInt32 => array
+            .retrieve_array_subset::<Vec<u32>>(&subset)
+            .map_err(err)?
+            .into_iter()
+            .map(i64::from)
+            .collect(),
+        DType::UInt64 => array
+            .retrieve_array_subset::<Vec<u64>>(&subset)
+            .map_err(err)?
+            .into_iter()
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+            .collect(),
+        other => {
+            return Err(store.err(
+                path,
+                format!("expected an integer array, found {}", other.display_name()),
+            ));
+        }
+    })
+}
+
+/// Checks that the `indptr` of the sparse element `e` starts at 0, never
+/// decreases, and ends at the number of stored entries. A missing or
+/// corrupt `indptr` chunk shows up here rather than as a wrong matrix.
+pub fn check_indptr(store: &Store, e: &Element) -> Result<()> {
+    debug_assert!(matches!(
+        e.encoding,
+        Encoding::CsrMatrix | Encoding::CscMatrix
+    ));
+    let (Some(indptr), Some(data)) = (e.child("indptr"), e.child("data")) else {
+        return Err(store.err(&e.path, "sparse matrix lacks indptr or data"));
+    };
+    let (Some(meta), Some(data_meta)) = (indptr.array(), data.array()) else {
+        return Err(store.err(&e.path, "sparse members must be arrays"));
+    };
+    let n = meta.shape[0];
+    let nnz = data_meta.shape[0] as i64;
+    let mut previous = 0i64;
+    let mut start = 0u64;
+    while start < n {
+        let len = INDPTR_BLOCK.min(n - start);
+        let block = read_i64_range(store, &indptr.path, &meta.dtype, start, len)?;
+        for (i, &v) in block.iter().enumerate() {
+            let at = start + i as u64;
+            if at == 0 && v != 0 {
+                return Err(store.err(&indptr.path, format!("indptr starts at {v}, not 0")));
+            }
+            if v < previous {
+                return Err(store.err(
+                    &indptr.path,
+                    format!("indptr decreases at entry {at} ({previous} then {v}): missing or corrupt chunk"),
+                ));
+            }
+            previous = v;
+        }
+        start += len;
+    }
+    if n > 0 && previous != nnz {
+        return Err(store.err(
+            &indptr.path,
+            format!("indptr ends at {previous} but data holds {nnz} entries"),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs [`check_indptr`] on every sparse element of the tree.
+pub fn check_all_sparse(store: &Store, root: &Element) -> Result<()> {
+    let mut sparse = Vec::new();
+    root.walk(&mut |e| {
+        if matches!(e.encoding, Encoding::CsrMatrix | Encoding::CscMatrix) {
+            sparse.push(e);
+        }
+    });
+    sparse.into_iter().try_for_each(|e| check_indptr(store, e))
+}
