@@ -150,6 +150,17 @@ impl Element {
         self.children.iter().find(|c| c.name() == name)
     }
 
+    /// The descendant (or self) at `path`.
+    pub fn walk_find(&self, path: &str) -> Option<&Element> {
+        if self.path == path {
+            return Some(self);
+        }
+        self.children
+            .iter()
+            .filter(|c| path == c.path || path.starts_with(&format!("{}/", c.path)))
+            .find_map(|c| c.walk_find(path))
+    }
+
     /// Visits this element and all descendants, parents first.
     pub fn walk<'a>(&'a self, f: &mut impl FnMut(&'a Element)) {
         f(self);
