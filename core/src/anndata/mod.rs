@@ -6,6 +6,7 @@ pub mod consolidate;
 pub mod dtype;
 pub mod element;
 pub mod layout;
+pub mod read;
 pub mod sparse;
 pub mod store;
 pub mod structured;
