@@ -5,7 +5,10 @@
 pub mod anndata;
 pub mod convert;
 pub mod error;
+pub mod executor;
+pub mod graph;
 pub mod inspect;
+pub mod kernel;
 pub mod output;
 
 pub use error::{Error, Result};
