@@ -4,8 +4,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use anncat_core::anndata::ZarrFormat;
+use anncat_core::concat::index::Join;
+use anncat_core::concat::plan::Axis;
+use anncat_core::concat::values::Scalar;
+use anncat_core::concat::{ConcatOptions, Merge, concat, parse_size};
 use anncat_core::convert::{ConvertOptions, convert};
+use anncat_core::executor::Progress;
 use anncat_core::inspect::{inspect, render_text};
 use clap::{Parser, Subcommand};
 
@@ -47,6 +54,137 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Concatenate AnnData stores with the semantics of anndata.concat.
+    Concat(Box<ConcatArgs>),
+}
+
+/// `anncat concat` options, named like anndata.concat's arguments.
+#[derive(Debug, clap::Args)]
+struct ConcatArgs {
+    /// Input stores, in order; write KEY=PATH to give each its key.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    /// The output store (written as OUTPUT.partial, renamed when complete).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Axis to concatenate along: obs (0) or var (1).
+    #[arg(long, default_value = "obs")]
+    axis: String,
+    /// Join of the other axis: inner or outer.
+    #[arg(long, default_value = "inner")]
+    join: String,
+    /// How to merge the other axis' annotations: same, unique, first or only.
+    #[arg(long)]
+    merge: Option<String>,
+    /// How to merge uns: same, unique, first or only.
+    #[arg(long)]
+    uns_merge: Option<String>,
+    /// Add a column with this name recording each entry's input key.
+    #[arg(long)]
+    label: Option<String>,
+    /// Comma-separated keys, one per input (default 0,1,...).
+    #[arg(long, value_delimiter = ',')]
+    keys: Option<Vec<String>>,
+    /// Make names unique by appending this separator and the input's key.
+    #[arg(long)]
+    index_unique: Option<String>,
+    /// Value for missing entries (default: NaN for dense, 0 for sparse).
+    #[arg(long, allow_negative_numbers = true)]
+    fill_value: Option<String>,
+    /// Concatenate the pairwise ({axis}p) elements block-diagonally.
+    #[arg(long)]
+    pairwise: bool,
+    /// Output zarr format (default: the first input's).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    zarr_format: Option<u8>,
+    /// Memory budget for the tasks running at once, e.g. 512MiB.
+    #[arg(long, default_value = "1GiB")]
+    memory_limit: String,
+    /// Threads running tasks (default: number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Target output chunk size in MiB (default: from the memory limit).
+    #[arg(long, allow_negative_numbers = true)]
+    chunk_mib: Option<f64>,
+    /// Replace the output if it exists.
+    #[arg(long)]
+    overwrite: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+impl ConcatArgs {
+    /// Converts the command line into the library's options.
+    fn into_options(self) -> anyhow::Result<(ConcatOptions, bool)> {
+        let mut paths = Vec::new();
+        let mut inline_keys = Vec::new();
+        for input in &self.inputs {
+            match input.split_once('=') {
+                Some((key, path)) if !std::path::Path::new(input).exists() => {
+                    inline_keys.push(key.to_string());
+                    paths.push(PathBuf::from(path));
+                }
+                _ => paths.push(PathBuf::from(input)),
+            }
+        }
+        let keys = match (inline_keys.is_empty(), self.keys) {
+            (true, keys) => keys,
+            (false, None) if inline_keys.len() == paths.len() => Some(inline_keys),
+            (false, None) => {
+                anyhow::bail!("invalid option: give KEY=PATH for every input or for none")
+            }
+            (false, Some(_)) => {
+                anyhow::bail!("invalid option: --keys and KEY=PATH inputs cannot be combined")
+            }
+        };
+        let axis = match self.axis.as_str() {
+            "obs" | "0" => Axis::Obs,
+            "var" | "1" => Axis::Var,
+            other => {
+                anyhow::bail!("invalid option: --axis must be obs, var, 0 or 1, not {other:?}")
+            }
+        };
+        let join = match self.join.as_str() {
+            "inner" => Join::Inner,
+            "outer" => Join::Outer,
+            other => anyhow::bail!("invalid option: --join must be inner or outer, not {other:?}"),
+        };
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let mut opts = ConcatOptions::new(paths, self.output);
+        opts.keys = keys;
+        opts.axis = axis;
+        opts.join = join;
+        opts.merge = self.merge.as_deref().map(Merge::parse).transpose()?;
+        opts.uns_merge = self.uns_merge.as_deref().map(Merge::parse).transpose()?;
+        opts.label = self.label;
+        opts.index_unique = self.index_unique;
+        opts.fill_value = self.fill_value.as_deref().map(Scalar::parse).transpose()?;
+        opts.pairwise = self.pairwise;
+        opts.zarr_format = self.zarr_format.map(ZarrFormat::from_number).transpose()?;
+        opts.memory_limit = parse_size(&self.memory_limit)?;
+        opts.threads = threads;
+        opts.chunk_bytes = mib_to_bytes("chunk-mib", self.chunk_mib)?;
+        opts.overwrite = self.overwrite;
+        opts.validate()?;
+        Ok((opts, self.quiet))
+    }
+}
+
+/// Draws task progress on one stderr line.
+fn draw_progress(p: &Progress) {
+    let rate = p.done as f64 / p.elapsed_s.max(1e-3);
+    let eta = (p.total - p.done) as f64 / rate.max(1e-9);
+    eprint!(
+        "\ranncat: {}/{} tasks ({:.0}%) {:.1}s elapsed, ETA {:.1}s   ",
+        p.done,
+        p.total,
+        100.0 * p.done as f64 / p.total.max(1) as f64,
+        p.elapsed_s,
+        eta
+    );
 }
 
 fn mib_to_bytes(flag: &str, mib: Option<f64>) -> anyhow::Result<Option<u64>> {
@@ -93,6 +231,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 summary.arrays_copied_verbatim,
                 summary.chunks_written
             );
+        }
+        Command::Concat(args) => {
+            let (opts, quiet) = (*args).into_options()?;
+            let show = !quiet && std::io::stderr().is_terminal();
+            let progress = |p: &Progress| {
+                if show {
+                    draw_progress(p);
+                }
+            };
+            let summary = concat(&opts, &progress)?;
+            if show {
+                eprintln!();
+            }
+            if !quiet {
+                eprintln!(
+                    "anncat: wrote {} ({} obs x {} vars; {} tasks; matrices: {})",
+                    summary.output.display(),
+                    summary.shape[0],
+                    summary.shape[1],
+                    summary.tasks,
+                    summary.matrices.join(", ")
+                );
+            }
         }
     }
     Ok(())

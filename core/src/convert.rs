@@ -100,7 +100,9 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
     }
 }
 
-fn copy_element(
+/// Copies element `e` of `src` (and everything below it) to the same path of
+/// `dst`, re-encoding arrays as `opts` and the output format require.
+pub fn copy_element(
     src: &Store,
     dst: &Store,
     e: &Element,

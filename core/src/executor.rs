@@ -71,7 +71,8 @@ impl LocalExecutor {
         graph.validate()?;
         let tasks = graph.tasks();
         let n = tasks.len();
-        let index: HashMap<TaskId, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        let index: HashMap<TaskId, usize> =
+            tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         for t in tasks {
             if !self.budget.admits(t.memory_bytes) {
                 return Err(Error::option(format!(
@@ -83,7 +84,10 @@ impl LocalExecutor {
                 )));
             }
             if registry.get(&t.kernel).is_none() {
-                return Err(Error::option(format!("task {} uses unknown kernel \"{}\"", t.id, t.kernel)));
+                return Err(Error::option(format!(
+                    "task {} uses unknown kernel \"{}\"",
+                    t.id, t.kernel
+                )));
             }
         }
         let mut dependents = vec![Vec::new(); n];
@@ -113,7 +117,9 @@ impl LocalExecutor {
                 scope.spawn(|| self.work(graph, registry, &state, &wake, progress, started));
             }
         });
-        let mut state = state.into_inner().map_err(|_| Error::option("executor state poisoned"))?;
+        let mut state = state
+            .into_inner()
+            .map_err(|_| Error::option("executor state poisoned"))?;
         if let Some(e) = state.error.take() {
             return Err(e);
         }
@@ -135,7 +141,8 @@ impl LocalExecutor {
         started: Instant,
     ) {
         let tasks = graph.tasks();
-        let index: HashMap<TaskId, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        let index: HashMap<TaskId, usize> =
+            tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         let Ok(mut guard) = state.lock() else { return };
         loop {
             if guard.error.is_some() || guard.done == tasks.len() {
@@ -155,7 +162,9 @@ impl LocalExecutor {
                 };
                 continue;
             };
-            let Some(i) = guard.ready.remove(pos) else { continue };
+            let Some(i) = guard.ready.remove(pos) else {
+                continue;
+            };
             let task = &tasks[i];
             guard.running += 1;
             guard.reserved += task.memory_bytes;
@@ -221,15 +230,23 @@ mod tests {
 
     fn registry() -> KernelRegistry {
         let mut r = KernelRegistry::new();
-        r.register("value", |args: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> { Ok(args.to_vec()) });
-        r.register("sum", |_: &[u8], inputs: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> {
-            let mut total = 0u64;
-            for i in inputs {
-                total += decode::<u64>(i)?;
-            }
-            encode(&total)
+        r.register(
+            "value",
+            |args: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> { Ok(args.to_vec()) },
+        );
+        r.register(
+            "sum",
+            |_: &[u8], inputs: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> {
+                let mut total = 0u64;
+                for i in inputs {
+                    total += decode::<u64>(i)?;
+                }
+                encode(&total)
+            },
+        );
+        r.register("fail", |_: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> {
+            Err(Error::option("boom"))
         });
-        r.register("fail", |_: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> { Err(Error::option("boom")) });
         r
     }
 
@@ -239,9 +256,14 @@ mod tests {
         let top = g.add("sum", &(), vec![], 1, "top").expect("add");
         let left = g.add("value", &5u64, vec![top], 1, "left").expect("add");
         let right = g.add("value", &7u64, vec![top], 1, "right").expect("add");
-        let bottom = g.add("sum", &(), vec![left, right], 1, "bottom").expect("add");
+        let bottom = g
+            .add("sum", &(), vec![left, right], 1, "bottom")
+            .expect("add");
         // "value" returns its encoded args, which are themselves an encoded u64.
-        let exec = LocalExecutor { threads: 2, budget: MemoryBudget { limit_bytes: 10 } };
+        let exec = LocalExecutor {
+            threads: 2,
+            budget: MemoryBudget { limit_bytes: 10 },
+        };
         let out = exec.run(&g, &registry(), &|_| {}).expect("run");
         assert_eq!(out.len(), 1);
         assert_eq!(decode::<u64>(&out[&bottom]).expect("decode"), 12);
@@ -253,22 +275,33 @@ mod tests {
         let peak = Arc::new(AtomicU64::new(0));
         let mut r = KernelRegistry::new();
         let (run2, peak2) = (running.clone(), peak.clone());
-        r.register("hold", move |args: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> {
-            let bytes: u64 = decode(args)?;
-            let now = run2.fetch_add(bytes, Ordering::SeqCst) + bytes;
-            peak2.fetch_max(now, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            run2.fetch_sub(bytes, Ordering::SeqCst);
-            Ok(vec![])
-        });
+        r.register(
+            "hold",
+            move |args: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> {
+                let bytes: u64 = decode(args)?;
+                let now = run2.fetch_add(bytes, Ordering::SeqCst) + bytes;
+                peak2.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                run2.fetch_sub(bytes, Ordering::SeqCst);
+                Ok(vec![])
+            },
+        );
         let mut g = Graph::new();
         for i in 0..20u64 {
             let bytes = 30 + (i % 3) * 10;
-            g.add("hold", &bytes, vec![], bytes, format!("t{i}")).expect("add");
+            g.add("hold", &bytes, vec![], bytes, format!("t{i}"))
+                .expect("add");
         }
-        let exec = LocalExecutor { threads: 4, budget: MemoryBudget { limit_bytes: 100 } };
+        let exec = LocalExecutor {
+            threads: 4,
+            budget: MemoryBudget { limit_bytes: 100 },
+        };
         exec.run(&g, &r, &|_| {}).expect("run");
-        assert!(peak.load(Ordering::SeqCst) <= 100, "peak {}", peak.load(Ordering::SeqCst));
+        assert!(
+            peak.load(Ordering::SeqCst) <= 100,
+            "peak {}",
+            peak.load(Ordering::SeqCst)
+        );
         assert!(peak.load(Ordering::SeqCst) >= 60, "tasks never overlapped");
     }
 
@@ -276,7 +309,10 @@ mod tests {
     fn oversized_tasks_and_failures_are_errors() {
         let mut g = Graph::new();
         g.add("value", &1u64, vec![], 1000, "big").expect("add");
-        let exec = LocalExecutor { threads: 1, budget: MemoryBudget { limit_bytes: 10 } };
+        let exec = LocalExecutor {
+            threads: 1,
+            budget: MemoryBudget { limit_bytes: 10 },
+        };
         let e = exec.run(&g, &registry(), &|_| {}).expect_err("too big");
         assert!(e.to_string().contains("memory limit"), "{e}");
         let mut g = Graph::new();

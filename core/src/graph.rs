@@ -111,21 +111,29 @@ impl Graph {
         let mut index = HashMap::with_capacity(self.tasks.len());
         for (i, t) in self.tasks.iter().enumerate() {
             if index.insert(t.id, i).is_some() {
-                return Err(Error::option(format!("task graph: duplicate task id {}", t.id)));
+                return Err(Error::option(format!(
+                    "task graph: duplicate task id {}",
+                    t.id
+                )));
             }
         }
         let mut indegree = vec![0usize; self.tasks.len()];
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); self.tasks.len()];
         for (i, t) in self.tasks.iter().enumerate() {
             for d in &t.deps {
-                let &j = index
-                    .get(d)
-                    .ok_or_else(|| Error::option(format!("task graph: task {} depends on unknown task {d}", t.id)))?;
+                let &j = index.get(d).ok_or_else(|| {
+                    Error::option(format!(
+                        "task graph: task {} depends on unknown task {d}",
+                        t.id
+                    ))
+                })?;
                 indegree[i] += 1;
                 dependents[j].push(i);
             }
         }
-        let mut ready: Vec<usize> = (0..self.tasks.len()).filter(|&i| indegree[i] == 0).collect();
+        let mut ready: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| indegree[i] == 0)
+            .collect();
         let mut order = Vec::with_capacity(self.tasks.len());
         while let Some(i) = ready.pop() {
             order.push(i);
@@ -154,20 +162,53 @@ mod tests {
         let b = g.add("k", &2u32, vec![a], 10, "b").expect("add");
         let c = g.add("k", &3u32, vec![a, b], 10, "c").expect("add");
         let order = g.validate().expect("valid");
-        let pos = |id: TaskId| order.iter().position(|&i| g.tasks()[i].id == id).expect("present");
+        let pos = |id: TaskId| {
+            order
+                .iter()
+                .position(|&i| g.tasks()[i].id == id)
+                .expect("present")
+        };
         assert!(pos(a) < pos(b) && pos(b) < pos(c));
 
         let mut missing = g.clone();
-        missing.push(TaskSpec { id: TaskId(99), kernel: "k".into(), args: vec![], deps: vec![TaskId(42)], memory_bytes: 0, label: String::new() });
+        missing.push(TaskSpec {
+            id: TaskId(99),
+            kernel: "k".into(),
+            args: vec![],
+            deps: vec![TaskId(42)],
+            memory_bytes: 0,
+            label: String::new(),
+        });
         assert!(missing.validate().is_err());
 
         let mut dup = g.clone();
-        dup.push(TaskSpec { id: a, kernel: "k".into(), args: vec![], deps: vec![], memory_bytes: 0, label: String::new() });
+        dup.push(TaskSpec {
+            id: a,
+            kernel: "k".into(),
+            args: vec![],
+            deps: vec![],
+            memory_bytes: 0,
+            label: String::new(),
+        });
         assert!(dup.validate().is_err());
 
         let mut cyclic = Graph::new();
-        cyclic.push(TaskSpec { id: TaskId(0), kernel: "k".into(), args: vec![], deps: vec![TaskId(1)], memory_bytes: 0, label: String::new() });
-        cyclic.push(TaskSpec { id: TaskId(1), kernel: "k".into(), args: vec![], deps: vec![TaskId(0)], memory_bytes: 0, label: String::new() });
+        cyclic.push(TaskSpec {
+            id: TaskId(0),
+            kernel: "k".into(),
+            args: vec![],
+            deps: vec![TaskId(1)],
+            memory_bytes: 0,
+            label: String::new(),
+        });
+        cyclic.push(TaskSpec {
+            id: TaskId(1),
+            kernel: "k".into(),
+            args: vec![],
+            deps: vec![TaskId(0)],
+            memory_bytes: 0,
+            label: String::new(),
+        });
         assert!(cyclic.validate().is_err());
     }
 
@@ -175,7 +216,10 @@ mod tests {
     fn encode_decode_round_trip_and_reject_trailing_bytes() {
         let v = (7u64, "x".to_string(), vec![1i64, -2]);
         let bytes = encode(&v).expect("encode");
-        assert_eq!(decode::<(u64, String, Vec<i64>)>(&bytes).expect("decode"), v);
+        assert_eq!(
+            decode::<(u64, String, Vec<i64>)>(&bytes).expect("decode"),
+            v
+        );
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode::<(u64, String, Vec<i64>)>(&longer).is_err());

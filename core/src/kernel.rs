@@ -34,7 +34,9 @@ impl std::fmt::Debug for KernelRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut names: Vec<_> = self.kernels.keys().collect();
         names.sort();
-        f.debug_struct("KernelRegistry").field("kernels", &names).finish()
+        f.debug_struct("KernelRegistry")
+            .field("kernels", &names)
+            .finish()
     }
 }
 

@@ -3,6 +3,7 @@
 //! planner and the task graph. This crate opens no sockets.
 
 pub mod anndata;
+pub mod concat;
 pub mod convert;
 pub mod error;
 pub mod executor;

@@ -172,6 +172,30 @@ impl DType {
     }
 }
 
+/// Serialized as the v3 `data_type` name (numeric and string dtypes only:
+/// the ones task plans carry).
+impl serde::Serialize for DType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.v3_name() {
+            Some(name) => serializer.serialize_str(name),
+            None => Err(serde::ser::Error::custom(format!(
+                "dtype {} cannot be serialized",
+                self.display_name()
+            ))),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        match DType::from_v3(&Value::String(name.clone())) {
+            DType::Other(_) => Err(serde::de::Error::custom(format!("unknown dtype {name:?}"))),
+            d => Ok(d),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

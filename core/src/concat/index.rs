@@ -1,0 +1,208 @@
+//! Names along the two axes: reading string indices, the join of the other
+//! axis (pandas' `intersection` / `union` rules as `anndata.concat` applies
+//! them), and the reindexer that maps each input onto the joined axis.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use zarrs::array::ArraySubset;
+
+use crate::anndata::Store;
+use crate::error::{Error, Result};
+
+/// Inner (intersection) or outer (union) join of the other axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Join {
+    /// Keep names every input has, in the first input's order.
+    Inner,
+    /// Keep every name; sorted unless all inputs agree.
+    Outer,
+}
+
+/// Reads a whole 1-D string array (an index or a string column).
+pub fn read_strings(store: &Store, path: &str) -> Result<Vec<String>> {
+    let array = store.array(path)?;
+    let n = array.shape().first().copied().unwrap_or(0);
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let subset =
+        ArraySubset::new_with_start_shape(vec![0], vec![n]).map_err(|e| store.err(path, e))?;
+    array
+        .retrieve_array_subset::<Vec<String>>(&subset)
+        .map_err(|e| store.err(path, format!("cannot read strings: {e}")))
+}
+
+/// Fails if `names` holds a duplicate (the other axis must be unique).
+pub fn check_unique(store: &Store, path: &str, names: &[String]) -> Result<()> {
+    let mut seen = HashSet::with_capacity(names.len());
+    for n in names {
+        if !seen.insert(n.as_str()) {
+            return Err(store.err(
+                path,
+                format!("duplicate name {n:?} on the axis being joined"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// pandas `Index.intersection` (sort=False): `a`'s order, names also in `b`.
+fn intersection(a: &[String], b: &[String]) -> Vec<String> {
+    if a == b {
+        return a.to_vec();
+    }
+    let in_b: HashSet<&str> = b.iter().map(String::as_str).collect();
+    a.iter()
+        .filter(|n| in_b.contains(n.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// pandas `Index.union` (sort=None): `a` if equal, else the sorted union.
+fn union(a: &[String], b: &[String]) -> Vec<String> {
+    if a == b {
+        return a.to_vec();
+    }
+    if b.is_empty() {
+        return a.to_vec();
+    }
+    if a.is_empty() {
+        return b.to_vec();
+    }
+    let mut all: Vec<String> = a
+        .iter()
+        .chain(b)
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    all.sort();
+    all
+}
+
+/// The joined other-axis index, reducing pairwise from the left as anndata does.
+pub fn join_indices(indices: &[Vec<String>], join: Join) -> Vec<String> {
+    let mut iter = indices.iter();
+    let Some(first) = iter.next() else {
+        return Vec::new();
+    };
+    iter.fold(first.clone(), |acc, next| match join {
+        Join::Inner => intersection(&acc, next),
+        Join::Outer => union(&acc, next),
+    })
+}
+
+/// How one input maps onto the joined other axis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reindexer {
+    /// For every output position, the input position holding it, or -1.
+    pub old_of_new: Vec<i64>,
+    /// For every input position, its output position, or -1 (dropped).
+    pub new_of_old: Vec<i64>,
+    /// The input's axis equals the joined one (nothing to do).
+    pub identity: bool,
+}
+
+impl Reindexer {
+    /// Maps `old` names onto `new` names.
+    pub fn new(old: &[String], new: &[String]) -> Reindexer {
+        if old == new {
+            let ids: Vec<i64> = (0..old.len() as i64).collect();
+            return Reindexer {
+                old_of_new: ids.clone(),
+                new_of_old: ids,
+                identity: true,
+            };
+        }
+        let pos: HashMap<&str, i64> = new
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as i64))
+            .collect();
+        let new_of_old: Vec<i64> = old
+            .iter()
+            .map(|n| pos.get(n.as_str()).copied().unwrap_or(-1))
+            .collect();
+        let mut old_of_new = vec![-1i64; new.len()];
+        for (o, &n) in new_of_old.iter().enumerate() {
+            if n >= 0 {
+                old_of_new[n as usize] = o as i64;
+            }
+        }
+        Reindexer {
+            old_of_new,
+            new_of_old,
+            identity: false,
+        }
+    }
+
+    /// Whether some output position has no input value (needs filling).
+    pub fn has_missing(&self) -> bool {
+        self.old_of_new.iter().any(|&o| o < 0)
+    }
+}
+
+/// Builds the concatenated axis' names: inputs in order, each name followed
+/// by `sep` and the input's key when `index_unique` is given.
+pub fn concat_names(
+    names: &[Vec<String>],
+    keys: &[String],
+    index_unique: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::with_capacity(names.iter().map(Vec::len).sum());
+    for (n, key) in names.iter().zip(keys) {
+        match index_unique {
+            Some(sep) => out.extend(n.iter().map(|s| format!("{s}{sep}{key}"))),
+            None => out.extend(n.iter().cloned()),
+        }
+    }
+    out
+}
+
+/// An error for names that cannot be joined.
+pub fn join_error(message: impl std::fmt::Display) -> Error {
+    Error::option(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn joins_follow_pandas() {
+        let a = s(&["c", "a", "b"]);
+        let b = s(&["b", "c", "d"]);
+        assert_eq!(
+            join_indices(&[a.clone(), b.clone()], Join::Inner),
+            s(&["c", "b"])
+        );
+        assert_eq!(
+            join_indices(&[a.clone(), b.clone()], Join::Outer),
+            s(&["a", "b", "c", "d"])
+        );
+        assert_eq!(join_indices(&[a.clone(), a.clone()], Join::Outer), a);
+    }
+
+    #[test]
+    fn reindexer_maps_both_ways() {
+        let r = Reindexer::new(&s(&["x", "y", "z"]), &s(&["z", "w", "x"]));
+        assert_eq!(r.old_of_new, vec![2, -1, 0]);
+        assert_eq!(r.new_of_old, vec![2, -1, 0]);
+        assert!(r.has_missing() && !r.identity);
+        assert!(Reindexer::new(&s(&["a"]), &s(&["a"])).identity);
+    }
+
+    #[test]
+    fn concat_names_appends_keys() {
+        let names = vec![s(&["a", "b"]), s(&["a"])];
+        assert_eq!(
+            concat_names(&names, &s(&["k0", "k1"]), Some("-")),
+            s(&["a-k0", "b-k0", "a-k1"])
+        );
+    }
+}

@@ -1,0 +1,670 @@
+//! Matrix kernels: the tasks that build X, layers and raw/X of the output
+//! from the inputs, each writing whole output chunks.
+//!
+//! Dense output: one task per output chunk. Sparse output (always CSR, as in
+//! `anndata.concat`): rows are grouped in blocks (one block = one `indptr`
+//! chunk); `count` tasks assemble a block and count entries per row, one
+//! `prefix` task turns counts into block offsets and sizes `data` /
+//! `indices`, then `indptr` tasks write pointer chunks and `data` tasks
+//! assemble the blocks overlapping one data chunk and write it. CSC inputs
+//! are first converted to a temporary CSR (`to_csr`).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+use zarrs::array::ArraySubset;
+
+use super::plan::{Axis, ConcatPlan, MatrixPlan, MatrixSource, SourceKind};
+use super::values::{Scalar, Values};
+use crate::anndata::layout::ArraySpec;
+use crate::anndata::{DType, Store};
+use crate::error::{Error, Result};
+use crate::graph::{decode, encode};
+use crate::kernel::KernelRegistry;
+
+/// Arguments of every matrix kernel: the plan, the matrix, a block number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixTask {
+    /// The saved plan.
+    pub plan: PathBuf,
+    /// Index into the plan's matrices.
+    pub matrix: usize,
+    /// Chunk / block number (meaning depends on the kernel).
+    pub block: u64,
+    /// Second chunk coordinate (dense chunks).
+    pub block2: u64,
+}
+
+/// Arguments of `to_csr`: convert one CSC element into a CSR copy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToCsrTask {
+    /// Input store.
+    pub store: PathBuf,
+    /// CSC element path.
+    pub path: String,
+    /// Temporary store to create.
+    pub out: PathBuf,
+}
+
+/// Registers the matrix kernels under their names.
+pub fn register(registry: &mut KernelRegistry) {
+    registry.register("concat.dense_chunk", |a: &[u8], _: &[Arc<Vec<u8>>]| {
+        dense_chunk(&decode(a)?)
+    });
+    registry.register("concat.to_csr", |a: &[u8], _: &[Arc<Vec<u8>>]| {
+        to_csr(&decode(a)?)
+    });
+    registry.register("concat.sparse_count", |a: &[u8], _: &[Arc<Vec<u8>>]| {
+        sparse_count(&decode(a)?)
+    });
+    registry.register("concat.sparse_prefix", |a: &[u8], i: &[Arc<Vec<u8>>]| {
+        sparse_prefix(&decode(a)?, i)
+    });
+    registry.register("concat.sparse_indptr", |a: &[u8], i: &[Arc<Vec<u8>>]| {
+        sparse_indptr(&decode(a)?, i)
+    });
+    registry.register("concat.sparse_data", |a: &[u8], i: &[Arc<Vec<u8>>]| {
+        sparse_data(&decode(a)?, i)
+    });
+}
+
+fn open(path: &Path) -> Result<Store> {
+    Store::open(path)
+}
+
+/// Reads `[start, start+len)` of every dimension of the array at `path`.
+fn read_values(
+    store: &Store,
+    path: &str,
+    dtype: &DType,
+    start: Vec<u64>,
+    shape: Vec<u64>,
+) -> Result<Values> {
+    if shape.contains(&0) {
+        return Values::zeros(dtype, 0);
+    }
+    let array = store.array(path)?;
+    let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
+    let bytes = array
+        .retrieve_array_subset(&subset)
+        .map_err(|e| store.err(path, format!("cannot read data: {e}")))?;
+    Values::from_array_bytes(dtype, &bytes).map_err(|e| store.err(path, e))
+}
+
+fn write_values(
+    store: &Store,
+    path: &str,
+    start: Vec<u64>,
+    shape: Vec<u64>,
+    values: &Values,
+) -> Result<()> {
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    let array = store.array(path)?;
+    let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
+    array
+        .store_array_subset(&subset, values.to_array_bytes())
+        .map_err(|e| store.err(path, format!("cannot write chunk: {e}")))
+}
+
+/// The inputs overlapping `range` along the concatenation axis, with the
+/// input-local range of each.
+fn inputs_in(plan: &ConcatPlan, range: &Range<u64>) -> Vec<(usize, Range<u64>)> {
+    plan.inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, inp)| {
+            let lo = range.start.max(inp.offset);
+            let hi = range.end.min(inp.offset + inp.n_axis);
+            (lo < hi).then(|| (i, lo - inp.offset..hi - inp.offset))
+        })
+        .collect()
+}
+
+fn fill_for(m: &MatrixPlan) -> Scalar {
+    m.fill
+}
+
+// ---------------------------------------------------------------- dense
+
+/// Builds and writes one dense output chunk.
+fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
+    let plan = ConcatPlan::load(&t.plan)?;
+    let m = &plan.matrices[t.matrix];
+    let out = open(&plan.output)?;
+    let rows = t.block * m.chunks[0]..((t.block + 1) * m.chunks[0]).min(m.shape[0]);
+    let cols = t.block2 * m.chunks[1]..((t.block2 + 1) * m.chunks[1]).min(m.shape[1]);
+    let (nr, nc) = (
+        (rows.end - rows.start) as usize,
+        (cols.end - cols.start) as usize,
+    );
+    // (concat-axis range, other-axis range) of the chunk.
+    let (along, other) = match plan.axis {
+        Axis::Obs => (rows.clone(), cols.clone()),
+        Axis::Var => (cols.clone(), rows.clone()),
+    };
+    let space = &plan.spaces[m.space];
+    let mut positions: Vec<Option<usize>> = vec![None; nr * nc];
+    let mut pieces: Vec<Values> = Vec::new();
+    let mut base = 0usize;
+    for (i, local) in inputs_in(&plan, &along) {
+        let offset_in_chunk = (plan.inputs[i].offset + local.start - along.start) as usize;
+        let Some(src) = &m.sources[i] else { continue };
+        let reindex = &space.reindexers[i];
+        let olds: Vec<i64> = other
+            .clone()
+            .map(|o| reindex.old_of_new[o as usize])
+            .collect();
+        let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
+        let (Some(&lo), Some(&hi)) = (present.iter().min(), present.iter().max()) else {
+            continue;
+        };
+        let (lo, hi) = (lo as u64, hi as u64 + 1);
+        let store = open(&src.store)?;
+        let (start, shape) = match plan.axis {
+            Axis::Obs => (
+                vec![local.start, lo],
+                vec![local.end - local.start, hi - lo],
+            ),
+            Axis::Var => (
+                vec![lo, local.start],
+                vec![hi - lo, local.end - local.start],
+            ),
+        };
+        let width = shape[1] as usize;
+        let block = read_values(&store, &src.path, &src.dtype, start, shape)?.cast(&m.dtype)?;
+        let n_along = (local.end - local.start) as usize;
+        for a in 0..n_along {
+            for (k, &old) in olds.iter().enumerate() {
+                if old < 0 {
+                    continue;
+                }
+                let o = (old as u64 - lo) as usize;
+                let src_index = match plan.axis {
+                    Axis::Obs => a * width + o,
+                    Axis::Var => o * width + a,
+                };
+                let (r, c) = match plan.axis {
+                    Axis::Obs => (offset_in_chunk + a, k),
+                    Axis::Var => (k, offset_in_chunk + a),
+                };
+                positions[r * nc + c] = Some(base + src_index);
+            }
+        }
+        base += block.len();
+        pieces.push(block);
+    }
+    let mut all = Values::zeros(&m.dtype, 0)?;
+    for p in &pieces {
+        all.extend(p)?;
+    }
+    let chunk = all.take(&positions, fill_for(m));
+    write_values(
+        &out,
+        &m.out_path,
+        vec![rows.start, cols.start],
+        vec![nr as u64, nc as u64],
+        &chunk,
+    )?;
+    Ok(Vec::new())
+}
+
+// ---------------------------------------------------------------- sparse
+
+/// Rows of a sparse matrix: `indptr` from 0, column indices, values.
+#[derive(Debug, Clone)]
+struct Rows {
+    indptr: Vec<usize>,
+    indices: Vec<i64>,
+    data: Values,
+}
+
+/// Reads input rows `rows` of `src` as CSR with values cast to `dtype`.
+fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows> {
+    let store = open(&src.store)?;
+    let n = rows.end - rows.start;
+    match src.kind {
+        SourceKind::Csr | SourceKind::Csc => {
+            let ip_path = format!("{}/indptr", src.path);
+            let ip_dtype = index_dtype(&store, &ip_path)?;
+            let ip = crate::anndata::sparse::read_i64_range(
+                &store,
+                &ip_path,
+                &ip_dtype,
+                rows.start,
+                n + 1,
+            )?;
+            let (lo, hi) = (ip[0] as u64, ip[n as usize] as u64);
+            let ix_path = format!("{}/indices", src.path);
+            let ix_dtype = index_dtype(&store, &ix_path)?;
+            let indices =
+                crate::anndata::sparse::read_i64_range(&store, &ix_path, &ix_dtype, lo, hi - lo)?;
+            let data = read_values(
+                &store,
+                &format!("{}/data", src.path),
+                &src.dtype,
+                vec![lo],
+                vec![hi - lo],
+            )?
+            .cast(dtype)?;
+            Ok(Rows {
+                indptr: ip.iter().map(|&p| (p as u64 - lo) as usize).collect(),
+                indices,
+                data,
+            })
+        }
+        SourceKind::Dense => {
+            let ncols = store.array(&src.path)?.shape()[1];
+            let block = read_values(
+                &store,
+                &src.path,
+                &src.dtype,
+                vec![rows.start, 0],
+                vec![n, ncols],
+            )?
+            .cast(dtype)?;
+            let nonzero = block.nonzero_mask();
+            let mut indptr = vec![0usize];
+            let mut indices = Vec::new();
+            let mut keep = Vec::new();
+            for r in 0..n as usize {
+                for c in 0..ncols as usize {
+                    let k = r * ncols as usize + c;
+                    if nonzero[k] {
+                        indices.push(c as i64);
+                        keep.push(k);
+                    }
+                }
+                indptr.push(indices.len());
+            }
+            Ok(Rows {
+                indptr,
+                indices,
+                data: block.select(&keep),
+            })
+        }
+    }
+}
+
+fn index_dtype(store: &Store, path: &str) -> Result<DType> {
+    match store.node(path)? {
+        Some(crate::anndata::store::NodeMeta {
+            kind: crate::anndata::store::NodeKind::Array(a),
+            ..
+        }) => Ok(a.dtype),
+        _ => Err(store.err(path, "missing sparse member")),
+    }
+}
+
+/// One assembled block of output rows.
+struct Block {
+    counts: Vec<u32>,
+    indices: Vec<i64>,
+    data: Values,
+}
+
+/// Appends row `r` of `rows` with columns mapped by `map_col` (`None` drops).
+fn push_row(
+    rows: &Rows,
+    r: usize,
+    map_col: &dyn Fn(i64) -> Option<i64>,
+    out_idx: &mut Vec<(i64, usize)>,
+) {
+    for k in rows.indptr[r]..rows.indptr[r + 1] {
+        if let Some(c) = map_col(rows.indices[k]) {
+            out_idx.push((c, k));
+        }
+    }
+}
+
+/// Assembles output rows `range` of sparse matrix `m`.
+fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Block> {
+    let space = &plan.spaces[m.space];
+    let nrows = (range.end - range.start) as usize;
+    let fill = m.fill;
+    let fill_nonzero = !fill.is_zero();
+    // Per output row: (column, piece, position in piece) entries.
+    let mut row_entries: Vec<Vec<(i64, usize, usize)>> = vec![Vec::new(); nrows];
+    let mut pieces: Vec<Values> = Vec::new();
+    let fill_piece = {
+        let v = Values::zeros(&m.dtype, 1)?;
+        v.take(&[None], fill)
+    };
+    let fill_id = 0usize;
+    pieces.push(fill_piece);
+    match plan.axis {
+        Axis::Obs => {
+            for (i, local) in inputs_in(plan, &range) {
+                let first_out = (plan.inputs[i].offset + local.start - range.start) as usize;
+                let reindex = &space.reindexers[i];
+                let missing_cols: Vec<i64> = if fill_nonzero {
+                    (0..space.n_other as i64)
+                        .filter(|&c| reindex.old_of_new[c as usize] < 0 || m.sources[i].is_none())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                if let Some(src) = &m.sources[i] {
+                    let rows = read_rows(src, local.clone(), &m.dtype)?;
+                    let piece = pieces.len();
+                    let map = |c: i64| {
+                        let n = reindex.new_of_old[c as usize];
+                        (n >= 0).then_some(n)
+                    };
+                    let mut tmp = Vec::new();
+                    for r in 0..(local.end - local.start) as usize {
+                        tmp.clear();
+                        push_row(&rows, r, &map, &mut tmp);
+                        let entries = &mut row_entries[first_out + r];
+                        entries.extend(tmp.iter().map(|&(c, k)| (c, piece, k)));
+                        entries.extend(missing_cols.iter().map(|&c| (c, fill_id, 0)));
+                    }
+                    pieces.push(rows.data);
+                } else {
+                    for r in 0..(local.end - local.start) as usize {
+                        row_entries[first_out + r]
+                            .extend(missing_cols.iter().map(|&c| (c, fill_id, 0)));
+                    }
+                }
+            }
+        }
+        Axis::Var => {
+            for (i, inp) in plan.inputs.iter().enumerate() {
+                let reindex = &space.reindexers[i];
+                let olds: Vec<i64> = range
+                    .clone()
+                    .map(|r| reindex.old_of_new[r as usize])
+                    .collect();
+                let width = inp.n_axis as i64;
+                let off = inp.offset as i64;
+                let fill_row: Vec<i64> = if fill_nonzero {
+                    (off..off + width).collect()
+                } else {
+                    Vec::new()
+                };
+                let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
+                let read = match (&m.sources[i], present.iter().min(), present.iter().max()) {
+                    (Some(src), Some(&lo), Some(&hi)) => {
+                        Some((read_rows(src, lo as u64..hi as u64 + 1, &m.dtype)?, lo))
+                    }
+                    _ => None,
+                };
+                let piece = pieces.len();
+                for (r, &old) in olds.iter().enumerate() {
+                    match (&read, old >= 0 && m.sources[i].is_some()) {
+                        (Some((rows, lo)), true) => {
+                            let lr = (old - lo) as usize;
+                            for k in rows.indptr[lr]..rows.indptr[lr + 1] {
+                                row_entries[r].push((rows.indices[k] + off, piece, k));
+                            }
+                        }
+                        _ => row_entries[r].extend(fill_row.iter().map(|&c| (c, fill_id, 0))),
+                    }
+                }
+                if let Some((rows, _)) = read {
+                    pieces.push(rows.data);
+                }
+            }
+        }
+    }
+    // Gather values in row order, columns sorted.
+    let offsets: Vec<usize> = pieces
+        .iter()
+        .scan(0usize, |acc, p| {
+            let start = *acc;
+            *acc += p.len();
+            Some(start)
+        })
+        .collect();
+    let mut all = Values::zeros(&m.dtype, 0)?;
+    for p in &pieces {
+        all.extend(p)?;
+    }
+    let mut counts = Vec::with_capacity(nrows);
+    let mut indices = Vec::new();
+    let mut take = Vec::new();
+    for entries in &mut row_entries {
+        if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            entries.sort_by_key(|e| e.0);
+        }
+        counts.push(entries.len() as u32);
+        for &(c, piece, k) in entries.iter() {
+            indices.push(c);
+            take.push(offsets[piece] + k);
+        }
+    }
+    let data = all.select(&take);
+    Ok(Block {
+        counts,
+        indices,
+        data,
+    })
+}
+
+fn block_range(m: &MatrixPlan, b: u64) -> Range<u64> {
+    let rows = m.chunks[0];
+    b * rows..((b + 1) * rows).min(m.shape[0])
+}
+
+/// Number of row blocks of a sparse output.
+pub fn n_blocks(m: &MatrixPlan) -> u64 {
+    m.shape[0].div_ceil(m.chunks[0])
+}
+
+/// Number of `indptr` chunks of a sparse output (it has one more entry than rows).
+pub fn n_indptr_chunks(m: &MatrixPlan) -> u64 {
+    (m.shape[0] + 1).div_ceil(m.chunks[0])
+}
+
+/// Upper bound of the number of data chunks of a sparse output.
+pub fn max_data_chunks(m: &MatrixPlan) -> u64 {
+    m.max_nnz.div_ceil(m.chunks[1])
+}
+
+fn sparse_count(t: &MatrixTask) -> Result<Vec<u8>> {
+    let plan = ConcatPlan::load(&t.plan)?;
+    let m = &plan.matrices[t.matrix];
+    let block = assemble(&plan, m, block_range(m, t.block))?;
+    encode(&block.counts)
+}
+
+/// Output of the prefix task: where each block's entries start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Offsets {
+    block_start: Vec<u64>,
+}
+
+fn index_dtype_for(nnz: u64, shape: [u64; 2]) -> DType {
+    let max = nnz.max(shape[0]).max(shape[1]);
+    if max < i32::MAX as u64 {
+        DType::Int32
+    } else {
+        DType::Int64
+    }
+}
+
+fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
+    let plan = ConcatPlan::load(&t.plan)?;
+    let m = &plan.matrices[t.matrix];
+    let mut block_start = Vec::with_capacity(inputs.len() + 1);
+    let mut total = 0u64;
+    for counts in inputs {
+        block_start.push(total);
+        let counts: Vec<u32> = decode(counts)?;
+        total += counts.iter().map(|&c| u64::from(c)).sum::<u64>();
+    }
+    block_start.push(total);
+    if total > m.max_nnz {
+        return Err(Error::option(format!(
+            "internal: {} holds {total} entries, more than planned",
+            m.out_path
+        )));
+    }
+    let out = open(&plan.output)?;
+    let idx = index_dtype_for(total, m.shape);
+    let empty = Map::new();
+    for (name, dtype, len, chunk) in [
+        ("data", m.dtype.clone(), total, m.chunks[1]),
+        ("indices", idx.clone(), total, m.chunks[1]),
+        ("indptr", idx, m.shape[0] + 1, m.chunks[0]),
+    ] {
+        let spec = ArraySpec::new(vec![len], dtype, vec![chunk.min(len.max(1))]);
+        let doc = spec
+            .to_metadata(plan.format)
+            .ok_or_else(|| out.err(&m.out_path, "no zarr spelling for dtype"))?;
+        out.write_array_meta(&format!("{}/{name}", m.out_path), &doc, &empty)?;
+    }
+    encode(&Offsets { block_start })
+}
+
+fn sparse_indptr(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
+    let plan = ConcatPlan::load(&t.plan)?;
+    let m = &plan.matrices[t.matrix];
+    let (counts, offsets): (Vec<u32>, Offsets) = match inputs {
+        [c, o] => (decode(c)?, decode(o)?),
+        [o] => (Vec::new(), decode(o)?),
+        _ => return Err(Error::option("internal: indptr task inputs")),
+    };
+    let first = t.block * m.chunks[0];
+    let last = ((t.block + 1) * m.chunks[0]).min(m.shape[0] + 1);
+    let mut acc = offsets.block_start[t.block.min(offsets.block_start.len() as u64 - 1) as usize];
+    let mut ptr = Vec::with_capacity((last - first) as usize);
+    for k in 0..(last - first) as usize {
+        ptr.push(acc as i64);
+        if let Some(&c) = counts.get(k) {
+            acc += u64::from(c);
+        }
+    }
+    let out = open(&plan.output)?;
+    let path = format!("{}/indptr", m.out_path);
+    let values = Values::I64(ptr).cast(&index_dtype(&out, &path)?)?;
+    write_values(&out, &path, vec![first], vec![last - first], &values)?;
+    Ok(Vec::new())
+}
+
+fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
+    let plan = ConcatPlan::load(&t.plan)?;
+    let m = &plan.matrices[t.matrix];
+    let offsets: Offsets = match inputs {
+        [o] => decode(o)?,
+        _ => return Err(Error::option("internal: data task inputs")),
+    };
+    let total = *offsets.block_start.last().unwrap_or(&0);
+    let lo = t.block * m.chunks[1];
+    if lo >= total {
+        return Ok(Vec::new());
+    }
+    let hi = (lo + m.chunks[1]).min(total);
+    let mut indices: Vec<i64> = Vec::with_capacity((hi - lo) as usize);
+    let mut data = Values::zeros(&m.dtype, 0)?;
+    for b in 0..n_blocks(m) as usize {
+        let (bs, be) = (offsets.block_start[b], offsets.block_start[b + 1]);
+        if be <= lo || bs >= hi || bs == be {
+            continue;
+        }
+        let block = assemble(&plan, m, block_range(m, b as u64))?;
+        let from = (lo.max(bs) - bs) as usize;
+        let to = (hi.min(be) - bs) as usize;
+        indices.extend_from_slice(&block.indices[from..to]);
+        data.extend(&block.data.select(&(from..to).collect::<Vec<_>>()))?;
+    }
+    let out = open(&plan.output)?;
+    let ix_path = format!("{}/indices", m.out_path);
+    let ix = Values::I64(indices).cast(&index_dtype(&out, &ix_path)?)?;
+    write_values(&out, &ix_path, vec![lo], vec![hi - lo], &ix)?;
+    write_values(
+        &out,
+        &format!("{}/data", m.out_path),
+        vec![lo],
+        vec![hi - lo],
+        &data,
+    )?;
+    Ok(Vec::new())
+}
+
+// ---------------------------------------------------------------- CSC -> CSR
+
+fn to_csr(t: &ToCsrTask) -> Result<Vec<u8>> {
+    let store = open(&t.store)?;
+    let shape: Vec<u64> = match store.node(&t.path)? {
+        Some(meta) => meta
+            .attrs
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|s| s.iter().filter_map(|v| v.as_u64()).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let [nrows, ncols] = shape[..] else {
+        return Err(store.err(&t.path, "sparse matrix lacks its shape"));
+    };
+    let ip_path = format!("{}/indptr", t.path);
+    let ip = crate::anndata::sparse::read_i64_range(
+        &store,
+        &ip_path,
+        &index_dtype(&store, &ip_path)?,
+        0,
+        ncols + 1,
+    )?;
+    let nnz = ip[ncols as usize] as u64;
+    let ix_path = format!("{}/indices", t.path);
+    let rows_of = crate::anndata::sparse::read_i64_range(
+        &store,
+        &ix_path,
+        &index_dtype(&store, &ix_path)?,
+        0,
+        nnz,
+    )?;
+    let data_path = format!("{}/data", t.path);
+    let dtype = index_dtype(&store, &data_path)?;
+    let data = read_values(&store, &data_path, &dtype, vec![0], vec![nnz])?;
+    // Counting sort by row; columns come out ascending within each row.
+    let mut counts = vec![0usize; nrows as usize + 1];
+    for &r in &rows_of {
+        counts[r as usize + 1] += 1;
+    }
+    for r in 0..nrows as usize {
+        counts[r + 1] += counts[r];
+    }
+    let indptr: Vec<i64> = counts.iter().map(|&c| c as i64).collect();
+    let mut next = counts.clone();
+    let mut order = vec![0usize; nnz as usize];
+    let mut cols = vec![0i64; nnz as usize];
+    for c in 0..ncols as usize {
+        for (k, &r) in rows_of
+            .iter()
+            .enumerate()
+            .take(ip[c + 1] as usize)
+            .skip(ip[c] as usize)
+        {
+            let r = r as usize;
+            order[next[r]] = k;
+            cols[next[r]] = c as i64;
+            next[r] += 1;
+        }
+    }
+    let data = data.select(&order);
+    let out = Store::create(&t.out, crate::anndata::ZarrFormat::V3)?;
+    let empty = Map::new();
+    out.write_group("", &empty)?;
+    out.write_group("m", &empty)?;
+    for (name, values) in [
+        ("data", data),
+        ("indices", Values::I64(cols)),
+        ("indptr", Values::I64(indptr)),
+    ] {
+        let len = values.len() as u64;
+        let spec = ArraySpec::new(vec![len], values.dtype(), vec![len.clamp(1, 1 << 20)]);
+        let doc = spec
+            .to_metadata(out.format())
+            .ok_or_else(|| out.err(name, "no zarr spelling"))?;
+        let path = format!("m/{name}");
+        out.write_array_meta(&path, &doc, &empty)?;
+        write_values(&out, &path, vec![0], vec![len], &values)?;
+    }
+    Ok(Vec::new())
+}

@@ -1,0 +1,221 @@
+//! Options of a concatenation, mirroring `anndata.concat`'s arguments, with
+//! their validation.
+
+use std::path::PathBuf;
+
+use super::index::Join;
+use super::plan::Axis;
+use super::values::Scalar;
+use crate::anndata::ZarrFormat;
+use crate::error::{Error, Result};
+
+/// How elements that are not concatenated are combined across inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Merge {
+    /// Keep an element only if every input has it and all are equal.
+    Same,
+    /// Keep an element if all inputs that have it agree.
+    Unique,
+    /// The first input's value for each element.
+    First,
+    /// Keep elements present in exactly one input.
+    Only,
+}
+
+impl Merge {
+    /// Parses `same`, `unique`, `first` or `only`.
+    pub fn parse(s: &str) -> Result<Merge> {
+        Ok(match s {
+            "same" => Merge::Same,
+            "unique" => Merge::Unique,
+            "first" => Merge::First,
+            "only" => Merge::Only,
+            other => {
+                return Err(Error::option(format!(
+                    "merge strategy must be same, unique, first or only, not {other:?}"
+                )));
+            }
+        })
+    }
+}
+
+/// Everything `anncat concat` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ConcatOptions {
+    /// Input stores, in order.
+    pub inputs: Vec<PathBuf>,
+    /// One key per input (default "0", "1", ...).
+    pub keys: Option<Vec<String>>,
+    /// Output store.
+    pub output: PathBuf,
+    /// Concatenation axis.
+    pub axis: Axis,
+    /// Join of the other axis.
+    pub join: Join,
+    /// Merge strategy for the other axis' annotations.
+    pub merge: Option<Merge>,
+    /// Merge strategy for uns.
+    pub uns_merge: Option<Merge>,
+    /// Name of a column recording each entry's input key.
+    pub label: Option<String>,
+    /// Separator making the concatenated names unique (`name + SEP + key`).
+    pub index_unique: Option<String>,
+    /// Value for missing entries (default NaN for dense, 0 for sparse).
+    pub fill_value: Option<Scalar>,
+    /// Concatenate the {axis}p pairwise elements block-diagonally.
+    pub pairwise: bool,
+    /// Output zarr format (default: the first input's).
+    pub zarr_format: Option<ZarrFormat>,
+    /// Memory budget of the executor, in bytes.
+    pub memory_limit: u64,
+    /// Executor threads.
+    pub threads: usize,
+    /// Output chunk size in bytes (default: chosen from the memory limit).
+    pub chunk_bytes: Option<u64>,
+    /// Replace an existing output.
+    pub overwrite: bool,
+}
+
+/// The smallest memory budget anncat accepts.
+pub const MIN_MEMORY_LIMIT: u64 = 16 << 20;
+
+impl ConcatOptions {
+    /// Options with `anndata.concat`'s defaults for these inputs and output.
+    pub fn new(inputs: Vec<PathBuf>, output: PathBuf) -> Self {
+        ConcatOptions {
+            inputs,
+            keys: None,
+            output,
+            axis: Axis::Obs,
+            join: Join::Inner,
+            merge: None,
+            uns_merge: None,
+            label: None,
+            index_unique: None,
+            fill_value: None,
+            pairwise: false,
+            zarr_format: None,
+            memory_limit: 1 << 30,
+            threads: 2,
+            chunk_bytes: None,
+            overwrite: false,
+        }
+    }
+
+    /// Checks the options on their own (inputs are checked when opened).
+    pub fn validate(&self) -> Result<()> {
+        if self.inputs.is_empty() {
+            return Err(Error::option("no inputs to concatenate"));
+        }
+        if let Some(keys) = &self.keys {
+            if keys.len() != self.inputs.len() {
+                return Err(Error::option(format!(
+                    "{} keys given for {} inputs",
+                    keys.len(),
+                    self.inputs.len()
+                )));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for k in keys {
+                if !seen.insert(k) {
+                    return Err(Error::option(format!("duplicate key {k:?}")));
+                }
+            }
+        }
+        if self.memory_limit < MIN_MEMORY_LIMIT {
+            return Err(Error::option(format!(
+                "--memory-limit must be at least {} MiB",
+                MIN_MEMORY_LIMIT >> 20
+            )));
+        }
+        if self.threads == 0 {
+            return Err(Error::option("at least one thread is needed"));
+        }
+        if self.chunk_bytes == Some(0) {
+            return Err(Error::option("--chunk-mib must be positive"));
+        }
+        if self.label.as_deref() == Some("") {
+            return Err(Error::option("--label must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The keys, defaulted to "0", "1", ...
+    pub fn resolved_keys(&self) -> Vec<String> {
+        self.keys
+            .clone()
+            .unwrap_or_else(|| (0..self.inputs.len()).map(|i| i.to_string()).collect())
+    }
+
+    /// Target output chunk size in bytes.
+    pub fn target_chunk_bytes(&self) -> u64 {
+        self.chunk_bytes
+            .unwrap_or_else(|| (self.memory_limit / 16).clamp(256 << 10, 16 << 20))
+    }
+}
+
+/// Parses a size such as `512MiB`, `2GiB`, `100MB` or a plain byte count.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| Error::option(format!("invalid size {s:?} (try 512MiB or 2GiB)")))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0_f64.powi(4),
+        _ => {
+            return Err(Error::option(format!(
+                "invalid size unit in {s:?} (try MiB or GiB)"
+            )));
+        }
+    };
+    let bytes = value * mult;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(Error::option(format!("invalid size {s:?}")));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("512MiB").expect("ok"), 512 << 20);
+        assert_eq!(parse_size("2GiB").expect("ok"), 2 << 30);
+        assert_eq!(parse_size("100MB").expect("ok"), 100_000_000);
+        assert_eq!(parse_size("4096").expect("ok"), 4096);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_keys_and_limits() {
+        let mut o = ConcatOptions::new(vec!["a".into(), "b".into()], "o".into());
+        assert!(o.validate().is_ok());
+        o.keys = Some(vec!["x".into(), "x".into()]);
+        assert!(
+            o.validate()
+                .expect_err("dup")
+                .to_string()
+                .contains("duplicate key")
+        );
+        o.keys = Some(vec!["x".into()]);
+        assert!(o.validate().is_err());
+        o.keys = None;
+        o.memory_limit = 1;
+        assert!(o.validate().is_err());
+    }
+}

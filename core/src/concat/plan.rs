@@ -1,0 +1,167 @@
+//! The concat plan: everything the matrix kernels need to know, computed
+//! once from metadata by the planner and saved in the staging directory
+//! (`OUT.partial/.anncat/plan.bin`) where every executor, in this process
+//! or another, loads it (once per process).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::index::Reindexer;
+use super::values::Scalar;
+use crate::anndata::{DType, ZarrFormat};
+use crate::error::{Error, Result};
+use crate::graph::{decode, encode};
+
+/// The axis along which inputs are stacked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Axis {
+    /// Stack cells (rows).
+    Obs,
+    /// Stack genes (columns).
+    Var,
+}
+
+impl Axis {
+    /// `obs` or `var`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Axis::Obs => "obs",
+            Axis::Var => "var",
+        }
+    }
+
+    /// The other axis' name.
+    pub fn other_name(self) -> &'static str {
+        match self {
+            Axis::Obs => "var",
+            Axis::Var => "obs",
+        }
+    }
+}
+
+/// One input store as the plan sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputInfo {
+    /// The input store.
+    pub path: PathBuf,
+    /// Its length along the concatenation axis.
+    pub n_axis: u64,
+    /// Where its entries start along the output's concatenation axis.
+    pub offset: u64,
+}
+
+/// A joined other axis with each input's reindexer onto it (the main
+/// object's other axis, or raw's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Space {
+    /// Length of the joined other axis.
+    pub n_other: u64,
+    /// One reindexer per input.
+    pub reindexers: Vec<Reindexer>,
+}
+
+/// How an input matrix is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceKind {
+    /// A dense 2-D array.
+    Dense,
+    /// CSR (rows are read directly).
+    Csr,
+    /// CSC (converted to a temporary CSR before rows are read).
+    Csc,
+}
+
+/// One input's contribution to an output matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixSource {
+    /// Store to read from (the input, or a temporary CSR copy of a CSC input).
+    pub store: PathBuf,
+    /// Element path inside that store.
+    pub path: String,
+    /// Storage kind (as read: a converted CSC reads as CSR).
+    pub kind: SourceKind,
+    /// The element's dtype.
+    pub dtype: DType,
+    /// The input store and element the data comes from (differs from
+    /// `store` / `path` for a converted CSC input).
+    pub origin: (PathBuf, String),
+    /// Bytes of the element's stored values (for memory estimates).
+    pub bytes: u64,
+}
+
+/// One output matrix (X, a layer, raw/X).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixPlan {
+    /// Element path in the output.
+    pub out_path: String,
+    /// Index into [`ConcatPlan::spaces`].
+    pub space: usize,
+    /// Per input: where its data comes from, or `None` when it lacks the element.
+    pub sources: Vec<Option<MatrixSource>>,
+    /// Sparse (CSR) output, else dense.
+    pub sparse: bool,
+    /// Output dtype.
+    pub dtype: DType,
+    /// Output shape (obs × var).
+    pub shape: [u64; 2],
+    /// Dense: chunk shape. Sparse: `[rows per block (= indptr chunk), entries per data chunk]`.
+    pub chunks: [u64; 2],
+    /// Value for missing entries.
+    pub fill: Scalar,
+    /// Sparse: upper bound of stored entries (sizes the data-chunk tasks).
+    pub max_nnz: u64,
+}
+
+/// Everything the matrix kernels need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConcatPlan {
+    /// The staging output store.
+    pub output: PathBuf,
+    /// Its zarr format.
+    pub format: ZarrFormat,
+    /// Concatenation axis.
+    pub axis: Axis,
+    /// The inputs in order.
+    pub inputs: Vec<InputInfo>,
+    /// Joined other axes (0: the main object; 1: raw, when present).
+    pub spaces: Vec<Space>,
+    /// Output matrices.
+    pub matrices: Vec<MatrixPlan>,
+}
+
+impl ConcatPlan {
+    /// Saves the plan (atomically) into its staging store under a name
+    /// unique to this run; returns the file the kernels load it from.
+    pub fn save(&self) -> Result<PathBuf> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let file = self
+            .output
+            .join(".anncat")
+            .join(format!("plan-{}-{nanos}.bin", std::process::id()));
+        let bytes = encode(self)?;
+        crate::anndata::atomic_store::write_atomic(&file, &bytes)
+            .map_err(|e| Error::path(&file, format!("cannot save plan: {e}")))?;
+        Ok(file)
+    }
+
+    /// Loads the plan at `file`, once per process.
+    pub fn load(file: &Path) -> Result<Arc<ConcatPlan>> {
+        static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<ConcatPlan>>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Some(plan) = cache.lock().ok().and_then(|c| c.get(file).cloned()) {
+            return Ok(plan);
+        }
+        let bytes =
+            std::fs::read(file).map_err(|e| Error::path(file, format!("cannot read plan: {e}")))?;
+        let plan: Arc<ConcatPlan> = Arc::new(decode(&bytes)?);
+        if let Ok(mut c) = cache.lock() {
+            c.insert(file.to_path_buf(), plan.clone());
+        }
+        Ok(plan)
+    }
+}

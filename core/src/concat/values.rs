@@ -1,0 +1,486 @@
+//! Typed numeric vectors, numpy's dtype promotion, and pandas' rules for
+//! the dtype that a fill value forces on an array with missing entries.
+
+use zarrs::array::{ArrayBytes, ArrayBytesRaw};
+
+use crate::anndata::DType;
+use crate::error::{Error, Result};
+
+/// A fill value as the user gave it: an integer or a float (NaN allowed).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Scalar {
+    /// An integer literal.
+    Int(i64),
+    /// A float literal.
+    Float(f64),
+}
+
+impl Scalar {
+    /// Parses `nan`, an integer, or a float.
+    pub fn parse(s: &str) -> Result<Scalar> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("nan") {
+            return Ok(Scalar::Float(f64::NAN));
+        }
+        if let Ok(i) = t.parse::<i64>() {
+            return Ok(Scalar::Int(i));
+        }
+        t.parse::<f64>()
+            .map(Scalar::Float)
+            .map_err(|_| Error::option(format!("--fill-value must be a number or nan, not {s:?}")))
+    }
+
+    /// The value as f64.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Scalar::Int(i) => i as f64,
+            Scalar::Float(f) => f,
+        }
+    }
+
+    /// Whether the value is zero (the sparse "nothing stored" value).
+    pub fn is_zero(self) -> bool {
+        self.as_f64() == 0.0
+    }
+
+    /// numpy's dtype of `np.array(value)`.
+    pub fn numpy_dtype(self) -> DType {
+        match self {
+            Scalar::Int(_) => DType::Int64,
+            Scalar::Float(_) => DType::Float64,
+        }
+    }
+}
+
+fn rank(d: &DType) -> Option<(char, u32)> {
+    Some(match d {
+        DType::Bool => ('b', 1),
+        DType::Int8 => ('i', 8),
+        DType::Int16 => ('i', 16),
+        DType::Int32 => ('i', 32),
+        DType::Int64 => ('i', 64),
+        DType::UInt8 => ('u', 8),
+        DType::UInt16 => ('u', 16),
+        DType::UInt32 => ('u', 32),
+        DType::UInt64 => ('u', 64),
+        DType::Float16 => ('f', 16),
+        DType::Float32 => ('f', 32),
+        DType::Float64 => ('f', 64),
+        _ => return None,
+    })
+}
+
+fn from_rank(kind: char, bits: u32) -> DType {
+    match (kind, bits) {
+        ('b', _) => DType::Bool,
+        ('i', 8) => DType::Int8,
+        ('i', 16) => DType::Int16,
+        ('i', 32) => DType::Int32,
+        ('i', _) => DType::Int64,
+        ('u', 8) => DType::UInt8,
+        ('u', 16) => DType::UInt16,
+        ('u', 32) => DType::UInt32,
+        ('u', _) => DType::UInt64,
+        ('f', 16) => DType::Float16,
+        ('f', 32) => DType::Float32,
+        _ => DType::Float64,
+    }
+}
+
+/// numpy's `result_type` of two numeric dtypes; `None` if either is not numeric.
+pub fn promote(a: &DType, b: &DType) -> Option<DType> {
+    let (ka, ba) = rank(a)?;
+    let (kb, bb) = rank(b)?;
+    let float_for_int = |bits: u32| match bits {
+        8 => 16,
+        16 => 32,
+        _ => 64,
+    };
+    Some(match (ka, kb) {
+        _ if a == b => a.clone(),
+        ('b', _) => b.clone(),
+        (_, 'b') => a.clone(),
+        ('i', 'i') | ('u', 'u') | ('f', 'f') => from_rank(ka, ba.max(bb)),
+        ('i', 'u') | ('u', 'i') => {
+            let (sb, ub) = if ka == 'i' { (ba, bb) } else { (bb, ba) };
+            if sb > ub {
+                from_rank('i', sb)
+            } else if ub < 64 {
+                from_rank('i', ub * 2)
+            } else {
+                DType::Float64
+            }
+        }
+        ('f', _) => from_rank('f', ba.max(float_for_int(bb))),
+        (_, 'f') => from_rank('f', bb.max(float_for_int(ba))),
+        _ => return None,
+    })
+}
+
+/// The dtype pandas gives an array of `dtype` when some entries are filled
+/// with `fill` (`pandas.core.dtypes.cast.maybe_promote`).
+pub fn fill_promote(dtype: &DType, fill: Scalar) -> Result<DType> {
+    let (kind, bits) = rank(dtype).ok_or_else(|| {
+        Error::option(format!(
+            "cannot fill missing entries of a {} array",
+            dtype.display_name()
+        ))
+    })?;
+    let unsupported = || {
+        Error::option(format!(
+            "filling a {} array with {:?} gives numpy object dtype, which anndata cannot store in zarr",
+            dtype.display_name(),
+            fill
+        ))
+    };
+    match (kind, fill) {
+        ('b', _) => Err(unsupported()),
+        ('f', _) => Ok(dtype.clone()),
+        (_, Scalar::Float(_)) => Ok(DType::Float64),
+        ('i', Scalar::Int(v)) => {
+            let fits = bits == 64 || (v >= -(1i64 << (bits - 1)) && v < (1i64 << (bits - 1)));
+            if fits {
+                Ok(dtype.clone())
+            } else {
+                Ok(DType::Int64)
+            }
+        }
+        (_, Scalar::Int(v)) => {
+            // unsigned
+            if v < 0 {
+                if bits == 64 {
+                    Err(unsupported())
+                } else {
+                    Ok(from_rank('i', bits * 2))
+                }
+            } else if bits == 64 || (v as u64) < (1u64 << bits) {
+                Ok(dtype.clone())
+            } else {
+                Ok(DType::UInt64)
+            }
+        }
+    }
+}
+
+/// A typed vector of numbers or booleans.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(missing_docs)]
+pub enum Values {
+    Bool(Vec<bool>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// Applies `$body` to the vector inside any variant, bound as `$v`.
+macro_rules! each {
+    ($values:expr, $v:ident => $body:expr) => {
+        match $values {
+            Values::Bool($v) => $body,
+            Values::I8($v) => $body,
+            Values::I16($v) => $body,
+            Values::I32($v) => $body,
+            Values::I64($v) => $body,
+            Values::U8($v) => $body,
+            Values::U16($v) => $body,
+            Values::U32($v) => $body,
+            Values::U64($v) => $body,
+            Values::F32($v) => $body,
+            Values::F64($v) => $body,
+        }
+    };
+}
+
+/// Numbers anncat converts between (numpy `astype` semantics for upcasts).
+pub trait Number: Copy + Default + Send + Sync + 'static {
+    /// To f64.
+    fn to_f64(self) -> f64;
+    /// To i64 (booleans are 0/1).
+    fn to_i64(self) -> i64;
+    /// From f64 (truncating, as numpy does for float -> int).
+    fn from_f64(v: f64) -> Self;
+    /// From i64.
+    fn from_i64(v: i64) -> Self;
+    /// Whether the value is a zero (not stored in a sparse matrix).
+    fn is_zero(self) -> bool;
+}
+
+macro_rules! number {
+    ($($t:ty),*) => {$(
+        impl Number for $t {
+            fn to_f64(self) -> f64 { self as f64 }
+            fn to_i64(self) -> i64 { self as i64 }
+            fn from_f64(v: f64) -> Self { v as $t }
+            fn from_i64(v: i64) -> Self { v as $t }
+            fn is_zero(self) -> bool { self == (0 as $t) }
+        }
+    )*};
+}
+number!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+
+impl Number for bool {
+    fn to_f64(self) -> f64 {
+        f64::from(u8::from(self))
+    }
+    fn to_i64(self) -> i64 {
+        i64::from(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
+    fn is_zero(self) -> bool {
+        !self
+    }
+}
+
+fn convert<S: Number, T: Number>(src: &[S], float_target: bool) -> Vec<T> {
+    if float_target {
+        src.iter().map(|v| T::from_f64(v.to_f64())).collect()
+    } else {
+        src.iter().map(|v| T::from_i64(v.to_i64())).collect()
+    }
+}
+
+impl Values {
+    /// An empty vector of `dtype`.
+    pub fn empty(dtype: &DType) -> Result<Values> {
+        Values::zeros(dtype, 0)
+    }
+
+    /// `n` zeros of `dtype`.
+    pub fn zeros(dtype: &DType, n: usize) -> Result<Values> {
+        Ok(match dtype {
+            DType::Bool => Values::Bool(vec![false; n]),
+            DType::Int8 => Values::I8(vec![0; n]),
+            DType::Int16 => Values::I16(vec![0; n]),
+            DType::Int32 => Values::I32(vec![0; n]),
+            DType::Int64 => Values::I64(vec![0; n]),
+            DType::UInt8 => Values::U8(vec![0; n]),
+            DType::UInt16 => Values::U16(vec![0; n]),
+            DType::UInt32 => Values::U32(vec![0; n]),
+            DType::UInt64 => Values::U64(vec![0; n]),
+            DType::Float32 => Values::F32(vec![0.0; n]),
+            DType::Float64 => Values::F64(vec![0.0; n]),
+            other => {
+                return Err(Error::option(format!(
+                    "unsupported numeric dtype {}",
+                    other.display_name()
+                )));
+            }
+        })
+    }
+
+    /// The dtype of the values.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Values::Bool(_) => DType::Bool,
+            Values::I8(_) => DType::Int8,
+            Values::I16(_) => DType::Int16,
+            Values::I32(_) => DType::Int32,
+            Values::I64(_) => DType::Int64,
+            Values::U8(_) => DType::UInt8,
+            Values::U16(_) => DType::UInt16,
+            Values::U32(_) => DType::UInt32,
+            Values::U64(_) => DType::UInt64,
+            Values::F32(_) => DType::Float32,
+            Values::F64(_) => DType::Float64,
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        each!(self, v => v.len())
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decodes little-endian array bytes of `dtype`.
+    pub fn from_array_bytes(dtype: &DType, bytes: &ArrayBytes<'_>) -> Result<Values> {
+        let ArrayBytes::Fixed(raw) = bytes else {
+            return Err(Error::option("expected fixed-size numeric data"));
+        };
+        macro_rules! le {
+            ($t:ty, $n:expr) => {
+                raw.chunks_exact($n)
+                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])))
+                    .collect()
+            };
+        }
+        Ok(match dtype {
+            DType::Bool => Values::Bool(raw.iter().map(|&b| b != 0).collect()),
+            DType::Int8 => Values::I8(raw.iter().map(|&b| b as i8).collect()),
+            DType::Int16 => Values::I16(le!(i16, 2)),
+            DType::Int32 => Values::I32(le!(i32, 4)),
+            DType::Int64 => Values::I64(le!(i64, 8)),
+            DType::UInt8 => Values::U8(raw.to_vec()),
+            DType::UInt16 => Values::U16(le!(u16, 2)),
+            DType::UInt32 => Values::U32(le!(u32, 4)),
+            DType::UInt64 => Values::U64(le!(u64, 8)),
+            DType::Float32 => Values::F32(le!(f32, 4)),
+            DType::Float64 => Values::F64(le!(f64, 8)),
+            other => {
+                return Err(Error::option(format!(
+                    "unsupported numeric dtype {}",
+                    other.display_name()
+                )));
+            }
+        })
+    }
+
+    /// Encodes the values as little-endian array bytes.
+    pub fn to_array_bytes(&self) -> ArrayBytes<'static> {
+        let bytes: Vec<u8> = match self {
+            Values::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+            Values::U8(v) => v.clone(),
+            Values::I8(v) => v.iter().map(|&x| x as u8).collect(),
+            Values::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Values::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        ArrayBytes::Fixed(ArrayBytesRaw::from(bytes))
+    }
+
+    /// Converts to `dtype` (numpy `astype`).
+    pub fn cast(&self, dtype: &DType) -> Result<Values> {
+        if &self.dtype() == dtype {
+            return Ok(self.clone());
+        }
+        let float = matches!(dtype, DType::Float32 | DType::Float64);
+        Ok(each!(self, v => match dtype {
+            DType::Bool => Values::Bool(convert(v, true)),
+            DType::Int8 => Values::I8(convert(v, float)),
+            DType::Int16 => Values::I16(convert(v, float)),
+            DType::Int32 => Values::I32(convert(v, float)),
+            DType::Int64 => Values::I64(convert(v, float)),
+            DType::UInt8 => Values::U8(convert(v, float)),
+            DType::UInt16 => Values::U16(convert(v, float)),
+            DType::UInt32 => Values::U32(convert(v, float)),
+            DType::UInt64 => Values::U64(convert(v, float)),
+            DType::Float32 => Values::F32(convert(v, true)),
+            DType::Float64 => Values::F64(convert(v, true)),
+            other => return Err(Error::option(format!("unsupported numeric dtype {}", other.display_name()))),
+        }))
+    }
+
+    /// `out[k] = self[idx[k]]`, or `fill` where `idx[k]` is `None`. The
+    /// result has this vector's dtype: cast first if `fill` needs more.
+    pub fn take(&self, idx: &[Option<usize>], fill: Scalar) -> Values {
+        fn go<T: Number>(v: &[T], idx: &[Option<usize>], fill: Scalar) -> Vec<T> {
+            let f = match fill {
+                Scalar::Int(i) => T::from_i64(i),
+                Scalar::Float(x) => T::from_f64(x),
+            };
+            idx.iter().map(|i| i.map_or(f, |i| v[i])).collect()
+        }
+        macro_rules! take_as {
+            ($($var:ident),*) => {
+                match self { $(Values::$var(v) => Values::$var(go(v, idx, fill)),)* }
+            };
+        }
+        take_as!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64)
+    }
+
+    /// Appends `other` (of the same dtype).
+    pub fn extend(&mut self, other: &Values) -> Result<()> {
+        macro_rules! ext {
+            ($($var:ident),*) => {
+                match (self, other) {
+                    $((Values::$var(a), Values::$var(b)) => a.extend_from_slice(b),)*
+                    _ => return Err(Error::option("internal: appending values of different dtypes")),
+                }
+            };
+        }
+        ext!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64);
+        Ok(())
+    }
+
+    /// Positions of non-zero values (what a sparse matrix stores).
+    pub fn nonzero_mask(&self) -> Vec<bool> {
+        each!(self, v => v.iter().map(|x| !x.is_zero()).collect())
+    }
+
+    /// The values at `positions`, in order.
+    pub fn select(&self, positions: &[usize]) -> Values {
+        let idx: Vec<Option<usize>> = positions.iter().map(|&p| Some(p)).collect();
+        self.take(&idx, Scalar::Int(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promotion_follows_numpy() {
+        use DType::*;
+        let cases = [
+            (Int32, Float64, Float64),
+            (Int32, Float32, Float64),
+            (Int16, Float32, Float32),
+            (UInt8, Int8, Int16),
+            (UInt32, Int64, Int64),
+            (UInt64, Int64, Float64),
+            (Bool, Int8, Int8),
+            (Float32, Float64, Float64),
+            (Int64, Int64, Int64),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(promote(&a, &b), Some(want.clone()), "{a:?}+{b:?}");
+            assert_eq!(promote(&b, &a), Some(want), "{b:?}+{a:?}");
+        }
+    }
+
+    #[test]
+    fn fill_promotion_follows_pandas() {
+        use DType::*;
+        assert_eq!(
+            fill_promote(&Int32, Scalar::Float(f64::NAN)).expect("ok"),
+            Float64
+        );
+        assert_eq!(fill_promote(&Int32, Scalar::Int(0)).expect("ok"), Int32);
+        assert_eq!(
+            fill_promote(&Float32, Scalar::Float(f64::NAN)).expect("ok"),
+            Float32
+        );
+        assert_eq!(fill_promote(&UInt8, Scalar::Int(-1)).expect("ok"), Int16);
+        assert_eq!(
+            fill_promote(&Int8, Scalar::Float(0.0)).expect("ok"),
+            Float64
+        );
+        assert!(fill_promote(&Bool, Scalar::Int(0)).is_err());
+    }
+
+    #[test]
+    fn bytes_cast_take_round_trip() {
+        let v = Values::I32(vec![1, -2, 3]);
+        let back = Values::from_array_bytes(&DType::Int32, &v.to_array_bytes()).expect("decode");
+        assert_eq!(back, v);
+        let f = v.cast(&DType::Float64).expect("cast");
+        assert_eq!(f, Values::F64(vec![1.0, -2.0, 3.0]));
+        let t = f.take(&[Some(2), None, Some(0)], Scalar::Float(f64::NAN));
+        let Values::F64(t) = t else { panic!("f64") };
+        assert_eq!(t[0], 3.0);
+        assert!(t[1].is_nan());
+        assert!(Scalar::parse("nan").expect("nan").as_f64().is_nan());
+        assert_eq!(Scalar::parse("3").expect("int"), Scalar::Int(3));
+        assert!(Scalar::parse("x").is_err());
+    }
+}
