@@ -260,6 +260,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Panics in task threads become task errors (reported once, on one
+    // line, by the executor); a panic on the main thread is reported here.
+    std::panic::set_hook(Box::new(|info| {
+        if std::thread::current().name() == Some("main") {
+            eprintln!(
+                "anncat: internal error: {}",
+                info.to_string().replace('\n', " ")
+            );
+        }
+    }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

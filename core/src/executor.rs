@@ -175,7 +175,23 @@ impl LocalExecutor {
                 .collect();
             drop(guard);
             let result = match registry.get(&task.kernel) {
-                Some(kernel) => kernel.run(&task.args, &inputs),
+                Some(kernel) => {
+                    // A panicking kernel must fail its task, not wedge the pool.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        kernel.run(&task.args, &inputs)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let what = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Err(Error::option(format!(
+                            "internal error in task {} ({}): {what}",
+                            task.id, task.label
+                        )))
+                    })
+                }
                 None => Err(Error::option(format!("unknown kernel \"{}\"", task.kernel))),
             };
             drop(inputs);

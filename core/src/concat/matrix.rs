@@ -113,14 +113,14 @@ fn write_values(
 
 /// The inputs overlapping `range` along the concatenation axis, with the
 /// input-local range of each.
-fn inputs_in(plan: &ConcatPlan, range: &Range<u64>) -> Vec<(usize, Range<u64>)> {
-    plan.inputs
+fn inputs_in(m: &MatrixPlan, range: &Range<u64>) -> Vec<(usize, Range<u64>)> {
+    m.along
         .iter()
         .enumerate()
-        .filter_map(|(i, inp)| {
-            let lo = range.start.max(inp.offset);
-            let hi = range.end.min(inp.offset + inp.n_axis);
-            (lo < hi).then(|| (i, lo - inp.offset..hi - inp.offset))
+        .filter_map(|(i, &[offset, n])| {
+            let lo = range.start.max(offset);
+            let hi = range.end.min(offset + n);
+            (lo < hi).then(|| (i, lo - offset..hi - offset))
         })
         .collect()
 }
@@ -143,7 +143,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         (cols.end - cols.start) as usize,
     );
     // (concat-axis range, other-axis range) of the chunk.
-    let (along, other) = match plan.axis {
+    let (along, other) = match m.stack {
         Axis::Obs => (rows.clone(), cols.clone()),
         Axis::Var => (cols.clone(), rows.clone()),
     };
@@ -151,8 +151,8 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
     let mut positions: Vec<Option<usize>> = vec![None; nr * nc];
     let mut pieces: Vec<Values> = Vec::new();
     let mut base = 0usize;
-    for (i, local) in inputs_in(&plan, &along) {
-        let offset_in_chunk = (plan.inputs[i].offset + local.start - along.start) as usize;
+    for (i, local) in inputs_in(m, &along) {
+        let offset_in_chunk = (m.along[i][0] + local.start - along.start) as usize;
         let Some(src) = &m.sources[i] else { continue };
         let reindex = &space.reindexers[i];
         let olds: Vec<i64> = other
@@ -165,7 +165,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         };
         let (lo, hi) = (lo as u64, hi as u64 + 1);
         let store = open(&src.store)?;
-        let (start, shape) = match plan.axis {
+        let (start, shape) = match m.stack {
             Axis::Obs => (
                 vec![local.start, lo],
                 vec![local.end - local.start, hi - lo],
@@ -184,11 +184,11 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
                     continue;
                 }
                 let o = (old as u64 - lo) as usize;
-                let src_index = match plan.axis {
+                let src_index = match m.stack {
                     Axis::Obs => a * width + o,
                     Axis::Var => o * width + a,
                 };
-                let (r, c) = match plan.axis {
+                let (r, c) = match m.stack {
                     Axis::Obs => (offset_in_chunk + a, k),
                     Axis::Var => (k, offset_in_chunk + a),
                 };
@@ -336,10 +336,10 @@ fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Bloc
     };
     let fill_id = 0usize;
     pieces.push(fill_piece);
-    match plan.axis {
+    match m.stack {
         Axis::Obs => {
-            for (i, local) in inputs_in(plan, &range) {
-                let first_out = (plan.inputs[i].offset + local.start - range.start) as usize;
+            for (i, local) in inputs_in(m, &range) {
+                let first_out = (m.along[i][0] + local.start - range.start) as usize;
                 let reindex = &space.reindexers[i];
                 let missing_cols: Vec<i64> = if fill_nonzero {
                     (0..space.n_other as i64)
@@ -648,6 +648,15 @@ fn to_csr(t: &ToCsrTask) -> Result<Vec<u8>> {
         }
     }
     let data = data.select(&order);
+    // Idempotent: a re-run replaces what an earlier attempt left.
+    if t.out.exists() {
+        std::fs::remove_dir_all(&t.out)
+            .map_err(|e| Error::path(&t.out, format!("cannot replace: {e}")))?;
+    }
+    if let Some(parent) = t.out.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::path(parent, format!("cannot create: {e}")))?;
+    }
     let out = Store::create(&t.out, crate::anndata::ZarrFormat::V3)?;
     let empty = Map::new();
     out.write_group("", &empty)?;

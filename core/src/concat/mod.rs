@@ -24,7 +24,7 @@ use self::frame::{Column, concat_column, read_column, write_frame};
 use self::index::{Join, Reindexer, check_unique, concat_names, join_indices, read_strings};
 pub use self::options::{ConcatOptions, Merge, parse_size};
 use self::plan::{Axis, ConcatPlan, InputInfo, MatrixPlan, MatrixSource, SourceKind, Space};
-use self::values::{Scalar, fill_promote, promote};
+use self::values::{Scalar, Values, fill_promote, promote};
 use crate::anndata::consolidate::consolidate;
 use crate::anndata::element::{Element, Encoding, read_tree};
 use crate::anndata::layout::{ArraySpec, chunk_shape_for};
@@ -342,6 +342,7 @@ impl<'a> Planner<'a> {
         let axis_lists: Vec<Vec<String>> = axis_idx.iter().map(|(n, _)| n.clone()).collect();
         let concat_idx = concat_names(&axis_lists, self.keys, self.opts.index_unique.as_deref());
         let n_axis = concat_idx.len() as u64;
+        let along: Vec<u64> = axis_lists.iter().map(|n| n.len() as u64).collect();
         let n_other = joined.len() as u64;
         let space = self.plan.spaces.len();
         self.plan.spaces.push(Space {
@@ -467,7 +468,7 @@ impl<'a> Planner<'a> {
                     "some inputs have X and others do not (anndata cannot concatenate that either)",
                 ));
             }
-            self.plan_matrix(&at("X"), &xs, space, shape)?;
+            self.plan_matrix(&at("X"), &xs, space, shape, axis, &along)?;
         }
         // layers.
         if main {
@@ -481,14 +482,21 @@ impl<'a> Planner<'a> {
                     .iter()
                     .map(|g| g.and_then(|g| g.child(&key)))
                     .collect();
-                self.plan_matrix(&at(&format!("layers/{key}")), &els, space, shape)?;
+                self.plan_matrix(
+                    &at(&format!("layers/{key}")),
+                    &els,
+                    space,
+                    shape,
+                    axis,
+                    &along,
+                )?;
             }
-            self.plan_axis_mappings(views, prefix, n_axis)?;
+            self.plan_axis_mappings(views, prefix, &along)?;
             for name in ["obsp", "varp"] {
                 self.out.write_group(name, &group_attrs("dict", "0.1.0"))?;
             }
         } else if axis == Axis::Var {
-            self.plan_axis_mappings(views, prefix, n_axis)?;
+            self.plan_axis_mappings(views, prefix, &along)?;
         } else {
             self.out
                 .write_group(&at("varm"), &group_attrs("dict", "0.1.0"))?;
@@ -498,7 +506,13 @@ impl<'a> Planner<'a> {
 
     /// {axis}m: arrays concatenated along the axis, joined positionally on
     /// their second dimension; {other}m is dropped unless merged (not yet).
-    fn plan_axis_mappings(&mut self, views: &[View<'a>], prefix: &str, n_axis: u64) -> Result<()> {
+    fn plan_axis_mappings(
+        &mut self,
+        views: &[View<'a>],
+        prefix: &str,
+        along: &[u64],
+    ) -> Result<()> {
+        let n_axis: u64 = along.iter().sum();
         let axis = self.opts.axis;
         let (m_name, other_m) = match axis {
             Axis::Obs => ("obsm", "varm"),
@@ -518,6 +532,9 @@ impl<'a> Planner<'a> {
         if prefix.is_empty() {
             self.out
                 .write_group(other_m, &group_attrs("dict", "0.1.0"))?;
+            if let Some(strategy) = self.opts.merge {
+                self.merge_other_mappings(views, other_m, strategy)?;
+            }
         }
         for key in join_keys(&lists, self.opts.join) {
             let els: Vec<Option<&Element>> = groups
@@ -575,7 +592,121 @@ impl<'a> Planner<'a> {
                 &els,
                 space,
                 [n_axis, width],
+                Axis::Obs,
+                along,
             )?;
+        }
+        Ok(())
+    }
+
+    /// {other}m merged with `strategy`: every dense array reindexed onto the
+    /// joined other axis (missing rows filled with NaN), then compared.
+    fn merge_other_mappings(
+        &mut self,
+        views: &[View<'a>],
+        name: &str,
+        strategy: Merge,
+    ) -> Result<()> {
+        let reindexers = self.plan.spaces[0].reindexers.clone();
+        let mut per_input: Vec<Vec<(String, [u64; 2], Values)>> = Vec::new();
+        for (i, v) in views.iter().enumerate() {
+            let mut items = Vec::new();
+            for e in v
+                .group
+                .child(name)
+                .map(|g| g.children.as_slice())
+                .unwrap_or_default()
+            {
+                let Some(a) = e.array().filter(|a| {
+                    a.shape.len() == 2 && matches!(e.encoding, Encoding::Array | Encoding::Plain)
+                }) else {
+                    return Err(self.fail(
+                        i,
+                        &e.path,
+                        format!(
+                            "merging {} elements of {name} is not supported yet",
+                            e.encoding.name()
+                        ),
+                    ));
+                };
+                let store = &self.inputs[i].store;
+                let array = store.array(&e.path)?;
+                let bytes = array
+                    .retrieve_array_subset(&array.subset_all())
+                    .map_err(|err| store.err(&e.path, format!("cannot read data: {err}")))?;
+                let values = Values::from_array_bytes(&a.dtype, &bytes)
+                    .map_err(|err| store.err(&e.path, err))?;
+                let r = &reindexers[i];
+                let width = a.shape[1] as usize;
+                let dtype = if r.has_missing() {
+                    fill_promote(&a.dtype, Scalar::Float(f64::NAN))
+                        .map_err(|err| store.err(&e.path, err))?
+                } else {
+                    a.dtype.clone()
+                };
+                let idx: Vec<Option<usize>> = r
+                    .old_of_new
+                    .iter()
+                    .flat_map(|&o| {
+                        (0..width).map(move |c| (o >= 0).then(|| o as usize * width + c))
+                    })
+                    .collect();
+                let reindexed = values.cast(&dtype)?.take(&idx, Scalar::Float(f64::NAN));
+                items.push((
+                    e.name().to_string(),
+                    [r.old_of_new.len() as u64, a.shape[1]],
+                    reindexed,
+                ));
+            }
+            per_input.push(items);
+        }
+        let lists: Vec<Vec<String>> = per_input
+            .iter()
+            .map(|c| c.iter().map(|(n, _, _)| n.clone()).collect())
+            .collect();
+        let keys = join_keys(
+            &lists,
+            if strategy == Merge::Same {
+                Join::Inner
+            } else {
+                Join::Outer
+            },
+        );
+        for key in keys {
+            let vals: Vec<(&[u64; 2], &Values)> = per_input
+                .iter()
+                .filter_map(|c| c.iter().find(|(n, _, _)| *n == key).map(|(_, s, v)| (s, v)))
+                .collect();
+            let same = |a: &(&[u64; 2], &Values), b: &(&[u64; 2], &Values)| {
+                a.0 == b.0 && values_equal(a.1, b.1)
+            };
+            let chosen = match strategy {
+                Merge::Same | Merge::Unique => {
+                    vals.iter().all(|v| same(v, &vals[0])).then(|| vals[0])
+                }
+                Merge::First => vals.first().copied(),
+                Merge::Only => (vals.len() == 1).then(|| vals[0]),
+            };
+            if let Some((shape, values)) = chosen {
+                let path = format!("{name}/{key}");
+                let chunks =
+                    chunk_shape_for(&shape[..], values.dtype().item_size(), self.chunk_bytes);
+                let spec = ArraySpec::new(shape.to_vec(), values.dtype(), chunks);
+                let doc = spec
+                    .to_metadata(self.out.format())
+                    .ok_or_else(|| Error::option("no zarr spelling"))?;
+                self.out
+                    .write_array_meta(&path, &doc, &group_attrs("array", "0.2.0"))?;
+                if !shape.contains(&0) {
+                    let subset =
+                        zarrs::array::ArraySubset::new_with_start_shape(vec![0, 0], shape.to_vec())
+                            .map_err(|e| self.out.err(&path, e))?;
+                    self.out
+                        .array(&path)?
+                        .store_array_subset(&subset, values.to_array_bytes())
+                        .map_err(|e| self.out.err(&path, format!("cannot write: {e}")))?;
+                }
+            }
         }
         Ok(())
     }
@@ -639,6 +770,8 @@ impl<'a> Planner<'a> {
         els: &[Option<&Element>],
         space: usize,
         shape: [u64; 2],
+        stack: Axis,
+        along: &[u64],
     ) -> Result<()> {
         let mut kinds = Vec::new();
         for (i, e) in els.iter().enumerate() {
@@ -811,6 +944,15 @@ impl<'a> Planner<'a> {
             chunks,
             fill,
             max_nnz,
+            stack,
+            along: along
+                .iter()
+                .scan(0u64, |acc, &n| {
+                    let start = *acc;
+                    *acc += n;
+                    Some([start, n])
+                })
+                .collect(),
         };
         // Skeleton.
         if sparse {
@@ -946,6 +1088,25 @@ impl<'a> Planner<'a> {
             }
         }
         Ok(g)
+    }
+}
+
+/// numpy equality of two arrays with NaN equal to NaN; dtypes must match.
+fn values_equal(a: &Values, b: &Values) -> bool {
+    match (a, b) {
+        (Values::F32(x), Values::F32(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
+        }
+        (Values::F64(x), Values::F64(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
+        }
+        _ => a == b,
     }
 }
 

@@ -113,6 +113,12 @@ pub struct MatrixPlan {
     pub fill: Scalar,
     /// Sparse: upper bound of stored entries (sizes the data-chunk tasks).
     pub max_nnz: u64,
+    /// The dimension inputs are stacked along: rows ([`Axis::Obs`]) or
+    /// columns ([`Axis::Var`]). X and layers follow the concatenation axis;
+    /// {axis}m arrays always stack rows.
+    pub stack: Axis,
+    /// Per input: `[offset, length]` along the stacking dimension.
+    pub along: Vec<[u64; 2]>,
 }
 
 /// Everything the matrix kernels need.
