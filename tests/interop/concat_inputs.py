@@ -66,6 +66,10 @@ def make_set(seed, kinds, dtypes, axis="obs", *, rich=True, raw=False, n_rows=(4
             m["X_pca"] = rng.normal(size=(n, 3 + i % 3)).astype(np.float32)
             if i == 0:
                 m["only0"] = rng.normal(size=(n, 2))
+            p = a.obsp if axis == "obs" else a.varp
+            p["dist"] = sp.random(n, n, density=0.3, format="csr", dtype=np.float32, random_state=seed + i)
+            if i == 1:
+                p["dense_only1"] = rng.normal(size=(n, n))
             alt_m = a.varm if axis == "obs" else a.obsm
             alt_m["loadings"] = np.array([[float(int(g[1:]))] * 2 for g in other])
             a.uns = {

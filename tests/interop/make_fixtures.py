@@ -148,6 +148,31 @@ def rechunk(path, fmt):
     zarr.consolidate_metadata(path)
 
 
+def fx_batch(i):
+    """A small single-cell batch for the README example: CSR counts over a
+    partly shared gene panel, typed obs columns, a layer, a PCA and uns."""
+    r = rng(100 + i)
+    n_cells = 40 + 10 * i
+    genes = sorted(r.choice(40, size=30, replace=False))
+    X = sp.random(n_cells, len(genes), density=0.2, format="csr", dtype=np.float32, random_state=100 + i)
+    X.data[:] = r.integers(1, 20, X.nnz)
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical(r.choice(["B", "T", "NK", "Mono"], n_cells)),
+            "n_counts": np.asarray(X.sum(axis=1)).ravel(),
+            "doublet": r.random(n_cells) < 0.05,
+        },
+        index=[f"b{i}_cell{k}" for k in range(n_cells)],
+    )
+    var = pd.DataFrame({"chrom": pd.Categorical([f"chr{1 + g % 5}" for g in genes])},
+                       index=[f"gene{g}" for g in genes])
+    a = ad.AnnData(X=X, obs=obs, var=var)
+    a.layers["counts"] = X.copy()
+    a.obsm["X_pca"] = r.normal(size=(n_cells, 5)).astype(np.float32)
+    a.uns = {"protocol": "10x v3", "batch_id": i}
+    return a
+
+
 FIXTURES = {
     "gen": fx_gen,
     "gen_csc": fx_gen_csc,
@@ -182,9 +207,16 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("outdir")
     p.add_argument("--small", action="store_true")
+    p.add_argument("--examples", action="store_true", help="write the README's example batches instead")
     args = p.parse_args()
     out = Path(args.outdir)
     out.mkdir(parents=True, exist_ok=True)
+    if args.examples:
+        for i, fmt in ((1, 2), (2, 2), (3, 3)):
+            path = out / f"batch{i}.zarr"
+            write(fx_batch(i), path, fmt, False)
+            print(path)
+        return 0
     names = SMALL if args.small else list(FIXTURES)
     for name in names:
         a = FIXTURES[name]()

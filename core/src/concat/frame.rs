@@ -320,6 +320,7 @@ fn object_strings(values: Vec<Option<String>>) -> Column {
     let mut cats: Vec<String> = values.iter().flatten().cloned().collect();
     cats.sort();
     cats.dedup();
+    let cats = natsorted(cats);
     if cats.len() < values.len() {
         let pos: std::collections::HashMap<&str, i64> = cats
             .iter()
@@ -340,8 +341,36 @@ fn object_strings(values: Vec<Option<String>>) -> Column {
     }
 }
 
-/// Natural sort key: digit runs compare as numbers, other runs as text.
+/// anndata's `strings_to_categoricals`, applied when it writes obs and var:
+/// a string column (plain or nullable) with fewer distinct values than rows
+/// (repeats or missing values) becomes a categorical with natsorted
+/// categories.
+pub fn strings_to_categoricals(columns: &mut [(String, Column)]) {
+    for (_, col) in columns.iter_mut() {
+        let values: Option<Vec<Option<String>>> = match col {
+            Column::Str(v) => Some(v.iter().cloned().map(Some).collect()),
+            Column::NullStr { values, mask } => Some(
+                values
+                    .iter()
+                    .zip(mask.iter())
+                    .map(|(v, &m)| (!m).then(|| v.clone()))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        if let Some(values) = values
+            && let c @ Column::Cat { .. } = object_strings(values)
+        {
+            *col = c;
+        }
+    }
+}
+
+/// Natural sort key: digit runs compare as numbers, other runs as text,
+/// after NFD normalization (natsort's default), so "ü" sorts beside "u".
 fn natural_key(s: &str) -> Vec<(bool, u128, String)> {
+    use unicode_normalization::UnicodeNormalization;
+    let s: String = s.nfd().collect();
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     while let Some(&c) = chars.peek() {

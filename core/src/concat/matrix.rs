@@ -340,6 +340,24 @@ fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Bloc
         Axis::Obs => {
             for (i, local) in inputs_in(m, &range) {
                 let first_out = (m.along[i][0] + local.start - range.start) as usize;
+                if m.diagonal {
+                    if let Some(src) = &m.sources[i] {
+                        let rows = read_rows(src, local.clone(), &m.dtype)?;
+                        let piece = pieces.len();
+                        let shift = m.along[i][0] as i64;
+                        for r in 0..(local.end - local.start) as usize {
+                            for k in rows.indptr[r]..rows.indptr[r + 1] {
+                                row_entries[first_out + r].push((
+                                    rows.indices[k] + shift,
+                                    piece,
+                                    k,
+                                ));
+                            }
+                        }
+                        pieces.push(rows.data);
+                    }
+                    continue;
+                }
                 let reindex = &space.reindexers[i];
                 let missing_cols: Vec<i64> = if fill_nonzero {
                     (0..space.n_other as i64)

@@ -442,7 +442,8 @@ impl<'a> Planner<'a> {
             (axis.name(), axis_name, &concat_idx, columns),
             (axis.other_name(), other_name, &joined, other_columns),
         ];
-        for (frame_name, index_name, index, cols) in frames {
+        for (frame_name, index_name, index, mut cols) in frames {
+            frame::strings_to_categoricals(&mut cols);
             // raw keeps only its var.
             if main || frame_name == "var" {
                 write_frame(
@@ -468,7 +469,17 @@ impl<'a> Planner<'a> {
                     "some inputs have X and others do not (anndata cannot concatenate that either)",
                 ));
             }
-            self.plan_matrix(&at("X"), &xs, space, shape, axis, &along)?;
+            self.plan_matrix(
+                &at("X"),
+                &xs,
+                MatrixLayout {
+                    space,
+                    shape,
+                    stack: axis,
+                    along: &along,
+                    diagonal: false,
+                },
+            )?;
         }
         // layers.
         if main {
@@ -485,15 +496,21 @@ impl<'a> Planner<'a> {
                 self.plan_matrix(
                     &at(&format!("layers/{key}")),
                     &els,
-                    space,
-                    shape,
-                    axis,
-                    &along,
+                    MatrixLayout {
+                        space,
+                        shape,
+                        stack: axis,
+                        along: &along,
+                        diagonal: false,
+                    },
                 )?;
             }
             self.plan_axis_mappings(views, prefix, &along)?;
             for name in ["obsp", "varp"] {
                 self.out.write_group(name, &group_attrs("dict", "0.1.0"))?;
+            }
+            if self.opts.pairwise {
+                self.plan_pairwise(views, &along)?;
             }
         } else if axis == Axis::Var {
             self.plan_axis_mappings(views, prefix, &along)?;
@@ -534,6 +551,16 @@ impl<'a> Planner<'a> {
                 .write_group(other_m, &group_attrs("dict", "0.1.0"))?;
             if let Some(strategy) = self.opts.merge {
                 self.merge_other_mappings(views, other_m, strategy)?;
+                let other_p = if axis == Axis::Obs { "varp" } else { "obsp" };
+                for (i, v) in views.iter().enumerate() {
+                    if let Some(e) = v.group.child(other_p).and_then(|g| g.children.first()) {
+                        return Err(self.fail(
+                            i,
+                            &e.path,
+                            format!("merging {other_p} elements (--merge) is not supported yet"),
+                        ));
+                    }
+                }
             }
         }
         for key in join_keys(&lists, self.opts.join) {
@@ -590,10 +617,55 @@ impl<'a> Planner<'a> {
             self.plan_matrix(
                 &at(&format!("{m_name}/{key}")),
                 &els,
-                space,
-                [n_axis, width],
-                Axis::Obs,
-                along,
+                MatrixLayout {
+                    space,
+                    shape: [n_axis, width],
+                    stack: Axis::Obs,
+                    along,
+                    diagonal: false,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// {axis}p with `pairwise`: each key's matrices as one block-diagonal
+    /// CSR matrix (keys joined like layers; a missing one is an empty block).
+    fn plan_pairwise(&mut self, views: &[View<'a>], along: &[u64]) -> Result<()> {
+        let name = match self.opts.axis {
+            Axis::Obs => "obsp",
+            Axis::Var => "varp",
+        };
+        let n: u64 = along.iter().sum();
+        let groups: Vec<Option<&Element>> = views.iter().map(|v| v.group.child(name)).collect();
+        let lists: Vec<Vec<String>> = groups.iter().map(|g| child_names(*g)).collect();
+        for key in join_keys(&lists, self.opts.join) {
+            let els: Vec<Option<&Element>> = groups
+                .iter()
+                .map(|g| g.and_then(|g| g.child(&key)))
+                .collect();
+            let space = self.plan.spaces.len();
+            self.plan.spaces.push(Space {
+                n_other: n,
+                reindexers: along
+                    .iter()
+                    .map(|_| Reindexer {
+                        old_of_new: Vec::new(),
+                        new_of_old: Vec::new(),
+                        identity: true,
+                    })
+                    .collect(),
+            });
+            self.plan_matrix(
+                &format!("{name}/{key}"),
+                &els,
+                MatrixLayout {
+                    space,
+                    shape: [n, n],
+                    stack: Axis::Obs,
+                    along,
+                    diagonal: true,
+                },
             )?;
         }
         Ok(())
@@ -768,11 +840,15 @@ impl<'a> Planner<'a> {
         &mut self,
         out_path: &str,
         els: &[Option<&Element>],
-        space: usize,
-        shape: [u64; 2],
-        stack: Axis,
-        along: &[u64],
+        layout: MatrixLayout<'_>,
     ) -> Result<()> {
+        let MatrixLayout {
+            space,
+            shape,
+            stack,
+            along,
+            diagonal,
+        } = layout;
         let mut kinds = Vec::new();
         for (i, e) in els.iter().enumerate() {
             let Some(e) = e else {
@@ -826,16 +902,23 @@ impl<'a> Planner<'a> {
             }
             kinds.push(Some((kind, dtype)));
         }
-        let sparse = kinds.iter().flatten().any(|(k, _)| *k != SourceKind::Dense);
-        let fill = self.opts.fill_value.unwrap_or(if sparse {
+        // block_diag always gives CSR; its blocks are never filled.
+        let sparse = diagonal || kinds.iter().flatten().any(|(k, _)| *k != SourceKind::Dense);
+        let fill = if diagonal {
             Scalar::Int(0)
         } else {
-            Scalar::Float(f64::NAN)
-        });
+            self.opts.fill_value.unwrap_or(if sparse {
+                Scalar::Int(0)
+            } else {
+                Scalar::Float(f64::NAN)
+            })
+        };
         let reindexers = &self.plan.spaces[space].reindexers;
         let mut dtype: Option<DType> = None;
         for (i, k) in kinds.iter().enumerate() {
             let d = match k {
+                Some((_, d)) if diagonal => d.clone(),
+                None if diagonal => DType::Bool,
                 Some((_, d)) => {
                     let missing = reindexers[i].has_missing();
                     if !missing {
@@ -953,6 +1036,7 @@ impl<'a> Planner<'a> {
                     Some([start, n])
                 })
                 .collect(),
+            diagonal,
         };
         // Skeleton.
         if sparse {
@@ -1108,6 +1192,16 @@ fn values_equal(a: &Values, b: &Values) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// Where an output matrix sits: its joined other axis, shape, stacking
+/// dimension, each input's length along it, and whether it is block-diagonal.
+struct MatrixLayout<'b> {
+    space: usize,
+    shape: [u64; 2],
+    stack: Axis,
+    along: &'b [u64],
+    diagonal: bool,
 }
 
 /// The 2-D shape of a matrix element (dense or sparse), if it is one.

@@ -119,6 +119,9 @@ pub struct MatrixPlan {
     pub stack: Axis,
     /// Per input: `[offset, length]` along the stacking dimension.
     pub along: Vec<[u64; 2]>,
+    /// Block-diagonal ({axis}p with `pairwise`): input `i`'s columns are
+    /// shifted by its offset; nothing is reindexed or filled.
+    pub diagonal: bool,
 }
 
 /// Everything the matrix kernels need.

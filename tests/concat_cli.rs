@@ -1,0 +1,235 @@
+//! End-to-end tests of `anncat concat` on the committed fixtures: a run that
+//! works, and every kind of bad input giving one clear line, a non-zero exit,
+//! no output that looks complete, and inputs left untouched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn anncat(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_anncat"))
+        .args(args)
+        .output()
+        .expect("run anncat")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// Every file under `dir` with its bytes (to prove inputs are untouched).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.insert(e.path(), std::fs::read(e.path()).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+/// Runs a concat that must fail and checks the error and the aftermath.
+fn expect_failure(inputs: &[&Path], extra: &[&str], must_mention: &[&str]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.zarr");
+    let before: Vec<_> = inputs
+        .iter()
+        .filter(|p| p.is_dir())
+        .map(|p| snapshot(p))
+        .collect();
+    let mut args = vec!["concat"];
+    args.extend(inputs.iter().map(|p| s(p)));
+    args.extend(["-o", s(&out), "--quiet"]);
+    args.extend(extra);
+    let res = anncat(&args);
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(!res.status.success(), "concat succeeded: {args:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for m in must_mention {
+        assert!(err.contains(m), "{err:?} does not mention {m:?}");
+    }
+    assert!(!out.exists(), "output left behind");
+    assert!(
+        !dir.path().join("out.zarr.partial").exists(),
+        "partial output left behind"
+    );
+    let after: Vec<_> = inputs
+        .iter()
+        .filter(|p| p.is_dir())
+        .map(|p| snapshot(p))
+        .collect();
+    assert!(before == after, "an input was modified");
+}
+
+#[test]
+fn concat_of_fixtures_works_and_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.zarr");
+    let a = fixture("chunked_v2.zarr");
+    let b = fixture("chunked_v3s.zarr");
+    let res = anncat(&[
+        "concat",
+        &format!("a={}", s(&a)),
+        &format!("b={}", s(&b)),
+        "-o",
+        s(&out),
+        "--join",
+        "outer",
+        "--label",
+        "batch",
+        "--index-unique",
+        "-",
+        "--chunk-mib",
+        "0.002",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(String::from_utf8_lossy(&res.stderr).contains("206 obs x 29 vars"));
+    let ins = anncat(&["inspect", "--json", s(&out)]);
+    let report: serde_json::Value = serde_json::from_slice(&ins.stdout).expect("json");
+    let paths: Vec<&str> = report["elements"]
+        .as_array()
+        .expect("elements")
+        .iter()
+        .map(|e| e["path"].as_str().expect("path"))
+        .collect();
+    for p in [
+        "X",
+        "obs/batch",
+        "obs/v",
+        "layers/sparse/indptr",
+        "var/_index",
+    ] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+    assert_eq!(report["zarr_format"], 2);
+    assert!(out.join(".zmetadata").is_file());
+    assert!(
+        !out.join(".anncat").exists(),
+        "scratch data left in the output"
+    );
+}
+
+#[test]
+fn duplicate_keys_and_bad_options_are_refused() {
+    let a = fixture("chunked_v2.zarr");
+    let b = fixture("chunked_v3.zarr");
+    expect_failure(&[&a, &b], &["--keys", "x,x"], &["duplicate key \"x\""]);
+    expect_failure(&[&a, &b], &["--keys", "x"], &["1 keys given for 2 inputs"]);
+    expect_failure(&[&a, &b], &["--axis", "diagonal"], &["--axis"]);
+    expect_failure(&[&a, &b], &["--join", "left"], &["--join"]);
+    expect_failure(&[&a, &b], &["--merge", "most"], &["merge strategy"]);
+    expect_failure(&[&a, &b], &["--memory-limit", "1KiB"], &["--memory-limit"]);
+    expect_failure(&[&a, &b], &["--memory-limit", "lots"], &["invalid size"]);
+    expect_failure(&[&a, &b], &["--fill-value", "abc"], &["--fill-value"]);
+}
+
+#[test]
+fn duplicate_names_on_the_joined_axis_are_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dup = dir.path().join("dup.zarr");
+    copy_tree(&fixture("chunked_v2.zarr"), &dup);
+    let store = anncat_core::anndata::Store::open(&dup).expect("open");
+    let mut names: Vec<String> = (0..29).map(|i| format!("gene{i}")).collect();
+    names[5] = "gene3".to_string();
+    anncat_core::concat::frame::write_strings(&store, "var/_index", &names, 29)
+        .expect("rewrite var names");
+    let other = fixture("chunked_v3.zarr");
+    expect_failure(
+        &[&other, &dup],
+        &[],
+        &["dup.zarr", "var", "duplicate name \"gene3\""],
+    );
+}
+
+#[test]
+fn incompatible_shapes_and_unreadable_data_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_shape = dir.path().join("shape.zarr");
+    copy_tree(&fixture("edge_v2.zarr"), &bad_shape);
+    let p = bad_shape.join("obsm/X_pca/.zarray");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
+    doc["shape"] = serde_json::json!([5, 3]);
+    std::fs::write(&p, doc.to_string()).expect("write");
+    expect_failure(
+        &[&fixture("edge_v2.zarr"), &bad_shape],
+        &[],
+        &["shape.zarr", "obsm/X_pca", "has 5 rows"],
+    );
+
+    // Found only half way: a corrupt chunk in the second input's X.
+    let corrupt = dir.path().join("corrupt.zarr");
+    copy_tree(&fixture("chunked_v2.zarr"), &corrupt);
+    let chunk = corrupt.join("X/5.3");
+    let bytes = std::fs::read(&chunk).expect("chunk");
+    std::fs::write(&chunk, &bytes[..bytes.len() / 3]).expect("truncate");
+    expect_failure(
+        &[&fixture("chunked_v3.zarr"), &corrupt],
+        &["--chunk-mib", "0.002"],
+        &["corrupt.zarr", ": X:", "cannot read"],
+    );
+}
+
+#[test]
+fn output_placement_is_checked() {
+    let a = fixture("chunked_v2.zarr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.zarr");
+    copy_tree(&a, &input);
+    let inside = input.join("out.zarr");
+    let res = anncat(&["concat", s(&input), "-o", s(&inside)]);
+    assert!(!res.status.success() && String::from_utf8_lossy(&res.stderr).contains("inside input"));
+    assert!(!inside.exists());
+
+    let existing = dir.path().join("existing.zarr");
+    std::fs::create_dir(&existing).expect("mkdir");
+    std::fs::write(existing.join("keep"), b"mine").expect("write");
+    let res = anncat(&["concat", s(&input), "-o", s(&existing), "--quiet"]);
+    assert!(!res.status.success() && String::from_utf8_lossy(&res.stderr).contains("--overwrite"));
+    assert_eq!(std::fs::read(existing.join("keep")).expect("kept"), b"mine");
+    let res = anncat(&[
+        "concat",
+        s(&input),
+        "-o",
+        s(&existing),
+        "--quiet",
+        "--overwrite",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(!existing.join("keep").exists());
+
+    let missing = dir.path().join("missing.zarr");
+    expect_failure(&[&a, &missing], &[], &["missing.zarr", "no such file"]);
+}
