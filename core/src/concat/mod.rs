@@ -10,9 +10,11 @@
 
 pub mod frame;
 pub mod index;
+mod mappings;
 pub mod matrix;
 pub mod options;
 pub mod plan;
+mod tasks;
 pub mod uns;
 pub mod values;
 
@@ -23,16 +25,14 @@ use serde_json::{Map, Value, json};
 use self::frame::{Column, concat_column, read_column, write_frame};
 use self::index::{Join, Reindexer, check_unique, concat_names, join_indices, read_strings};
 pub use self::options::{ConcatOptions, Merge, parse_size};
-use self::plan::{Axis, ConcatPlan, InputInfo, MatrixPlan, MatrixSource, SourceKind, Space};
-use self::values::{Scalar, Values, fill_promote, promote};
+use self::plan::{Axis, ConcatPlan, InputInfo, Space};
+use self::tasks::MatrixLayout;
 use crate::anndata::consolidate::consolidate;
 use crate::anndata::element::{Element, Encoding, read_tree};
-use crate::anndata::layout::{ArraySpec, chunk_shape_for};
 use crate::anndata::sparse::check_all_sparse;
 use crate::anndata::{DType, Store};
 use crate::error::{Error, Result};
 use crate::executor::{LocalExecutor, MemoryBudget, Progress};
-use crate::graph::{Graph, TaskId};
 use crate::kernel::KernelRegistry;
 use crate::output::StagedOutput;
 
@@ -50,14 +50,14 @@ pub struct ConcatSummary {
 }
 
 /// An opened input.
-struct Input {
-    store: Store,
-    tree: Element,
+pub(crate) struct Input {
+    pub(crate) store: Store,
+    pub(crate) tree: Element,
 }
 
 /// The names of a data frame's rows, and the index's name (None when the
 /// index column is called `_index`).
-fn frame_index(store: &Store, frame: &Element) -> Result<(Vec<String>, Option<String>)> {
+pub(crate) fn frame_index(store: &Store, frame: &Element) -> Result<(Vec<String>, Option<String>)> {
     let col = frame
         .meta
         .attrs
@@ -74,7 +74,7 @@ fn frame_index(store: &Store, frame: &Element) -> Result<(Vec<String>, Option<St
     Ok((names, (col != "_index").then(|| col.to_string())))
 }
 
-fn frame_columns(frame: &Element) -> Vec<String> {
+pub(crate) fn frame_columns(frame: &Element) -> Vec<String> {
     frame
         .meta
         .attrs
@@ -90,14 +90,14 @@ fn frame_columns(frame: &Element) -> Vec<String> {
 }
 
 /// pandas' name of a combined index: kept when every part has the same.
-fn common_name(names: &[Option<String>]) -> Option<String> {
+pub(crate) fn common_name(names: &[Option<String>]) -> Option<String> {
     let first = names.first()?.clone();
     names.iter().all(|n| *n == first).then_some(first).flatten()
 }
 
 /// Keys of child elements: intersection in the first's order, or union in
 /// order of first appearance (anndata's `intersect_keys` / `union_keys`).
-fn join_keys(lists: &[Vec<String>], join: Join) -> Vec<String> {
+pub(crate) fn join_keys(lists: &[Vec<String>], join: Join) -> Vec<String> {
     match join {
         Join::Inner => {
             let Some(first) = lists.first() else {
@@ -128,12 +128,12 @@ pub(crate) fn join_keys_pub(lists: &[Vec<String>], join: Join) -> Vec<String> {
     join_keys(lists, join)
 }
 
-fn child_names(e: Option<&Element>) -> Vec<String> {
+pub(crate) fn child_names(e: Option<&Element>) -> Vec<String> {
     e.map(|e| e.children.iter().map(|c| c.name().to_string()).collect())
         .unwrap_or_default()
 }
 
-fn group_attrs(encoding: &str, version: &str) -> Map<String, Value> {
+pub(crate) fn group_attrs(encoding: &str, version: &str) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("encoding-type".into(), json!(encoding));
     m.insert("encoding-version".into(), json!(version));
@@ -203,23 +203,23 @@ pub fn concat(
 
 /// One AnnData-like object per input: the main object, or its raw.
 #[derive(Clone, Copy)]
-struct View<'a> {
+pub(crate) struct View<'a> {
     /// The group holding X / var / varm (the root, or raw).
-    group: &'a Element,
+    pub(crate) group: &'a Element,
     /// The obs frame (raw borrows the root's, index only).
-    obs: &'a Element,
+    pub(crate) obs: &'a Element,
     /// Whether obs columns count (false for raw).
-    obs_columns: bool,
+    pub(crate) obs_columns: bool,
 }
 
-struct Planner<'a> {
-    opts: &'a ConcatOptions,
-    keys: &'a [String],
-    inputs: &'a [Input],
-    out: Store,
-    plan: ConcatPlan,
-    shape: [u64; 2],
-    chunk_bytes: u64,
+pub(crate) struct Planner<'a> {
+    pub(crate) opts: &'a ConcatOptions,
+    pub(crate) keys: &'a [String],
+    pub(crate) inputs: &'a [Input],
+    pub(crate) out: Store,
+    pub(crate) plan: ConcatPlan,
+    pub(crate) shape: [u64; 2],
+    pub(crate) chunk_bytes: u64,
 }
 
 impl<'a> Planner<'a> {
@@ -248,7 +248,7 @@ impl<'a> Planner<'a> {
         })
     }
 
-    fn fail(&self, input: usize, path: &str, message: impl std::fmt::Display) -> Error {
+    pub(crate) fn fail(&self, input: usize, path: &str, message: impl std::fmt::Display) -> Error {
         self.inputs[input].store.err(path, message)
     }
 
@@ -521,268 +521,6 @@ impl<'a> Planner<'a> {
         Ok(shape)
     }
 
-    /// {axis}m: arrays concatenated along the axis, joined positionally on
-    /// their second dimension; {other}m is dropped unless merged (not yet).
-    fn plan_axis_mappings(
-        &mut self,
-        views: &[View<'a>],
-        prefix: &str,
-        along: &[u64],
-    ) -> Result<()> {
-        let n_axis: u64 = along.iter().sum();
-        let axis = self.opts.axis;
-        let (m_name, other_m) = match axis {
-            Axis::Obs => ("obsm", "varm"),
-            Axis::Var => ("varm", "obsm"),
-        };
-        let at = |name: &str| {
-            if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}/{name}")
-            }
-        };
-        let groups: Vec<Option<&Element>> = views.iter().map(|v| v.group.child(m_name)).collect();
-        let lists: Vec<Vec<String>> = groups.iter().map(|g| child_names(*g)).collect();
-        self.out
-            .write_group(&at(m_name), &group_attrs("dict", "0.1.0"))?;
-        if prefix.is_empty() {
-            self.out
-                .write_group(other_m, &group_attrs("dict", "0.1.0"))?;
-            if let Some(strategy) = self.opts.merge {
-                self.merge_other_mappings(views, other_m, strategy)?;
-                let other_p = if axis == Axis::Obs { "varp" } else { "obsp" };
-                for (i, v) in views.iter().enumerate() {
-                    if let Some(e) = v.group.child(other_p).and_then(|g| g.children.first()) {
-                        return Err(self.fail(
-                            i,
-                            &e.path,
-                            format!("merging {other_p} elements (--merge) is not supported yet"),
-                        ));
-                    }
-                }
-            }
-        }
-        for key in join_keys(&lists, self.opts.join) {
-            let els: Vec<Option<&Element>> = groups
-                .iter()
-                .map(|g| g.and_then(|g| g.child(&key)))
-                .collect();
-            let mut widths = Vec::new();
-            for (i, e) in els.iter().enumerate() {
-                let Some(e) = e else {
-                    widths.push(None);
-                    continue;
-                };
-                let shape = matrix_shape(e).ok_or_else(|| {
-                    self.fail(
-                        i,
-                        &e.path,
-                        format!(
-                            "concatenating {} elements in {m_name} is not supported yet",
-                            e.encoding.name()
-                        ),
-                    )
-                })?;
-                widths.push(Some(shape[1]));
-            }
-            let present: Vec<u64> = widths.iter().flatten().copied().collect();
-            let width = match self.opts.join {
-                Join::Inner => present.iter().copied().min().unwrap_or(0),
-                Join::Outer => present.iter().copied().max().unwrap_or(0),
-            };
-            let reindexers = widths
-                .iter()
-                .map(|w| {
-                    let w = w.unwrap_or(0);
-                    let old_of_new: Vec<i64> = (0..width as i64)
-                        .map(|j| if (j as u64) < w { j } else { -1 })
-                        .collect();
-                    let new_of_old: Vec<i64> = (0..w as i64)
-                        .map(|j| if (j as u64) < width { j } else { -1 })
-                        .collect();
-                    Reindexer {
-                        identity: w == width,
-                        old_of_new,
-                        new_of_old,
-                    }
-                })
-                .collect();
-            let space = self.plan.spaces.len();
-            self.plan.spaces.push(Space {
-                n_other: width,
-                reindexers,
-            });
-            // Always stored n_axis x width, whichever axis is concatenated.
-            self.plan_matrix(
-                &at(&format!("{m_name}/{key}")),
-                &els,
-                MatrixLayout {
-                    space,
-                    shape: [n_axis, width],
-                    stack: Axis::Obs,
-                    along,
-                    diagonal: false,
-                },
-            )?;
-        }
-        Ok(())
-    }
-
-    /// {axis}p with `pairwise`: each key's matrices as one block-diagonal
-    /// CSR matrix (keys joined like layers; a missing one is an empty block).
-    fn plan_pairwise(&mut self, views: &[View<'a>], along: &[u64]) -> Result<()> {
-        let name = match self.opts.axis {
-            Axis::Obs => "obsp",
-            Axis::Var => "varp",
-        };
-        let n: u64 = along.iter().sum();
-        let groups: Vec<Option<&Element>> = views.iter().map(|v| v.group.child(name)).collect();
-        let lists: Vec<Vec<String>> = groups.iter().map(|g| child_names(*g)).collect();
-        for key in join_keys(&lists, self.opts.join) {
-            let els: Vec<Option<&Element>> = groups
-                .iter()
-                .map(|g| g.and_then(|g| g.child(&key)))
-                .collect();
-            let space = self.plan.spaces.len();
-            self.plan.spaces.push(Space {
-                n_other: n,
-                reindexers: along
-                    .iter()
-                    .map(|_| Reindexer {
-                        old_of_new: Vec::new(),
-                        new_of_old: Vec::new(),
-                        identity: true,
-                    })
-                    .collect(),
-            });
-            self.plan_matrix(
-                &format!("{name}/{key}"),
-                &els,
-                MatrixLayout {
-                    space,
-                    shape: [n, n],
-                    stack: Axis::Obs,
-                    along,
-                    diagonal: true,
-                },
-            )?;
-        }
-        Ok(())
-    }
-
-    /// {other}m merged with `strategy`: every dense array reindexed onto the
-    /// joined other axis (missing rows filled with NaN), then compared.
-    fn merge_other_mappings(
-        &mut self,
-        views: &[View<'a>],
-        name: &str,
-        strategy: Merge,
-    ) -> Result<()> {
-        let reindexers = self.plan.spaces[0].reindexers.clone();
-        let mut per_input: Vec<Vec<(String, [u64; 2], Values)>> = Vec::new();
-        for (i, v) in views.iter().enumerate() {
-            let mut items = Vec::new();
-            for e in v
-                .group
-                .child(name)
-                .map(|g| g.children.as_slice())
-                .unwrap_or_default()
-            {
-                let Some(a) = e.array().filter(|a| {
-                    a.shape.len() == 2 && matches!(e.encoding, Encoding::Array | Encoding::Plain)
-                }) else {
-                    return Err(self.fail(
-                        i,
-                        &e.path,
-                        format!(
-                            "merging {} elements of {name} is not supported yet",
-                            e.encoding.name()
-                        ),
-                    ));
-                };
-                let store = &self.inputs[i].store;
-                let array = store.array(&e.path)?;
-                let bytes = array
-                    .retrieve_array_subset(&array.subset_all())
-                    .map_err(|err| store.err(&e.path, format!("cannot read data: {err}")))?;
-                let values = Values::from_array_bytes(&a.dtype, &bytes)
-                    .map_err(|err| store.err(&e.path, err))?;
-                let r = &reindexers[i];
-                let width = a.shape[1] as usize;
-                let dtype = if r.has_missing() {
-                    fill_promote(&a.dtype, Scalar::Float(f64::NAN))
-                        .map_err(|err| store.err(&e.path, err))?
-                } else {
-                    a.dtype.clone()
-                };
-                let idx: Vec<Option<usize>> = r
-                    .old_of_new
-                    .iter()
-                    .flat_map(|&o| {
-                        (0..width).map(move |c| (o >= 0).then(|| o as usize * width + c))
-                    })
-                    .collect();
-                let reindexed = values.cast(&dtype)?.take(&idx, Scalar::Float(f64::NAN));
-                items.push((
-                    e.name().to_string(),
-                    [r.old_of_new.len() as u64, a.shape[1]],
-                    reindexed,
-                ));
-            }
-            per_input.push(items);
-        }
-        let lists: Vec<Vec<String>> = per_input
-            .iter()
-            .map(|c| c.iter().map(|(n, _, _)| n.clone()).collect())
-            .collect();
-        let keys = join_keys(
-            &lists,
-            if strategy == Merge::Same {
-                Join::Inner
-            } else {
-                Join::Outer
-            },
-        );
-        for key in keys {
-            let vals: Vec<(&[u64; 2], &Values)> = per_input
-                .iter()
-                .filter_map(|c| c.iter().find(|(n, _, _)| *n == key).map(|(_, s, v)| (s, v)))
-                .collect();
-            let same = |a: &(&[u64; 2], &Values), b: &(&[u64; 2], &Values)| {
-                a.0 == b.0 && values_equal(a.1, b.1)
-            };
-            let chosen = match strategy {
-                Merge::Same | Merge::Unique => {
-                    vals.iter().all(|v| same(v, &vals[0])).then(|| vals[0])
-                }
-                Merge::First => vals.first().copied(),
-                Merge::Only => (vals.len() == 1).then(|| vals[0]),
-            };
-            if let Some((shape, values)) = chosen {
-                let path = format!("{name}/{key}");
-                let chunks =
-                    chunk_shape_for(&shape[..], values.dtype().item_size(), self.chunk_bytes);
-                let spec = ArraySpec::new(shape.to_vec(), values.dtype(), chunks);
-                let doc = spec
-                    .to_metadata(self.out.format())
-                    .ok_or_else(|| Error::option("no zarr spelling"))?;
-                self.out
-                    .write_array_meta(&path, &doc, &group_attrs("array", "0.2.0"))?;
-                if !shape.contains(&0) {
-                    let subset =
-                        zarrs::array::ArraySubset::new_with_start_shape(vec![0, 0], shape.to_vec())
-                            .map_err(|e| self.out.err(&path, e))?;
-                    self.out
-                        .array(&path)?
-                        .store_array_subset(&subset, values.to_array_bytes())
-                        .map_err(|e| self.out.err(&path, format!("cannot write: {e}")))?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Columns of the other axis' frames merged with `strategy` after
     /// reindexing onto the joined index.
     fn merge_frames(
@@ -835,226 +573,6 @@ impl<'a> Planner<'a> {
         Ok(out)
     }
 
-    /// Plans one output matrix from per-input elements (`None`: absent).
-    fn plan_matrix(
-        &mut self,
-        out_path: &str,
-        els: &[Option<&Element>],
-        layout: MatrixLayout<'_>,
-    ) -> Result<()> {
-        let MatrixLayout {
-            space,
-            shape,
-            stack,
-            along,
-            diagonal,
-        } = layout;
-        let mut kinds = Vec::new();
-        for (i, e) in els.iter().enumerate() {
-            let Some(e) = e else {
-                kinds.push(None);
-                continue;
-            };
-            let (kind, dtype) = match e.encoding {
-                Encoding::CsrMatrix | Encoding::CscMatrix => {
-                    let data = e
-                        .child("data")
-                        .and_then(Element::array)
-                        .ok_or_else(|| self.fail(i, &e.path, "sparse matrix lacks data"))?;
-                    let kind = if e.encoding == Encoding::CsrMatrix {
-                        SourceKind::Csr
-                    } else {
-                        SourceKind::Csc
-                    };
-                    (kind, data.dtype.clone())
-                }
-                Encoding::Array | Encoding::Plain
-                    if e.array().is_some_and(|a| a.shape.len() == 2) =>
-                {
-                    (
-                        SourceKind::Dense,
-                        e.array().map(|a| a.dtype.clone()).unwrap_or(DType::Float64),
-                    )
-                }
-                other => {
-                    return Err(self.fail(
-                        i,
-                        &e.path,
-                        format!(
-                            "concatenating a {} element here is not supported yet",
-                            other.name()
-                        ),
-                    ));
-                }
-            };
-            if matches!(
-                dtype,
-                DType::String | DType::Other(_) | DType::Structured(_) | DType::Float16
-            ) {
-                return Err(self.fail(
-                    i,
-                    &e.path,
-                    format!(
-                        "matrices of dtype {} are not supported",
-                        dtype.display_name()
-                    ),
-                ));
-            }
-            kinds.push(Some((kind, dtype)));
-        }
-        // block_diag always gives CSR; its blocks are never filled.
-        let sparse = diagonal || kinds.iter().flatten().any(|(k, _)| *k != SourceKind::Dense);
-        let fill = if diagonal {
-            Scalar::Int(0)
-        } else {
-            self.opts.fill_value.unwrap_or(if sparse {
-                Scalar::Int(0)
-            } else {
-                Scalar::Float(f64::NAN)
-            })
-        };
-        let reindexers = &self.plan.spaces[space].reindexers;
-        let mut dtype: Option<DType> = None;
-        for (i, k) in kinds.iter().enumerate() {
-            let d = match k {
-                Some((_, d)) if diagonal => d.clone(),
-                None if diagonal => DType::Bool,
-                Some((_, d)) => {
-                    let missing = reindexers[i].has_missing();
-                    if !missing {
-                        d.clone()
-                    } else if sparse {
-                        if fill.is_zero() {
-                            d.clone()
-                        } else {
-                            promote(d, &fill.numpy_dtype()).unwrap_or(DType::Float64)
-                        }
-                    } else {
-                        fill_promote(d, fill)
-                            .map_err(|e| self.fail(i, els[i].map_or("", |e| &e.path), e))?
-                    }
-                }
-                None if sparse && fill.is_zero() => DType::Float64,
-                None => fill.numpy_dtype(),
-            };
-            dtype = Some(match dtype {
-                None => d,
-                Some(prev) => promote(&prev, &d)
-                    .ok_or_else(|| Error::option(format!("{out_path}: incompatible dtypes")))?,
-            });
-        }
-        let dtype = dtype.unwrap_or(DType::Float64);
-        // Sources (CSC inputs read through a temporary CSR copy).
-        let m_index = self.plan.matrices.len();
-        let mut sources = Vec::new();
-        let mut max_nnz = 0u64;
-        for (i, (e, k)) in els.iter().zip(&kinds).enumerate() {
-            let (Some(e), Some((kind, d))) = (e, k) else {
-                sources.push(None);
-                continue;
-            };
-            let store = self.inputs[i].store.root().to_path_buf();
-            let (n_rows, n_cols) = matrix_shape(e).map(|s| (s[0], s[1])).unwrap_or((0, 0));
-            let stored = match kind {
-                SourceKind::Dense => n_rows * n_cols,
-                _ => e
-                    .child("data")
-                    .and_then(Element::array)
-                    .map_or(0, |a| a.shape[0]),
-            };
-            max_nnz += stored;
-            let bytes = stored * d.item_size() as u64;
-            let origin = (store.clone(), e.path.clone());
-            let source = match kind {
-                SourceKind::Csc => MatrixSource {
-                    store: self
-                        .out
-                        .root()
-                        .join(".anncat")
-                        .join("tmp")
-                        .join(format!("m{m_index}_in{i}.zarr")),
-                    path: "m".to_string(),
-                    kind: SourceKind::Csc,
-                    dtype: d.clone(),
-                    origin,
-                    bytes,
-                },
-                _ => MatrixSource {
-                    store,
-                    path: e.path.clone(),
-                    kind: *kind,
-                    dtype: d.clone(),
-                    origin,
-                    bytes,
-                },
-            };
-            sources.push(Some(source));
-        }
-        // Fill entries stored explicitly in sparse output.
-        if sparse && !fill.is_zero() {
-            let space_ref = &self.plan.spaces[space];
-            for (i, inp) in self.plan.inputs.iter().enumerate() {
-                let missing = space_ref.reindexers[i]
-                    .old_of_new
-                    .iter()
-                    .filter(|&&o| o < 0)
-                    .count() as u64;
-                let missing = if sources[i].is_none() {
-                    space_ref.n_other
-                } else {
-                    missing
-                };
-                max_nnz += missing * inp.n_axis;
-            }
-        }
-        let item = dtype.item_size() as u64;
-        let chunks = if sparse {
-            let avg_row = (max_nnz / shape[0].max(1)).max(1);
-            let data_chunk = (self.chunk_bytes / (item + 8)).max(1);
-            let block_rows = (data_chunk / 2 / avg_row).clamp(1, (self.chunk_bytes / 8).max(1));
-            [block_rows, data_chunk]
-        } else {
-            let c = chunk_shape_for(&shape, item as usize, self.chunk_bytes);
-            [c[0], c[1]]
-        };
-        let m = MatrixPlan {
-            out_path: out_path.to_string(),
-            space,
-            sources,
-            sparse,
-            dtype: dtype.clone(),
-            shape,
-            chunks,
-            fill,
-            max_nnz,
-            stack,
-            along: along
-                .iter()
-                .scan(0u64, |acc, &n| {
-                    let start = *acc;
-                    *acc += n;
-                    Some([start, n])
-                })
-                .collect(),
-            diagonal,
-        };
-        // Skeleton.
-        if sparse {
-            let mut attrs = group_attrs("csr_matrix", "0.1.0");
-            attrs.insert("shape".into(), json!(shape));
-            self.out.write_group(out_path, &attrs)?;
-        } else {
-            let spec = ArraySpec::new(shape.to_vec(), dtype.clone(), chunks.to_vec());
-            let doc = spec
-                .to_metadata(self.out.format())
-                .ok_or_else(|| Error::option("no zarr spelling"))?;
-            self.out
-                .write_array_meta(out_path, &doc, &group_attrs("array", "0.2.0"))?;
-        }
-        self.plan.matrices.push(m);
-        Ok(())
-    }
-
     /// uns merged with `uns_merge` (empty without a strategy).
     fn plan_uns(&mut self) -> Result<()> {
         self.out.write_group("uns", &group_attrs("dict", "0.1.0"))?;
@@ -1068,144 +586,10 @@ impl<'a> Planner<'a> {
             .collect();
         uns::merge_into(&self.out, "uns", &sources, strategy)
     }
-
-    /// The task graph of every planned matrix.
-    fn graph(&self, plan_file: &Path) -> Result<Graph> {
-        let mut g = Graph::new();
-        let mut conversions: std::collections::HashMap<PathBuf, TaskId> =
-            std::collections::HashMap::new();
-        for (mi, m) in self.plan.matrices.iter().enumerate() {
-            let task = |block: u64, block2: u64| matrix::MatrixTask {
-                plan: plan_file.to_path_buf(),
-                matrix: mi,
-                block,
-                block2,
-            };
-            let mut pre = Vec::new();
-            for (i, s) in m.sources.iter().enumerate() {
-                let Some(s) = s else { continue };
-                if s.kind != SourceKind::Csc {
-                    continue;
-                }
-                let id = match conversions.get(&s.store) {
-                    Some(id) => *id,
-                    None => {
-                        let id = g.add(
-                            "concat.to_csr",
-                            &matrix::ToCsrTask {
-                                store: s.origin.0.clone(),
-                                path: s.origin.1.clone(),
-                                out: s.store.clone(),
-                            },
-                            vec![],
-                            s.bytes * 3
-                                + s.bytes / s.dtype.item_size().max(1) as u64 * 24
-                                + (1 << 20),
-                            format!("{}: convert input {i} to CSR", m.out_path),
-                        )?;
-                        conversions.insert(s.store.clone(), id);
-                        id
-                    }
-                };
-                pre.push(id);
-            }
-            let item = m.dtype.item_size() as u64;
-            if m.sparse {
-                let block_bytes =
-                    m.chunks[0].max(1) * (m.max_nnz / m.shape[0].max(1) + 1) * (item + 24) * 2
-                        + self.chunk_bytes * 4;
-                let mut counts = Vec::new();
-                for b in 0..matrix::n_blocks(m) {
-                    counts.push(g.add(
-                        "concat.sparse_count",
-                        &task(b, 0),
-                        pre.clone(),
-                        block_bytes,
-                        format!("{}: count block {b}", m.out_path),
-                    )?);
-                }
-                let prefix = g.add(
-                    "concat.sparse_prefix",
-                    &task(0, 0),
-                    counts.clone(),
-                    64 * counts.len() as u64 + (1 << 20),
-                    format!("{}: offsets", m.out_path),
-                )?;
-                for c in 0..matrix::n_indptr_chunks(m) {
-                    let mut deps = Vec::new();
-                    if let Some(&id) = counts.get(c as usize) {
-                        deps.push(id);
-                    }
-                    deps.push(prefix);
-                    g.add(
-                        "concat.sparse_indptr",
-                        &task(c, 0),
-                        deps,
-                        m.chunks[0] * 16 + (1 << 20),
-                        format!("{}: indptr chunk {c}", m.out_path),
-                    )?;
-                }
-                for k in 0..matrix::max_data_chunks(m) {
-                    g.add(
-                        "concat.sparse_data",
-                        &task(k, 0),
-                        vec![prefix],
-                        block_bytes * 2 + m.chunks[1] * (item + 8) * 2,
-                        format!("{}: data chunk {k}", m.out_path),
-                    )?;
-                }
-            } else {
-                let rows = m.shape[0].div_ceil(m.chunks[0]);
-                let cols = m.shape[1].div_ceil(m.chunks[1]);
-                let chunk_bytes = m.chunks[0] * m.chunks[1] * item;
-                for r in 0..rows {
-                    for c in 0..cols {
-                        g.add(
-                            "concat.dense_chunk",
-                            &task(r, c),
-                            pre.clone(),
-                            chunk_bytes * 4 + self.chunk_bytes * 2,
-                            format!("{}: chunk {r}.{c}", m.out_path),
-                        )?;
-                    }
-                }
-            }
-        }
-        Ok(g)
-    }
-}
-
-/// numpy equality of two arrays with NaN equal to NaN; dtypes must match.
-fn values_equal(a: &Values, b: &Values) -> bool {
-    match (a, b) {
-        (Values::F32(x), Values::F32(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
-        }
-        (Values::F64(x), Values::F64(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
-        }
-        _ => a == b,
-    }
-}
-
-/// Where an output matrix sits: its joined other axis, shape, stacking
-/// dimension, each input's length along it, and whether it is block-diagonal.
-struct MatrixLayout<'b> {
-    space: usize,
-    shape: [u64; 2],
-    stack: Axis,
-    along: &'b [u64],
-    diagonal: bool,
 }
 
 /// The 2-D shape of a matrix element (dense or sparse), if it is one.
-fn matrix_shape(e: &Element) -> Option<[u64; 2]> {
+pub(crate) fn matrix_shape(e: &Element) -> Option<[u64; 2]> {
     match e.encoding {
         Encoding::CsrMatrix | Encoding::CscMatrix => {
             let s = e.meta.attrs.get("shape")?.as_array()?;

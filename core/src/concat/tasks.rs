@@ -1,0 +1,353 @@
+//! Output matrices: the dtype, sources, chunking and skeleton of every
+//! matrix, and the task graph that fills them.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::matrix;
+use super::plan::{Axis, MatrixPlan, MatrixSource, SourceKind};
+use super::values::{Scalar, fill_promote, promote};
+use super::{Planner, group_attrs, matrix_shape};
+use crate::anndata::DType;
+use crate::anndata::element::{Element, Encoding};
+use crate::anndata::layout::{ArraySpec, chunk_shape_for};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, TaskId};
+
+/// Where an output matrix sits: its joined other axis, shape, stacking
+/// dimension, each input's length along it, and whether it is block-diagonal.
+pub(crate) struct MatrixLayout<'b> {
+    pub(crate) space: usize,
+    pub(crate) shape: [u64; 2],
+    pub(crate) stack: Axis,
+    pub(crate) along: &'b [u64],
+    pub(crate) diagonal: bool,
+}
+
+impl Planner<'_> {
+    /// Plans one output matrix from per-input elements (`None`: absent).
+    pub(crate) fn plan_matrix(
+        &mut self,
+        out_path: &str,
+        els: &[Option<&Element>],
+        layout: MatrixLayout<'_>,
+    ) -> Result<()> {
+        let MatrixLayout {
+            space,
+            shape,
+            stack,
+            along,
+            diagonal,
+        } = layout;
+        let mut kinds = Vec::new();
+        for (i, e) in els.iter().enumerate() {
+            let Some(e) = e else {
+                kinds.push(None);
+                continue;
+            };
+            let (kind, dtype) = match e.encoding {
+                Encoding::CsrMatrix | Encoding::CscMatrix => {
+                    let data = e
+                        .child("data")
+                        .and_then(Element::array)
+                        .ok_or_else(|| self.fail(i, &e.path, "sparse matrix lacks data"))?;
+                    let kind = if e.encoding == Encoding::CsrMatrix {
+                        SourceKind::Csr
+                    } else {
+                        SourceKind::Csc
+                    };
+                    (kind, data.dtype.clone())
+                }
+                Encoding::Array | Encoding::Plain
+                    if e.array().is_some_and(|a| a.shape.len() == 2) =>
+                {
+                    (
+                        SourceKind::Dense,
+                        e.array().map(|a| a.dtype.clone()).unwrap_or(DType::Float64),
+                    )
+                }
+                other => {
+                    return Err(self.fail(
+                        i,
+                        &e.path,
+                        format!(
+                            "concatenating a {} element here is not supported yet",
+                            other.name()
+                        ),
+                    ));
+                }
+            };
+            if matches!(
+                dtype,
+                DType::String | DType::Other(_) | DType::Structured(_) | DType::Float16
+            ) {
+                return Err(self.fail(
+                    i,
+                    &e.path,
+                    format!(
+                        "matrices of dtype {} are not supported",
+                        dtype.display_name()
+                    ),
+                ));
+            }
+            kinds.push(Some((kind, dtype)));
+        }
+        // block_diag always gives CSR; its blocks are never filled.
+        let sparse = diagonal || kinds.iter().flatten().any(|(k, _)| *k != SourceKind::Dense);
+        let fill = if diagonal {
+            Scalar::Int(0)
+        } else {
+            self.opts.fill_value.unwrap_or(if sparse {
+                Scalar::Int(0)
+            } else {
+                Scalar::Float(f64::NAN)
+            })
+        };
+        let reindexers = &self.plan.spaces[space].reindexers;
+        let mut dtype: Option<DType> = None;
+        for (i, k) in kinds.iter().enumerate() {
+            let d = match k {
+                Some((_, d)) if diagonal => d.clone(),
+                None if diagonal => DType::Bool,
+                Some((_, d)) => {
+                    let missing = reindexers[i].has_missing();
+                    if !missing {
+                        d.clone()
+                    } else if sparse {
+                        if fill.is_zero() {
+                            d.clone()
+                        } else {
+                            promote(d, &fill.numpy_dtype()).unwrap_or(DType::Float64)
+                        }
+                    } else {
+                        fill_promote(d, fill)
+                            .map_err(|e| self.fail(i, els[i].map_or("", |e| &e.path), e))?
+                    }
+                }
+                None if sparse && fill.is_zero() => DType::Float64,
+                None => fill.numpy_dtype(),
+            };
+            dtype = Some(match dtype {
+                None => d,
+                Some(prev) => promote(&prev, &d)
+                    .ok_or_else(|| Error::option(format!("{out_path}: incompatible dtypes")))?,
+            });
+        }
+        let dtype = dtype.unwrap_or(DType::Float64);
+        // Sources (CSC inputs read through a temporary CSR copy).
+        let m_index = self.plan.matrices.len();
+        let mut sources = Vec::new();
+        let mut max_nnz = 0u64;
+        for (i, (e, k)) in els.iter().zip(&kinds).enumerate() {
+            let (Some(e), Some((kind, d))) = (e, k) else {
+                sources.push(None);
+                continue;
+            };
+            let store = self.inputs[i].store.root().to_path_buf();
+            let (n_rows, n_cols) = matrix_shape(e).map(|s| (s[0], s[1])).unwrap_or((0, 0));
+            let stored = match kind {
+                SourceKind::Dense => n_rows * n_cols,
+                _ => e
+                    .child("data")
+                    .and_then(Element::array)
+                    .map_or(0, |a| a.shape[0]),
+            };
+            max_nnz += stored;
+            let bytes = stored * d.item_size() as u64;
+            let origin = (store.clone(), e.path.clone());
+            let source = match kind {
+                SourceKind::Csc => MatrixSource {
+                    store: self
+                        .out
+                        .root()
+                        .join(".anncat")
+                        .join("tmp")
+                        .join(format!("m{m_index}_in{i}.zarr")),
+                    path: "m".to_string(),
+                    kind: SourceKind::Csc,
+                    dtype: d.clone(),
+                    origin,
+                    bytes,
+                },
+                _ => MatrixSource {
+                    store,
+                    path: e.path.clone(),
+                    kind: *kind,
+                    dtype: d.clone(),
+                    origin,
+                    bytes,
+                },
+            };
+            sources.push(Some(source));
+        }
+        // Fill entries stored explicitly in sparse output.
+        if sparse && !fill.is_zero() {
+            let space_ref = &self.plan.spaces[space];
+            for (i, inp) in self.plan.inputs.iter().enumerate() {
+                let missing = space_ref.reindexers[i]
+                    .old_of_new
+                    .iter()
+                    .filter(|&&o| o < 0)
+                    .count() as u64;
+                let missing = if sources[i].is_none() {
+                    space_ref.n_other
+                } else {
+                    missing
+                };
+                max_nnz += missing * inp.n_axis;
+            }
+        }
+        let item = dtype.item_size() as u64;
+        let chunks = if sparse {
+            let avg_row = (max_nnz / shape[0].max(1)).max(1);
+            let data_chunk = (self.chunk_bytes / (item + 8)).max(1);
+            let block_rows = (data_chunk / 2 / avg_row).clamp(1, (self.chunk_bytes / 8).max(1));
+            [block_rows, data_chunk]
+        } else {
+            let c = chunk_shape_for(&shape, item as usize, self.chunk_bytes);
+            [c[0], c[1]]
+        };
+        let m = MatrixPlan {
+            out_path: out_path.to_string(),
+            space,
+            sources,
+            sparse,
+            dtype: dtype.clone(),
+            shape,
+            chunks,
+            fill,
+            max_nnz,
+            stack,
+            along: along
+                .iter()
+                .scan(0u64, |acc, &n| {
+                    let start = *acc;
+                    *acc += n;
+                    Some([start, n])
+                })
+                .collect(),
+            diagonal,
+        };
+        // Skeleton.
+        if sparse {
+            let mut attrs = group_attrs("csr_matrix", "0.1.0");
+            attrs.insert("shape".into(), json!(shape));
+            self.out.write_group(out_path, &attrs)?;
+        } else {
+            let spec = ArraySpec::new(shape.to_vec(), dtype.clone(), chunks.to_vec());
+            let doc = spec
+                .to_metadata(self.out.format())
+                .ok_or_else(|| Error::option("no zarr spelling"))?;
+            self.out
+                .write_array_meta(out_path, &doc, &group_attrs("array", "0.2.0"))?;
+        }
+        self.plan.matrices.push(m);
+        Ok(())
+    }
+
+    /// The task graph of every planned matrix.
+    pub(crate) fn graph(&self, plan_file: &Path) -> Result<Graph> {
+        let mut g = Graph::new();
+        let mut conversions: std::collections::HashMap<PathBuf, TaskId> =
+            std::collections::HashMap::new();
+        for (mi, m) in self.plan.matrices.iter().enumerate() {
+            let task = |block: u64, block2: u64| matrix::MatrixTask {
+                plan: plan_file.to_path_buf(),
+                matrix: mi,
+                block,
+                block2,
+            };
+            let mut pre = Vec::new();
+            for (i, s) in m.sources.iter().enumerate() {
+                let Some(s) = s else { continue };
+                if s.kind != SourceKind::Csc {
+                    continue;
+                }
+                let id = match conversions.get(&s.store) {
+                    Some(id) => *id,
+                    None => {
+                        let id = g.add(
+                            "concat.to_csr",
+                            &matrix::ToCsrTask {
+                                store: s.origin.0.clone(),
+                                path: s.origin.1.clone(),
+                                out: s.store.clone(),
+                            },
+                            vec![],
+                            s.bytes * 3
+                                + s.bytes / s.dtype.item_size().max(1) as u64 * 24
+                                + (1 << 20),
+                            format!("{}: convert input {i} to CSR", m.out_path),
+                        )?;
+                        conversions.insert(s.store.clone(), id);
+                        id
+                    }
+                };
+                pre.push(id);
+            }
+            let item = m.dtype.item_size() as u64;
+            if m.sparse {
+                let block_bytes =
+                    m.chunks[0].max(1) * (m.max_nnz / m.shape[0].max(1) + 1) * (item + 24) * 2
+                        + self.chunk_bytes * 4;
+                let mut counts = Vec::new();
+                for b in 0..matrix::n_blocks(m) {
+                    counts.push(g.add(
+                        "concat.sparse_count",
+                        &task(b, 0),
+                        pre.clone(),
+                        block_bytes,
+                        format!("{}: count block {b}", m.out_path),
+                    )?);
+                }
+                let prefix = g.add(
+                    "concat.sparse_prefix",
+                    &task(0, 0),
+                    counts.clone(),
+                    64 * counts.len() as u64 + (1 << 20),
+                    format!("{}: offsets", m.out_path),
+                )?;
+                for c in 0..matrix::n_indptr_chunks(m) {
+                    let mut deps = Vec::new();
+                    if let Some(&id) = counts.get(c as usize) {
+                        deps.push(id);
+                    }
+                    deps.push(prefix);
+                    g.add(
+                        "concat.sparse_indptr",
+                        &task(c, 0),
+                        deps,
+                        m.chunks[0] * 16 + (1 << 20),
+                        format!("{}: indptr chunk {c}", m.out_path),
+                    )?;
+                }
+                for k in 0..matrix::max_data_chunks(m) {
+                    g.add(
+                        "concat.sparse_data",
+                        &task(k, 0),
+                        vec![prefix],
+                        block_bytes * 2 + m.chunks[1] * (item + 8) * 2,
+                        format!("{}: data chunk {k}", m.out_path),
+                    )?;
+                }
+            } else {
+                let rows = m.shape[0].div_ceil(m.chunks[0]);
+                let cols = m.shape[1].div_ceil(m.chunks[1]);
+                let chunk_bytes = m.chunks[0] * m.chunks[1] * item;
+                for r in 0..rows {
+                    for c in 0..cols {
+                        g.add(
+                            "concat.dense_chunk",
+                            &task(r, c),
+                            pre.clone(),
+                            chunk_bytes * 4 + self.chunk_bytes * 2,
+                            format!("{}: chunk {r}.{c}", m.out_path),
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(g)
+    }
+}
