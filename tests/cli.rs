@@ -2,7 +2,11 @@
 //! by Python anndata, see tests/interop/make_fixtures.py --small): inspect,
 //! convert round trips compared array by array, and every kind of bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::{copy_tree, fixture};
 use std::process::{Command, Output};
 
 use anncat_core::anndata::element::Element;
@@ -23,12 +27,6 @@ mod zarrs_array_bytes {
     }
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 fn anncat(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_anncat"));
     for a in args {
@@ -39,20 +37,6 @@ fn anncat(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Copies a directory tree (a fixture to damage).
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 fn array_paths(e: &Element, out: &mut Vec<String>) {

@@ -2,15 +2,13 @@
 //! works, and every kind of bad input giving one clear line, a non-zero exit,
 //! no output that looks complete, and inputs left untouched.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+use common::{copy_tree, fixture};
+use std::process::{Command, Output};
 
 fn anncat(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_anncat"))
@@ -21,18 +19,6 @@ fn anncat(args: &[&str]) -> Output {
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }
 
 /// Every file under `dir` with its bytes (to prove inputs are untouched).

@@ -9,6 +9,13 @@ cd "$repo"
 echo "== build (release)"
 cargo build --release --locked --workspace --all-targets
 
+echo "== the README's example command"
+example="$(grep -m1 '^    cargo run --release -- concat' README.md | sed 's/^    //')"
+[ -n "$example" ] || { echo "README example command not found" >&2; exit 1; }
+bash -c "$example" > /dev/null
+[ -f example-out.zarr/.zmetadata ] || { echo "README example made no consolidated store" >&2; exit 1; }
+rm -rf example-out.zarr
+
 echo "== cargo test"
 cargo test --release --locked --workspace
 

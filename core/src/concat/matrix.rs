@@ -486,8 +486,79 @@ pub fn max_data_chunks(m: &MatrixPlan) -> u64 {
 fn sparse_count(t: &MatrixTask) -> Result<Vec<u8>> {
     let plan = ConcatPlan::load(&t.plan)?;
     let m = &plan.matrices[t.matrix];
-    let block = assemble(&plan, m, block_range(m, t.block))?;
+    let range = block_range(m, t.block);
+    if let Some(counts) = counts_from_indptr(&plan, m, &range)? {
+        return encode(&counts);
+    }
+    let block = assemble(&plan, m, range)?;
     encode(&block.counts)
+}
+
+/// Row lengths of a sparse source's rows `lo..hi`, from `indptr` alone.
+fn row_lengths(src: &MatrixSource, lo: u64, hi: u64) -> Result<Vec<u32>> {
+    let store = open(&src.store)?;
+    let path = format!("{}/indptr", src.path);
+    let dtype = index_dtype(&store, &path)?;
+    let ip = crate::anndata::sparse::read_i64_range(&store, &path, &dtype, lo, hi - lo + 1)?;
+    Ok(ip.windows(2).map(|w| (w[1] - w[0]) as u32).collect())
+}
+
+/// Entries per output row without assembling the block, when nothing is
+/// dropped or filled: every source is sparse, no column is dropped by the
+/// join, and the fill is zero. `None` when the block must be assembled.
+fn counts_from_indptr(
+    plan: &ConcatPlan,
+    m: &MatrixPlan,
+    range: &Range<u64>,
+) -> Result<Option<Vec<u32>>> {
+    if !m.fill.is_zero()
+        || m.sources
+            .iter()
+            .flatten()
+            .any(|s| s.kind == SourceKind::Dense)
+    {
+        return Ok(None);
+    }
+    let space = &plan.spaces[m.space];
+    let mut counts = vec![0u32; (range.end - range.start) as usize];
+    match m.stack {
+        Axis::Obs => {
+            for (i, local) in inputs_in(m, range) {
+                let drops = !m.diagonal && space.reindexers[i].new_of_old.iter().any(|&n| n < 0);
+                if drops {
+                    return Ok(None);
+                }
+                let Some(src) = &m.sources[i] else { continue };
+                let first = (m.along[i][0] + local.start - range.start) as usize;
+                for (k, len) in row_lengths(src, local.start, local.end)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    counts[first + k] = len;
+                }
+            }
+        }
+        Axis::Var => {
+            for (i, src) in m.sources.iter().enumerate() {
+                let Some(src) = src else { continue };
+                let olds: Vec<i64> = range
+                    .clone()
+                    .map(|r| space.reindexers[i].old_of_new[r as usize])
+                    .collect();
+                let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
+                let (Some(&lo), Some(&hi)) = (present.iter().min(), present.iter().max()) else {
+                    continue;
+                };
+                let lens = row_lengths(src, lo as u64, hi as u64 + 1)?;
+                for (k, &old) in olds.iter().enumerate() {
+                    if old >= 0 {
+                        counts[k] += lens[(old - lo) as usize];
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(counts))
 }
 
 /// Output of the prefix task: where each block's entries start.
