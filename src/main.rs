@@ -177,11 +177,14 @@ impl ConcatArgs {
 fn draw_progress(p: &Progress) {
     let rate = p.done as f64 / p.elapsed_s.max(1e-3);
     let eta = (p.total - p.done) as f64 / rate.max(1e-9);
+    let mib = anncat_core::concat::matrix::bytes_written() as f64 / (1024.0 * 1024.0);
     eprint!(
-        "\ranncat: {}/{} tasks ({:.0}%) {:.1}s elapsed, ETA {:.1}s   ",
+        "\ranncat: {}/{} tasks ({:.0}%), {:.1} MiB written ({:.1} MiB/s), {:.1}s elapsed, ETA {:.1}s   ",
         p.done,
         p.total,
         100.0 * p.done as f64 / p.total.max(1) as f64,
+        mib,
+        mib / p.elapsed_s.max(1e-3),
         p.elapsed_s,
         eta
     );

@@ -25,6 +25,15 @@ use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
 use crate::kernel::KernelRegistry;
 
+/// Decoded bytes written by the matrix kernels of this process.
+static BYTES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Decoded bytes the matrix kernels of this process have written so far
+/// (for progress reports).
+pub fn bytes_written() -> u64 {
+    BYTES_WRITTEN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Arguments of every matrix kernel: the plan, the matrix, a block number.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MatrixTask {
@@ -104,6 +113,10 @@ fn write_values(
     if shape.contains(&0) {
         return Ok(());
     }
+    BYTES_WRITTEN.fetch_add(
+        values.len() as u64 * values.dtype().item_size() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let array = store.array(path)?;
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
     array
