@@ -101,4 +101,16 @@ SETS = {
     "dense_int": lambda axis: make_set(4, ["dense"] * 2, [np.int32, np.int64], axis),
     "mixed": lambda axis: make_set(5, ["dense", "csr", "csc"], [np.float32, np.float32, np.float64], axis),
     "raw": lambda axis: make_set(6, ["csr", "csr"], [np.float32, np.float32], axis, raw=True),
+    "raw_wider": lambda axis: _raw_wider(axis),
 }
+
+
+def _raw_wider(axis):
+    """raw keeps every gene, the main object a subset: raw's var differs in
+    length from var, so stacking along var must use raw's own widths."""
+    out = []
+    for a in make_set(8, ["csr", "dense", "csc"], [np.float32, np.float32, np.float64], axis, rich=False):
+        a.raw = a.copy()
+        keep = [i for i in range(a.n_vars) if i % 3 != 0]
+        out.append(a[:, keep].copy())
+    return out

@@ -228,3 +228,9 @@ def test_readme_example(tmp_path):
     paths = [REPO / "examples" / "data" / f"batch{i}.zarr" for i in (1, 2, 3)]
     compare(paths, tmp_path, dict(join="outer", label="batch", keys=["b1", "b2", "b3"],
                                   index_unique="-", uns_merge="same"))
+
+
+@pytest.mark.parametrize("axis", ["obs", "var"])
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_raw_wider_than_var(input_dir, tmp_path, axis, join):
+    check_case(input_dir, tmp_path, "raw_wider", 2, dict(axis=axis, join=join, label="batch", fill_value=None))

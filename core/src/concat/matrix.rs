@@ -404,14 +404,14 @@ fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Bloc
             }
         }
         Axis::Var => {
-            for (i, inp) in plan.inputs.iter().enumerate() {
+            for (i, &[offset, n]) in m.along.iter().enumerate() {
                 let reindex = &space.reindexers[i];
                 let olds: Vec<i64> = range
                     .clone()
                     .map(|r| reindex.old_of_new[r as usize])
                     .collect();
-                let width = inp.n_axis as i64;
-                let off = inp.offset as i64;
+                let width = n as i64;
+                let off = offset as i64;
                 let fill_row: Vec<i64> = if fill_nonzero {
                     (off..off + width).collect()
                 } else {

@@ -184,7 +184,7 @@ impl Planner<'_> {
         // Fill entries stored explicitly in sparse output.
         if sparse && !fill.is_zero() {
             let space_ref = &self.plan.spaces[space];
-            for (i, inp) in self.plan.inputs.iter().enumerate() {
+            for (i, &n) in along.iter().enumerate() {
                 let missing = space_ref.reindexers[i]
                     .old_of_new
                     .iter()
@@ -195,7 +195,7 @@ impl Planner<'_> {
                 } else {
                     missing
                 };
-                max_nnz += missing * inp.n_axis;
+                max_nnz += missing * n;
             }
         }
         let item = dtype.item_size() as u64;
