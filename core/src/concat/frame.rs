@@ -58,16 +58,7 @@ fn read_all_values(store: &Store, e: &Element) -> Result<Values> {
         return Err(store.err(&e.path, "expected an array"));
     };
     let n = meta.shape.first().copied().unwrap_or(0);
-    if n == 0 {
-        return Values::zeros(&meta.dtype, 0).map_err(|err| store.err(&e.path, err));
-    }
-    let subset = ArraySubset::new_with_start_shape(vec![0], vec![n])
-        .map_err(|err| store.err(&e.path, err))?;
-    let bytes = store
-        .array(&e.path)?
-        .retrieve_array_subset(&subset)
-        .map_err(|err| store.err(&e.path, format!("cannot read data: {err}")))?;
-    Values::from_array_bytes(&meta.dtype, &bytes).map_err(|err| store.err(&e.path, err))
+    super::matrix::read_values(store, &e.path, &meta.dtype, vec![0], vec![n])
 }
 
 fn member<'a>(store: &Store, e: &'a Element, name: &str) -> Result<&'a Element> {

@@ -194,12 +194,13 @@ impl<'a> Planner<'a> {
                     ));
                 };
                 let store = &self.inputs[i].store;
-                let array = store.array(&e.path)?;
-                let bytes = array
-                    .retrieve_array_subset(&array.subset_all())
-                    .map_err(|err| store.err(&e.path, format!("cannot read data: {err}")))?;
-                let values = Values::from_array_bytes(&a.dtype, &bytes)
-                    .map_err(|err| store.err(&e.path, err))?;
+                let values = super::matrix::read_values(
+                    store,
+                    &e.path,
+                    &a.dtype,
+                    vec![0, 0],
+                    a.shape.clone(),
+                )?;
                 let r = &reindexers[i];
                 let width = a.shape[1] as usize;
                 let dtype = if r.has_missing() {

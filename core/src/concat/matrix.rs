@@ -84,8 +84,8 @@ fn open(path: &Path) -> Result<Store> {
     Store::open(path)
 }
 
-/// Reads `[start, start+len)` of every dimension of the array at `path`.
-fn read_values(
+/// Reads the block `start .. start + shape` of the array at `path`.
+pub(crate) fn read_values(
     store: &Store,
     path: &str,
     dtype: &DType,
