@@ -88,16 +88,7 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
         consolidate(&dst)?;
         Ok(summary)
     })();
-    match result {
-        Ok(summary) => {
-            staged.commit()?;
-            Ok(summary)
-        }
-        Err(e) => {
-            staged.abandon();
-            Err(e)
-        }
-    }
+    staged.finish(result)
 }
 
 /// Copies element `e` of `src` (and everything below it) to the same path of

@@ -102,6 +102,21 @@ impl StagedOutput {
         Ok(self.final_path)
     }
 
+    /// Ends a run that wrote into the staging directory: commits it when
+    /// `result` is a success, removes it (and returns the error) otherwise.
+    pub fn finish<T>(self, result: Result<T>) -> Result<T> {
+        match result {
+            Ok(value) => {
+                self.commit()?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.abandon();
+                Err(e)
+            }
+        }
+    }
+
     /// Removes the staging directory after a failure (best effort).
     pub fn abandon(&self) {
         let _ = std::fs::remove_dir_all(&self.partial_path);

@@ -665,6 +665,19 @@ fn write_array(
     Ok(())
 }
 
+/// Writes numbers or booleans as an `array` element.
+fn write_values_array(out: &Store, path: &str, values: &Values, chunk: u64) -> Result<()> {
+    write_array(
+        out,
+        path,
+        values.dtype(),
+        values.len() as u64,
+        chunk,
+        &attrs("array", "0.2.0"),
+        values.to_array_bytes(),
+    )
+}
+
 /// Writes strings as a `string-array` element.
 pub fn write_strings(out: &Store, path: &str, values: &[String], chunk: u64) -> Result<()> {
     write_array_strings(out, path, values, chunk, &attrs("string-array", "0.2.0"))
@@ -695,17 +708,8 @@ fn write_array_strings(
 
 /// Writes a column at `path` with its anndata encoding.
 pub fn write_column(out: &Store, path: &str, column: &Column, chunk: u64) -> Result<()> {
-    let len = column.len() as u64;
     match column {
-        Column::Num(v) => write_array(
-            out,
-            path,
-            v.dtype(),
-            len,
-            chunk,
-            &attrs("array", "0.2.0"),
-            v.to_array_bytes(),
-        ),
+        Column::Num(v) => write_values_array(out, path, v, chunk),
         Column::Str(v) => write_strings(out, path, v, chunk),
         Column::Cat {
             codes,
@@ -722,70 +726,42 @@ pub fn write_column(out: &Store, path: &str, column: &Column, chunk: u64) -> Res
                 _ => DType::Int64,
             };
             let codes = Values::I64(codes.clone()).cast(&code_dtype)?;
-            write_array(
-                out,
-                &format!("{path}/codes"),
-                code_dtype,
-                len,
-                chunk,
-                &attrs("array", "0.2.0"),
-                codes.to_array_bytes(),
-            )?;
+            write_values_array(out, &format!("{path}/codes"), &codes, chunk)?;
             write_strings(out, &format!("{path}/categories"), categories, chunk)
         }
         Column::NullInt { values, mask } => {
             out.write_group(path, &attrs("nullable-integer", "0.1.0"))?;
-            write_array(
-                out,
-                &format!("{path}/values"),
-                values.dtype(),
-                len,
-                chunk,
-                &attrs("array", "0.2.0"),
-                values.to_array_bytes(),
-            )?;
-            write_array(
+            write_values_array(out, &format!("{path}/values"), values, chunk)?;
+            write_values_array(
                 out,
                 &format!("{path}/mask"),
-                DType::Bool,
-                len,
+                &Values::Bool(mask.clone()),
                 chunk,
-                &attrs("array", "0.2.0"),
-                Values::Bool(mask.clone()).to_array_bytes(),
             )
         }
         Column::NullBool { values, mask } => {
             out.write_group(path, &attrs("nullable-boolean", "0.1.0"))?;
-            write_array(
+            write_values_array(
                 out,
                 &format!("{path}/values"),
-                DType::Bool,
-                len,
+                &Values::Bool(values.clone()),
                 chunk,
-                &attrs("array", "0.2.0"),
-                Values::Bool(values.clone()).to_array_bytes(),
             )?;
-            write_array(
+            write_values_array(
                 out,
                 &format!("{path}/mask"),
-                DType::Bool,
-                len,
+                &Values::Bool(mask.clone()),
                 chunk,
-                &attrs("array", "0.2.0"),
-                Values::Bool(mask.clone()).to_array_bytes(),
             )
         }
         Column::NullStr { values, mask } => {
             out.write_group(path, &attrs("nullable-string-array", "0.1.0"))?;
             write_strings(out, &format!("{path}/values"), values, chunk)?;
-            write_array(
+            write_values_array(
                 out,
                 &format!("{path}/mask"),
-                DType::Bool,
-                len,
+                &Values::Bool(mask.clone()),
                 chunk,
-                &attrs("array", "0.2.0"),
-                Values::Bool(mask.clone()).to_array_bytes(),
             )
         }
     }

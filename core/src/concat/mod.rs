@@ -189,16 +189,7 @@ pub fn concat(
                 .collect(),
         })
     })();
-    match result {
-        Ok(summary) => {
-            staged.commit()?;
-            Ok(summary)
-        }
-        Err(e) => {
-            staged.abandon();
-            Err(e)
-        }
-    }
+    staged.finish(result)
 }
 
 /// One AnnData-like object per input: the main object, or its raw.
