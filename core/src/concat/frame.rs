@@ -503,21 +503,7 @@ pub fn concat_column(parts: &[(Option<&Column>, usize)]) -> Result<Column> {
         }
         if has_missing && dtype == DType::Bool {
             // anndata's unify_dtypes: bool with missing rows -> nullable boolean.
-            let mut values = Vec::new();
-            let mut mask = Vec::new();
-            for (c, n) in parts {
-                match c {
-                    Some(Column::Num(Values::Bool(b))) => {
-                        values.extend_from_slice(b);
-                        mask.extend(std::iter::repeat_n(false, b.len()));
-                    }
-                    _ => {
-                        values.extend(std::iter::repeat_n(false, *n));
-                        mask.extend(std::iter::repeat_n(true, *n));
-                    }
-                }
-            }
-            return Ok(Column::NullBool { values, mask });
+            return Ok(nullable_bool(parts));
         }
         if has_missing && !matches!(dtype, DType::Float32 | DType::Float64) {
             dtype = DType::Float64;
@@ -535,25 +521,7 @@ pub fn concat_column(parts: &[(Option<&Column>, usize)]) -> Result<Column> {
     }
     // Nullable booleans (with plain bools).
     if all(|c| matches!(c, Column::NullBool { .. } | Column::Num(Values::Bool(_)))) {
-        let mut values = Vec::new();
-        let mut mask = Vec::new();
-        for (c, n) in parts {
-            match c {
-                Some(Column::NullBool { values: v, mask: m }) => {
-                    values.extend_from_slice(v);
-                    mask.extend_from_slice(m);
-                }
-                Some(Column::Num(Values::Bool(b))) => {
-                    values.extend_from_slice(b);
-                    mask.extend(std::iter::repeat_n(false, b.len()));
-                }
-                _ => {
-                    values.extend(std::iter::repeat_n(false, *n));
-                    mask.extend(std::iter::repeat_n(true, *n));
-                }
-            }
-        }
-        return Ok(Column::NullBool { values, mask });
+        return Ok(nullable_bool(parts));
     }
     // Nullable integers (with plain integers).
     if all(|c| {
@@ -620,6 +588,30 @@ pub fn concat_column(parts: &[(Option<&Column>, usize)]) -> Result<Column> {
             .collect::<Vec<_>>()
             .join(", ")
     )))
+}
+
+/// Nullable and plain booleans concatenated into a nullable boolean column;
+/// absent parts become masked rows.
+fn nullable_bool(parts: &[(Option<&Column>, usize)]) -> Column {
+    let mut values = Vec::new();
+    let mut mask = Vec::new();
+    for (c, n) in parts {
+        match c {
+            Some(Column::NullBool { values: v, mask: m }) => {
+                values.extend_from_slice(v);
+                mask.extend_from_slice(m);
+            }
+            Some(Column::Num(Values::Bool(b))) => {
+                values.extend_from_slice(b);
+                mask.extend(std::iter::repeat_n(false, b.len()));
+            }
+            _ => {
+                values.extend(std::iter::repeat_n(false, *n));
+                mask.extend(std::iter::repeat_n(true, *n));
+            }
+        }
+    }
+    Column::NullBool { values, mask }
 }
 
 fn kind_name(c: &Column) -> String {

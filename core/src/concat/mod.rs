@@ -452,7 +452,14 @@ impl<'a> Planner<'a> {
             Axis::Var => [n_other, n_axis],
         };
 
-        // X.
+        // X and layers share one layout.
+        let layout = MatrixLayout {
+            space,
+            shape,
+            stack: axis,
+            along: &along,
+            diagonal: false,
+        };
         let xs: Vec<Option<&Element>> = views.iter().map(|v| v.group.child("X")).collect();
         if xs.iter().any(Option::is_some) {
             if xs.iter().any(Option::is_none) {
@@ -460,17 +467,7 @@ impl<'a> Planner<'a> {
                     "some inputs have X and others do not (anndata cannot concatenate that either)",
                 ));
             }
-            self.plan_matrix(
-                &at("X"),
-                &xs,
-                MatrixLayout {
-                    space,
-                    shape,
-                    stack: axis,
-                    along: &along,
-                    diagonal: false,
-                },
-            )?;
+            self.plan_matrix(&at("X"), &xs, layout)?;
         }
         // layers.
         if main {
@@ -484,17 +481,7 @@ impl<'a> Planner<'a> {
                     .iter()
                     .map(|g| g.and_then(|g| g.child(&key)))
                     .collect();
-                self.plan_matrix(
-                    &at(&format!("layers/{key}")),
-                    &els,
-                    MatrixLayout {
-                        space,
-                        shape,
-                        stack: axis,
-                        along: &along,
-                        diagonal: false,
-                    },
-                )?;
+                self.plan_matrix(&at(&format!("layers/{key}")), &els, layout)?;
             }
             self.plan_axis_mappings(views, prefix, &along)?;
             for name in ["obsp", "varp"] {

@@ -17,6 +17,7 @@ use crate::graph::{Graph, TaskId};
 
 /// Where an output matrix sits: its joined other axis, shape, stacking
 /// dimension, each input's length along it, and whether it is block-diagonal.
+#[derive(Clone, Copy)]
 pub(crate) struct MatrixLayout<'b> {
     pub(crate) space: usize,
     pub(crate) shape: [u64; 2],
