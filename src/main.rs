@@ -1,20 +1,26 @@
-//! The `anncat` command line: inspect, convert (and, as they land, concat and
-//! the cluster roles).
+//! The `anncat` command line: inspect, convert, concat, and the cluster
+//! roles (scheduler, worker).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use std::io::IsTerminal;
 
+use anncat::cli::{SchedulerArgs, WorkerArgs};
+use anncat::{ClusterChoice, LocalClusterConfig, RunOptions, run_concat};
 use anncat_core::anndata::ZarrFormat;
 use anncat_core::concat::index::Join;
 use anncat_core::concat::plan::Axis;
 use anncat_core::concat::values::Scalar;
-use anncat_core::concat::{ConcatOptions, Merge, concat, parse_size};
+use anncat_core::concat::{ConcatOptions, Merge, parse_size};
 use anncat_core::convert::{ConvertOptions, convert};
 use anncat_core::executor::Progress;
 use anncat_core::inspect::{inspect, render_text};
 use clap::{Parser, Subcommand};
+
+// Workers measure their tasks' allocations exactly.
+#[global_allocator]
+static ALLOCATOR: anncat_worker::CountingAllocator = anncat_worker::CountingAllocator;
 
 /// Concatenate AnnData zarr stores out of core.
 #[derive(Debug, Parser)]
@@ -56,6 +62,10 @@ enum Command {
     },
     /// Concatenate AnnData stores with the semantics of anndata.concat.
     Concat(Box<ConcatArgs>),
+    /// Run a scheduler that workers and clients connect to.
+    Scheduler(SchedulerArgs),
+    /// Run a worker of a cluster.
+    Worker(WorkerArgs),
 }
 
 /// `anncat concat` options, named like anndata.concat's arguments.
@@ -97,12 +107,27 @@ struct ConcatArgs {
     /// Output zarr format (default: the first input's).
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
     zarr_format: Option<u8>,
-    /// Memory budget for the tasks running at once, e.g. 512MiB.
+    /// Memory limit of each worker process, e.g. 512MiB (with --workers 0:
+    /// the budget of the tasks running at once).
     #[arg(long, default_value = "1GiB")]
     memory_limit: String,
-    /// Threads running tasks (default: number of cores).
+    /// Local worker processes to start (default: number of cores; 0 runs
+    /// the tasks on threads of this process).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Threads per worker (default 1; with --workers 0, number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Submit to a running cluster (its scheduler's cluster file) instead of
+    /// starting local workers.
+    #[arg(long, conflicts_with = "workers")]
+    cluster_file: Option<PathBuf>,
+    /// Continue an interrupted run from OUTPUT.partial, redoing only unfinished tasks.
+    #[arg(long)]
+    resume: bool,
+    /// Write a run report (JSON per task and worker, and an SVG timeline beside it).
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Target output chunk size in MiB (default: from the memory limit).
     #[arg(long, allow_negative_numbers = true)]
     chunk_mib: Option<f64>,
@@ -116,7 +141,7 @@ struct ConcatArgs {
 
 impl ConcatArgs {
     /// Converts the command line into the library's options.
-    fn into_options(self) -> anyhow::Result<(ConcatOptions, bool)> {
+    fn into_options(self) -> anyhow::Result<(ConcatOptions, RunOptions, bool)> {
         let mut paths = Vec::new();
         let mut inline_keys = Vec::new();
         for input in &self.inputs {
@@ -150,9 +175,13 @@ impl ConcatArgs {
             "outer" => Join::Outer,
             other => anyhow::bail!("invalid option: --join must be inner or outer, not {other:?}"),
         };
-        let threads = self
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = self.workers.unwrap_or(cores);
+        let in_process = self.cluster_file.is_none() && workers == 0;
+        let threads = self.threads.unwrap_or(if in_process { cores } else { 1 });
+        if threads == 0 {
+            anyhow::bail!("invalid option: --threads must be at least 1");
+        }
         let mut opts = ConcatOptions::new(paths, self.output);
         opts.keys = keys;
         opts.axis = axis;
@@ -168,8 +197,23 @@ impl ConcatArgs {
         opts.threads = threads;
         opts.chunk_bytes = mib_to_bytes("chunk-mib", self.chunk_mib)?;
         opts.overwrite = self.overwrite;
+        opts.resume = self.resume;
         opts.validate()?;
-        Ok((opts, self.quiet))
+        let cluster = match self.cluster_file {
+            Some(path) => ClusterChoice::Remote(path),
+            None if in_process => ClusterChoice::InProcess,
+            None => ClusterChoice::Local(LocalClusterConfig {
+                workers,
+                memory_limit: opts.memory_limit,
+                threads,
+                ..LocalClusterConfig::default()
+            }),
+        };
+        let run = RunOptions {
+            cluster,
+            report: self.report,
+        };
+        Ok((opts, run, self.quiet))
     }
 }
 
@@ -177,7 +221,7 @@ impl ConcatArgs {
 fn draw_progress(p: &Progress) {
     let rate = p.done as f64 / p.elapsed_s.max(1e-3);
     let eta = (p.total - p.done) as f64 / rate.max(1e-9);
-    let mib = anncat_core::concat::matrix::bytes_written() as f64 / (1024.0 * 1024.0);
+    let mib = p.bytes_written as f64 / (1024.0 * 1024.0);
     eprint!(
         "\ranncat: {}/{} tasks ({:.0}%), {:.1} MiB written ({:.1} MiB/s), {:.1}s elapsed, ETA {:.1}s   ",
         p.done,
@@ -235,15 +279,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 summary.chunks_written
             );
         }
+        Command::Scheduler(args) => args.run()?,
+        Command::Worker(args) => {
+            let mut kernels = anncat_core::kernel::KernelRegistry::new();
+            anncat_core::concat::matrix::register(&mut kernels);
+            args.run(kernels)?;
+        }
         Command::Concat(args) => {
-            let (opts, quiet) = (*args).into_options()?;
+            let (opts, run, quiet) = (*args).into_options()?;
             let show = !quiet && std::io::stderr().is_terminal();
             let progress = |p: &Progress| {
                 if show {
                     draw_progress(p);
                 }
             };
-            let summary = concat(&opts, &progress)?;
+            let summary = run_concat(&opts, &run, &progress)?;
             if show {
                 eprintln!();
             }
@@ -263,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    anncat_worker::governor::mark_installed();
     // Panics in task threads become task errors (reported once, on one
     // line, by the executor); a panic on the main thread is reported here.
     std::panic::set_hook(Box::new(|info| {

@@ -36,6 +36,8 @@ pub struct Progress {
     pub label: String,
     /// Seconds since the run started.
     pub elapsed_s: f64,
+    /// Bytes written to storage so far (as kernels record them).
+    pub bytes_written: u64,
 }
 
 /// Runs graphs in this process.
@@ -56,6 +58,7 @@ struct State {
     running: usize,
     reserved: u64,
     done: usize,
+    written: u64,
     error: Option<Error>,
 }
 
@@ -108,6 +111,7 @@ impl LocalExecutor {
             running: 0,
             reserved: 0,
             done: 0,
+            written: 0,
             error: None,
         });
         let wake = Condvar::new();
@@ -195,6 +199,7 @@ impl LocalExecutor {
                 None => Err(Error::option(format!("unknown kernel \"{}\"", task.kernel))),
             };
             drop(inputs);
+            let written = crate::kernel::take_bytes_written();
             guard = match state.lock() {
                 Ok(g) => g,
                 Err(_) => return,
@@ -204,6 +209,7 @@ impl LocalExecutor {
             match result {
                 Ok(output) => {
                     guard.done += 1;
+                    guard.written += written;
                     guard.outputs[i] = Some(Arc::new(output));
                     for d in &task.deps {
                         let j = index[d];
@@ -224,6 +230,7 @@ impl LocalExecutor {
                         total: tasks.len(),
                         label: task.label.clone(),
                         elapsed_s: started.elapsed().as_secs_f64(),
+                        bytes_written: guard.written,
                     });
                 }
                 Err(e) => {

@@ -9,7 +9,9 @@ pub mod error;
 pub mod executor;
 pub mod graph;
 pub mod inspect;
+pub mod journal;
 pub mod kernel;
 pub mod output;
+pub mod protocol;
 
 pub use error::{Error, Result};

@@ -23,6 +23,18 @@ impl StagedOutput {
     /// unless `overwrite`, and its parent directory must exist. A stale
     /// `.partial` from an earlier, interrupted run is removed.
     pub fn prepare(output: &Path, inputs: &[&Path], overwrite: bool) -> Result<StagedOutput> {
+        Self::prepare_resumable(output, inputs, overwrite, false).map(|(s, _)| s)
+    }
+
+    /// [`StagedOutput::prepare`], except that with `resume` an existing
+    /// `.partial` is kept for the run to continue; the flag returned says
+    /// whether one was there.
+    pub fn prepare_resumable(
+        output: &Path,
+        inputs: &[&Path],
+        overwrite: bool,
+        resume: bool,
+    ) -> Result<(StagedOutput, bool)> {
         let name = output
             .file_name()
             .ok_or_else(|| Error::path(output, "output path has no file name"))?;
@@ -61,7 +73,18 @@ impl StagedOutput {
         }
         let mut partial_name = name.to_os_string();
         partial_name.push(".partial");
-        let partial_path = parent.join(partial_name);
+        // Absolute: kernels in other processes write here.
+        let partial_path = parent_abs.join(partial_name);
+        if resume && partial_path.is_dir() {
+            return Ok((
+                StagedOutput {
+                    final_path: output.to_path_buf(),
+                    partial_path,
+                    overwrite,
+                },
+                true,
+            ));
+        }
         if partial_path.exists() {
             std::fs::remove_dir_all(&partial_path).map_err(|e| {
                 Error::path(
@@ -70,11 +93,14 @@ impl StagedOutput {
                 )
             })?;
         }
-        Ok(StagedOutput {
-            final_path: output.to_path_buf(),
-            partial_path,
-            overwrite,
-        })
+        Ok((
+            StagedOutput {
+                final_path: output.to_path_buf(),
+                partial_path,
+                overwrite,
+            },
+            false,
+        ))
     }
 
     /// Makes the finished output visible: replaces an existing output when

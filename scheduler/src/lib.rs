@@ -1,8 +1,15 @@
-//! `anncat-scheduler`: the scheduler of anncat's distributed executor
-//! (QUIC server, I/O-free scheduling state machine, client API).
+//! `anncat-scheduler`: the scheduler of anncat's distributed executor.
 //!
-//! Not built yet: the executor arrives with the distributed-executor issue.
-//! Until then this crate only reserves its place in the workspace and
-//! re-exports the core crate it will build on.
+//! [`state`] is the I/O-free scheduling state machine; [`server`] runs it
+//! behind a QUIC endpoint for workers and clients; [`client`] submits graphs
+//! to a running scheduler and streams results back.
 
-pub use anncat_core as core;
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod state;
+
+pub use client::{Canceller, Client, JobResult};
+pub use error::{Result, SchedulerError};
+pub use server::{SchedulerHandle, ServerConfig};
+pub use state::{Comm, SchedulerConfig, SchedulerState};

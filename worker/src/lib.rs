@@ -1,8 +1,27 @@
-//! `anncat-worker`: the worker process of anncat's distributed executor
-//! (QUIC client, task executor, memory governor, data store).
+//! `anncat-worker`: a worker process of anncat's distributed executor.
 //!
-//! Not built yet: the executor arrives with the distributed-executor issue.
-//! Until then this crate only reserves its place in the workspace and
-//! re-exports the core crate it will build on.
+//! [`runtime::run_worker`] joins a cluster and runs tasks with the kernels
+//! of a [`KernelRegistry`](anncat_core::kernel::KernelRegistry) under a
+//! memory limit enforced by the [`governor`]. A worker binary with its own
+//! kernels is a few lines:
+//!
+//! ```no_run
+//! use anncat_core::kernel::KernelRegistry;
+//! use anncat_core::protocol::ClusterFile;
+//! use anncat_worker::{WorkerConfig, run_worker};
+//!
+//! let mut kernels = KernelRegistry::new();
+//! kernels.register("double", |args: &[u8], _: &[std::sync::Arc<Vec<u8>>]| {
+//!     Ok(args.iter().map(|b| b.wrapping_mul(2)).collect())
+//! });
+//! let cluster = ClusterFile::read("cluster.json".as_ref()).expect("cluster file");
+//! run_worker(WorkerConfig::new(cluster, 512 << 20), kernels).expect("worker");
+//! ```
 
-pub use anncat_core as core;
+pub mod error;
+pub mod governor;
+pub mod runtime;
+
+pub use error::{Result, WorkerError};
+pub use governor::{CountingAllocator, MemoryGovernor};
+pub use runtime::{WorkerConfig, run_worker};

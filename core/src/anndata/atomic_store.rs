@@ -44,9 +44,50 @@ impl AtomicFsStore {
     }
 }
 
+/// Directories this process may write under; `None` means anywhere.
+static WRITE_ROOTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+
+/// Restricts every store write of this process to paths under `roots`
+/// (a worker's `--allow-write` directories). Each root counts as given and
+/// as canonicalized. Can be set once; later calls return false.
+pub fn restrict_writes(roots: &[PathBuf]) -> bool {
+    let mut all = Vec::new();
+    for r in roots {
+        if let Ok(abs) = std::path::absolute(r) {
+            all.push(abs);
+        }
+        if let Ok(canon) = std::fs::canonicalize(r) {
+            all.push(canon);
+        }
+    }
+    WRITE_ROOTS.set(all).is_ok()
+}
+
+/// Refuses a write outside the roots set by [`restrict_writes`].
+pub fn check_write_allowed(path: &Path) -> std::io::Result<()> {
+    let Some(roots) = WRITE_ROOTS.get() else {
+        return Ok(());
+    };
+    let abs = std::path::absolute(path)?;
+    let escapes = abs
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir));
+    if !escapes && roots.iter().any(|r| abs.starts_with(r)) {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "this worker may not write {} (outside its --allow-write directories)",
+            abs.display()
+        ),
+    ))
+}
+
 /// Writes `bytes` to `path` atomically: a temporary sibling, fsync'd data,
 /// then a rename over the destination. Parent directories are created.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    check_write_allowed(path)?;
     let parent = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(parent)?;
     let name = path
@@ -105,10 +146,12 @@ impl WritableStorageTraits for AtomicFsStore {
     }
 
     fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        check_write_allowed(&self.inner.key_to_fspath(key))?;
         self.inner.erase(key)
     }
 
     fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        check_write_allowed(&self.root.join(prefix.as_str()))?;
         self.inner.erase_prefix(prefix)
     }
 

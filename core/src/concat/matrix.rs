@@ -113,10 +113,9 @@ fn write_values(
     if shape.contains(&0) {
         return Ok(());
     }
-    BYTES_WRITTEN.fetch_add(
-        values.len() as u64 * values.dtype().item_size() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let bytes = values.len() as u64 * values.dtype().item_size() as u64;
+    BYTES_WRITTEN.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    crate::kernel::record_bytes_written(bytes);
     let array = store.array(path)?;
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
     array

@@ -14,11 +14,12 @@ mod mappings;
 pub mod matrix;
 pub mod options;
 pub mod plan;
+pub mod run;
 mod tasks;
 pub mod uns;
 pub mod values;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
@@ -26,18 +27,16 @@ use self::frame::{Column, concat_column, read_column, write_frame};
 use self::index::{Join, Reindexer, check_unique, concat_names, join_indices, read_strings};
 pub use self::options::{ConcatOptions, Merge, parse_size};
 use self::plan::{Axis, ConcatPlan, InputInfo, Space};
+pub use self::run::{PreparedConcat, prepare_concat};
 use self::tasks::MatrixLayout;
-use crate::anndata::consolidate::consolidate;
-use crate::anndata::element::{Element, Encoding, read_tree};
-use crate::anndata::sparse::check_all_sparse;
+use crate::anndata::element::{Element, Encoding};
 use crate::anndata::{DType, Store};
 use crate::error::{Error, Result};
 use crate::executor::{LocalExecutor, MemoryBudget, Progress};
 use crate::kernel::KernelRegistry;
-use crate::output::StagedOutput;
 
 /// What a concatenation produced.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ConcatSummary {
     /// The output store.
     pub output: PathBuf,
@@ -145,51 +144,18 @@ pub fn concat(
     opts: &ConcatOptions,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> Result<ConcatSummary> {
-    opts.validate()?;
-    let keys = opts.resolved_keys();
-    // 1. Open and validate every input before writing anything.
-    let mut inputs = Vec::with_capacity(opts.inputs.len());
-    for path in &opts.inputs {
-        let store = Store::open(path)?;
-        let tree = read_tree(&store)?;
-        check_all_sparse(&store, &tree)?;
-        inputs.push(Input { store, tree });
-    }
-    let format = opts.zarr_format.unwrap_or(inputs[0].store.format());
-    let input_paths: Vec<&Path> = opts.inputs.iter().map(PathBuf::as_path).collect();
-    let staged = StagedOutput::prepare(&opts.output, &input_paths, opts.overwrite)?;
-    let result = (|| {
-        let out = Store::create(&staged.partial_path, format)?;
-        let mut planner = Planner::new(opts, &keys, &inputs, out)?;
-        planner.plan_all()?;
-        let plan_file = planner.plan.save()?;
-        let graph = planner.graph(&plan_file)?;
-        let mut registry = KernelRegistry::new();
-        matrix::register(&mut registry);
-        let executor = LocalExecutor {
-            threads: opts.threads,
-            budget: MemoryBudget {
-                limit_bytes: opts.memory_limit,
-            },
-        };
-        executor.run(&graph, &registry, progress)?;
-        let scratch = staged.partial_path.join(".anncat");
-        std::fs::remove_dir_all(&scratch)
-            .map_err(|e| Error::path(&scratch, format!("cannot remove scratch data: {e}")))?;
-        consolidate(&planner.out)?;
-        Ok(ConcatSummary {
-            output: opts.output.clone(),
-            shape: planner.shape,
-            tasks: graph.len(),
-            matrices: planner
-                .plan
-                .matrices
-                .iter()
-                .map(|m| m.out_path.clone())
-                .collect(),
-        })
-    })();
-    staged.finish(result)
+    let prepared = prepare_concat(opts)?;
+    let graph = prepared.remaining();
+    let mut registry = KernelRegistry::new();
+    matrix::register(&mut registry);
+    let executor = LocalExecutor {
+        threads: opts.threads,
+        budget: MemoryBudget {
+            limit_bytes: opts.memory_limit,
+        },
+    };
+    let result = executor.run(&graph, &registry, progress).map(|_| ());
+    prepared.finish(result, false)
 }
 
 /// One AnnData-like object per input: the main object, or its raw.

@@ -74,6 +74,9 @@ pub struct ConcatOptions {
     pub chunk_bytes: Option<u64>,
     /// Replace an existing output.
     pub overwrite: bool,
+    /// Continue an interrupted run from its `OUT.partial` (its journal of
+    /// finished tasks), redoing only unfinished tasks.
+    pub resume: bool,
 }
 
 /// The smallest memory budget anncat accepts.
@@ -99,6 +102,7 @@ impl ConcatOptions {
             threads: 2,
             chunk_bytes: None,
             overwrite: false,
+            resume: false,
         }
     }
 

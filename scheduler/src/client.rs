@@ -1,0 +1,194 @@
+//! A client of a running scheduler: submits a [`Graph`], streams task
+//! completions back (with the outputs it asked for), and can cancel. The
+//! API is blocking; the client runs its own small runtime.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anncat_core::graph::{Graph, TaskId};
+use anncat_core::protocol::{
+    ClusterFile, Hello, JobId, PROTOCOL_VERSION, TaskDone, ToClient, ToScheduler, Want,
+    WorkerSummary,
+};
+use anncat_net::frame::CONTROL_MAX_BYTES;
+use anncat_net::hello::say_hello;
+use anncat_net::tls::{client_endpoint, connect, der_of_pem};
+use anncat_net::{FrameReader, FrameWriter, NetError, TransportTuning};
+use tokio::sync::Mutex;
+
+use crate::error::{Result, SchedulerError};
+
+/// Tasks per `AddTasks` frame.
+const BATCH: usize = 4096;
+
+/// What a finished job gives back.
+#[derive(Debug, Default)]
+pub struct JobResult {
+    /// The outputs that were asked for, by task.
+    pub outputs: HashMap<TaskId, Vec<u8>>,
+    /// The workers that ran its tasks.
+    pub workers: Vec<WorkerSummary>,
+}
+
+/// A connection to a scheduler.
+pub struct Client {
+    rt: tokio::runtime::Runtime,
+    conn: quinn::Connection,
+    writer: Arc<Mutex<FrameWriter>>,
+    reader: FrameReader,
+    _endpoint: quinn::Endpoint,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("scheduler", &self.conn.remote_address())
+            .finish()
+    }
+}
+
+/// Cancels a running job from another thread.
+#[derive(Clone)]
+pub struct Canceller {
+    handle: tokio::runtime::Handle,
+    writer: Arc<Mutex<FrameWriter>>,
+}
+
+impl std::fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Canceller")
+    }
+}
+
+impl Canceller {
+    /// Asks the scheduler to cancel `job`.
+    pub fn cancel(&self, job: JobId) -> Result<()> {
+        let writer = self.writer.clone();
+        self.handle.block_on(async move {
+            writer.lock().await.send(&ToScheduler::Cancel { job }).await
+        })?;
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Connects to the scheduler of `cluster` and authenticates.
+    pub fn connect(cluster: &ClusterFile, tuning: &TransportTuning) -> Result<Client> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| SchedulerError::Setup(format!("runtime: {e}")))?;
+        let cert = der_of_pem(&cluster.certificate)?;
+        let hello = Hello::Client {
+            version: PROTOCOL_VERSION,
+            secret: cluster.secret.clone(),
+        };
+        let (endpoint, conn, writer, reader) = rt
+            .block_on(async {
+                let endpoint = client_endpoint()?;
+                let conn = connect(&endpoint, cluster.address, &cert, tuning).await?;
+                let (_, writer, reader) = say_hello(&conn, &hello, CONTROL_MAX_BYTES).await?;
+                Ok::<_, NetError>((endpoint, conn, writer, reader))
+            })
+            .map_err(|e| match e {
+                NetError::Refused(r) => SchedulerError::Setup(format!(
+                    "the scheduler at {} refused this client: {r}",
+                    cluster.address
+                )),
+                other => SchedulerError::Setup(format!(
+                    "cannot reach the scheduler at {}: {other}",
+                    cluster.address
+                )),
+            })?;
+        Ok(Client {
+            rt,
+            conn,
+            writer: Arc::new(Mutex::new(writer)),
+            reader,
+            _endpoint: endpoint,
+        })
+    }
+
+    /// A handle that can cancel jobs while [`Client::wait`] runs.
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            handle: self.rt.handle().clone(),
+            writer: self.writer.clone(),
+        }
+    }
+
+    /// Submits `graph` as a job; returns its id. Outputs in `want` come back.
+    pub fn submit(&mut self, name: &str, graph: &Graph, want: Want) -> Result<JobId> {
+        graph.validate()?;
+        let writer = self.writer.clone();
+        let reader = &mut self.reader;
+        self.rt.block_on(async move {
+            let mut w = writer.lock().await;
+            w.send(&ToScheduler::NewJob {
+                name: name.to_string(),
+            })
+            .await?;
+            let job = loop {
+                match reader.next::<ToClient>().await? {
+                    Some(ToClient::JobCreated(job)) => break job,
+                    Some(_) => continue,
+                    None => return Err(lost()),
+                }
+            };
+            for batch in graph.tasks().chunks(BATCH) {
+                w.send(&ToScheduler::AddTasks {
+                    job,
+                    tasks: batch.to_vec(),
+                })
+                .await?;
+            }
+            w.send(&ToScheduler::Start { job, want }).await?;
+            Ok(job)
+        })
+    }
+
+    /// Waits for `job` to end, calling `on_done` for every finished task (in
+    /// the order they finish). Returns the wanted outputs.
+    pub fn wait(&mut self, job: JobId, on_done: &mut dyn FnMut(&TaskDone)) -> Result<JobResult> {
+        let reader = &mut self.reader;
+        self.rt.block_on(async move {
+            let mut result = JobResult::default();
+            loop {
+                let msg = reader
+                    .next::<ToClient>()
+                    .await
+                    .map_err(|e| SchedulerError::Lost(e.to_string()))?;
+                match msg {
+                    None => return Err(lost()),
+                    Some(ToClient::TasksDone { job: j, done }) if j == job => {
+                        for mut d in done {
+                            on_done(&d);
+                            if let Some(out) = d.output.take() {
+                                result.outputs.insert(d.task, out);
+                            }
+                        }
+                    }
+                    Some(ToClient::JobFinished { job: j, workers }) if j == job => {
+                        result.workers = workers;
+                        return Ok(result);
+                    }
+                    Some(ToClient::JobFailed { job: j, error }) if j == job => {
+                        return Err(SchedulerError::Job(error));
+                    }
+                    Some(_) => {}
+                }
+            }
+        })
+    }
+
+    /// Submits `graph` and waits for it: the outputs of its sink tasks.
+    pub fn run(&mut self, graph: &Graph) -> Result<JobResult> {
+        let job = self.submit("graph", graph, Want::Sinks)?;
+        self.wait(job, &mut |_| {})
+    }
+}
+
+fn lost() -> SchedulerError {
+    SchedulerError::Lost("the scheduler closed the connection".into())
+}

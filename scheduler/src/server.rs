@@ -1,0 +1,443 @@
+//! The scheduler process: a QUIC endpoint that registers workers and
+//! clients (hello checked: protocol version and cluster secret), and one
+//! actor task that owns the [`SchedulerState`] and feeds it events. Each
+//! event batch ends with [`SchedulerState::schedule`], so assignments to a
+//! worker go out in one frame.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anncat_core::protocol::{
+    ClientId, ClusterFile, FromWorker, Hello, ToClient, ToScheduler, ToWorker, WorkerId,
+    WorkerInfo, check_hello,
+};
+use anncat_net::frame::CONTROL_MAX_BYTES;
+use anncat_net::hello::read_hello;
+use anncat_net::tls::server_endpoint;
+use anncat_net::{Identity, TransportTuning};
+use quinn::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Result, SchedulerError};
+use crate::state::{Comm, SchedulerConfig, SchedulerState};
+
+/// How to run a scheduler.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen (loopback by default).
+    pub listen: SocketAddr,
+    /// The address to put in the cluster file when listening on all
+    /// interfaces (or behind a different name).
+    pub advertise: Option<IpAddr>,
+    /// Where to write the cluster file (mode 0600), if anywhere.
+    pub cluster_file: Option<PathBuf>,
+    /// Scheduling policy.
+    pub scheduling: SchedulerConfig,
+    /// Connection liveness timing.
+    pub tuning: TransportTuning,
+    /// Heartbeat check interval.
+    pub tick: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 0).into(),
+            advertise: None,
+            cluster_file: None,
+            scheduling: SchedulerConfig::default(),
+            tuning: TransportTuning::default(),
+            tick: Duration::from_millis(250),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<()> {
+        if self.listen.ip().is_unspecified() && self.advertise.is_none() {
+            return Err(SchedulerError::Setup(
+                "listening on all interfaces needs --advertise ADDRESS (the address workers and clients dial)".into(),
+            ));
+        }
+        if self.scheduling.max_crashes == 0 {
+            return Err(SchedulerError::Setup(
+                "max crashes must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A fresh random cluster secret (256 bits, hex).
+pub fn new_secret() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| SchedulerError::Setup(format!("no randomness: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+enum Event {
+    WorkerJoined {
+        id: WorkerId,
+        info: WorkerInfo,
+        tx: mpsc::UnboundedSender<ToWorker>,
+        conn: Connection,
+    },
+    FromWorker(WorkerId, FromWorker),
+    WorkerLost(WorkerId, String),
+    ClientJoined(ClientId, mpsc::UnboundedSender<ToClient>),
+    FromClient(ClientId, ToScheduler),
+    ClientLost(ClientId),
+}
+
+#[derive(Default)]
+struct NetComm {
+    workers: HashMap<WorkerId, (mpsc::UnboundedSender<ToWorker>, Connection)>,
+    clients: HashMap<ClientId, mpsc::UnboundedSender<ToClient>>,
+}
+
+impl Comm for NetComm {
+    fn to_worker(&mut self, worker: WorkerId, msg: ToWorker) {
+        if let Some((tx, _)) = self.workers.get(&worker) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn to_client(&mut self, client: ClientId, msg: ToClient) {
+        if let Some(tx) = self.clients.get(&client) {
+            let _ = tx.send(msg);
+        }
+    }
+
+    fn drop_worker(&mut self, worker: WorkerId, reason: &str) {
+        if let Some((_, conn)) = self.workers.remove(&worker) {
+            conn.close(2u32.into(), reason.as_bytes());
+        }
+    }
+}
+
+/// A running scheduler (on its own thread and runtime).
+#[derive(Debug)]
+pub struct SchedulerHandle {
+    cluster: ClusterFile,
+    workers: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SchedulerHandle {
+    /// Starts a scheduler; returns once it listens (and wrote its cluster file).
+    pub fn start(config: ServerConfig) -> Result<SchedulerHandle> {
+        config.validate()?;
+        let identity = Identity::generate()?;
+        let secret = new_secret()?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<ClusterFile>>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = workers.clone();
+        let thread = std::thread::Builder::new()
+            .name("anncat-scheduler".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(SchedulerError::Setup(format!("runtime: {e}"))));
+                        return;
+                    }
+                };
+                rt.block_on(serve(config, identity, secret, ready_tx, stop_rx, counter));
+            })
+            .map_err(|e| SchedulerError::Setup(format!("cannot start scheduler thread: {e}")))?;
+        let cluster = ready_rx
+            .recv()
+            .map_err(|_| SchedulerError::Setup("scheduler thread ended during startup".into()))??;
+        Ok(SchedulerHandle {
+            cluster,
+            workers,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// What workers and clients need to connect.
+    pub fn cluster(&self) -> &ClusterFile {
+        &self.cluster
+    }
+
+    /// Workers registered now.
+    pub fn workers_connected(&self) -> usize {
+        self.workers.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the scheduler stops (it runs until [`SchedulerHandle::stop`]).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops the scheduler: workers are told to shut down, connections close.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SchedulerHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn wall_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+async fn serve(
+    config: ServerConfig,
+    identity: Identity,
+    secret: String,
+    ready: std::sync::mpsc::Sender<Result<ClusterFile>>,
+    mut stop: oneshot::Receiver<()>,
+    worker_count: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let endpoint = match server_endpoint(config.listen, &identity, &config.tuning) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return;
+        }
+    };
+    let local = match endpoint.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(SchedulerError::Setup(format!("no local address: {e}"))));
+            return;
+        }
+    };
+    let address = SocketAddr::new(config.advertise.unwrap_or(local.ip()), local.port());
+    let cluster = ClusterFile {
+        address,
+        certificate: identity.certificate_pem(),
+        secret: secret.clone(),
+    };
+    if let Some(path) = &config.cluster_file
+        && let Err(e) = cluster.write(path)
+    {
+        let _ = ready.send(Err(e.into()));
+        return;
+    }
+    let _ = ready.send(Ok(cluster));
+    let (events_tx, mut events) = mpsc::channel::<Event>(4096);
+    let secret = Arc::new(secret);
+    let next_id = Arc::new(AtomicU64::new(0));
+    let accept_endpoint = endpoint.clone();
+    let accept_tx = events_tx.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accept_endpoint.accept().await {
+            let (tx, secret, next_id) = (accept_tx.clone(), secret.clone(), next_id.clone());
+            tokio::spawn(async move {
+                if let Ok(conn) = incoming.await {
+                    handle_connection(conn, tx, secret, next_id).await;
+                }
+            });
+        }
+    });
+    let mut state = SchedulerState::new(config.scheduling);
+    let mut comm = NetComm::default();
+    let mut tick = tokio::time::interval(config.tick);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                state.on_tick(Instant::now(), &mut comm);
+                state.schedule(&mut comm);
+            }
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                handle_event(&mut state, &mut comm, ev);
+                while let Ok(ev) = events.try_recv() {
+                    handle_event(&mut state, &mut comm, ev);
+                }
+                state.schedule(&mut comm);
+                worker_count.store(state.worker_count(), Ordering::Relaxed);
+            }
+        }
+    }
+    for (tx, _) in comm.workers.values() {
+        let _ = tx.send(ToWorker::Shutdown);
+    }
+    // Let the shutdown messages go out before the endpoint closes.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    endpoint.close(0u32.into(), b"scheduler stopped");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+fn handle_event(state: &mut SchedulerState, comm: &mut NetComm, ev: Event) {
+    match ev {
+        Event::WorkerJoined { id, info, tx, conn } => {
+            comm.workers.insert(id, (tx, conn));
+            state.on_worker_joined(id, info, Instant::now(), comm);
+        }
+        Event::FromWorker(id, FromWorker::Heartbeat(hb)) => {
+            state.on_heartbeat(id, hb, wall_s(), Instant::now());
+        }
+        Event::FromWorker(id, FromWorker::Finished(reports)) => {
+            state.on_heartbeat_seen(id, Instant::now());
+            state.on_task_reports(id, reports, comm);
+        }
+        Event::WorkerLost(id, reason) => {
+            comm.workers.remove(&id);
+            state.on_worker_lost(id, &reason, comm);
+        }
+        Event::ClientJoined(id, tx) => {
+            comm.clients.insert(id, tx);
+        }
+        Event::FromClient(id, msg) => match msg {
+            ToScheduler::NewJob { name } => {
+                state.on_new_job(id, name, comm);
+            }
+            ToScheduler::AddTasks { job, tasks } => state.on_add_tasks(id, job, tasks, comm),
+            ToScheduler::Start { job, want } => state.on_start(id, job, want, comm),
+            ToScheduler::Cancel { job } => state.on_cancel(id, job, comm),
+        },
+        Event::ClientLost(id) => {
+            comm.clients.remove(&id);
+            state.on_client_lost(id, comm);
+        }
+    }
+}
+
+async fn handle_connection(
+    conn: Connection,
+    events: mpsc::Sender<Event>,
+    secret: Arc<String>,
+    next_id: Arc<AtomicU64>,
+) {
+    let Ok(pending) = read_hello(&conn).await else {
+        conn.close(1u32.into(), b"no valid hello");
+        return;
+    };
+    let (version, given) = match &pending.hello {
+        Hello::Worker {
+            version, secret, ..
+        }
+        | Hello::Client { version, secret }
+        | Hello::Peer { version, secret } => (*version, secret.clone()),
+    };
+    if let Err(reason) = check_hello(version, &given, &secret) {
+        eprintln!(
+            "anncat scheduler: refused {}: {reason}",
+            conn.remote_address()
+        );
+        pending.refuse(&conn, &reason).await;
+        return;
+    }
+    let id = next_id.fetch_add(1, Ordering::Relaxed);
+    match pending.hello.clone() {
+        Hello::Worker { info, .. } => {
+            let Ok((mut writer, mut reader)) = pending.accept(id, CONTROL_MAX_BYTES).await else {
+                return;
+            };
+            let wid = WorkerId(id);
+            let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
+            if events
+                .send(Event::WorkerJoined {
+                    id: wid,
+                    info,
+                    tx,
+                    conn: conn.clone(),
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let writer_conn = conn.clone();
+            tokio::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    let shutdown = matches!(msg, ToWorker::Shutdown);
+                    if writer.send(&msg).await.is_err() {
+                        break;
+                    }
+                    if shutdown {
+                        writer.finish();
+                        break;
+                    }
+                }
+                let _ = writer_conn;
+            });
+            let reason = loop {
+                match reader.next::<FromWorker>().await {
+                    Ok(Some(msg)) => {
+                        if events.send(Event::FromWorker(wid, msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break "worker closed its connection".to_string(),
+                    Err(e) => {
+                        conn.close(3u32.into(), e.to_string().as_bytes());
+                        break e.to_string();
+                    }
+                }
+            };
+            let _ = events.send(Event::WorkerLost(wid, reason)).await;
+        }
+        Hello::Client { .. } => {
+            let Ok((mut writer, mut reader)) = pending.accept(id, CONTROL_MAX_BYTES).await else {
+                return;
+            };
+            let cid = ClientId(id);
+            let (tx, mut rx) = mpsc::unbounded_channel::<ToClient>();
+            if events.send(Event::ClientJoined(cid, tx)).await.is_err() {
+                return;
+            }
+            tokio::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    if writer.send(&msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            loop {
+                match reader.next::<ToScheduler>().await {
+                    Ok(Some(msg)) => {
+                        if events.send(Event::FromClient(cid, msg)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        conn.close(3u32.into(), e.to_string().as_bytes());
+                        break;
+                    }
+                }
+            }
+            let _ = events.send(Event::ClientLost(cid)).await;
+        }
+        Hello::Peer { .. } => {
+            pending
+                .refuse(&conn, "this is the scheduler, not a worker")
+                .await;
+        }
+    }
+}

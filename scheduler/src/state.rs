@@ -1,0 +1,862 @@
+//! The scheduler's state machine: plain functions over state, no I/O.
+//!
+//! Events come in (`on_worker_joined`, `on_task_reports`, `on_worker_lost`,
+//! `on_start`, ...); messages go out through a [`Comm`]. Placement is
+//! memory-aware (a task goes only where its estimate fits the worker's free
+//! budget), locality-aware (prefer the worker holding most of its input
+//! bytes), and bounded (at most `threads + prefetch` tasks in flight per
+//! worker, so reads cannot race ahead of writes). Outputs stay on the
+//! worker that made them until no unfinished task needs them; a lost
+//! worker's running tasks run again elsewhere and outputs that only it held
+//! are recomputed when still needed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use anncat_core::graph::{Graph, TaskId, TaskSpec};
+use anncat_core::protocol::{
+    Assignment, ClientId, FailureKind, Heartbeat, InputRef, JobId, PeerInfo, TaskDone, TaskKey,
+    TaskOutcome, TaskReport, ToClient, ToWorker, Want, WorkerId, WorkerInfo, WorkerSummary,
+};
+
+/// Where the state machine sends messages (the network, or a recorder in tests).
+pub trait Comm {
+    /// Sends `msg` to a worker.
+    fn to_worker(&mut self, worker: WorkerId, msg: ToWorker);
+    /// Sends `msg` to a client.
+    fn to_client(&mut self, client: ClientId, msg: ToClient);
+    /// Drops a worker's connection (it stopped answering).
+    fn drop_worker(&mut self, worker: WorkerId, reason: &str);
+}
+
+/// Scheduling policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// Tasks in flight per worker beyond its thread count.
+    pub prefetch: usize,
+    /// A task running on this many workers that died fails its job.
+    pub max_crashes: u32,
+    /// A worker silent for this long is considered hung and dropped.
+    pub hang_timeout: Duration,
+    /// Most tasks one job may have.
+    pub max_tasks_per_job: usize,
+    /// Most tasks a ready-queue scan looks at when the head does not fit.
+    pub scan_limit: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            prefetch: 2,
+            max_crashes: 3,
+            hang_timeout: Duration::from_secs(3),
+            max_tasks_per_job: 50_000_000,
+            scan_limit: 64,
+        }
+    }
+}
+
+/// Most RSS samples kept per worker (older ones are thinned).
+const MAX_SAMPLES: usize = 8192;
+
+struct Worker {
+    info: WorkerInfo,
+    reserved: u64,
+    max_in_flight: usize,
+    running: HashMap<TaskKey, u64>,
+    holds: std::collections::HashSet<TaskKey>,
+    last_heartbeat: Instant,
+    paused: bool,
+    peak_rss: u64,
+    samples: Vec<(f64, u64)>,
+}
+
+impl Worker {
+    fn summary(&self, id: WorkerId, lost: bool) -> WorkerSummary {
+        WorkerSummary {
+            id: id.0,
+            name: self.info.name.clone(),
+            pid: self.info.pid,
+            memory_limit: self.info.memory_limit,
+            peak_rss: self.peak_rss,
+            rss_samples: self.samples.clone(),
+            lost,
+        }
+    }
+
+    fn has_slot(&self) -> bool {
+        !self.paused && self.running.len() < self.max_in_flight
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Ready,
+    Running(WorkerId),
+    Done,
+}
+
+struct Task {
+    spec: TaskSpec,
+    deps: Vec<u32>,
+    dependents: Vec<u32>,
+    /// Dependencies whose outputs are not available.
+    waiting: u32,
+    state: State,
+    crashes: u32,
+    input_retries: u32,
+    last_crash: String,
+    holders: Vec<WorkerId>,
+    /// Dependents not finished yet (the output is kept while > 0).
+    pending_dependents: u32,
+    wanted: bool,
+    output_bytes: u64,
+}
+
+impl Task {
+    fn available(&self) -> bool {
+        self.state == State::Done && !self.holders.is_empty()
+    }
+}
+
+struct Job {
+    client: ClientId,
+    name: String,
+    staged: Vec<TaskSpec>,
+    tasks: Vec<Task>,
+    done: usize,
+    started: bool,
+    participants: Vec<WorkerId>,
+    lost: Vec<WorkerSummary>,
+    finished_batch: Vec<TaskDone>,
+}
+
+/// The scheduler's whole state.
+pub struct SchedulerState {
+    config: SchedulerConfig,
+    workers: BTreeMap<WorkerId, Worker>,
+    jobs: HashMap<JobId, Job>,
+    ready: VecDeque<(JobId, u32)>,
+    next_job: u64,
+    runs: HashMap<WorkerId, Vec<Assignment>>,
+    releases: HashMap<WorkerId, Vec<TaskKey>>,
+}
+
+impl std::fmt::Debug for SchedulerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerState")
+            .field("workers", &self.workers.len())
+            .field("jobs", &self.jobs.len())
+            .field("ready", &self.ready.len())
+            .finish()
+    }
+}
+
+impl SchedulerState {
+    /// An empty scheduler.
+    pub fn new(config: SchedulerConfig) -> Self {
+        Self {
+            config,
+            workers: BTreeMap::new(),
+            jobs: HashMap::new(),
+            ready: VecDeque::new(),
+            next_job: 0,
+            runs: HashMap::new(),
+            releases: HashMap::new(),
+        }
+    }
+
+    /// Workers connected now.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Jobs not finished.
+    pub fn job_count(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Tasks assigned to `worker` and not reported yet.
+    pub fn running_on(&self, worker: WorkerId) -> Vec<TaskKey> {
+        let mut v: Vec<TaskKey> = self
+            .workers
+            .get(&worker)
+            .map(|w| w.running.keys().copied().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Task outputs held by `worker`.
+    pub fn held_by(&self, worker: WorkerId) -> Vec<TaskKey> {
+        let mut v: Vec<TaskKey> = self
+            .workers
+            .get(&worker)
+            .map(|w| w.holds.iter().copied().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// A worker registered.
+    pub fn on_worker_joined(
+        &mut self,
+        id: WorkerId,
+        info: WorkerInfo,
+        now: Instant,
+        comm: &mut dyn Comm,
+    ) {
+        let me = PeerInfo {
+            id,
+            address: info.address,
+            certificate: info.certificate.clone(),
+        };
+        let peers: Vec<PeerInfo> = self
+            .workers
+            .iter()
+            .map(|(&wid, w)| PeerInfo {
+                id: wid,
+                address: w.info.address,
+                certificate: w.info.certificate.clone(),
+            })
+            .collect();
+        for &wid in self.workers.keys() {
+            comm.to_worker(wid, ToWorker::Peers(vec![me.clone()]));
+        }
+        comm.to_worker(id, ToWorker::Peers(peers));
+        let max_in_flight = info.threads.max(1) as usize + self.config.prefetch;
+        self.workers.insert(
+            id,
+            Worker {
+                info,
+                reserved: 0,
+                max_in_flight,
+                running: HashMap::new(),
+                holds: Default::default(),
+                last_heartbeat: now,
+                paused: false,
+                peak_rss: 0,
+                samples: Vec::new(),
+            },
+        );
+    }
+
+    /// A worker reported its memory.
+    pub fn on_heartbeat(&mut self, id: WorkerId, hb: Heartbeat, wall_s: f64, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_heartbeat = now;
+            w.paused = hb.paused;
+            w.peak_rss = w.peak_rss.max(hb.rss);
+            if w.samples.len() >= MAX_SAMPLES {
+                let mut keep = false;
+                w.samples.retain(|_| {
+                    keep = !keep;
+                    keep
+                });
+            }
+            w.samples.push((wall_s, hb.rss));
+        }
+    }
+
+    /// Any message from a worker proves it is alive.
+    pub fn on_heartbeat_seen(&mut self, id: WorkerId, now: Instant) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.last_heartbeat = now;
+        }
+    }
+
+    /// Drops workers whose heartbeats stopped.
+    pub fn on_tick(&mut self, now: Instant, comm: &mut dyn Comm) {
+        let hung: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                now.saturating_duration_since(w.last_heartbeat) > self.config.hang_timeout
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in hung {
+            let reason = format!(
+                "no heartbeat for {:.1} s",
+                self.config.hang_timeout.as_secs_f64()
+            );
+            comm.drop_worker(id, &reason);
+            self.on_worker_lost(id, &reason, comm);
+        }
+    }
+
+    /// A worker is gone (connection lost, hung, or killed): its running
+    /// tasks run again elsewhere, outputs only it held are recomputed.
+    pub fn on_worker_lost(&mut self, id: WorkerId, reason: &str, comm: &mut dyn Comm) {
+        let Some(worker) = self.workers.remove(&id) else {
+            return;
+        };
+        for &wid in self.workers.keys() {
+            comm.to_worker(wid, ToWorker::PeerGone(id));
+        }
+        self.runs.remove(&id);
+        self.releases.remove(&id);
+        let summary = worker.summary(id, true);
+        for job in self.jobs.values_mut() {
+            if job.participants.contains(&id) {
+                job.participants.retain(|w| *w != id);
+                job.lost.push(summary.clone());
+            }
+        }
+        let mut failed: Vec<(JobId, String)> = Vec::new();
+        let mut running: Vec<TaskKey> = worker.running.keys().copied().collect();
+        running.sort();
+        for key in running {
+            let Some(job) = self.jobs.get_mut(&key.job) else {
+                continue;
+            };
+            let Some(idx) = index_of(job, key.task) else {
+                continue;
+            };
+            let t = &mut job.tasks[idx as usize];
+            if t.state != State::Running(id) {
+                continue;
+            }
+            t.crashes += 1;
+            t.last_crash = format!("worker {} ({}) lost: {reason}", id, worker.info.name);
+            if t.crashes >= self.config.max_crashes {
+                failed.push((
+                    key.job,
+                    format!(
+                        "task {} ({}) was running on {} workers that died; last: {}",
+                        key.task, t.spec.label, t.crashes, t.last_crash
+                    ),
+                ));
+                continue;
+            }
+            requeue(job, key.job, idx, &mut self.ready);
+        }
+        let mut held: Vec<TaskKey> = worker.holds.iter().copied().collect();
+        held.sort();
+        for key in held {
+            let Some(job) = self.jobs.get_mut(&key.job) else {
+                continue;
+            };
+            let Some(idx) = index_of(job, key.task) else {
+                continue;
+            };
+            let t = &mut job.tasks[idx as usize];
+            t.holders.retain(|w| *w != id);
+            if t.holders.is_empty() && t.state == State::Done {
+                make_unavailable(job, idx);
+                if job.tasks[idx as usize].pending_dependents > 0 {
+                    reset(job, key.job, idx, &mut self.ready);
+                }
+            }
+        }
+        for (job, error) in failed {
+            self.fail_job(job, error, comm);
+        }
+    }
+
+    /// A client asked for a new job.
+    pub fn on_new_job(&mut self, client: ClientId, name: String, comm: &mut dyn Comm) -> JobId {
+        let id = JobId(self.next_job);
+        self.next_job += 1;
+        self.jobs.insert(
+            id,
+            Job {
+                client,
+                name,
+                staged: Vec::new(),
+                tasks: Vec::new(),
+                done: 0,
+                started: false,
+                participants: Vec::new(),
+                lost: Vec::new(),
+                finished_batch: Vec::new(),
+            },
+        );
+        comm.to_client(client, ToClient::JobCreated(id));
+        id
+    }
+
+    /// The name a job was created with.
+    pub fn job_name(&self, job: JobId) -> Option<&str> {
+        self.jobs.get(&job).map(|j| j.name.as_str())
+    }
+
+    /// A batch of a job's tasks arrived.
+    pub fn on_add_tasks(
+        &mut self,
+        client: ClientId,
+        job: JobId,
+        tasks: Vec<TaskSpec>,
+        comm: &mut dyn Comm,
+    ) {
+        let limit = self.config.max_tasks_per_job;
+        let Some(j) = self.jobs.get_mut(&job).filter(|j| j.client == client) else {
+            comm.to_client(
+                client,
+                ToClient::JobFailed {
+                    job,
+                    error: "unknown job".into(),
+                },
+            );
+            return;
+        };
+        if j.started {
+            return self.fail_job(job, "tasks added after the job started".into(), comm);
+        }
+        if j.staged.len() + tasks.len() > limit {
+            return self.fail_job(job, format!("job has more than {limit} tasks"), comm);
+        }
+        j.staged.extend(tasks);
+    }
+
+    /// All of a job's tasks are in: validate the graph and start it.
+    pub fn on_start(&mut self, client: ClientId, job: JobId, want: Want, comm: &mut dyn Comm) {
+        let Some(j) = self
+            .jobs
+            .get_mut(&job)
+            .filter(|j| j.client == client && !j.started)
+        else {
+            return;
+        };
+        j.started = true;
+        let mut graph = Graph::new();
+        for t in std::mem::take(&mut j.staged) {
+            graph.push(t);
+        }
+        if let Err(e) = graph.validate() {
+            return self.fail_job(job, e.to_string(), comm);
+        }
+        let specs: Vec<TaskSpec> = graph.tasks().to_vec();
+        let index: HashMap<TaskId, u32> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id, i as u32))
+            .collect();
+        let listed: std::collections::HashSet<TaskId> = match &want {
+            Want::Tasks(ids) => ids.iter().copied().collect(),
+            _ => Default::default(),
+        };
+        let mut tasks: Vec<Task> = specs
+            .into_iter()
+            .map(|spec| Task {
+                deps: spec.deps.iter().map(|d| index[d]).collect(),
+                dependents: Vec::new(),
+                waiting: spec.deps.len() as u32,
+                state: State::Waiting,
+                crashes: 0,
+                input_retries: 0,
+                last_crash: String::new(),
+                holders: Vec::new(),
+                pending_dependents: 0,
+                wanted: listed.contains(&spec.id),
+                output_bytes: 0,
+                spec,
+            })
+            .collect();
+        for i in 0..tasks.len() {
+            for k in 0..tasks[i].deps.len() {
+                let d = tasks[i].deps[k] as usize;
+                tasks[d].dependents.push(i as u32);
+                tasks[d].pending_dependents += 1;
+            }
+        }
+        for t in &mut tasks {
+            t.wanted |= match want {
+                Want::All => true,
+                Want::Sinks => t.dependents.is_empty(),
+                Want::Tasks(_) => false,
+            };
+        }
+        let j = self.jobs.get_mut(&job).expect("job exists");
+        for (i, t) in tasks.iter_mut().enumerate() {
+            if t.waiting == 0 {
+                t.state = State::Ready;
+                self.ready.push_back((job, i as u32));
+            }
+        }
+        j.tasks = tasks;
+        if j.tasks.is_empty() {
+            self.finish_job(job, comm);
+        }
+    }
+
+    /// A client cancelled a job.
+    pub fn on_cancel(&mut self, client: ClientId, job: JobId, comm: &mut dyn Comm) {
+        if self.jobs.get(&job).is_some_and(|j| j.client == client) {
+            self.fail_job(job, "cancelled".into(), comm);
+        }
+    }
+
+    /// A client disconnected: its jobs are cancelled.
+    pub fn on_client_lost(&mut self, client: ClientId, comm: &mut dyn Comm) {
+        let jobs: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.client == client)
+            .map(|(&id, _)| id)
+            .collect();
+        for job in jobs {
+            self.fail_job(job, "client disconnected".into(), comm);
+        }
+    }
+
+    /// A worker reported finished or failed tasks.
+    pub fn on_task_reports(
+        &mut self,
+        worker: WorkerId,
+        reports: Vec<TaskReport>,
+        comm: &mut dyn Comm,
+    ) {
+        for report in reports {
+            self.on_task_report(worker, report, comm);
+        }
+    }
+
+    fn on_task_report(&mut self, wid: WorkerId, report: TaskReport, comm: &mut dyn Comm) {
+        let key = report.key;
+        let Some(w) = self.workers.get_mut(&wid) else {
+            return;
+        };
+        let Some(mem) = w.running.remove(&key) else {
+            return;
+        };
+        w.reserved -= mem;
+        let done = matches!(report.outcome, TaskOutcome::Done { .. });
+        let job_alive = self
+            .jobs
+            .get(&key.job)
+            .and_then(|j| index_of(j, key.task))
+            .is_some();
+        if !job_alive {
+            if done {
+                self.releases.entry(wid).or_default().push(key);
+            }
+            return;
+        }
+        let job = self.jobs.get_mut(&key.job).expect("alive");
+        let idx = index_of(job, key.task).expect("alive");
+        if job.tasks[idx as usize].state != State::Running(wid) {
+            return;
+        }
+        match report.outcome {
+            TaskOutcome::Done { output } => {
+                let t = &mut job.tasks[idx as usize];
+                t.state = State::Done;
+                t.output_bytes = report.stats.output_bytes;
+                let keep = t.pending_dependents > 0;
+                if keep {
+                    t.holders.push(wid);
+                    w.holds.insert(key);
+                }
+                job.done += 1;
+                job.finished_batch.push(TaskDone {
+                    task: key.task,
+                    worker: wid,
+                    stats: report.stats,
+                    output,
+                });
+                let deps = job.tasks[idx as usize].deps.clone();
+                for d in deps {
+                    let dep = &mut job.tasks[d as usize];
+                    dep.pending_dependents -= 1;
+                    if dep.pending_dependents == 0 && !dep.holders.is_empty() {
+                        let dkey = TaskKey {
+                            job: key.job,
+                            task: dep.spec.id,
+                        };
+                        for h in std::mem::take(&mut dep.holders) {
+                            if let Some(hw) = self.workers.get_mut(&h) {
+                                hw.holds.remove(&dkey);
+                            }
+                            self.releases.entry(h).or_default().push(dkey);
+                        }
+                    }
+                }
+                let dependents = job.tasks[idx as usize].dependents.clone();
+                for k in dependents {
+                    let dt = &mut job.tasks[k as usize];
+                    if dt.state == State::Waiting {
+                        dt.waiting -= 1;
+                        if dt.waiting == 0 {
+                            dt.state = State::Ready;
+                            self.ready.push_back((key.job, k));
+                        }
+                    }
+                }
+                if job.done == job.tasks.len() {
+                    self.finish_job(key.job, comm);
+                }
+            }
+            TaskOutcome::Failed { kind, message } => match kind {
+                FailureKind::InputLost => {
+                    let t = &mut job.tasks[idx as usize];
+                    t.input_retries += 1;
+                    if t.input_retries > 20 {
+                        let error = format!(
+                            "task {} ({}): inputs could not be fetched 20 times; last: {message}",
+                            key.task, t.spec.label
+                        );
+                        self.fail_job(key.job, error, comm);
+                    } else {
+                        requeue(job, key.job, idx, &mut self.ready);
+                    }
+                }
+                FailureKind::Error | FailureKind::OutOfMemory => {
+                    self.fail_job(key.job, message, comm);
+                }
+            },
+        }
+    }
+
+    fn finish_job(&mut self, job: JobId, comm: &mut dyn Comm) {
+        let Some(mut j) = self.jobs.remove(&job) else {
+            return;
+        };
+        if !j.finished_batch.is_empty() {
+            comm.to_client(
+                j.client,
+                ToClient::TasksDone {
+                    job,
+                    done: std::mem::take(&mut j.finished_batch),
+                },
+            );
+        }
+        let mut workers: Vec<WorkerSummary> = j
+            .participants
+            .iter()
+            .filter_map(|id| self.workers.get(id).map(|w| w.summary(*id, false)))
+            .collect();
+        workers.extend(j.lost);
+        comm.to_client(j.client, ToClient::JobFinished { job, workers });
+    }
+
+    fn fail_job(&mut self, job: JobId, error: String, comm: &mut dyn Comm) {
+        let Some(j) = self.jobs.remove(&job) else {
+            return;
+        };
+        for t in &j.tasks {
+            let key = TaskKey {
+                job,
+                task: t.spec.id,
+            };
+            for h in &t.holders {
+                if let Some(w) = self.workers.get_mut(h) {
+                    w.holds.remove(&key);
+                }
+                self.releases.entry(*h).or_default().push(key);
+            }
+        }
+        self.ready.retain(|(jid, _)| *jid != job);
+        for runs in self.runs.values_mut() {
+            runs.retain(|a| a.key.job != job);
+        }
+        comm.to_client(j.client, ToClient::JobFailed { job, error });
+    }
+
+    /// Places ready tasks on workers and sends everything queued.
+    pub fn schedule(&mut self, comm: &mut dyn Comm) {
+        let mut deferred: Vec<(JobId, u32)> = Vec::new();
+        let mut misses = 0;
+        let mut failed: Vec<(JobId, String)> = Vec::new();
+        while self.workers.values().any(Worker::has_slot) {
+            let Some((jid, idx)) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(job) = self.jobs.get_mut(&jid) else {
+                continue;
+            };
+            let Some(t) = job.tasks.get(idx as usize) else {
+                continue;
+            };
+            if t.state != State::Ready {
+                continue;
+            }
+            let mem = t.spec.memory_bytes;
+            if !self.workers.values().any(|w| mem <= w.info.memory_limit) {
+                let max = self
+                    .workers
+                    .values()
+                    .map(|w| w.info.memory_limit)
+                    .max()
+                    .unwrap_or(0);
+                failed.push((
+                    jid,
+                    format!(
+                        "task {} ({}) needs about {} MiB, more than any worker's memory budget ({} MiB): raise --memory-limit",
+                        t.spec.id,
+                        t.spec.label,
+                        mem.div_ceil(1 << 20),
+                        max >> 20
+                    ),
+                ));
+                continue;
+            }
+            let mut best: Option<(WorkerId, u64, usize)> = None;
+            for (&wid, w) in &self.workers {
+                if !w.has_slot() || w.reserved + mem > w.info.memory_limit {
+                    continue;
+                }
+                let local: u64 = t
+                    .deps
+                    .iter()
+                    .map(|&d| &job.tasks[d as usize])
+                    .filter(|d| d.holders.contains(&wid))
+                    .map(|d| d.output_bytes + 1)
+                    .sum();
+                let load = w.running.len();
+                let better = match best {
+                    None => true,
+                    Some((_, bl, bload)) => local > bl || (local == bl && load < bload),
+                };
+                if better {
+                    best = Some((wid, local, load));
+                }
+            }
+            let Some((wid, _, _)) = best else {
+                deferred.push((jid, idx));
+                misses += 1;
+                if misses >= self.config.scan_limit {
+                    break;
+                }
+                continue;
+            };
+            let inputs: Vec<InputRef> = t
+                .deps
+                .iter()
+                .map(|&d| {
+                    let dep = &job.tasks[d as usize];
+                    let holder = if dep.holders.contains(&wid) {
+                        wid
+                    } else {
+                        dep.holders[0]
+                    };
+                    InputRef {
+                        key: TaskKey {
+                            job: jid,
+                            task: dep.spec.id,
+                        },
+                        holder,
+                    }
+                })
+                .collect();
+            let key = TaskKey {
+                job: jid,
+                task: t.spec.id,
+            };
+            let assignment = Assignment {
+                key,
+                kernel: t.spec.kernel.clone(),
+                args: t.spec.args.clone(),
+                memory_bytes: mem,
+                label: t.spec.label.clone(),
+                inputs,
+                send_output: t.wanted,
+                keep_output: !t.dependents.is_empty(),
+            };
+            job.tasks[idx as usize].state = State::Running(wid);
+            if !job.participants.contains(&wid) {
+                job.participants.push(wid);
+            }
+            let w = self.workers.get_mut(&wid).expect("chosen worker exists");
+            w.reserved += mem;
+            w.running.insert(key, mem);
+            self.runs.entry(wid).or_default().push(assignment);
+        }
+        for d in deferred.into_iter().rev() {
+            self.ready.push_front(d);
+        }
+        for (job, error) in failed {
+            self.fail_job(job, error, comm);
+        }
+        for (wid, runs) in std::mem::take(&mut self.runs) {
+            if !runs.is_empty() {
+                comm.to_worker(wid, ToWorker::Run(runs));
+            }
+        }
+        for (wid, keys) in std::mem::take(&mut self.releases) {
+            if !keys.is_empty() && self.workers.contains_key(&wid) {
+                comm.to_worker(wid, ToWorker::Release(keys));
+            }
+        }
+        for (&jid, job) in &mut self.jobs {
+            if !job.finished_batch.is_empty() {
+                comm.to_client(
+                    job.client,
+                    ToClient::TasksDone {
+                        job: jid,
+                        done: std::mem::take(&mut job.finished_batch),
+                    },
+                );
+            }
+        }
+    }
+}
+
+fn index_of(job: &Job, task: TaskId) -> Option<u32> {
+    // Graphs built with `Graph::add` number tasks 0..n in order; others are searched.
+    let i = task.0 as usize;
+    if job.tasks.get(i).is_some_and(|t| t.spec.id == task) {
+        return Some(i as u32);
+    }
+    job.tasks
+        .iter()
+        .position(|t| t.spec.id == task)
+        .map(|p| p as u32)
+}
+
+/// A finished task's output just became unavailable: dependents waiting on
+/// it count it again.
+fn make_unavailable(job: &mut Job, idx: u32) {
+    let dependents = job.tasks[idx as usize].dependents.clone();
+    for k in dependents {
+        let d = &mut job.tasks[k as usize];
+        match d.state {
+            State::Ready => {
+                d.state = State::Waiting;
+                d.waiting += 1;
+            }
+            State::Waiting => d.waiting += 1,
+            State::Running(_) | State::Done => {}
+        }
+    }
+}
+
+/// A finished task must run again (its output is lost and still needed).
+fn reset(job: &mut Job, jid: JobId, idx: u32, ready: &mut VecDeque<(JobId, u32)>) {
+    if job.tasks[idx as usize].state != State::Done {
+        return;
+    }
+    job.done -= 1;
+    let deps = job.tasks[idx as usize].deps.clone();
+    for &d in &deps {
+        job.tasks[d as usize].pending_dependents += 1;
+    }
+    job.tasks[idx as usize].state = State::Waiting;
+    requeue(job, jid, idx, ready);
+}
+
+/// Puts a task back to wait for its inputs, recomputing lost ones.
+fn requeue(job: &mut Job, jid: JobId, idx: u32, ready: &mut VecDeque<(JobId, u32)>) {
+    job.tasks[idx as usize].state = State::Waiting;
+    let deps = job.tasks[idx as usize].deps.clone();
+    let mut waiting = 0;
+    for &d in &deps {
+        if !job.tasks[d as usize].available() {
+            waiting += 1;
+            if job.tasks[d as usize].state == State::Done {
+                reset(job, jid, d, ready);
+            }
+        }
+    }
+    let t = &mut job.tasks[idx as usize];
+    t.waiting = waiting;
+    if waiting == 0 {
+        t.state = State::Ready;
+        ready.push_back((jid, idx));
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

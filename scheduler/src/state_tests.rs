@@ -1,0 +1,396 @@
+//! Scheduler state-machine tests with a recording [`Comm`]: no network.
+
+use super::*;
+use anncat_core::protocol::TaskStats;
+
+#[derive(Default)]
+struct Recorder {
+    to_workers: Vec<(WorkerId, ToWorker)>,
+    to_clients: Vec<(ClientId, ToClient)>,
+    dropped: Vec<WorkerId>,
+}
+
+impl Comm for Recorder {
+    fn to_worker(&mut self, worker: WorkerId, msg: ToWorker) {
+        self.to_workers.push((worker, msg));
+    }
+    fn to_client(&mut self, client: ClientId, msg: ToClient) {
+        self.to_clients.push((client, msg));
+    }
+    fn drop_worker(&mut self, worker: WorkerId, _reason: &str) {
+        self.dropped.push(worker);
+    }
+}
+
+impl Recorder {
+    /// Assignments sent since the last call, per worker.
+    fn take_runs(&mut self) -> Vec<(WorkerId, Assignment)> {
+        let mut out = Vec::new();
+        for (w, m) in std::mem::take(&mut self.to_workers) {
+            match m {
+                ToWorker::Run(runs) => out.extend(runs.into_iter().map(|a| (w, a))),
+                other => self.to_workers.push((w, other)),
+            }
+        }
+        out
+    }
+
+    fn releases(&self) -> Vec<(WorkerId, TaskKey)> {
+        let mut out = Vec::new();
+        for (w, m) in &self.to_workers {
+            if let ToWorker::Release(keys) = m {
+                out.extend(keys.iter().map(|k| (*w, *k)));
+            }
+        }
+        out
+    }
+
+    fn finished(&self) -> bool {
+        self.to_clients
+            .iter()
+            .any(|(_, m)| matches!(m, ToClient::JobFinished { .. }))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.to_clients.iter().find_map(|(_, m)| match m {
+            ToClient::JobFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+    }
+
+    fn done_tasks(&self) -> Vec<TaskId> {
+        let mut out = Vec::new();
+        for (_, m) in &self.to_clients {
+            if let ToClient::TasksDone { done, .. } = m {
+                out.extend(done.iter().map(|d| d.task));
+            }
+        }
+        out
+    }
+}
+
+fn info(limit: u64, threads: u32) -> WorkerInfo {
+    WorkerInfo {
+        name: "w".into(),
+        memory_limit: limit,
+        threads,
+        address: "127.0.0.1:1".parse().expect("addr"),
+        certificate: vec![],
+        pid: 1,
+    }
+}
+
+fn done(key: TaskKey) -> TaskReport {
+    TaskReport {
+        key,
+        outcome: TaskOutcome::Done {
+            output: Some(vec![1]),
+        },
+        stats: TaskStats {
+            output_bytes: 1,
+            ..TaskStats::default()
+        },
+    }
+}
+
+const C: ClientId = ClientId(1);
+
+fn start(s: &mut SchedulerState, r: &mut Recorder, g: &Graph, want: Want) -> JobId {
+    let job = s.on_new_job(C, "test".into(), r);
+    s.on_add_tasks(C, job, g.tasks().to_vec(), r);
+    s.on_start(C, job, want, r);
+    s.schedule(r);
+    job
+}
+
+fn diamond() -> Graph {
+    let mut g = Graph::new();
+    let a = g.add("k", &(), vec![], 10, "a").expect("add");
+    let b = g.add("k", &(), vec![a], 10, "b").expect("add");
+    let c = g.add("k", &(), vec![a], 10, "c").expect("add");
+    g.add("k", &(), vec![b, c], 10, "d").expect("add");
+    g
+}
+
+/// Runs every assignment to completion in order until the job ends.
+fn drain(s: &mut SchedulerState, r: &mut Recorder) {
+    for _ in 0..1000 {
+        let runs = r.take_runs();
+        if runs.is_empty() {
+            return;
+        }
+        for (w, a) in runs {
+            s.on_task_reports(w, vec![done(a.key)], r);
+        }
+        s.schedule(r);
+    }
+    panic!("did not converge");
+}
+
+#[test]
+fn runs_a_diamond_in_dependency_order_and_releases_outputs() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    let job = start(&mut s, &mut r, &diamond(), Want::Sinks);
+    let runs = r.take_runs();
+    assert_eq!(runs.len(), 1, "only the root is ready");
+    assert_eq!(runs[0].1.key.task, TaskId(0));
+    assert!(runs[0].1.keep_output && !runs[0].1.send_output);
+    s.on_task_reports(WorkerId(0), vec![done(runs[0].1.key)], &mut r);
+    s.schedule(&mut r);
+    let runs = r.take_runs();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter()
+            .all(|(_, a)| a.inputs.len() == 1 && a.inputs[0].holder == WorkerId(0))
+    );
+    for (w, a) in runs {
+        s.on_task_reports(w, vec![done(a.key)], &mut r);
+    }
+    s.schedule(&mut r);
+    drain(&mut s, &mut r);
+    assert!(r.finished());
+    assert_eq!(r.done_tasks().len(), 4);
+    let released: Vec<TaskId> = r.releases().iter().map(|(_, k)| k.task).collect();
+    assert!(
+        released.contains(&TaskId(0)) && released.contains(&TaskId(1)),
+        "{released:?}"
+    );
+    assert_eq!(s.job_count(), 0);
+    assert!(
+        s.held_by(WorkerId(0)).is_empty(),
+        "no output kept after the job"
+    );
+    let _ = job;
+}
+
+#[test]
+fn placement_respects_memory_budgets_and_in_flight_bounds() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig {
+        prefetch: 1,
+        ..SchedulerConfig::default()
+    });
+    let mut r = Recorder::default();
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    s.on_worker_joined(WorkerId(1), info(50, 4), now, &mut r);
+    let mut g = Graph::new();
+    for i in 0..20 {
+        g.add(
+            "k",
+            &(),
+            vec![],
+            if i % 2 == 0 { 60 } else { 20 },
+            format!("t{i}"),
+        )
+        .expect("add");
+    }
+    start(&mut s, &mut r, &g, Want::Sinks);
+    let runs = r.take_runs();
+    let mut reserved: HashMap<WorkerId, u64> = HashMap::new();
+    let mut count: HashMap<WorkerId, usize> = HashMap::new();
+    for (w, a) in &runs {
+        *reserved.entry(*w).or_default() += a.memory_bytes;
+        *count.entry(*w).or_default() += 1;
+        if *w == WorkerId(1) {
+            assert!(
+                a.memory_bytes <= 50,
+                "a 60-byte task went to the 50-byte worker"
+            );
+        }
+    }
+    assert!(
+        reserved[&WorkerId(0)] <= 100 && reserved[&WorkerId(1)] <= 50,
+        "{reserved:?}"
+    );
+    assert!(
+        count[&WorkerId(0)] <= 2,
+        "in flight bounded by threads + prefetch"
+    );
+    assert!(count[&WorkerId(1)] <= 5);
+    // Everything still completes.
+    for (w, a) in runs {
+        s.on_task_reports(w, vec![done(a.key)], &mut r);
+    }
+    s.schedule(&mut r);
+    drain(&mut s, &mut r);
+    assert!(r.finished());
+}
+
+#[test]
+fn oversized_tasks_fail_the_job_with_a_clear_error() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    s.on_worker_joined(WorkerId(0), info(10 << 20, 1), now, &mut r);
+    let mut g = Graph::new();
+    g.add("k", &(), vec![], 100 << 20, "huge").expect("add");
+    start(&mut s, &mut r, &g, Want::Sinks);
+    let e = r.failure().expect("failed");
+    assert!(e.contains("huge") && e.contains("memory"), "{e}");
+}
+
+#[test]
+fn prefers_the_worker_holding_the_inputs() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    s.on_worker_joined(WorkerId(1), info(100, 1), now, &mut r);
+    let mut g = Graph::new();
+    let a = g.add("k", &(), vec![], 1, "a").expect("add");
+    let b = g.add("k", &(), vec![], 1, "b").expect("add");
+    g.add("k", &(), vec![a], 1, "after-a").expect("add");
+    g.add("k", &(), vec![b], 1, "after-b").expect("add");
+    start(&mut s, &mut r, &g, Want::Sinks);
+    let runs = r.take_runs();
+    let where_ = |t: u64| {
+        runs.iter()
+            .find(|(_, a)| a.key.task == TaskId(t))
+            .map(|(w, _)| *w)
+            .expect("ran")
+    };
+    let (wa, wb) = (where_(0), where_(1));
+    assert_ne!(wa, wb, "independent roots spread over workers");
+    for (w, a) in runs {
+        s.on_task_reports(w, vec![done(a.key)], &mut r);
+    }
+    s.schedule(&mut r);
+    for (w, a) in r.take_runs() {
+        let expected = if a.key.task == TaskId(2) { wa } else { wb };
+        assert_eq!(w, expected, "{} ran away from its input", a.label);
+        assert_eq!(a.inputs[0].holder, w);
+    }
+}
+
+#[test]
+fn a_lost_worker_s_tasks_rerun_and_lost_outputs_are_recomputed() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    let job = start(&mut s, &mut r, &diamond(), Want::All);
+    // Root finishes on w0; b and c are assigned to w0 too.
+    let runs = r.take_runs();
+    s.on_task_reports(WorkerId(0), vec![done(runs[0].1.key)], &mut r);
+    s.schedule(&mut r);
+    let runs = r.take_runs();
+    assert_eq!(runs.len(), 2);
+    // b finishes, then w0 dies while running c; a's and b's outputs are gone.
+    s.on_task_reports(WorkerId(0), vec![done(runs[0].1.key)], &mut r);
+    s.on_worker_joined(WorkerId(1), info(100, 1), now, &mut r);
+    s.on_worker_lost(WorkerId(0), "killed", &mut r);
+    s.schedule(&mut r);
+    assert!(r.failure().is_none());
+    // Only a can run now (b and c need it); then b and c again, then d.
+    let runs = r.take_runs();
+    assert_eq!(
+        runs.iter().map(|(_, a)| a.key.task).collect::<Vec<_>>(),
+        vec![TaskId(0)]
+    );
+    assert!(runs.iter().all(|(w, _)| *w == WorkerId(1)));
+    s.on_task_reports(WorkerId(1), vec![done(runs[0].1.key)], &mut r);
+    s.schedule(&mut r);
+    let mut again: Vec<TaskId> = r
+        .take_runs()
+        .into_iter()
+        .map(|(w, a)| {
+            s.on_task_reports(w, vec![done(a.key)], &mut r);
+            a.key.task
+        })
+        .collect();
+    again.sort();
+    assert_eq!(
+        again,
+        vec![TaskId(1), TaskId(2)],
+        "b recomputed (its output was lost), c re-run"
+    );
+    s.schedule(&mut r);
+    drain(&mut s, &mut r);
+    assert!(r.finished(), "{:?}", r.failure());
+    let _ = job;
+}
+
+#[test]
+fn a_task_that_kills_three_workers_fails_the_job() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    let mut g = Graph::new();
+    g.add("k", &(), vec![], 1, "poison").expect("add");
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    start(&mut s, &mut r, &g, Want::Sinks);
+    for w in 0..3u64 {
+        let runs = r.take_runs();
+        assert_eq!(runs.len(), 1, "round {w}");
+        s.on_worker_joined(WorkerId(w + 1), info(100, 1), now, &mut r);
+        s.on_worker_lost(runs[0].0, "segfault", &mut r);
+        s.schedule(&mut r);
+    }
+    let e = r.failure().expect("failed");
+    assert!(
+        e.contains("poison") && e.contains("3 workers") && e.contains("segfault"),
+        "{e}"
+    );
+}
+
+#[test]
+fn hung_workers_are_dropped_and_kernel_errors_fail_the_job() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig {
+        hang_timeout: Duration::from_secs(1),
+        ..SchedulerConfig::default()
+    });
+    let mut r = Recorder::default();
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    s.on_worker_joined(WorkerId(1), info(100, 1), now, &mut r);
+    s.on_heartbeat(
+        WorkerId(1),
+        Heartbeat::default(),
+        0.0,
+        now + Duration::from_millis(1500),
+    );
+    s.on_tick(now + Duration::from_millis(1600), &mut r);
+    assert_eq!(r.dropped, vec![WorkerId(0)]);
+    assert_eq!(s.worker_count(), 1);
+    let mut g = Graph::new();
+    g.add("k", &(), vec![], 1, "bad").expect("add");
+    start(&mut s, &mut r, &g, Want::Sinks);
+    let runs = r.take_runs();
+    s.on_task_reports(
+        runs[0].0,
+        vec![TaskReport {
+            key: runs[0].1.key,
+            outcome: TaskOutcome::Failed {
+                kind: FailureKind::Error,
+                message: "bad input file".into(),
+            },
+            stats: TaskStats::default(),
+        }],
+        &mut r,
+    );
+    assert_eq!(r.failure().as_deref(), Some("bad input file"));
+    assert_eq!(s.job_count(), 0);
+}
+
+#[test]
+fn invalid_graphs_and_empty_graphs() {
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    start(&mut s, &mut r, &Graph::new(), Want::Sinks);
+    assert!(r.finished());
+    let mut cyclic = Graph::new();
+    cyclic.push(TaskSpec {
+        id: TaskId(0),
+        kernel: "k".into(),
+        args: vec![],
+        deps: vec![TaskId(0)],
+        memory_bytes: 0,
+        label: String::new(),
+    });
+    let mut r = Recorder::default();
+    start(&mut s, &mut r, &cyclic, Want::Sinks);
+    assert!(r.failure().expect("fails").contains("cycle"));
+}

@@ -1,0 +1,36 @@
+//! `anncat`: out-of-core concatenation of AnnData zarr stores on a
+//! Dask-like distributed task-graph executor.
+//!
+//! The facade over the workspace's crates:
+//! - [`core`]: the AnnData model, zarr I/O, the concat planner, task graphs
+//!   and kernels (no sockets);
+//! - [`scheduler`]: the scheduling state machine, the QUIC scheduler and the
+//!   [`Client`];
+//! - [`worker`]: worker processes with a memory governor;
+//! - [`LocalCluster`]: a scheduler plus worker processes on this machine;
+//! - [`run_concat`]: `anncat concat` on a cluster, journaled and resumable.
+//!
+//! Submitting your own graph:
+//!
+//! ```no_run
+//! use anncat::{Graph, LocalCluster, LocalClusterConfig};
+//! let cluster = LocalCluster::start(LocalClusterConfig::default()).expect("cluster");
+//! let mut g = Graph::new();
+//! let a = g.add(anncat::core::kernel::CONST_KERNEL, &7u64, vec![], 1 << 10, "seven").expect("add");
+//! let result = cluster.client().expect("client").run(&g).expect("run");
+//! assert!(result.outputs.contains_key(&a));
+//! ```
+
+pub mod cli;
+pub mod cluster;
+pub mod distributed;
+pub mod report;
+
+pub use anncat_core as core;
+pub use anncat_core::graph::{Graph, TaskId, decode, encode};
+pub use anncat_core::kernel::{Kernel, KernelRegistry};
+pub use anncat_scheduler as scheduler;
+pub use anncat_scheduler::{Client, JobResult};
+pub use anncat_worker as worker;
+pub use cluster::{LocalCluster, LocalClusterConfig, WorkerProgram};
+pub use distributed::{ClusterChoice, RunOptions, run_concat};

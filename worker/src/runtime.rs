@@ -1,0 +1,602 @@
+//! The worker process: registers with the scheduler, runs assigned tasks on
+//! a pool of threads under the [`MemoryGovernor`], keeps outputs that other
+//! tasks need, serves them to peers, fetches its inputs from peers, and
+//! heartbeats its memory use. It exits when the scheduler says shut down,
+//! or with an error when the scheduler goes away.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anncat_core::kernel::{KernelRegistry, take_bytes_written};
+use anncat_core::protocol::{
+    Assignment, ClusterFile, FailureKind, FromWorker, Heartbeat, Hello, PROTOCOL_VERSION, PeerInfo,
+    PeerReply, PeerRequest, TaskKey, TaskOutcome, TaskReport, TaskStats, ToWorker, WorkerId,
+    WorkerInfo, check_hello,
+};
+use anncat_net::frame::CONTROL_MAX_BYTES;
+use anncat_net::hello::{read_hello, say_hello};
+use anncat_net::tls::{connect, der_of_pem, server_endpoint};
+use anncat_net::{FrameReader, FrameWriter, Identity, NetError, TransportTuning};
+use tokio::sync::mpsc;
+
+use crate::error::{Result, WorkerError};
+use crate::governor::{self, MemoryGovernor, RssProbe, SAMPLE_INTERVAL};
+
+/// Largest request frame a worker reads from a peer.
+pub const PEER_REQUEST_MAX_BYTES: usize = 4096;
+
+/// Memory a worker keeps for itself beyond its measured baseline.
+const RESERVE_BYTES: u64 = 8 << 20;
+
+/// How to run a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The cluster to join.
+    pub cluster: ClusterFile,
+    /// Memory limit of this process (bytes).
+    pub memory_limit: u64,
+    /// Threads that run tasks.
+    pub threads: usize,
+    /// Directories tasks may write under (nothing else is writable).
+    pub allow_write: Vec<PathBuf>,
+    /// Where to listen for peers (loopback by default).
+    pub listen: SocketAddr,
+    /// The address peers dial when `listen` is all interfaces.
+    pub advertise: Option<IpAddr>,
+    /// A name for reports (host:pid by default).
+    pub name: Option<String>,
+    /// Connection liveness timing.
+    pub tuning: TransportTuning,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+impl WorkerConfig {
+    /// A configuration with defaults for everything but the cluster and limit.
+    pub fn new(cluster: ClusterFile, memory_limit: u64) -> Self {
+        Self {
+            cluster,
+            memory_limit,
+            threads: 1,
+            allow_write: Vec::new(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            advertise: None,
+            name: None,
+            tuning: TransportTuning::default(),
+            heartbeat: Duration::from_millis(250),
+        }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<()> {
+        if self.memory_limit < (32 << 20) {
+            return Err(WorkerError::Setup(format!(
+                "invalid option: --memory-limit must be at least 32MiB, not {} bytes",
+                self.memory_limit
+            )));
+        }
+        if self.threads == 0 {
+            return Err(WorkerError::Setup(
+                "invalid option: --threads must be at least 1".into(),
+            ));
+        }
+        for dir in &self.allow_write {
+            if !dir.is_dir() {
+                return Err(WorkerError::Setup(format!(
+                    "{}: --allow-write directory does not exist",
+                    dir.display()
+                )));
+            }
+        }
+        if self.listen.ip().is_unspecified() && self.advertise.is_none() {
+            return Err(WorkerError::Setup(
+                "listening on all interfaces needs --advertise ADDRESS (the address peers dial)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn wall_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+struct ReadyTask {
+    a: Assignment,
+    inputs: Vec<Arc<Vec<u8>>>,
+}
+
+#[derive(Default)]
+struct ExecState {
+    queue: VecDeque<ReadyTask>,
+    reserved: u64,
+    running: usize,
+}
+
+struct Completion {
+    key: TaskKey,
+    keep: Option<Arc<Vec<u8>>>,
+    outcome: TaskOutcome,
+    stats: TaskStats,
+}
+
+struct PeerConn {
+    stream: tokio::sync::Mutex<(FrameWriter, FrameReader)>,
+}
+
+struct Shared {
+    me: OnceLock<WorkerId>,
+    secret: String,
+    tuning: TransportTuning,
+    governor: MemoryGovernor,
+    endpoint: quinn::Endpoint,
+    outputs: Mutex<HashMap<TaskKey, Arc<Vec<u8>>>>,
+    peers: Mutex<HashMap<WorkerId, PeerInfo>>,
+    peer_conns: tokio::sync::Mutex<HashMap<WorkerId, Arc<PeerConn>>>,
+    exec: Mutex<ExecState>,
+    wake: Condvar,
+    stop: AtomicBool,
+    rss: AtomicU64,
+    task_rss: Mutex<HashMap<TaskKey, u64>>,
+    done_tx: mpsc::UnboundedSender<Completion>,
+}
+
+impl Shared {
+    fn in_use(&self) -> u64 {
+        if governor::counting() {
+            governor::allocated()
+        } else {
+            self.rss.load(Ordering::Relaxed)
+        }
+    }
+}
+
+/// Runs a worker until the scheduler shuts it down (`Ok`) or goes away.
+pub fn run_worker(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
+    config.validate()?;
+    // Tasks write only under the allowed directories (none: nothing at all).
+    anncat_core::anndata::atomic_store::restrict_writes(&config.allow_write);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| WorkerError::Setup(format!("runtime: {e}")))?;
+    rt.block_on(run(config, registry))
+}
+
+async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
+    let identity = Identity::generate()?;
+    let endpoint = server_endpoint(config.listen, &identity, &config.tuning)?;
+    let local = endpoint
+        .local_addr()
+        .map_err(|e| WorkerError::Setup(format!("no local address: {e}")))?;
+    let address = SocketAddr::new(config.advertise.unwrap_or(local.ip()), local.port());
+    let mut probe = RssProbe::new();
+    let baseline = probe.rss().max(governor::allocated()) + RESERVE_BYTES;
+    let gov = MemoryGovernor::new(config.memory_limit, baseline);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
+    let shared = Arc::new(Shared {
+        me: OnceLock::new(),
+        secret: config.cluster.secret.clone(),
+        tuning: config.tuning,
+        governor: gov,
+        endpoint: endpoint.clone(),
+        outputs: Mutex::new(HashMap::new()),
+        peers: Mutex::new(HashMap::new()),
+        peer_conns: tokio::sync::Mutex::new(HashMap::new()),
+        exec: Mutex::new(ExecState::default()),
+        wake: Condvar::new(),
+        stop: AtomicBool::new(false),
+        rss: AtomicU64::new(0),
+        task_rss: Mutex::new(HashMap::new()),
+        done_tx,
+    });
+    let pid = std::process::id();
+    let info = WorkerInfo {
+        name: config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{address}/{pid}")),
+        memory_limit: gov.budget,
+        threads: config.threads as u32,
+        address,
+        certificate: identity.certificate.clone(),
+        pid,
+    };
+    let scheduler_cert = der_of_pem(&config.cluster.certificate)?;
+    let conn = connect(
+        &endpoint,
+        config.cluster.address,
+        &scheduler_cert,
+        &config.tuning,
+    )
+    .await
+    .map_err(|e| WorkerError::Setup(format!("cannot reach the scheduler: {e}")))?;
+    let hello = Hello::Worker {
+        version: PROTOCOL_VERSION,
+        secret: config.cluster.secret.clone(),
+        info,
+    };
+    let (id, mut writer, mut reader) =
+        say_hello(&conn, &hello, CONTROL_MAX_BYTES)
+            .await
+            .map_err(|e| match e {
+                NetError::Refused(r) => WorkerError::Refused(r),
+                other => WorkerError::SchedulerLost(other.to_string()),
+            })?;
+    let _ = shared.me.set(WorkerId(id));
+
+    // Peers fetch outputs from here.
+    let serve = shared.clone();
+    tokio::spawn(async move { serve_peers(serve).await });
+    // RSS sampler.
+    let sampler = shared.clone();
+    std::thread::Builder::new()
+        .name("anncat-rss".into())
+        .spawn(move || {
+            while !sampler.stop.load(Ordering::Relaxed) {
+                let rss = probe.rss();
+                sampler.rss.store(rss, Ordering::Relaxed);
+                if let Ok(mut m) = sampler.task_rss.lock() {
+                    for v in m.values_mut() {
+                        *v = (*v).max(rss);
+                    }
+                }
+                std::thread::sleep(SAMPLE_INTERVAL);
+            }
+        })
+        .map_err(|e| WorkerError::Setup(format!("cannot start a thread: {e}")))?;
+    // Task threads.
+    let registry = Arc::new(registry);
+    for i in 0..config.threads {
+        let (s, r) = (shared.clone(), registry.clone());
+        std::thread::Builder::new()
+            .name(format!("anncat-task-{i}"))
+            .spawn(move || exec_loop(&s, &r))
+            .map_err(|e| WorkerError::Setup(format!("cannot start a thread: {e}")))?;
+    }
+
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let result = loop {
+        tokio::select! {
+            msg = reader.next::<ToWorker>() => match msg {
+                Ok(Some(ToWorker::Run(assignments))) => {
+                    for a in assignments {
+                        let s = shared.clone();
+                        tokio::spawn(async move { fetch_and_queue(s, a).await });
+                    }
+                }
+                Ok(Some(ToWorker::Release(keys))) => {
+                    if let Ok(mut outputs) = shared.outputs.lock() {
+                        for k in keys {
+                            outputs.remove(&k);
+                        }
+                    }
+                }
+                Ok(Some(ToWorker::Peers(peers))) => {
+                    if let Ok(mut map) = shared.peers.lock() {
+                        for p in peers {
+                            map.insert(p.id, p);
+                        }
+                    }
+                }
+                Ok(Some(ToWorker::PeerGone(id))) => {
+                    if let Ok(mut map) = shared.peers.lock() {
+                        map.remove(&id);
+                    }
+                    shared.peer_conns.lock().await.remove(&id);
+                }
+                Ok(Some(ToWorker::Shutdown)) | Ok(None) => break Ok(()),
+                Err(e) => break Err(WorkerError::SchedulerLost(e.to_string())),
+            },
+            Some(first) = done_rx.recv() => {
+                let mut reports = Vec::new();
+                let mut next = Some(first);
+                while let Some(c) = next {
+                    if let Some(out) = c.keep
+                        && let Ok(mut outputs) = shared.outputs.lock()
+                    {
+                        outputs.insert(c.key, out);
+                    }
+                    reports.push(TaskReport { key: c.key, outcome: c.outcome, stats: c.stats });
+                    next = done_rx.try_recv().ok();
+                }
+                if let Err(e) = writer.send(&FromWorker::Finished(reports)).await {
+                    break Err(WorkerError::SchedulerLost(e.to_string()));
+                }
+            }
+            _ = heartbeat.tick() => {
+                let running = shared.exec.lock().map(|e| e.running).unwrap_or(0);
+                let in_use = shared.in_use();
+                let hb = Heartbeat {
+                    rss: shared.rss.load(Ordering::Relaxed),
+                    allocated: governor::allocated(),
+                    running: running as u32,
+                    paused: running > 0 && shared.governor.paused(in_use),
+                };
+                if let Err(e) = writer.send(&FromWorker::Heartbeat(hb)).await {
+                    break Err(WorkerError::SchedulerLost(e.to_string()));
+                }
+            }
+        }
+    };
+    shared.stop.store(true, Ordering::Relaxed);
+    shared.wake.notify_all();
+    writer.finish();
+    endpoint.close(0u32.into(), b"worker stopped");
+    result
+}
+
+fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
+    loop {
+        let task = {
+            let Ok(mut st) = shared.exec.lock() else {
+                return;
+            };
+            loop {
+                if shared.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let admitted = st.queue.front().is_some_and(|t| {
+                    shared.governor.admits(
+                        t.a.memory_bytes,
+                        st.reserved,
+                        st.running,
+                        shared.in_use(),
+                    )
+                });
+                if admitted {
+                    break;
+                }
+                st = match shared.wake.wait_timeout(st, SAMPLE_INTERVAL) {
+                    Ok((g, _)) => g,
+                    Err(_) => return,
+                };
+            }
+            let Some(task) = st.queue.pop_front() else {
+                continue;
+            };
+            st.reserved += task.a.memory_bytes;
+            st.running += 1;
+            task
+        };
+        let mem = task.a.memory_bytes;
+        let completion = run_task(shared, registry, task);
+        if let Ok(mut st) = shared.exec.lock() {
+            st.reserved -= mem;
+            st.running -= 1;
+        }
+        shared.wake.notify_all();
+        let _ = shared.done_tx.send(completion);
+    }
+}
+
+fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Completion {
+    let ReadyTask { a, inputs } = task;
+    let key = a.key;
+    if let Ok(mut m) = shared.task_rss.lock() {
+        m.insert(key, shared.rss.load(Ordering::Relaxed));
+    }
+    governor::begin_task();
+    let _ = take_bytes_written();
+    let start_s = wall_s();
+    let result = match registry.get(&a.kernel) {
+        None => Err(format!("this worker has no kernel named \"{}\"", a.kernel)),
+        Some(kernel) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kernel.run(&a.args, &inputs)
+        }))
+        .map_err(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default();
+            format!(
+                "internal error in task {} ({}): {what}",
+                a.key.task, a.label
+            )
+        })
+        .and_then(|r| r.map_err(|e| e.to_string())),
+    };
+    drop(inputs);
+    let peak_alloc = governor::task_peak();
+    let written_bytes = take_bytes_written();
+    let end_s = wall_s();
+    let peak_rss = shared
+        .task_rss
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&key))
+        .unwrap_or(0)
+        .max(shared.rss.load(Ordering::Relaxed));
+    let mut stats = TaskStats {
+        start_s,
+        end_s,
+        output_bytes: 0,
+        written_bytes,
+        peak_alloc,
+        peak_rss,
+    };
+    let (outcome, keep) = match result {
+        Ok(output) => {
+            if let Some(message) = shared.governor.over_limit(&a.label, peak_alloc) {
+                (
+                    TaskOutcome::Failed {
+                        kind: FailureKind::OutOfMemory,
+                        message,
+                    },
+                    None,
+                )
+            } else {
+                stats.output_bytes = output.len() as u64;
+                let output = Arc::new(output);
+                let sent = a.send_output.then(|| output.as_ref().clone());
+                (
+                    TaskOutcome::Done { output: sent },
+                    a.keep_output.then_some(output),
+                )
+            }
+        }
+        Err(message) => (
+            TaskOutcome::Failed {
+                kind: FailureKind::Error,
+                message,
+            },
+            None,
+        ),
+    };
+    Completion {
+        key,
+        keep,
+        outcome,
+        stats,
+    }
+}
+
+async fn fetch_and_queue(shared: Arc<Shared>, a: Assignment) {
+    let mut inputs = Vec::with_capacity(a.inputs.len());
+    for input in &a.inputs {
+        match fetch(&shared, input.key, input.holder).await {
+            Ok(data) => inputs.push(data),
+            Err(message) => {
+                let _ = shared.done_tx.send(Completion {
+                    key: a.key,
+                    keep: None,
+                    outcome: TaskOutcome::Failed {
+                        kind: FailureKind::InputLost,
+                        message,
+                    },
+                    stats: TaskStats::default(),
+                });
+                return;
+            }
+        }
+    }
+    if let Ok(mut st) = shared.exec.lock() {
+        st.queue.push_back(ReadyTask { a, inputs });
+    }
+    shared.wake.notify_all();
+}
+
+async fn fetch(
+    shared: &Arc<Shared>,
+    key: TaskKey,
+    holder: WorkerId,
+) -> std::result::Result<Arc<Vec<u8>>, String> {
+    if shared.me.get() == Some(&holder) {
+        return shared
+            .outputs
+            .lock()
+            .ok()
+            .and_then(|o| o.get(&key).cloned())
+            .ok_or_else(|| format!("output of {key} is not on this worker"));
+    }
+    let peer = peer_conn(shared, holder).await?;
+    let mut stream = peer.stream.lock().await;
+    let (w, r) = &mut *stream;
+    let reply = async {
+        w.send(&PeerRequest::Fetch(key)).await?;
+        r.next::<PeerReply>().await
+    }
+    .await;
+    match reply {
+        Ok(Some(PeerReply::Data(bytes))) => Ok(Arc::new(bytes)),
+        Ok(Some(PeerReply::Missing)) => Err(format!("worker {holder} no longer holds {key}")),
+        Ok(None) | Err(_) => {
+            drop(stream);
+            shared.peer_conns.lock().await.remove(&holder);
+            Err(format!(
+                "lost the connection to worker {holder} fetching {key}"
+            ))
+        }
+    }
+}
+
+async fn peer_conn(
+    shared: &Arc<Shared>,
+    holder: WorkerId,
+) -> std::result::Result<Arc<PeerConn>, String> {
+    let mut conns = shared.peer_conns.lock().await;
+    if let Some(c) = conns.get(&holder) {
+        return Ok(c.clone());
+    }
+    let info = shared
+        .peers
+        .lock()
+        .ok()
+        .and_then(|p| p.get(&holder).cloned())
+        .ok_or_else(|| format!("worker {holder} is unknown or gone"))?;
+    let conn = connect(
+        &shared.endpoint,
+        info.address,
+        &info.certificate,
+        &shared.tuning,
+    )
+    .await
+    .map_err(|e| format!("worker {holder}: {e}"))?;
+    let hello = Hello::Peer {
+        version: PROTOCOL_VERSION,
+        secret: shared.secret.clone(),
+    };
+    let max = usize::try_from(shared.governor.limit).unwrap_or(usize::MAX);
+    let (_, w, r) = say_hello(&conn, &hello, max)
+        .await
+        .map_err(|e| format!("worker {holder}: {e}"))?;
+    let pc = Arc::new(PeerConn {
+        stream: tokio::sync::Mutex::new((w, r)),
+    });
+    conns.insert(holder, pc.clone());
+    Ok(pc)
+}
+
+async fn serve_peers(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            let Ok(pending) = read_hello(&conn).await else {
+                conn.close(1u32.into(), b"no valid hello");
+                return;
+            };
+            let check = match &pending.hello {
+                Hello::Peer { version, secret } => check_hello(*version, secret, &s.secret),
+                _ => Err("this is a worker: only peers connect here".to_string()),
+            };
+            if let Err(reason) = check {
+                eprintln!("anncat worker: refused {}: {reason}", conn.remote_address());
+                pending.refuse(&conn, &reason).await;
+                return;
+            }
+            let Ok((mut w, mut r)) = pending.accept(0, PEER_REQUEST_MAX_BYTES).await else {
+                return;
+            };
+            loop {
+                match r.next::<PeerRequest>().await {
+                    Ok(Some(PeerRequest::Fetch(key))) => {
+                        let data = s.outputs.lock().ok().and_then(|o| o.get(&key).cloned());
+                        let reply = match data {
+                            Some(d) => PeerReply::Data(d.as_ref().clone()),
+                            None => PeerReply::Missing,
+                        };
+                        if w.send(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        eprintln!("anncat worker: dropped peer {}: {e}", conn.remote_address());
+                        conn.close(3u32.into(), e.to_string().as_bytes());
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
