@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// A committed fixture store (written by Python anndata).
@@ -21,5 +22,33 @@ pub fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), target).expect("copy");
         }
+    }
+}
+
+/// Every file under `dir` (path relative to `dir`) with its bytes.
+pub fn tree_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).expect("under dir").to_path_buf();
+                out.insert(rel, std::fs::read(e.path()).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+/// Asserts two stores hold the same files with the same bytes.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (ta, tb) = (tree_bytes(a), tree_bytes(b));
+    let names_a: Vec<_> = ta.keys().collect();
+    let names_b: Vec<_> = tb.keys().collect();
+    assert_eq!(names_a, names_b, "{} and {} hold different files", a.display(), b.display());
+    for (k, v) in &ta {
+        assert!(v == &tb[k], "{} differs between {} and {}", k.display(), a.display(), b.display());
     }
 }

@@ -378,11 +378,26 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
     }
 }
 
+/// Fault-injection hook for tests: `ANNCAT_TEST_TASK_DELAY_MS` makes every
+/// task take at least that long, so a test can act mid-run.
+fn test_task_delay() -> Option<Duration> {
+    static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("ANNCAT_TEST_TASK_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    })
+}
+
 fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Completion {
     let ReadyTask { a, inputs } = task;
     let key = a.key;
     if let Ok(mut m) = shared.task_rss.lock() {
         m.insert(key, shared.rss.load(Ordering::Relaxed));
+    }
+    if let Some(delay) = test_task_delay() {
+        std::thread::sleep(delay);
     }
     governor::begin_task();
     let _ = take_bytes_written();
@@ -591,8 +606,10 @@ async fn serve_peers(shared: Arc<Shared>) {
                     }
                     Ok(None) => return,
                     Err(e) => {
-                        eprintln!("anncat worker: dropped peer {}: {e}", conn.remote_address());
-                        conn.close(3u32.into(), e.to_string().as_bytes());
+                        if matches!(e, NetError::FrameTooLarge { .. } | NetError::Malformed(_)) {
+                            eprintln!("anncat worker: dropped peer {}: {e}", conn.remote_address());
+                            conn.close(3u32.into(), e.to_string().as_bytes());
+                        }
                         return;
                     }
                 }

@@ -1,0 +1,350 @@
+//! Cluster tests with real processes on loopback: `anncat scheduler`,
+//! `anncat worker` and `anncat concat` talking QUIC. Every process a test
+//! starts is killed by pid when the test ends, pass or fail.
+
+mod common;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::assert_same_tree;
+
+const BIN: &str = env!("CARGO_BIN_EXE_anncat");
+
+/// Kills (SIGKILL, by pid) and reaps every process it holds when dropped.
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Procs {
+    fn add(&mut self, c: Child) -> usize {
+        self.0.push(c);
+        self.0.len() - 1
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Kills a pid we did not spawn (a worker started by `anncat concat`).
+struct Pids(Vec<u32>);
+
+impl Drop for Pids {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            let state = s.rsplit(')').next().unwrap_or("").trim_start();
+            !(state.starts_with('Z') || state.starts_with('X'))
+        })
+        .unwrap_or(false)
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let ppid = after.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn inputs() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
+    ["batch1.zarr", "batch2.zarr", "batch3.zarr"]
+        .iter()
+        .map(|b| root.join(b).to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Options giving a few hundred small tasks.
+const SMALL_CHUNKS: [&str; 4] = ["--join", "outer", "--chunk-mib", "0.0003"];
+
+fn concat_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec!["concat".to_string()];
+    a.extend(inputs());
+    a.extend(["-o".to_string(), out.to_string_lossy().into_owned()]);
+    a.extend(SMALL_CHUNKS.iter().map(|s| s.to_string()));
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// The reference output: the same concat on threads of one process.
+fn reference(dir: &Path) -> (PathBuf, usize) {
+    let out = dir.join("ref.zarr");
+    let o = Command::new(BIN)
+        .args(concat_args(&out, &["--workers", "0"]))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let tasks = err
+        .split(';')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("task count in the summary line");
+    (out, tasks)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn log(dir: &Path, name: &str) -> (Stdio, PathBuf) {
+    let path = dir.join(format!("{name}.log"));
+    (Stdio::from(File::create(&path).expect("log")), path)
+}
+
+fn start_scheduler(procs: &mut Procs, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let file = dir.join(format!("{name}.json"));
+    let (err, log_path) = log(dir, name);
+    let child = Command::new(BIN)
+        .args(["scheduler", "--cluster-file"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("scheduler");
+    procs.add(child);
+    wait_for("the cluster file", Duration::from_secs(20), || file.is_file());
+    (file, log_path)
+}
+
+fn start_worker(procs: &mut Procs, dir: &Path, cluster: &Path, delay_ms: u64) -> usize {
+    let (err, _) = log(dir, &format!("worker-{}", procs.0.len()));
+    let child = Command::new(BIN)
+        .args(["worker", "--memory-limit", "256MiB", "--cluster-file"])
+        .arg(cluster)
+        .arg("--allow-write")
+        .arg(dir)
+        .env("ANNCAT_TEST_TASK_DELAY_MS", delay_ms.to_string())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("worker");
+    procs.add(child)
+}
+
+fn journal_len(out: &Path) -> u64 {
+    let mut p = out.as_os_str().to_os_string();
+    p.push(".partial/.anncat/journal");
+    std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
+}
+
+#[test]
+fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (reference, _) = reference(dir.path());
+    let mut procs = Procs::default();
+    let (cluster, _) = start_scheduler(&mut procs, dir.path(), "cluster");
+    let workers: Vec<usize> = (0..3)
+        .map(|_| start_worker(&mut procs, dir.path(), &cluster, 15))
+        .collect();
+    let out = dir.path().join("out.zarr");
+    let rep = dir.path().join("report.json");
+    let (err, err_path) = log(dir.path(), "concat");
+    let cf = cluster.to_string_lossy().into_owned();
+    let rp = rep.to_string_lossy().into_owned();
+    let concat = procs.add(
+        Command::new(BIN)
+            .args(concat_args(&out, &["--cluster-file", &cf, "--report", &rp]))
+            .stderr(err)
+            .spawn()
+            .expect("concat"),
+    );
+    wait_for("progress", Duration::from_secs(60), || journal_len(&out) > 1500);
+    procs.0[workers[0]].kill().expect("SIGKILL a worker");
+    let status = procs.0[concat].wait().expect("wait");
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(status.success(), "concat failed after a worker was killed: {stderr}");
+    assert_same_tree(&out, &reference);
+    let r = report(&rep);
+    let lost: Vec<&serde_json::Value> = r["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter(|w| w["lost"] == true)
+        .collect();
+    assert_eq!(lost.len(), 1, "the killed worker is reported lost: {r}");
+    assert_eq!(lost[0]["pid"], procs.0[workers[0]].id());
+    let svg = std::fs::read_to_string(dir.path().join("report.svg")).expect("timeline");
+    assert!(svg.starts_with("<svg") && svg.contains("<rect"));
+}
+
+#[test]
+fn a_killed_scheduler_is_resumed_with_identical_output() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (reference, total) = reference(dir.path());
+    let out = dir.path().join("out.zarr");
+    let partial = dir.path().join("out.zarr.partial");
+    {
+        let mut procs = Procs::default();
+        let (cluster, _) = start_scheduler(&mut procs, dir.path(), "first");
+        let workers: Vec<usize> = (0..2)
+            .map(|_| start_worker(&mut procs, dir.path(), &cluster, 15))
+            .collect();
+        let (err, err_path) = log(dir.path(), "concat-1");
+        let cf = cluster.to_string_lossy().into_owned();
+        let concat = procs.add(
+            Command::new(BIN)
+                .args(concat_args(&out, &["--cluster-file", &cf]))
+                .stderr(err)
+                .spawn()
+                .expect("concat"),
+        );
+        wait_for("progress", Duration::from_secs(60), || journal_len(&out) > 1500);
+        procs.0[0].kill().expect("SIGKILL the scheduler");
+        let status = procs.0[concat].wait().expect("wait");
+        assert!(!status.success());
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(stderr.contains("--resume"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(partial.is_dir() && !out.exists());
+        // Workers leave by themselves when their scheduler is gone.
+        for w in workers {
+            let child = &mut procs.0[w];
+            wait_for("a worker to exit", Duration::from_secs(15), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
+        }
+    }
+    let mut procs = Procs::default();
+    let (cluster, _) = start_scheduler(&mut procs, dir.path(), "second");
+    for _ in 0..2 {
+        start_worker(&mut procs, dir.path(), &cluster, 0);
+    }
+    let rep = dir.path().join("resume.json");
+    let cf = cluster.to_string_lossy().into_owned();
+    let rp = rep.to_string_lossy().into_owned();
+    let o = Command::new(BIN)
+        .args(concat_args(&out, &["--cluster-file", &cf, "--resume", "--report", &rp]))
+        .output()
+        .expect("resume");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_tree(&out, &reference);
+    assert!(!partial.exists());
+    let r = report(&rep);
+    let tasks = r["tasks"].as_array().expect("tasks");
+    let rerun = tasks
+        .iter()
+        .filter(|t| !t["label"].as_str().unwrap_or("").ends_with("(journaled)"))
+        .count();
+    assert!(rerun < total, "resume redid {rerun} of {total} tasks");
+}
+
+#[test]
+fn killing_anncat_concat_stops_its_workers_and_resume_finishes_the_job() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (reference, _) = reference(dir.path());
+    let out = dir.path().join("out.zarr");
+    let mut procs = Procs::default();
+    let (err, _) = log(dir.path(), "concat-local");
+    let concat = procs.add(
+        Command::new(BIN)
+            .args(concat_args(&out, &["--workers", "2"]))
+            .env("ANNCAT_TEST_TASK_DELAY_MS", "15")
+            .stderr(err)
+            .spawn()
+            .expect("concat"),
+    );
+    let pid = procs.0[concat].id();
+    let mut workers = Pids(Vec::new());
+    wait_for("progress", Duration::from_secs(60), || {
+        workers.0 = children_of(pid);
+        journal_len(&out) > 1500
+    });
+    assert_eq!(workers.0.len(), 2, "two local worker processes");
+    procs.0[concat].kill().expect("SIGKILL anncat concat");
+    let _ = procs.0[concat].wait();
+    for &w in &workers.0 {
+        wait_for("an orphaned worker to exit", Duration::from_secs(15), || !alive(w));
+    }
+    let o = Command::new(BIN)
+        .args(concat_args(&out, &["--workers", "2", "--resume"]))
+        .output()
+        .expect("resume");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_tree(&out, &reference);
+}
+
+#[test]
+fn a_wrong_secret_is_refused_on_both_sides() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut procs = Procs::default();
+    let (cluster, scheduler_log) = start_scheduler(&mut procs, dir.path(), "cluster");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cluster).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "cluster file is private");
+    }
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cluster).expect("read")).expect("json");
+    let secret = file["secret"].as_str().expect("secret").to_string();
+    assert!(secret.len() >= 64);
+    file["secret"] = serde_json::Value::String(secret.chars().rev().collect());
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, file.to_string()).expect("write");
+    let (err, err_path) = log(dir.path(), "bad-worker");
+    let w = procs.add(
+        Command::new(BIN)
+            .args(["worker", "--memory-limit", "64MiB", "--cluster-file"])
+            .arg(&bad)
+            .stderr(err)
+            .spawn()
+            .expect("worker"),
+    );
+    let child = &mut procs.0[w];
+    let mut status = None;
+    wait_for("the refused worker to exit", Duration::from_secs(20), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    assert!(!status.expect("exited").success());
+    let werr = std::fs::read_to_string(&err_path).expect("log");
+    assert!(werr.contains("refused") && werr.contains("secret"), "{werr}");
+    let serr = std::fs::read_to_string(&scheduler_log).expect("log");
+    assert!(serr.contains("refused") && serr.contains("secret"), "{serr}");
+    // A client with the wrong secret gets the same answer and writes nothing.
+    let out = dir.path().join("out.zarr");
+    let bf = bad.to_string_lossy().into_owned();
+    let o = Command::new(BIN)
+        .args(concat_args(&out, &["--cluster-file", &bf]))
+        .output()
+        .expect("concat");
+    let cerr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && cerr.contains("refused") && cerr.contains("secret"), "{cerr}");
+    assert!(!out.exists() && !dir.path().join("out.zarr.partial").exists());
+}
