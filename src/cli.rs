@@ -57,6 +57,26 @@ impl WorkerArgs {
     }
 }
 
+#[derive(Debug, clap::Parser)]
+#[command(name = "worker")]
+struct WorkerCommand {
+    #[command(flatten)]
+    args: WorkerArgs,
+}
+
+/// The `main` of a custom worker binary: parses worker options from `args`
+/// (the first item is the command name, e.g. `worker`) and runs a worker
+/// with `kernels`. [`crate::LocalCluster`] starts workers this way.
+pub fn worker_main<I, T>(args: I, kernels: KernelRegistry) -> anyhow::Result<()>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser as _;
+    let cmd = WorkerCommand::try_parse_from(args).map_err(|e| anyhow::anyhow!("{e}"))?;
+    cmd.args.run(kernels)
+}
+
 /// `scheduler` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerArgs {

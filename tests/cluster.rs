@@ -63,7 +63,10 @@ fn children_of(pid: u32) -> Vec<u32> {
         };
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
             let after = stat.rsplit(')').next().unwrap_or("");
-            let ppid = after.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok());
+            let ppid = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u32>().ok());
             if ppid == Some(pid) {
                 out.push(p);
             }
@@ -134,7 +137,9 @@ fn start_scheduler(procs: &mut Procs, dir: &Path, name: &str) -> (PathBuf, PathB
         .spawn()
         .expect("scheduler");
     procs.add(child);
-    wait_for("the cluster file", Duration::from_secs(20), || file.is_file());
+    wait_for("the cluster file", Duration::from_secs(20), || {
+        file.is_file()
+    });
     (file, log_path)
 }
 
@@ -184,11 +189,16 @@ fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
             .spawn()
             .expect("concat"),
     );
-    wait_for("progress", Duration::from_secs(60), || journal_len(&out) > 1500);
+    wait_for("progress", Duration::from_secs(60), || {
+        journal_len(&out) > 1500
+    });
     procs.0[workers[0]].kill().expect("SIGKILL a worker");
     let status = procs.0[concat].wait().expect("wait");
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(status.success(), "concat failed after a worker was killed: {stderr}");
+    assert!(
+        status.success(),
+        "concat failed after a worker was killed: {stderr}"
+    );
     assert_same_tree(&out, &reference);
     let r = report(&rep);
     let lost: Vec<&serde_json::Value> = r["workers"]
@@ -224,7 +234,9 @@ fn a_killed_scheduler_is_resumed_with_identical_output() {
                 .spawn()
                 .expect("concat"),
         );
-        wait_for("progress", Duration::from_secs(60), || journal_len(&out) > 1500);
+        wait_for("progress", Duration::from_secs(60), || {
+            journal_len(&out) > 1500
+        });
         procs.0[0].kill().expect("SIGKILL the scheduler");
         let status = procs.0[concat].wait().expect("wait");
         assert!(!status.success());
@@ -249,7 +261,10 @@ fn a_killed_scheduler_is_resumed_with_identical_output() {
     let cf = cluster.to_string_lossy().into_owned();
     let rp = rep.to_string_lossy().into_owned();
     let o = Command::new(BIN)
-        .args(concat_args(&out, &["--cluster-file", &cf, "--resume", "--report", &rp]))
+        .args(concat_args(
+            &out,
+            &["--cluster-file", &cf, "--resume", "--report", &rp],
+        ))
         .output()
         .expect("resume");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -289,7 +304,11 @@ fn killing_anncat_concat_stops_its_workers_and_resume_finishes_the_job() {
     procs.0[concat].kill().expect("SIGKILL anncat concat");
     let _ = procs.0[concat].wait();
     for &w in &workers.0 {
-        wait_for("an orphaned worker to exit", Duration::from_secs(15), || !alive(w));
+        wait_for(
+            "an orphaned worker to exit",
+            Duration::from_secs(15),
+            || !alive(w),
+        );
     }
     let o = Command::new(BIN)
         .args(concat_args(&out, &["--workers", "2", "--resume"]))
@@ -307,7 +326,10 @@ fn a_wrong_secret_is_refused_on_both_sides() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&cluster).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(&cluster)
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "cluster file is private");
     }
     let mut file: serde_json::Value =
@@ -328,15 +350,25 @@ fn a_wrong_secret_is_refused_on_both_sides() {
     );
     let child = &mut procs.0[w];
     let mut status = None;
-    wait_for("the refused worker to exit", Duration::from_secs(20), || {
-        status = child.try_wait().ok().flatten();
-        status.is_some()
-    });
+    wait_for(
+        "the refused worker to exit",
+        Duration::from_secs(20),
+        || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        },
+    );
     assert!(!status.expect("exited").success());
     let werr = std::fs::read_to_string(&err_path).expect("log");
-    assert!(werr.contains("refused") && werr.contains("secret"), "{werr}");
+    assert!(
+        werr.contains("refused") && werr.contains("secret"),
+        "{werr}"
+    );
     let serr = std::fs::read_to_string(&scheduler_log).expect("log");
-    assert!(serr.contains("refused") && serr.contains("secret"), "{serr}");
+    assert!(
+        serr.contains("refused") && serr.contains("secret"),
+        "{serr}"
+    );
     // A client with the wrong secret gets the same answer and writes nothing.
     let out = dir.path().join("out.zarr");
     let bf = bad.to_string_lossy().into_owned();
@@ -345,6 +377,9 @@ fn a_wrong_secret_is_refused_on_both_sides() {
         .output()
         .expect("concat");
     let cerr = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && cerr.contains("refused") && cerr.contains("secret"), "{cerr}");
+    assert!(
+        !o.status.success() && cerr.contains("refused") && cerr.contains("secret"),
+        "{cerr}"
+    );
     assert!(!out.exists() && !dir.path().join("out.zarr.partial").exists());
 }

@@ -38,13 +38,20 @@ async fn peer_stream(
     addr: SocketAddr,
     cert: &[u8],
     secret: &str,
-) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream, Welcome) {
+) -> (
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    Welcome,
+) {
     let endpoint = client_endpoint().expect("endpoint");
     let tuning = TransportTuning {
         idle_timeout: Duration::from_secs(10),
         ..TransportTuning::default()
     };
-    let conn = connect(&endpoint, addr, cert, &tuning).await.expect("connect");
+    let conn = connect(&endpoint, addr, cert, &tuning)
+        .await
+        .expect("connect");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     let hello = Hello::Peer {
         version: PROTOCOL_VERSION,
@@ -99,7 +106,11 @@ async fn worker_refuses_bad_peers_and_oversized_frames() {
     let sched_conn = incoming.await.expect("handshake");
     let pending = read_hello(&sched_conn).await.expect("hello");
     let info: WorkerInfo = match &pending.hello {
-        Hello::Worker { info, secret: s, version } => {
+        Hello::Worker {
+            info,
+            secret: s,
+            version,
+        } => {
             assert_eq!((s, *version), (&secret, PROTOCOL_VERSION));
             info.clone()
         }
@@ -119,9 +130,12 @@ async fn worker_refuses_bad_peers_and_oversized_frames() {
 
     // An authenticated peer announcing a 4 GiB request is dropped at once.
     let before = rss_kib(pid);
-    let (conn, mut send, _recv, welcome) = peer_stream(info.address, &info.certificate, &secret).await;
+    let (conn, mut send, _recv, welcome) =
+        peer_stream(info.address, &info.certificate, &secret).await;
     assert!(matches!(welcome, Welcome::Accepted { .. }));
-    send.write_all(&u32::MAX.to_le_bytes()).await.expect("header");
+    send.write_all(&u32::MAX.to_le_bytes())
+        .await
+        .expect("header");
     let _ = send.write_all(&[0u8; 1024]).await;
     let why = expect_dropped(&conn).await;
     assert!(why.contains("frame") || why.contains("limit"), "{why}");
@@ -132,13 +146,24 @@ async fn worker_refuses_bad_peers_and_oversized_frames() {
         .await
         .expect("connect");
     let (mut send, _recv) = conn.open_bi().await.expect("stream");
-    send.write_all(&(1u32 << 30).to_le_bytes()).await.expect("header");
+    send.write_all(&(1u32 << 30).to_le_bytes())
+        .await
+        .expect("header");
     expect_dropped(&conn).await;
 
     // The worker is still up, still registered, and allocated nothing like it.
     let mut worker = worker;
-    assert!(worker.0.try_wait().expect("status").is_none(), "the worker died");
-    assert!(sched_conn.close_reason().is_none(), "the worker left the scheduler");
+    assert!(
+        worker.0.try_wait().expect("status").is_none(),
+        "the worker died"
+    );
+    assert!(
+        sched_conn.close_reason().is_none(),
+        "the worker left the scheduler"
+    );
     let after = rss_kib(pid);
-    assert!(after < before + 64 * 1024, "worker RSS grew from {before} KiB to {after} KiB");
+    assert!(
+        after < before + 64 * 1024,
+        "worker RSS grew from {before} KiB to {after} KiB"
+    );
 }

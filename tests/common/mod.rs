@@ -47,8 +47,20 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     let (ta, tb) = (tree_bytes(a), tree_bytes(b));
     let names_a: Vec<_> = ta.keys().collect();
     let names_b: Vec<_> = tb.keys().collect();
-    assert_eq!(names_a, names_b, "{} and {} hold different files", a.display(), b.display());
+    assert_eq!(
+        names_a,
+        names_b,
+        "{} and {} hold different files",
+        a.display(),
+        b.display()
+    );
     for (k, v) in &ta {
-        assert!(v == &tb[k], "{} differs between {} and {}", k.display(), a.display(), b.display());
+        assert!(
+            v == &tb[k],
+            "{} differs between {} and {}",
+            k.display(),
+            a.display(),
+            b.display()
+        );
     }
 }

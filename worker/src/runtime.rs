@@ -161,6 +161,17 @@ impl Shared {
 /// Runs a worker until the scheduler shuts it down (`Ok`) or goes away.
 pub fn run_worker(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     config.validate()?;
+    // A panicking kernel fails its task with the panic's message; the
+    // default hook's report on stderr would only repeat it.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let task_thread = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("anncat-task-"));
+        if !task_thread {
+            previous(info);
+        }
+    }));
     // Tasks write only under the allowed directories (none: nothing at all).
     anncat_core::anndata::atomic_store::restrict_writes(&config.allow_write);
     let rt = tokio::runtime::Builder::new_multi_thread()
