@@ -383,3 +383,85 @@ fn a_wrong_secret_is_refused_on_both_sides() {
     );
     assert!(!out.exists() && !dir.path().join("out.zarr.partial").exists());
 }
+
+#[test]
+fn workers_write_only_under_their_allowed_directories() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let elsewhere = tempfile::tempdir().expect("tmp");
+    let mut procs = Procs::default();
+    let (cluster, _) = start_scheduler(&mut procs, dir.path(), "cluster");
+    // The worker may write only under `elsewhere`, not where the output goes.
+    let (err, _) = log(dir.path(), "worker");
+    procs.add(
+        Command::new(BIN)
+            .args(["worker", "--memory-limit", "256MiB", "--cluster-file"])
+            .arg(&cluster)
+            .arg("--allow-write")
+            .arg(elsewhere.path())
+            .stderr(err)
+            .spawn()
+            .expect("worker"),
+    );
+    let out = dir.path().join("out.zarr");
+    let cf = cluster.to_string_lossy().into_owned();
+    let o = Command::new(BIN)
+        .args(concat_args(&out, &["--cluster-file", &cf]))
+        .output()
+        .expect("concat");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("may not write") && e.contains("--allow-write"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
+    assert!(!out.exists() && !dir.path().join("out.zarr.partial").exists());
+}
+
+#[test]
+fn a_hung_worker_is_dropped_and_its_tasks_rerun() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (reference, _) = reference(dir.path());
+    let mut procs = Procs::default();
+    let (cluster, _) = start_scheduler(&mut procs, dir.path(), "cluster");
+    let workers: Vec<usize> = (0..2)
+        .map(|_| start_worker(&mut procs, dir.path(), &cluster, 15))
+        .collect();
+    let out = dir.path().join("out.zarr");
+    let rep = dir.path().join("report.json");
+    let cf = cluster.to_string_lossy().into_owned();
+    let rp = rep.to_string_lossy().into_owned();
+    let (err, err_path) = log(dir.path(), "concat");
+    let concat = procs.add(
+        Command::new(BIN)
+            .args(concat_args(&out, &["--cluster-file", &cf, "--report", &rp]))
+            .stderr(err)
+            .spawn()
+            .expect("concat"),
+    );
+    wait_for("progress", Duration::from_secs(60), || {
+        journal_len(&out) > 1500
+    });
+    let hung = procs.0[workers[0]].id();
+    let stopped = Command::new("kill")
+        .args(["-STOP", &hung.to_string()])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success());
+    let status = procs.0[concat].wait().expect("wait");
+    let _ = Command::new("kill")
+        .args(["-CONT", &hung.to_string()])
+        .status();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(status.success(), "{stderr}");
+    assert_same_tree(&out, &reference);
+    let r = report(&rep);
+    assert!(
+        r["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .any(|w| w["lost"] == true && w["pid"] == hung),
+        "the stopped worker is reported lost: {r}"
+    );
+}

@@ -49,7 +49,7 @@ impl Default for SchedulerConfig {
         Self {
             prefetch: 2,
             max_crashes: 3,
-            hang_timeout: Duration::from_secs(3),
+            hang_timeout: Duration::from_millis(1500),
             max_tasks_per_job: 50_000_000,
             scan_limit: 64,
         }

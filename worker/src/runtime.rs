@@ -280,8 +280,16 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
             msg = reader.next::<ToWorker>() => match msg {
                 Ok(Some(ToWorker::Run(assignments))) => {
                     for a in assignments {
-                        let s = shared.clone();
-                        tokio::spawn(async move { fetch_and_queue(s, a).await });
+                        if let Some(inputs) = local_inputs(&shared, &a) {
+                            // Everything is here: no fetch, straight to the queue.
+                            if let Ok(mut st) = shared.exec.lock() {
+                                st.queue.push_back(ReadyTask { a, inputs });
+                            }
+                            shared.wake.notify_one();
+                        } else {
+                            let s = shared.clone();
+                            tokio::spawn(async move { fetch_and_queue(s, a).await });
+                        }
                     }
                 }
                 Ok(Some(ToWorker::Release(keys))) => {
@@ -484,6 +492,19 @@ fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Comp
         outcome,
         stats,
     }
+}
+
+/// The inputs of `a` when every one is held by this worker.
+fn local_inputs(shared: &Shared, a: &Assignment) -> Option<Vec<Arc<Vec<u8>>>> {
+    let me = shared.me.get()?;
+    if a.inputs.iter().any(|i| i.holder != *me) {
+        return None;
+    }
+    let outputs = shared.outputs.lock().ok()?;
+    a.inputs
+        .iter()
+        .map(|i| outputs.get(&i.key).cloned())
+        .collect()
 }
 
 async fn fetch_and_queue(shared: Arc<Shared>, a: Assignment) {
