@@ -238,6 +238,8 @@ pub struct Heartbeat {
 pub enum FromWorker {
     /// Memory use, sent every heartbeat interval.
     Heartbeat(Heartbeat),
+    /// Tasks that started running since the last message.
+    Started(Vec<TaskKey>),
     /// Tasks that ended since the last message.
     Finished(Vec<TaskReport>),
 }

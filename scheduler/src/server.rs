@@ -301,6 +301,9 @@ fn handle_event(state: &mut SchedulerState, comm: &mut NetComm, ev: Event) {
         Event::FromWorker(id, FromWorker::Heartbeat(hb)) => {
             state.on_heartbeat(id, hb, wall_s(), Instant::now());
         }
+        Event::FromWorker(id, FromWorker::Started(keys)) => {
+            state.on_tasks_started(id, &keys);
+        }
         Event::FromWorker(id, FromWorker::Finished(reports)) => {
             state.on_heartbeat_seen(id, Instant::now());
             state.on_task_reports(id, reports, comm);

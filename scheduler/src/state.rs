@@ -32,7 +32,8 @@ pub trait Comm {
 /// Scheduling policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SchedulerConfig {
-    /// Tasks in flight per worker beyond its thread count.
+    /// Tasks in flight per worker beyond its thread count (memory estimates
+    /// bound them further: a worker's in-flight estimates fit its budget).
     pub prefetch: usize,
     /// A task running on this many workers that died fails its job.
     pub max_crashes: u32,
@@ -47,7 +48,7 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
-            prefetch: 2,
+            prefetch: 32,
             max_crashes: 3,
             hang_timeout: Duration::from_millis(1500),
             max_tasks_per_job: 50_000_000,
@@ -56,14 +57,21 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// How much queued work (in seconds of recent task durations) a worker gets beyond its threads.
+const QUEUED_WORK_S: f64 = 0.005;
+
 /// Most RSS samples kept per worker (older ones are thinned).
 const MAX_SAMPLES: usize = 8192;
 
 struct Worker {
     info: WorkerInfo,
     reserved: u64,
-    max_in_flight: usize,
-    running: HashMap<TaskKey, u64>,
+    threads: usize,
+    prefetch: usize,
+    /// Moving average of task run times on this worker (seconds).
+    avg_task_s: f64,
+    /// Assigned tasks: memory estimate, and whether the worker started it.
+    running: HashMap<TaskKey, (u64, bool)>,
     holds: std::collections::HashSet<TaskKey>,
     last_heartbeat: Instant,
     paused: bool,
@@ -84,8 +92,18 @@ impl Worker {
         }
     }
 
+    /// Tasks in flight allowed now: the threads, plus queued tasks worth
+    /// about [`QUEUED_WORK_S`] of the worker's recent task durations (at
+    /// least 1, at most `prefetch`): short tasks queue deep so the worker
+    /// never waits for the scheduler, long ones shallow so no worker sits
+    /// on a backlog while another idles.
+    fn in_flight_limit(&self) -> usize {
+        let queued = (QUEUED_WORK_S / self.avg_task_s.max(1e-6)) as usize;
+        self.threads + queued.clamp(1, self.prefetch)
+    }
+
     fn has_slot(&self) -> bool {
-        !self.paused && self.running.len() < self.max_in_flight
+        !self.paused && self.running.len() < self.in_flight_limit()
     }
 }
 
@@ -225,13 +243,15 @@ impl SchedulerState {
             comm.to_worker(wid, ToWorker::Peers(vec![me.clone()]));
         }
         comm.to_worker(id, ToWorker::Peers(peers));
-        let max_in_flight = info.threads.max(1) as usize + self.config.prefetch;
+        let threads = info.threads.max(1) as usize;
         self.workers.insert(
             id,
             Worker {
                 info,
                 reserved: 0,
-                max_in_flight,
+                threads,
+                prefetch: self.config.prefetch.max(1),
+                avg_task_s: QUEUED_WORK_S / 2.0,
                 running: HashMap::new(),
                 holds: Default::default(),
                 last_heartbeat: now,
@@ -305,9 +325,13 @@ impl SchedulerState {
             }
         }
         let mut failed: Vec<(JobId, String)> = Vec::new();
-        let mut running: Vec<TaskKey> = worker.running.keys().copied().collect();
+        let mut running: Vec<(TaskKey, bool)> = worker
+            .running
+            .iter()
+            .map(|(k, (_, started))| (*k, *started))
+            .collect();
         running.sort();
-        for key in running {
+        for (key, started) in running {
             let Some(job) = self.jobs.get_mut(&key.job) else {
                 continue;
             };
@@ -316,6 +340,11 @@ impl SchedulerState {
             };
             let t = &mut job.tasks[idx as usize];
             if t.state != State::Running(id) {
+                continue;
+            }
+            if !started {
+                // Queued on the worker, never run: no blame.
+                requeue(job, key.job, idx, &mut self.ready);
                 continue;
             }
             t.crashes += 1;
@@ -501,6 +530,18 @@ impl SchedulerState {
         }
     }
 
+    /// A worker started running these tasks (a worker that dies now is
+    /// blamed on them).
+    pub fn on_tasks_started(&mut self, worker: WorkerId, keys: &[TaskKey]) {
+        if let Some(w) = self.workers.get_mut(&worker) {
+            for k in keys {
+                if let Some((_, started)) = w.running.get_mut(k) {
+                    *started = true;
+                }
+            }
+        }
+    }
+
     /// A worker reported finished or failed tasks.
     pub fn on_task_reports(
         &mut self,
@@ -518,11 +559,15 @@ impl SchedulerState {
         let Some(w) = self.workers.get_mut(&wid) else {
             return;
         };
-        let Some(mem) = w.running.remove(&key) else {
+        let Some((mem, _)) = w.running.remove(&key) else {
             return;
         };
         w.reserved -= mem;
         let done = matches!(report.outcome, TaskOutcome::Done { .. });
+        if done {
+            let took = (report.stats.end_s - report.stats.start_s).max(0.0);
+            w.avg_task_s = 0.8 * w.avg_task_s + 0.2 * took;
+        }
         let job_alive = self
             .jobs
             .get(&key.job)
@@ -760,7 +805,7 @@ impl SchedulerState {
             }
             let w = self.workers.get_mut(&wid).expect("chosen worker exists");
             w.reserved += mem;
-            w.running.insert(key, mem);
+            w.running.insert(key, (mem, false));
             self.runs.entry(wid).or_default().push(assignment);
         }
         for d in deferred.into_iter().rev() {

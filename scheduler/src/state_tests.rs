@@ -173,6 +173,7 @@ fn placement_respects_memory_budgets_and_in_flight_bounds() {
         prefetch: 1,
         ..SchedulerConfig::default()
     });
+    // (prefetch 1: in flight at most threads + 1)
     let mut r = Recorder::default();
     s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
     s.on_worker_joined(WorkerId(1), info(50, 4), now, &mut r);
@@ -279,6 +280,7 @@ fn a_lost_worker_s_tasks_rerun_and_lost_outputs_are_recomputed() {
     let runs = r.take_runs();
     assert_eq!(runs.len(), 2);
     // b finishes, then w0 dies while running c; a's and b's outputs are gone.
+    s.on_tasks_started(WorkerId(0), &[runs[1].1.key]);
     s.on_task_reports(WorkerId(0), vec![done(runs[0].1.key)], &mut r);
     s.on_worker_joined(WorkerId(1), info(100, 1), now, &mut r);
     s.on_worker_lost(WorkerId(0), "killed", &mut r);
@@ -322,9 +324,15 @@ fn a_task_that_kills_three_workers_fails_the_job() {
     g.add("k", &(), vec![], 1, "poison").expect("add");
     s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
     start(&mut s, &mut r, &g, Want::Sinks);
+    // Queued but never started: losing the worker is not the task's fault.
+    let runs = r.take_runs();
+    s.on_worker_joined(WorkerId(10), info(100, 1), now, &mut r);
+    s.on_worker_lost(runs[0].0, "unrelated", &mut r);
+    s.schedule(&mut r);
     for w in 0..3u64 {
         let runs = r.take_runs();
         assert_eq!(runs.len(), 1, "round {w}");
+        s.on_tasks_started(runs[0].0, &[runs[0].1.key]);
         s.on_worker_joined(WorkerId(w + 1), info(100, 1), now, &mut r);
         s.on_worker_lost(runs[0].0, "segfault", &mut r);
         s.schedule(&mut r);

@@ -120,6 +120,11 @@ struct ExecState {
     running: usize,
 }
 
+enum Event {
+    Started(TaskKey),
+    Ended(Completion),
+}
+
 struct Completion {
     key: TaskKey,
     keep: Option<Arc<Vec<u8>>>,
@@ -127,8 +132,13 @@ struct Completion {
     stats: TaskStats,
 }
 
+/// An authenticated connection to a peer; each fetch opens its own stream,
+/// so fetches from one peer run concurrently.
 struct PeerConn {
-    stream: tokio::sync::Mutex<(FrameWriter, FrameReader)>,
+    conn: quinn::Connection,
+    max_reply: usize,
+    /// The hello stream, kept open for the connection's life.
+    _hello: (FrameWriter, FrameReader),
 }
 
 struct Shared {
@@ -145,7 +155,7 @@ struct Shared {
     stop: AtomicBool,
     rss: AtomicU64,
     task_rss: Mutex<HashMap<TaskKey, u64>>,
-    done_tx: mpsc::UnboundedSender<Completion>,
+    done_tx: mpsc::UnboundedSender<Event>,
 }
 
 impl Shared {
@@ -192,7 +202,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     let mut probe = RssProbe::new();
     let baseline = probe.rss().max(governor::allocated()) + RESERVE_BYTES;
     let gov = MemoryGovernor::new(config.memory_limit, baseline);
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Completion>();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Event>();
     let shared = Arc::new(Shared {
         me: OnceLock::new(),
         secret: config.cluster.secret.clone(),
@@ -316,18 +326,30 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                 Err(e) => break Err(WorkerError::SchedulerLost(e.to_string())),
             },
             Some(first) = done_rx.recv() => {
-                let mut reports = Vec::new();
+                let (mut started, mut reports) = (Vec::new(), Vec::new());
                 let mut next = Some(first);
-                while let Some(c) = next {
-                    if let Some(out) = c.keep
-                        && let Ok(mut outputs) = shared.outputs.lock()
-                    {
-                        outputs.insert(c.key, out);
+                while let Some(ev) = next {
+                    match ev {
+                        Event::Started(key) => started.push(key),
+                        Event::Ended(c) => {
+                            if let Some(out) = c.keep
+                                && let Ok(mut outputs) = shared.outputs.lock()
+                            {
+                                outputs.insert(c.key, out);
+                            }
+                            reports.push(TaskReport { key: c.key, outcome: c.outcome, stats: c.stats });
+                        }
                     }
-                    reports.push(TaskReport { key: c.key, outcome: c.outcome, stats: c.stats });
                     next = done_rx.try_recv().ok();
                 }
-                if let Err(e) = writer.send(&FromWorker::Finished(reports)).await {
+                if !started.is_empty()
+                    && let Err(e) = writer.send(&FromWorker::Started(started)).await
+                {
+                    break Err(WorkerError::SchedulerLost(e.to_string()));
+                }
+                if !reports.is_empty()
+                    && let Err(e) = writer.send(&FromWorker::Finished(reports)).await
+                {
                     break Err(WorkerError::SchedulerLost(e.to_string()));
                 }
             }
@@ -387,13 +409,14 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
             task
         };
         let mem = task.a.memory_bytes;
+        let _ = shared.done_tx.send(Event::Started(task.a.key));
         let completion = run_task(shared, registry, task);
         if let Ok(mut st) = shared.exec.lock() {
             st.reserved -= mem;
             st.running -= 1;
         }
         shared.wake.notify_all();
-        let _ = shared.done_tx.send(completion);
+        let _ = shared.done_tx.send(Event::Ended(completion));
     }
 }
 
@@ -513,7 +536,7 @@ async fn fetch_and_queue(shared: Arc<Shared>, a: Assignment) {
         match fetch(&shared, input.key, input.holder).await {
             Ok(data) => inputs.push(data),
             Err(message) => {
-                let _ = shared.done_tx.send(Completion {
+                let _ = shared.done_tx.send(Event::Ended(Completion {
                     key: a.key,
                     keep: None,
                     outcome: TaskOutcome::Failed {
@@ -521,7 +544,7 @@ async fn fetch_and_queue(shared: Arc<Shared>, a: Assignment) {
                         message,
                     },
                     stats: TaskStats::default(),
-                });
+                }));
                 return;
             }
         }
@@ -546,10 +569,18 @@ async fn fetch(
             .ok_or_else(|| format!("output of {key} is not on this worker"));
     }
     let peer = peer_conn(shared, holder).await?;
-    let mut stream = peer.stream.lock().await;
-    let (w, r) = &mut *stream;
     let reply = async {
+        let (send, recv) = peer
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| NetError::Closed(e.to_string()))?;
+        let (mut w, mut r) = (
+            FrameWriter::new(send),
+            FrameReader::new(recv, peer.max_reply),
+        );
         w.send(&PeerRequest::Fetch(key)).await?;
+        w.finish();
         r.next::<PeerReply>().await
     }
     .await;
@@ -557,7 +588,6 @@ async fn fetch(
         Ok(Some(PeerReply::Data(bytes))) => Ok(Arc::new(bytes)),
         Ok(Some(PeerReply::Missing)) => Err(format!("worker {holder} no longer holds {key}")),
         Ok(None) | Err(_) => {
-            drop(stream);
             shared.peer_conns.lock().await.remove(&holder);
             Err(format!(
                 "lost the connection to worker {holder} fetching {key}"
@@ -597,7 +627,9 @@ async fn peer_conn(
         .await
         .map_err(|e| format!("worker {holder}: {e}"))?;
     let pc = Arc::new(PeerConn {
-        stream: tokio::sync::Mutex::new((w, r)),
+        conn,
+        max_reply: max,
+        _hello: (w, r),
     });
     conns.insert(holder, pc.clone());
     Ok(pc)
@@ -621,31 +653,55 @@ async fn serve_peers(shared: Arc<Shared>) {
                 pending.refuse(&conn, &reason).await;
                 return;
             }
-            let Ok((mut w, mut r)) = pending.accept(0, PEER_REQUEST_MAX_BYTES).await else {
+            let Ok((w, r)) = pending.accept(0, PEER_REQUEST_MAX_BYTES).await else {
                 return;
             };
-            loop {
-                match r.next::<PeerRequest>().await {
-                    Ok(Some(PeerRequest::Fetch(key))) => {
-                        let data = s.outputs.lock().ok().and_then(|o| o.get(&key).cloned());
-                        let reply = match data {
-                            Some(d) => PeerReply::Data(d.as_ref().clone()),
-                            None => PeerReply::Missing,
-                        };
-                        if w.send(&reply).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        if matches!(e, NetError::FrameTooLarge { .. } | NetError::Malformed(_)) {
-                            eprintln!("anncat worker: dropped peer {}: {e}", conn.remote_address());
-                            conn.close(3u32.into(), e.to_string().as_bytes());
-                        }
-                        return;
-                    }
-                }
+            // Requests come on the hello stream or on streams of their own.
+            let (s2, conn2) = (s.clone(), conn.clone());
+            tokio::spawn(async move { serve_requests(&s2, &conn2, w, r).await });
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let (s3, conn3) = (s.clone(), conn.clone());
+                let (w, r) = (
+                    FrameWriter::new(send),
+                    FrameReader::new(recv, PEER_REQUEST_MAX_BYTES),
+                );
+                tokio::spawn(async move { serve_requests(&s3, &conn3, w, r).await });
             }
         });
+    }
+}
+
+/// Answers a peer's requests on one stream until it ends; drops the peer's
+/// connection on an oversized or malformed request.
+async fn serve_requests(
+    s: &Shared,
+    conn: &quinn::Connection,
+    mut w: FrameWriter,
+    mut r: FrameReader,
+) {
+    loop {
+        match r.next::<PeerRequest>().await {
+            Ok(Some(PeerRequest::Fetch(key))) => {
+                let data = s.outputs.lock().ok().and_then(|o| o.get(&key).cloned());
+                let reply = match data {
+                    Some(d) => PeerReply::Data(d.as_ref().clone()),
+                    None => PeerReply::Missing,
+                };
+                if w.send(&reply).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                w.finish();
+                return;
+            }
+            Err(e) => {
+                if matches!(e, NetError::FrameTooLarge { .. } | NetError::Malformed(_)) {
+                    eprintln!("anncat worker: dropped peer {}: {e}", conn.remote_address());
+                    conn.close(3u32.into(), e.to_string().as_bytes());
+                }
+                return;
+            }
+        }
     }
 }
