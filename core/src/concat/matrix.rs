@@ -262,7 +262,7 @@ fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows
                 vec![lo],
                 vec![hi - lo],
             )?
-            .cast(dtype)?;
+            .into_cast(dtype)?;
             Ok(Rows {
                 indptr: ip.iter().map(|&p| (p as u64 - lo) as usize).collect(),
                 indices,
@@ -333,8 +333,95 @@ fn push_row(
     }
 }
 
+/// Whether `map` keeps columns in order (ignoring dropped ones).
+fn keeps_order(map: &[i64]) -> bool {
+    let mut last = -1;
+    for &n in map {
+        if n >= 0 {
+            if n <= last {
+                return false;
+            }
+            last = n;
+        }
+    }
+    true
+}
+
+/// The fast path of [`assemble`]: rows stacked along obs from sparse inputs
+/// with a zero fill (nothing to insert), not block-diagonal. Columns go
+/// through each input's reindexer; a row is sorted (by packed
+/// `column << 32 | position` keys) only when the reindexer reorders
+/// columns; values are gathered once per input, or appended whole when
+/// nothing moves. `None` when the general path is needed.
+fn assemble_stacked_sparse(
+    plan: &ConcatPlan,
+    m: &MatrixPlan,
+    range: &Range<u64>,
+) -> Result<Option<Block>> {
+    if m.stack != Axis::Obs || m.diagonal || !m.fill.is_zero() {
+        return Ok(None);
+    }
+    let parts = inputs_in(m, range);
+    if parts.iter().any(|(i, _)| {
+        m.sources[*i]
+            .as_ref()
+            .is_some_and(|s| s.kind == SourceKind::Dense)
+    }) {
+        return Ok(None);
+    }
+    let space = &plan.spaces[m.space];
+    let mut counts = vec![0u32; (range.end - range.start) as usize];
+    let mut indices: Vec<i64> = Vec::new();
+    let mut data = Values::zeros(&m.dtype, 0)?;
+    let mut keyed: Vec<u64> = Vec::new();
+    for (i, local) in parts {
+        let Some(src) = &m.sources[i] else { continue };
+        let first_out = (m.along[i][0] + local.start - range.start) as usize;
+        let rows = read_rows(src, local.clone(), &m.dtype)?;
+        let map = &space.reindexers[i].new_of_old;
+        let ordered = keeps_order(map);
+        let n = (local.end - local.start) as usize;
+        if ordered && map.iter().all(|&c| c >= 0) {
+            indices.extend(rows.indices.iter().map(|&c| map[c as usize]));
+            for r in 0..n {
+                counts[first_out + r] = (rows.indptr[r + 1] - rows.indptr[r]) as u32;
+            }
+            data.extend(&rows.data)?;
+            continue;
+        }
+        let mut take: Vec<usize> = Vec::with_capacity(rows.indices.len());
+        for r in 0..n {
+            let (a, b) = (rows.indptr[r], rows.indptr[r + 1]);
+            keyed.clear();
+            for k in a..b {
+                let c = map[rows.indices[k] as usize];
+                if c >= 0 {
+                    keyed.push(((c as u64) << 32) | (k - a) as u64);
+                }
+            }
+            if !ordered {
+                keyed.sort_unstable();
+            }
+            counts[first_out + r] = keyed.len() as u32;
+            for &key in &keyed {
+                indices.push((key >> 32) as i64);
+                take.push(a + (key & 0xffff_ffff) as usize);
+            }
+        }
+        data.extend(&rows.data.select(&take))?;
+    }
+    Ok(Some(Block {
+        counts,
+        indices,
+        data,
+    }))
+}
+
 /// Assembles output rows `range` of sparse matrix `m`.
 fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Block> {
+    if let Some(block) = assemble_stacked_sparse(plan, m, &range)? {
+        return Ok(block);
+    }
     let space = &plan.spaces[m.space];
     let nrows = (range.end - range.start) as usize;
     let fill = m.fill;
@@ -667,15 +754,44 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         if be <= lo || bs >= hi || bs == be {
             continue;
         }
-        let block = assemble(&plan, m, block_range(m, b as u64))?;
-        let from = (lo.max(bs) - bs) as usize;
-        let to = (hi.min(be) - bs) as usize;
-        indices.extend_from_slice(&block.indices[from..to]);
-        data.extend(&block.data.select(&(from..to).collect::<Vec<_>>()))?;
+        let rows = block_range(m, b as u64);
+        // Entries lo..hi of this block: assemble only the rows holding them
+        // when row lengths are known from the inputs' indptr alone.
+        let (rows, first) = if bs >= lo && be <= hi {
+            (rows, bs)
+        } else if let Some(counts) = counts_from_indptr(&plan, m, &rows)? {
+            let mut start = bs;
+            let (mut r0, mut r1, mut first) = (rows.end, rows.end, bs);
+            for (r, &c) in counts.iter().enumerate() {
+                let end = start + u64::from(c);
+                if r0 == rows.end && end > lo {
+                    r0 = rows.start + r as u64;
+                    first = start;
+                }
+                if start >= hi {
+                    r1 = rows.start + r as u64;
+                    break;
+                }
+                start = end;
+            }
+            (r0..r1, first)
+        } else {
+            (rows, bs)
+        };
+        let block = assemble(&plan, m, rows)?;
+        let from = (lo.max(first) - first) as usize;
+        let to = ((hi.min(be) - first) as usize).min(block.indices.len());
+        if from == 0 && to == block.indices.len() && indices.is_empty() {
+            indices = block.indices;
+            data = block.data;
+        } else {
+            indices.extend_from_slice(&block.indices[from..to]);
+            data.extend(&block.data.slice(from, to))?;
+        }
     }
     let out = open(&plan.output)?;
     let ix_path = format!("{}/indices", m.out_path);
-    let ix = Values::I64(indices).cast(&index_dtype(&out, &ix_path)?)?;
+    let ix = Values::I64(indices).into_cast(&index_dtype(&out, &ix_path)?)?;
     write_values(&out, &ix_path, vec![lo], vec![hi - lo], &ix)?;
     write_values(
         &out,

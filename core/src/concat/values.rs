@@ -419,8 +419,31 @@ impl Values {
 
     /// The values at `positions`, in order.
     pub fn select(&self, positions: &[usize]) -> Values {
-        let idx: Vec<Option<usize>> = positions.iter().map(|&p| Some(p)).collect();
-        self.take(&idx, Scalar::Int(0))
+        macro_rules! select_as {
+            ($($var:ident),*) => {
+                match self { $(Values::$var(v) => Values::$var(positions.iter().map(|&p| v[p]).collect()),)* }
+            };
+        }
+        select_as!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64)
+    }
+
+    /// The values at positions `from..to`.
+    pub fn slice(&self, from: usize, to: usize) -> Values {
+        macro_rules! slice_as {
+            ($($var:ident),*) => {
+                match self { $(Values::$var(v) => Values::$var(v[from..to].to_vec()),)* }
+            };
+        }
+        slice_as!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64)
+    }
+
+    /// [`Values::cast`] of an owned vector: no copy when the dtype is already right.
+    pub fn into_cast(self, dtype: &DType) -> Result<Values> {
+        if &self.dtype() == dtype {
+            Ok(self)
+        } else {
+            self.cast(dtype)
+        }
     }
 }
 

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""anncat vs Python's concat_on_disk, side by side, on the same files.
+
+One command (from the repository root):
+
+    venv=$(bash tests/interop/setup_venv.sh) && "$venv/bin/python" benches/compare.py
+
+creates the ../shared/bench data sets (unless present), runs Python's
+`anndata.experimental.concat_on_disk` (the reference, via
+../shared/bench/run_anndata.py) and `anncat concat` (via measure_cmd.py, with
+`--memory-limit 256MiB` per worker and a `--report` for per-process RSS) on
+the same inputs in the same run, checks that the two outputs hold the same
+matrix and names, and writes a table to benches/RESULTS.md.
+
+--quick runs only the sparse 5000 and v3 sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = (REPO / ".." / "shared" / "bench").resolve()
+ANNCAT = REPO / "target" / "release" / "anncat"
+MEM = "256MiB"
+
+# (name, generator args)
+SETS = {
+    "sparse5000": ["--size", "5000", "--runs", "3", "--kinds", "csr,csc"],
+    "sparse10000": ["--size", "10000", "--runs", "3", "--kinds", "csr,csc"],
+    "dense6000": ["--size", "6000", "--runs", "3", "--kinds", "dense", "--dense-chunks", "auto"],
+    "sparse5000v3": ["--size", "5000", "--runs", "3", "--kinds", "csr", "--zarr-format", "3"],
+}
+
+# (case, set, file globs, axis, join)
+CASES = [
+    ("CSR obs inner, same var (6 files)", "sparse10000", ["*_fat_csr.zarr", "*_square_csr.zarr"], 0, "inner"),
+    ("CSR obs outer (9 files, reindexing)", "sparse10000", ["*_csr.zarr"], 0, "outer"),
+    ("CSC var inner (9 files)", "sparse10000", ["*_csc.zarr"], 1, "inner"),
+    ("CSC var outer (9 files)", "sparse10000", ["*_csc.zarr"], 1, "outer"),
+    ("CSR obs outer, sparse 5000", "sparse5000", ["*_csr.zarr"], 0, "outer"),
+    ("dense obs (6 files)", "dense6000", ["*_fat_dense.zarr", "*_square_dense.zarr"], 0, "inner"),
+    ("dense var (6 files)", "dense6000", ["*_tall_dense.zarr", "*_square_dense.zarr"], 1, "inner"),
+    ("zarr v3 CSR obs outer (9 files)", "sparse5000v3", ["*_csr.zarr"], 0, "outer"),
+]
+QUICK = {"sparse5000", "sparse5000v3"}
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def last_json(path: Path) -> dict:
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    return json.loads(lines[-1])
+
+
+def same_output(a: Path, b: Path) -> str:
+    """'yes', or what differs (compared with anndata)."""
+    import warnings
+
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x, y = ad.read_zarr(a), ad.read_zarr(b)
+    if x.shape != y.shape:
+        return f"shape {x.shape} vs {y.shape}"
+    if not (x.obs_names.equals(y.obs_names) and x.var_names.equals(y.var_names)):
+        return "names differ"
+    xa, ya = x.X, y.X
+    if sp.issparse(xa) != sp.issparse(ya):
+        return "sparse vs dense"
+    if sp.issparse(xa):
+        if (xa != ya).nnz:
+            return "X differs"
+    elif not np.array_equal(np.asarray(xa), np.asarray(ya), equal_nan=True):
+        return "X differs"
+    return "yes"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=REPO / "target" / "bench-data")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--results", type=Path, default=REPO / "benches" / "RESULTS.md")
+    args = p.parse_args()
+    py = sys.executable
+    if not ANNCAT.is_file():
+        run(["cargo", "build", "--release", "--locked"], cwd=REPO)
+    work = args.data / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+    sets = QUICK if args.quick else set(SETS)
+    for name in sorted(sets):
+        d = args.data / name
+        if not (d / "manifest.json").is_file():
+            print(f"generating {name} ...", flush=True)
+            run([py, str(BENCH / "gen_data.py"), *SETS[name], "--out", str(d), "--seed", "0"])
+    rows = []
+    for case, set_name, globs, axis, join in CASES:
+        if set_name not in sets:
+            continue
+        files = sorted({str(f) for g in globs for f in (args.data / set_name).glob(g)})
+        ref_out, our_out = work / "ref.zarr", work / "ours.zarr"
+        ref_json, our_json, report = work / "ref.jsonl", work / "ours.jsonl", work / "report.json"
+        for f in (ref_json, our_json):
+            f.unlink(missing_ok=True)
+        print(f"{case}: python ...", flush=True)
+        run([py, str(BENCH / "run_anndata.py"), *files, "--out", str(ref_out), "--case", case,
+             "--axis", str(axis), "--join", join, "--keep-output", "--json-out", str(ref_json)])
+        print(f"{case}: anncat ...", flush=True)
+        run([py, str(BENCH / "measure_cmd.py"), "--case", case, "--out", str(our_out), "--keep-output",
+             "--in", *files, "--json-out", str(our_json), "--",
+             str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
+             "--memory-limit", MEM, "--report", str(report), "--quiet"])
+        ref, ours = last_json(ref_json), last_json(our_json)
+        rep = json.loads(report.read_text())
+        worker_peak = max((w["peak_rss"] for w in rep["workers"]), default=0) / 2**20
+        main_peak = ours.get("peak_self_maxrss_mib") or 0.0
+        agree = same_output(ref_out, our_out)
+        rows.append({
+            "case": case, "in_mib": ref["in_bytes"] / 2**20,
+            "py_s": ref["wall_s"], "ours_s": ours["wall_s"],
+            "py_rss": ref["peak_rss_mib"], "worker_rss": worker_peak,
+            "proc_rss": max(main_peak, worker_peak), "agree": agree,
+        })
+        print(json.dumps(rows[-1]), flush=True)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+    out = [
+        "# anncat vs concat_on_disk\n",
+        f"Produced by `venv=$(bash tests/interop/setup_venv.sh) && \"$venv/bin/python\" benches/compare.py"
+        f"{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}, "
+        f"{os.cpu_count()} cores ({cpu}), {int(mem) // 2**20} GiB, {platform.platform()}; warm page cache.",
+        "Python: anndata's `concat_on_disk` (../shared/bench/run_anndata.py; its wall time excludes interpreter start-up). "
+        f"anncat: `anncat concat --memory-limit {MEM}` with the default local cluster ({os.cpu_count()} workers); "
+        "its wall time includes process start-up. RSS: Python's peak; anncat's largest single process "
+        "(every worker and the coordinating process) — worker peaks from `--report`.\n",
+        "| case | input MiB | Python s | anncat s | speed-up | Python peak RSS MiB | anncat max per-process RSS MiB | anncat input MiB/s | same output |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|:-:|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['case']} | {r['in_mib']:.0f} | {r['py_s']:.2f} | {r['ours_s']:.2f} | {r['py_s'] / r['ours_s']:.1f}x | "
+            f"{r['py_rss']:.0f} | {r['proc_rss']:.0f} | {r['in_mib'] / r['ours_s']:.0f} | {r['agree']} |"
+        )
+    args.results.write_text("\n".join(out) + "\n")
+    print(args.results.read_text())
+    return 0 if all(r["agree"] == "yes" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
