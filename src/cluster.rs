@@ -55,7 +55,11 @@ impl Default for LocalClusterConfig {
             threads: 1,
             allow_write: Vec::new(),
             program: None,
-            scheduling: SchedulerConfig::default(),
+            // Nobody restarts local workers: when all died, fail the run.
+            scheduling: SchedulerConfig {
+                no_worker_timeout: Some(Duration::from_secs(2)),
+                ..SchedulerConfig::default()
+            },
         }
     }
 }

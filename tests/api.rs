@@ -33,6 +33,11 @@ fn kernels() -> KernelRegistry {
     k.register("pid", |_: &[u8], _: &[Arc<Vec<u8>>]| {
         encode(&std::process::id())
     });
+    // Kills the worker process running it.
+    k.register(
+        "abort",
+        |_: &[u8], _: &[Arc<Vec<u8>>]| -> anncat::core::Result<Vec<u8>> { std::process::abort() },
+    );
     k.register("fail", |_: &[u8], _: &[Arc<Vec<u8>>]| {
         Err(anncat::core::Error::option("the input was bad"))
     });
@@ -194,6 +199,19 @@ fn cancel_stops_a_job() {
     c.shutdown();
 }
 
+fn a_task_that_kills_three_workers_fails_the_run() {
+    let c = cluster(3, 64 << 20);
+    let mut client = c.client().expect("client");
+    let mut g = Graph::new();
+    g.add("abort", &(), vec![], 1, "poison").expect("add");
+    let e = client.run(&g).expect_err("fails").to_string();
+    assert!(
+        e.contains("poison") && e.contains("3 workers that died"),
+        "{e}"
+    );
+    c.shutdown();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("worker") {
@@ -204,8 +222,12 @@ fn main() {
         }
         return;
     }
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
         ("diamond_and_peer_transfer", diamond_and_peer_transfer),
+        (
+            "a_task_that_kills_three_workers_fails_the_run",
+            a_task_that_kills_three_workers_fails_the_run,
+        ),
         (
             "errors_are_reported_and_the_cluster_survives",
             errors_are_reported_and_the_cluster_survives,

@@ -16,8 +16,11 @@ bash -c "$example" > /dev/null
 [ -f example-out.zarr/.zmetadata ] || { echo "README example made no consolidated store" >&2; exit 1; }
 rm -rf example-out.zarr
 
-echo "== cargo test"
+echo "== cargo test (unit, cluster processes on loopback, library API)"
 cargo test --release --locked --workspace
+
+echo "== examples/custom_graph.rs (the library API end to end)"
+cargo run --release --locked --example custom_graph
 
 echo "== interop suite (Python anndata $(grep -m1 anndata tests/interop/requirements.txt))"
 venv="$(bash tests/interop/setup_venv.sh)"

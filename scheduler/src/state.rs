@@ -43,6 +43,9 @@ pub struct SchedulerConfig {
     pub max_tasks_per_job: usize,
     /// Most tasks a ready-queue scan looks at when the head does not fit.
     pub scan_limit: usize,
+    /// Fail started jobs when no worker has been connected for this long
+    /// (a local cluster whose workers all died); `None` waits for workers.
+    pub no_worker_timeout: Option<Duration>,
 }
 
 impl Default for SchedulerConfig {
@@ -53,6 +56,7 @@ impl Default for SchedulerConfig {
             hang_timeout: Duration::from_millis(1500),
             max_tasks_per_job: 50_000_000,
             scan_limit: 64,
+            no_worker_timeout: None,
         }
     }
 }
@@ -70,8 +74,9 @@ struct Worker {
     prefetch: usize,
     /// Moving average of task run times on this worker (seconds).
     avg_task_s: f64,
-    /// Assigned tasks: memory estimate, and whether the worker started it.
-    running: HashMap<TaskKey, (u64, bool)>,
+    /// Assigned tasks: memory estimate, whether the worker said it started
+    /// it, and the order of assignment.
+    running: HashMap<TaskKey, (u64, bool, u64)>,
     holds: std::collections::HashSet<TaskKey>,
     last_heartbeat: Instant,
     paused: bool,
@@ -159,6 +164,10 @@ pub struct SchedulerState {
     next_job: u64,
     runs: HashMap<WorkerId, Vec<Assignment>>,
     releases: HashMap<WorkerId, Vec<TaskKey>>,
+    /// When the last worker left, and why.
+    workerless: Option<(Instant, String)>,
+    /// Counts assignments (orders tasks in flight on a worker).
+    next_seq: u64,
 }
 
 impl std::fmt::Debug for SchedulerState {
@@ -182,6 +191,8 @@ impl SchedulerState {
             next_job: 0,
             runs: HashMap::new(),
             releases: HashMap::new(),
+            workerless: None,
+            next_seq: 0,
         }
     }
 
@@ -204,6 +215,13 @@ impl SchedulerState {
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// How many lost workers a task was blamed for (None: unknown task).
+    pub fn crashes(&self, key: TaskKey) -> Option<u32> {
+        let job = self.jobs.get(&key.job)?;
+        let idx = index_of(job, key.task)?;
+        Some(job.tasks[idx as usize].crashes)
     }
 
     /// Task outputs held by `worker`.
@@ -243,6 +261,7 @@ impl SchedulerState {
             comm.to_worker(wid, ToWorker::Peers(vec![me.clone()]));
         }
         comm.to_worker(id, ToWorker::Peers(peers));
+        self.workerless = None;
         let threads = info.threads.max(1) as usize;
         self.workers.insert(
             id,
@@ -304,6 +323,22 @@ impl SchedulerState {
             comm.drop_worker(id, &reason);
             self.on_worker_lost(id, &reason, comm);
         }
+        if let (Some(limit), Some((since, why))) = (self.config.no_worker_timeout, &self.workerless)
+            && self.workers.is_empty()
+            && now.saturating_duration_since(*since) > limit
+        {
+            let error = format!("no workers left (the last one was lost: {why})");
+            let mut started: Vec<JobId> = self
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.started)
+                .map(|(&id, _)| id)
+                .collect();
+            started.sort();
+            for job in started {
+                self.fail_job(job, error.clone(), comm);
+            }
+        }
     }
 
     /// A worker is gone (connection lost, hung, or killed): its running
@@ -312,6 +347,9 @@ impl SchedulerState {
         let Some(worker) = self.workers.remove(&id) else {
             return;
         };
+        if self.workers.is_empty() {
+            self.workerless = Some((Instant::now(), format!("worker {id}: {reason}")));
+        }
         for &wid in self.workers.keys() {
             comm.to_worker(wid, ToWorker::PeerGone(id));
         }
@@ -325,12 +363,29 @@ impl SchedulerState {
             }
         }
         let mut failed: Vec<(JobId, String)> = Vec::new();
-        let mut running: Vec<(TaskKey, bool)> = worker
+        // Blame the tasks that were running: those the worker said it
+        // started, and (its "started" message may have died with it) the
+        // oldest assigned others up to its thread count — workers run tasks
+        // in the order they get them.
+        let mut running: Vec<(u64, TaskKey, bool)> = worker
             .running
             .iter()
-            .map(|(k, (_, started))| (*k, *started))
+            .map(|(k, (_, started, seq))| (*seq, *k, *started))
             .collect();
         running.sort();
+        let mut presumed = worker
+            .threads
+            .saturating_sub(running.iter().filter(|r| r.2).count());
+        let running: Vec<(TaskKey, bool)> = running
+            .into_iter()
+            .map(|(_, key, started)| {
+                let blamed = started || presumed > 0;
+                if !started && presumed > 0 {
+                    presumed -= 1;
+                }
+                (key, blamed)
+            })
+            .collect();
         for (key, started) in running {
             let Some(job) = self.jobs.get_mut(&key.job) else {
                 continue;
@@ -535,7 +590,7 @@ impl SchedulerState {
     pub fn on_tasks_started(&mut self, worker: WorkerId, keys: &[TaskKey]) {
         if let Some(w) = self.workers.get_mut(&worker) {
             for k in keys {
-                if let Some((_, started)) = w.running.get_mut(k) {
+                if let Some((_, started, _)) = w.running.get_mut(k) {
                     *started = true;
                 }
             }
@@ -559,7 +614,7 @@ impl SchedulerState {
         let Some(w) = self.workers.get_mut(&wid) else {
             return;
         };
-        let Some((mem, _)) = w.running.remove(&key) else {
+        let Some((mem, _, _)) = w.running.remove(&key) else {
             return;
         };
         w.reserved -= mem;
@@ -805,7 +860,8 @@ impl SchedulerState {
             }
             let w = self.workers.get_mut(&wid).expect("chosen worker exists");
             w.reserved += mem;
-            w.running.insert(key, (mem, false));
+            self.next_seq += 1;
+            w.running.insert(key, (mem, false, self.next_seq));
             self.runs.entry(wid).or_default().push(assignment);
         }
         for d in deferred.into_iter().rev() {

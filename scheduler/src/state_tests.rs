@@ -324,15 +324,11 @@ fn a_task_that_kills_three_workers_fails_the_job() {
     g.add("k", &(), vec![], 1, "poison").expect("add");
     s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
     start(&mut s, &mut r, &g, Want::Sinks);
-    // Queued but never started: losing the worker is not the task's fault.
-    let runs = r.take_runs();
-    s.on_worker_joined(WorkerId(10), info(100, 1), now, &mut r);
-    s.on_worker_lost(runs[0].0, "unrelated", &mut r);
-    s.schedule(&mut r);
     for w in 0..3u64 {
         let runs = r.take_runs();
         assert_eq!(runs.len(), 1, "round {w}");
-        s.on_tasks_started(runs[0].0, &[runs[0].1.key]);
+        // No "started" message arrives: the worker died first. The oldest
+        // task in flight is presumed running.
         s.on_worker_joined(WorkerId(w + 1), info(100, 1), now, &mut r);
         s.on_worker_lost(runs[0].0, "segfault", &mut r);
         s.schedule(&mut r);
@@ -342,6 +338,25 @@ fn a_task_that_kills_three_workers_fails_the_job() {
         e.contains("poison") && e.contains("3 workers") && e.contains("segfault"),
         "{e}"
     );
+}
+
+#[test]
+fn tasks_queued_behind_a_running_one_are_not_blamed() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    let mut g = Graph::new();
+    let a = g.add("k", &(), vec![], 1, "a").expect("add");
+    let b = g.add("k", &(), vec![], 1, "b").expect("add");
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    let job = start(&mut s, &mut r, &g, Want::Sinks);
+    let runs = r.take_runs();
+    assert_eq!(runs.len(), 2, "one running, one queued");
+    let key = |task| TaskKey { job, task };
+    s.on_tasks_started(WorkerId(0), &[key(b)]);
+    s.on_worker_lost(WorkerId(0), "killed", &mut r);
+    assert_eq!(s.crashes(key(b)), Some(1), "the started task is blamed");
+    assert_eq!(s.crashes(key(a)), Some(0), "the queued task is not");
 }
 
 #[test]
@@ -401,4 +416,25 @@ fn invalid_graphs_and_empty_graphs() {
     let mut r = Recorder::default();
     start(&mut s, &mut r, &cyclic, Want::Sinks);
     assert!(r.failure().expect("fails").contains("cycle"));
+}
+
+#[test]
+fn jobs_fail_when_every_worker_is_gone_for_too_long() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig {
+        no_worker_timeout: Some(Duration::from_millis(100)),
+        ..SchedulerConfig::default()
+    });
+    let mut r = Recorder::default();
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    start(&mut s, &mut r, &diamond(), Want::Sinks);
+    s.on_worker_lost(WorkerId(0), "oom-killed", &mut r);
+    s.on_tick(Instant::now(), &mut r);
+    assert!(r.failure().is_none(), "not yet");
+    s.on_tick(Instant::now() + Duration::from_secs(1), &mut r);
+    let e = r.failure().expect("failed");
+    assert!(
+        e.contains("no workers left") && e.contains("oom-killed"),
+        "{e}"
+    );
 }
