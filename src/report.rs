@@ -5,10 +5,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anncat_core::protocol::{TaskDone, WorkerSummary};
+use anncat_core::protocol::{TaskDone, TaskStats, WorkerSummary};
 use serde::Serialize;
 
-/// One task in a report.
+/// One task in a report: who ran it and its measurements (start, end,
+/// bytes, peak memory; flattened into the JSON object).
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRecord {
     /// Task id.
@@ -19,18 +20,9 @@ pub struct TaskRecord {
     pub kernel: String,
     /// Worker id.
     pub worker: u64,
-    /// Start (s since the Unix epoch, worker clock).
-    pub start_s: f64,
-    /// End.
-    pub end_s: f64,
-    /// Output bytes.
-    pub output_bytes: u64,
-    /// Bytes written to storage.
-    pub written_bytes: u64,
-    /// Peak bytes the task allocated.
-    pub peak_alloc: u64,
-    /// Peak RSS of the worker while the task ran.
-    pub peak_rss: u64,
+    /// What the worker measured.
+    #[serde(flatten)]
+    pub stats: TaskStats,
 }
 
 /// A whole run's report.
@@ -63,12 +55,7 @@ impl ReportBuilder {
             label: label.to_string(),
             kernel: kernel.to_string(),
             worker: d.worker.0,
-            start_s: d.stats.start_s,
-            end_s: d.stats.end_s,
-            output_bytes: d.stats.output_bytes,
-            written_bytes: d.stats.written_bytes,
-            peak_alloc: d.stats.peak_alloc,
-            peak_rss: d.stats.peak_rss,
+            stats: d.stats.clone(),
         });
     }
 
@@ -83,13 +70,13 @@ impl ReportBuilder {
             .report
             .tasks
             .iter()
-            .map(|t| t.start_s)
+            .map(|t| t.stats.start_s)
             .fold(f64::INFINITY, f64::min);
         let end = self
             .report
             .tasks
             .iter()
-            .map(|t| t.end_s)
+            .map(|t| t.stats.end_s)
             .fold(0.0, f64::max);
         self.report.wall_s = if start.is_finite() {
             (end - start).max(0.0)
@@ -148,9 +135,13 @@ pub fn render_svg(report: &RunReport) -> String {
     let t0 = report
         .tasks
         .iter()
-        .map(|t| t.start_s)
+        .map(|t| t.stats.start_s)
         .fold(f64::INFINITY, f64::min);
-    let t1 = report.tasks.iter().map(|t| t.end_s).fold(0.0, f64::max);
+    let t1 = report
+        .tasks
+        .iter()
+        .map(|t| t.stats.end_s)
+        .fold(0.0, f64::max);
     let (t0, span) = if t0.is_finite() && t1 > t0 {
         (t0, t1 - t0)
     } else {
@@ -182,7 +173,10 @@ pub fn render_svg(report: &RunReport) -> String {
             escape(&name)
         );
         for t in report.tasks.iter().filter(|t| t.worker == w) {
-            let (a, b) = (x(t.start_s), x(t.end_s).max(x(t.start_s) + 0.5));
+            let (a, b) = (
+                x(t.stats.start_s),
+                x(t.stats.end_s).max(x(t.stats.start_s) + 0.5),
+            );
             let _ = writeln!(
                 s,
                 r#"<rect x="{a:.1}" y="{:.1}" width="{:.1}" height="30" fill="{}"><title>{} ({}): {:.3} s, {} B written, peak {} KiB</title></rect>"#,
@@ -191,9 +185,9 @@ pub fn render_svg(report: &RunReport) -> String {
                 color(&t.kernel),
                 escape(&t.label),
                 escape(&t.kernel),
-                t.end_s - t.start_s,
-                t.written_bytes,
-                t.peak_alloc >> 10
+                t.stats.end_s - t.stats.start_s,
+                t.stats.written_bytes,
+                t.stats.peak_alloc >> 10
             );
         }
         if let Some(sm) = summary {

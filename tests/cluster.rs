@@ -168,39 +168,77 @@ fn report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
 }
 
+/// A concat on a scheduler and `n` slowed-down workers, started and
+/// waited for until it made progress, for a test to disturb.
+struct DisturbedRun {
+    dir: tempfile::TempDir,
+    reference: PathBuf,
+    procs: Procs,
+    workers: Vec<usize>,
+    concat: usize,
+    out: PathBuf,
+    rep: PathBuf,
+    err_path: PathBuf,
+}
+
+impl DisturbedRun {
+    fn start(n: usize) -> DisturbedRun {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (reference, _) = reference(dir.path());
+        let mut procs = Procs::default();
+        let (cluster, _) = start_scheduler(&mut procs, dir.path(), "cluster");
+        let workers: Vec<usize> = (0..n)
+            .map(|_| start_worker(&mut procs, dir.path(), &cluster, 15))
+            .collect();
+        let out = dir.path().join("out.zarr");
+        let rep = dir.path().join("report.json");
+        let (err, err_path) = log(dir.path(), "concat");
+        let cf = cluster.to_string_lossy().into_owned();
+        let rp = rep.to_string_lossy().into_owned();
+        let concat = procs.add(
+            Command::new(BIN)
+                .args(concat_args(&out, &["--cluster-file", &cf, "--report", &rp]))
+                .stderr(err)
+                .spawn()
+                .expect("concat"),
+        );
+        wait_for("progress", Duration::from_secs(60), || {
+            journal_len(&out) > 1500
+        });
+        DisturbedRun {
+            dir,
+            reference,
+            procs,
+            workers,
+            concat,
+            out,
+            rep,
+            err_path,
+        }
+    }
+
+    /// Waits for the concat; checks it succeeded with the undisturbed
+    /// output; returns its report.
+    fn finish_identical(&mut self) -> serde_json::Value {
+        let status = self.procs.0[self.concat].wait().expect("wait");
+        let stderr = std::fs::read_to_string(&self.err_path).unwrap_or_default();
+        assert!(
+            status.success(),
+            "concat failed after the disturbance: {stderr}"
+        );
+        assert_same_tree(&self.out, &self.reference);
+        report(&self.rep)
+    }
+}
+
 #[test]
 fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (reference, _) = reference(dir.path());
-    let mut procs = Procs::default();
-    let (cluster, _) = start_scheduler(&mut procs, dir.path(), "cluster");
-    let workers: Vec<usize> = (0..3)
-        .map(|_| start_worker(&mut procs, dir.path(), &cluster, 15))
-        .collect();
-    let out = dir.path().join("out.zarr");
-    let rep = dir.path().join("report.json");
-    let (err, err_path) = log(dir.path(), "concat");
-    let cf = cluster.to_string_lossy().into_owned();
-    let rp = rep.to_string_lossy().into_owned();
-    let concat = procs.add(
-        Command::new(BIN)
-            .args(concat_args(&out, &["--cluster-file", &cf, "--report", &rp]))
-            .stderr(err)
-            .spawn()
-            .expect("concat"),
-    );
-    wait_for("progress", Duration::from_secs(60), || {
-        journal_len(&out) > 1500
-    });
-    procs.0[workers[0]].kill().expect("SIGKILL a worker");
-    let status = procs.0[concat].wait().expect("wait");
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(
-        status.success(),
-        "concat failed after a worker was killed: {stderr}"
-    );
-    assert_same_tree(&out, &reference);
-    let r = report(&rep);
+    let mut run = DisturbedRun::start(3);
+    let killed = run.procs.0[run.workers[0]].id();
+    run.procs.0[run.workers[0]]
+        .kill()
+        .expect("SIGKILL a worker");
+    let r = run.finish_identical();
     let lost: Vec<&serde_json::Value> = r["workers"]
         .as_array()
         .expect("workers")
@@ -208,8 +246,8 @@ fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
         .filter(|w| w["lost"] == true)
         .collect();
     assert_eq!(lost.len(), 1, "the killed worker is reported lost: {r}");
-    assert_eq!(lost[0]["pid"], procs.0[workers[0]].id());
-    let svg = std::fs::read_to_string(dir.path().join("report.svg")).expect("timeline");
+    assert_eq!(lost[0]["pid"], killed);
+    let svg = std::fs::read_to_string(run.dir.path().join("report.svg")).expect("timeline");
     assert!(svg.starts_with("<svg") && svg.contains("<rect"));
 }
 
@@ -420,42 +458,17 @@ fn workers_write_only_under_their_allowed_directories() {
 
 #[test]
 fn a_hung_worker_is_dropped_and_its_tasks_rerun() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (reference, _) = reference(dir.path());
-    let mut procs = Procs::default();
-    let (cluster, _) = start_scheduler(&mut procs, dir.path(), "cluster");
-    let workers: Vec<usize> = (0..2)
-        .map(|_| start_worker(&mut procs, dir.path(), &cluster, 15))
-        .collect();
-    let out = dir.path().join("out.zarr");
-    let rep = dir.path().join("report.json");
-    let cf = cluster.to_string_lossy().into_owned();
-    let rp = rep.to_string_lossy().into_owned();
-    let (err, err_path) = log(dir.path(), "concat");
-    let concat = procs.add(
-        Command::new(BIN)
-            .args(concat_args(&out, &["--cluster-file", &cf, "--report", &rp]))
-            .stderr(err)
-            .spawn()
-            .expect("concat"),
-    );
-    wait_for("progress", Duration::from_secs(60), || {
-        journal_len(&out) > 1500
-    });
-    let hung = procs.0[workers[0]].id();
+    let mut run = DisturbedRun::start(2);
+    let hung = run.procs.0[run.workers[0]].id();
     let stopped = Command::new("kill")
         .args(["-STOP", &hung.to_string()])
         .status()
         .expect("kill -STOP");
     assert!(stopped.success());
-    let status = procs.0[concat].wait().expect("wait");
+    let r = run.finish_identical();
     let _ = Command::new("kill")
         .args(["-CONT", &hung.to_string()])
         .status();
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    assert!(status.success(), "{stderr}");
-    assert_same_tree(&out, &reference);
-    let r = report(&rep);
     assert!(
         r["workers"]
             .as_array()

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{copy_tree, fixture};
+use common::{copy_tree, fixture, tree_bytes as snapshot};
 use std::process::{Command, Output};
 
 fn anncat(args: &[&str]) -> Output {
@@ -19,22 +18,6 @@ fn anncat(args: &[&str]) -> Output {
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
-}
-
-/// Every file under `dir` with its bytes (to prove inputs are untouched).
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.insert(e.path(), std::fs::read(e.path()).expect("read"));
-            }
-        }
-    }
-    out
 }
 
 /// Runs a concat that must fail and checks the error and the aftermath.

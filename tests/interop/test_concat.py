@@ -234,3 +234,18 @@ def test_readme_example(tmp_path):
 @pytest.mark.parametrize("join", ["inner", "outer"])
 def test_raw_wider_than_var(input_dir, tmp_path, axis, join):
     check_case(input_dir, tmp_path, "raw_wider", 2, dict(axis=axis, join=join, label="batch", fill_value=None))
+
+
+@pytest.mark.parametrize("axis", ["obs", "var"])
+def test_csc_inputs_converted_in_many_row_parts(tmp_path, axis):
+    # Tiny chunks make the out-of-core CSC -> CSR conversion split every
+    # input into many row ranges (spill, then gather per part).
+    adatas = []
+    for i in range(3):
+        X = sp.random(200 + 10 * i, 50 + i, density=0.3, format="csc", random_state=i, dtype=np.float32)
+        a = ad.AnnData(X=X)
+        a.obs_names = [f"c{i}_{j}" for j in range(X.shape[0])]
+        a.var_names = [f"g{j}" for j in range(X.shape[1])]
+        adatas.append(a)
+    paths = write_all(adatas, tmp_path)
+    compare(paths, tmp_path, dict(axis=axis, join="outer"), chunk_mib="0.0005")

@@ -6,8 +6,8 @@
 //! chunk); `count` tasks assemble a block and count entries per row, one
 //! `prefix` task turns counts into block offsets and sizes `data` /
 //! `indices`, then `indptr` tasks write pointer chunks and `data` tasks
-//! assemble the blocks overlapping one data chunk and write it. CSC inputs
-//! are first converted to a temporary CSR (`to_csr`).
+//! assemble the rows overlapping one data chunk and write it. CSC inputs are
+//! first converted to temporary CSR parts (see `csc`).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -47,25 +47,12 @@ pub struct MatrixTask {
     pub block2: u64,
 }
 
-/// Arguments of `to_csr`: convert one CSC element into a CSR copy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ToCsrTask {
-    /// Input store.
-    pub store: PathBuf,
-    /// CSC element path.
-    pub path: String,
-    /// Temporary store to create.
-    pub out: PathBuf,
-}
-
 /// Registers the matrix kernels under their names.
 pub fn register(registry: &mut KernelRegistry) {
     registry.register("concat.dense_chunk", |a: &[u8], _: &[Arc<Vec<u8>>]| {
         dense_chunk(&decode(a)?)
     });
-    registry.register("concat.to_csr", |a: &[u8], _: &[Arc<Vec<u8>>]| {
-        to_csr(&decode(a)?)
-    });
+    super::csc::register(registry);
     registry.register("concat.sparse_count", |a: &[u8], _: &[Arc<Vec<u8>>]| {
         sparse_count(&decode(a)?)
     });
@@ -103,7 +90,7 @@ pub(crate) fn read_values(
     Values::from_array_bytes(dtype, &bytes).map_err(|e| store.err(path, e))
 }
 
-fn write_values(
+pub(crate) fn write_values(
     store: &Store,
     path: &str,
     start: Vec<u64>,
@@ -235,41 +222,73 @@ struct Rows {
     data: Values,
 }
 
+/// Where the CSR rows `rows` of a sparse source live: (store, group,
+/// rows local to that group). One piece for a CSR input; for a converted
+/// CSC input, the parts overlapping `rows`.
+fn csr_pieces(src: &MatrixSource, rows: &Range<u64>) -> Vec<(PathBuf, String, Range<u64>)> {
+    match src.kind {
+        SourceKind::Csc => src
+            .parts
+            .iter()
+            .filter_map(|p| {
+                let [p0, p1] = p.rows;
+                let (lo, hi) = (rows.start.max(p0), rows.end.min(p1));
+                (lo < hi).then(|| (p.store.clone(), "m".to_string(), lo - p0..hi - p0))
+            })
+            .collect(),
+        _ => vec![(src.store.clone(), src.path.clone(), rows.clone())],
+    }
+}
+
+/// Reads CSR rows `rows` of the group `path` in `store`.
+fn read_csr_rows(store_path: &Path, path: &str, dtype: &DType, rows: Range<u64>) -> Result<Rows> {
+    let store = open(store_path)?;
+    let n = rows.end - rows.start;
+    let ip_path = format!("{path}/indptr");
+    let ip_dtype = index_dtype(&store, &ip_path)?;
+    let ip =
+        crate::anndata::sparse::read_i64_range(&store, &ip_path, &ip_dtype, rows.start, n + 1)?;
+    let (lo, hi) = (ip[0] as u64, ip[n as usize] as u64);
+    let ix_path = format!("{path}/indices");
+    let ix_dtype = index_dtype(&store, &ix_path)?;
+    let indices = crate::anndata::sparse::read_i64_range(&store, &ix_path, &ix_dtype, lo, hi - lo)?;
+    let data_path = format!("{path}/data");
+    let data_dtype = index_dtype(&store, &data_path)?;
+    let data =
+        read_values(&store, &data_path, &data_dtype, vec![lo], vec![hi - lo])?.into_cast(dtype)?;
+    Ok(Rows {
+        indptr: ip.iter().map(|&p| (p as u64 - lo) as usize).collect(),
+        indices,
+        data,
+    })
+}
+
 /// Reads input rows `rows` of `src` as CSR with values cast to `dtype`.
 fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows> {
-    let store = open(&src.store)?;
     let n = rows.end - rows.start;
     match src.kind {
         SourceKind::Csr | SourceKind::Csc => {
-            let ip_path = format!("{}/indptr", src.path);
-            let ip_dtype = index_dtype(&store, &ip_path)?;
-            let ip = crate::anndata::sparse::read_i64_range(
-                &store,
-                &ip_path,
-                &ip_dtype,
-                rows.start,
-                n + 1,
-            )?;
-            let (lo, hi) = (ip[0] as u64, ip[n as usize] as u64);
-            let ix_path = format!("{}/indices", src.path);
-            let ix_dtype = index_dtype(&store, &ix_path)?;
-            let indices =
-                crate::anndata::sparse::read_i64_range(&store, &ix_path, &ix_dtype, lo, hi - lo)?;
-            let data = read_values(
-                &store,
-                &format!("{}/data", src.path),
-                &src.dtype,
-                vec![lo],
-                vec![hi - lo],
-            )?
-            .into_cast(dtype)?;
-            Ok(Rows {
-                indptr: ip.iter().map(|&p| (p as u64 - lo) as usize).collect(),
-                indices,
-                data,
-            })
+            let mut pieces = csr_pieces(src, &rows).into_iter();
+            let Some((store, path, local)) = pieces.next() else {
+                return Ok(Rows {
+                    indptr: vec![0; n as usize + 1],
+                    indices: Vec::new(),
+                    data: Values::zeros(dtype, 0)?,
+                });
+            };
+            let mut out = read_csr_rows(&store, &path, dtype, local)?;
+            for (store, path, local) in pieces {
+                let more = read_csr_rows(&store, &path, dtype, local)?;
+                let base = out.indices.len();
+                out.indptr
+                    .extend(more.indptr[1..].iter().map(|&p| p + base));
+                out.indices.extend(more.indices);
+                out.data.extend(&more.data)?;
+            }
+            Ok(out)
         }
         SourceKind::Dense => {
+            let store = open(&src.store)?;
             let ncols = store.array(&src.path)?.shape()[1];
             let block = read_values(
                 &store,
@@ -302,7 +321,7 @@ fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows
     }
 }
 
-fn index_dtype(store: &Store, path: &str) -> Result<DType> {
+pub(crate) fn index_dtype(store: &Store, path: &str) -> Result<DType> {
     match store.node(path)? {
         Some(crate::anndata::store::NodeMeta {
             kind: crate::anndata::store::NodeKind::Array(a),
@@ -595,11 +614,16 @@ fn sparse_count(t: &MatrixTask) -> Result<Vec<u8>> {
 
 /// Row lengths of a sparse source's rows `lo..hi`, from `indptr` alone.
 fn row_lengths(src: &MatrixSource, lo: u64, hi: u64) -> Result<Vec<u32>> {
-    let store = open(&src.store)?;
-    let path = format!("{}/indptr", src.path);
-    let dtype = index_dtype(&store, &path)?;
-    let ip = crate::anndata::sparse::read_i64_range(&store, &path, &dtype, lo, hi - lo + 1)?;
-    Ok(ip.windows(2).map(|w| (w[1] - w[0]) as u32).collect())
+    let mut out = Vec::with_capacity((hi - lo) as usize);
+    for (store_path, group, local) in csr_pieces(src, &(lo..hi)) {
+        let store = open(&store_path)?;
+        let path = format!("{group}/indptr");
+        let dtype = index_dtype(&store, &path)?;
+        let n = local.end - local.start;
+        let ip = crate::anndata::sparse::read_i64_range(&store, &path, &dtype, local.start, n + 1)?;
+        out.extend(ip.windows(2).map(|w| (w[1] - w[0]) as u32));
+    }
+    Ok(out)
 }
 
 /// Entries per output row without assembling the block, when nothing is
@@ -800,97 +824,5 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         vec![hi - lo],
         &data,
     )?;
-    Ok(Vec::new())
-}
-
-// ---------------------------------------------------------------- CSC -> CSR
-
-fn to_csr(t: &ToCsrTask) -> Result<Vec<u8>> {
-    let store = open(&t.store)?;
-    let shape: Vec<u64> = match store.node(&t.path)? {
-        Some(meta) => meta
-            .attrs
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .map(|s| s.iter().filter_map(|v| v.as_u64()).collect())
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let [nrows, ncols] = shape[..] else {
-        return Err(store.err(&t.path, "sparse matrix lacks its shape"));
-    };
-    let ip_path = format!("{}/indptr", t.path);
-    let ip = crate::anndata::sparse::read_i64_range(
-        &store,
-        &ip_path,
-        &index_dtype(&store, &ip_path)?,
-        0,
-        ncols + 1,
-    )?;
-    let nnz = ip[ncols as usize] as u64;
-    let ix_path = format!("{}/indices", t.path);
-    let rows_of = crate::anndata::sparse::read_i64_range(
-        &store,
-        &ix_path,
-        &index_dtype(&store, &ix_path)?,
-        0,
-        nnz,
-    )?;
-    let data_path = format!("{}/data", t.path);
-    let dtype = index_dtype(&store, &data_path)?;
-    let data = read_values(&store, &data_path, &dtype, vec![0], vec![nnz])?;
-    // Counting sort by row; columns come out ascending within each row.
-    let mut counts = vec![0usize; nrows as usize + 1];
-    for &r in &rows_of {
-        counts[r as usize + 1] += 1;
-    }
-    for r in 0..nrows as usize {
-        counts[r + 1] += counts[r];
-    }
-    let indptr: Vec<i64> = counts.iter().map(|&c| c as i64).collect();
-    let mut next = counts.clone();
-    let mut order = vec![0usize; nnz as usize];
-    let mut cols = vec![0i64; nnz as usize];
-    for c in 0..ncols as usize {
-        for (k, &r) in rows_of
-            .iter()
-            .enumerate()
-            .take(ip[c + 1] as usize)
-            .skip(ip[c] as usize)
-        {
-            let r = r as usize;
-            order[next[r]] = k;
-            cols[next[r]] = c as i64;
-            next[r] += 1;
-        }
-    }
-    let data = data.select(&order);
-    // Idempotent: a re-run replaces what an earlier attempt left.
-    if t.out.exists() {
-        std::fs::remove_dir_all(&t.out)
-            .map_err(|e| Error::path(&t.out, format!("cannot replace: {e}")))?;
-    }
-    if let Some(parent) = t.out.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Error::path(parent, format!("cannot create: {e}")))?;
-    }
-    let out = Store::create(&t.out, crate::anndata::ZarrFormat::V3)?;
-    let empty = Map::new();
-    out.write_group("", &empty)?;
-    out.write_group("m", &empty)?;
-    for (name, values) in [
-        ("data", data),
-        ("indices", Values::I64(cols)),
-        ("indptr", Values::I64(indptr)),
-    ] {
-        let len = values.len() as u64;
-        let spec = ArraySpec::new(vec![len], values.dtype(), vec![len.clamp(1, 1 << 20)]);
-        let doc = spec
-            .to_metadata(out.format())
-            .ok_or_else(|| out.err(name, "no zarr spelling"))?;
-        let path = format!("m/{name}");
-        out.write_array_meta(&path, &doc, &empty)?;
-        write_values(&out, &path, vec![0], vec![len], &values)?;
-    }
     Ok(Vec::new())
 }

@@ -90,6 +90,18 @@ pub struct MatrixSource {
     pub origin: (PathBuf, String),
     /// Bytes of the element's stored values (for memory estimates).
     pub bytes: u64,
+    /// A converted CSC input: the CSR parts holding its rows (each a store
+    /// with a CSR group `m` of rows `rows[0]..rows[1]`), in row order.
+    pub parts: Vec<CsrPart>,
+}
+
+/// One row range of a CSC input converted to CSR.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CsrPart {
+    /// First and end row (global) of the part.
+    pub rows: [u64; 2],
+    /// The part's store.
+    pub store: PathBuf,
 }
 
 /// One output matrix (X, a layer, raw/X).

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::matrix;
-use super::plan::{Axis, MatrixPlan, MatrixSource, SourceKind};
+use super::plan::{Axis, CsrPart, MatrixPlan, MatrixSource, SourceKind};
 use super::values::{Scalar, fill_promote, promote};
 use super::{Planner, group_attrs, matrix_shape};
+use super::{csc, matrix};
 use crate::anndata::DType;
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::layout::{ArraySpec, chunk_shape_for};
@@ -26,7 +26,21 @@ pub(crate) struct MatrixLayout<'b> {
     pub(crate) diagonal: bool,
 }
 
+/// Memory per entry of a CSC input while it is converted to CSR (spill
+/// record, column, value, order).
+fn csc_entry_bytes(dtype: &DType) -> u64 {
+    2 * dtype.item_size() as u64 + 24
+}
+
 impl Planner<'_> {
+    /// Target memory of one CSC conversion task: a quarter of the memory
+    /// limit, at most 16 output chunks (so smaller chunks give more parts).
+    fn csc_part_bytes(&self) -> u64 {
+        (self.opts.memory_limit / 4)
+            .min(self.chunk_bytes * 16)
+            .max(4 << 10)
+    }
+
     /// Plans one output matrix from per-input elements (`None`: absent).
     pub(crate) fn plan_matrix(
         &mut self,
@@ -158,19 +172,33 @@ impl Planner<'_> {
             let bytes = stored * d.item_size() as u64;
             let origin = (store.clone(), e.path.clone());
             let source = match kind {
-                SourceKind::Csc => MatrixSource {
-                    store: self
+                SourceKind::Csc => {
+                    let dir = self
                         .out
                         .root()
                         .join(".anncat")
                         .join("tmp")
-                        .join(format!("m{m_index}_in{i}.zarr")),
-                    path: "m".to_string(),
-                    kind: SourceKind::Csc,
-                    dtype: d.clone(),
-                    origin,
-                    bytes,
-                },
+                        .join(format!("m{m_index}_in{i}"));
+                    // Row ranges small enough for a gather task to hold.
+                    let k = (stored * csc_entry_bytes(d))
+                        .div_ceil(self.csc_part_bytes())
+                        .clamp(1, n_rows.max(1));
+                    let parts = (0..k)
+                        .map(|j| CsrPart {
+                            rows: [n_rows * j / k, n_rows * (j + 1) / k],
+                            store: dir.join(format!("part-{j}.zarr")),
+                        })
+                        .collect();
+                    MatrixSource {
+                        store: dir,
+                        path: "m".to_string(),
+                        kind: SourceKind::Csc,
+                        dtype: d.clone(),
+                        origin,
+                        bytes,
+                        parts,
+                    }
+                }
                 _ => MatrixSource {
                     store,
                     path: e.path.clone(),
@@ -178,6 +206,7 @@ impl Planner<'_> {
                     dtype: d.clone(),
                     origin,
                     bytes,
+                    parts: Vec::new(),
                 },
             };
             sources.push(Some(source));
@@ -250,7 +279,7 @@ impl Planner<'_> {
     /// The task graph of every planned matrix.
     pub(crate) fn graph(&self, plan_file: &Path) -> Result<Graph> {
         let mut g = Graph::new();
-        let mut conversions: std::collections::HashMap<PathBuf, TaskId> =
+        let mut conversions: std::collections::HashMap<PathBuf, Vec<TaskId>> =
             std::collections::HashMap::new();
         for (mi, m) in self.plan.matrices.iter().enumerate() {
             let task = |block: u64, block2: u64| matrix::MatrixTask {
@@ -265,27 +294,53 @@ impl Planner<'_> {
                 if s.kind != SourceKind::Csc {
                     continue;
                 }
-                let id = match conversions.get(&s.store) {
-                    Some(id) => *id,
-                    None => {
-                        let id = g.add(
-                            "concat.to_csr",
-                            &matrix::ToCsrTask {
-                                store: s.origin.0.clone(),
-                                path: s.origin.1.clone(),
-                                out: s.store.clone(),
-                            },
-                            vec![],
-                            s.bytes * 3
-                                + s.bytes / s.dtype.item_size().max(1) as u64 * 24
-                                + (1 << 20),
-                            format!("{}: convert input {i} to CSR", m.out_path),
-                        )?;
-                        conversions.insert(s.store.clone(), id);
-                        id
-                    }
-                };
-                pre.push(id);
+                if let Some(ids) = conversions.get(&s.store) {
+                    pre.extend(ids);
+                    continue;
+                }
+                let item = s.dtype.item_size().max(1) as u64;
+                let nnz = s.bytes / item;
+                let group = (self.csc_part_bytes() / (2 * item + 24)).max(1);
+                let spill_dir = s.store.join("spill");
+                let mut bounds: Vec<u64> = s.parts.iter().map(|p| p.rows[0]).collect();
+                bounds.extend(s.parts.last().map(|p| p.rows[1]));
+                let scatter = g.add(
+                    "concat.csc_scatter",
+                    &csc::CscScatterTask {
+                        store: s.origin.0.clone(),
+                        path: s.origin.1.clone(),
+                        bounds,
+                        spill_dir: spill_dir.clone(),
+                        group_entries: group,
+                    },
+                    vec![],
+                    group * (2 * item + 24) + s.parts.len() as u64 * (256 << 10) + (1 << 20),
+                    format!("{}: spill input {i} (CSC) by rows", m.out_path),
+                )?;
+                let mut ids = Vec::new();
+                let per_part = nnz.div_ceil(s.parts.len().max(1) as u64);
+                for (j, part) in s.parts.iter().enumerate() {
+                    ids.push(g.add(
+                        "concat.csc_gather",
+                        &csc::CscGatherTask {
+                            spill: csc::spill_file(&spill_dir, j),
+                            rows: part.rows[1] - part.rows[0],
+                            dtype: s.dtype.clone(),
+                            out: part.store.clone(),
+                        },
+                        vec![scatter],
+                        // Twice the average part: rows are not all equally full.
+                        2 * per_part * csc_entry_bytes(&s.dtype)
+                            + (part.rows[1] - part.rows[0]) * 16
+                            + (1 << 20),
+                        format!(
+                            "{}: input {i} rows {}..{} to CSR",
+                            m.out_path, part.rows[0], part.rows[1]
+                        ),
+                    )?);
+                }
+                conversions.insert(s.store.clone(), ids.clone());
+                pre.extend(ids);
             }
             let item = m.dtype.item_size() as u64;
             if m.sparse {

@@ -358,6 +358,19 @@ impl Values {
         ArrayBytes::Fixed(ArrayBytesRaw::from(bytes))
     }
 
+    /// The values as little-endian bytes.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        match self.to_array_bytes() {
+            ArrayBytes::Fixed(raw) => raw.into_owned(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Values of `dtype` from little-endian bytes.
+    pub fn from_le_bytes(dtype: &DType, bytes: &[u8]) -> Result<Values> {
+        Values::from_array_bytes(dtype, &ArrayBytes::Fixed(ArrayBytesRaw::from(bytes)))
+    }
+
     /// Converts to `dtype` (numpy `astype`).
     pub fn cast(&self, dtype: &DType) -> Result<Values> {
         if &self.dtype() == dtype {

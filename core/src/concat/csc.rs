@@ -1,0 +1,247 @@
+//! Out-of-core conversion of a CSC input to CSR, so its rows can be read
+//! like a CSR input's. Two kernels, each within a bounded amount of memory:
+//!
+//! - `concat.csc_scatter` streams the input's columns in groups and appends
+//!   every entry (local row, column, value) to the spill file of the row
+//!   range ("part") it falls in; columns arrive in order, so each part's
+//!   entries are column-ascending;
+//! - `concat.csc_gather` (one per part) reads its spill file, orders the
+//!   entries by row with a stable counting sort (columns stay ascending
+//!   within a row) and writes the part as a small CSR store.
+//!
+//! The spill files and parts live in the run's scratch directory
+//! (`OUT.partial/.anncat/tmp`) and go away with it.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Map;
+
+use super::matrix::{index_dtype, read_values, write_values};
+use super::values::Values;
+use crate::anndata::layout::ArraySpec;
+use crate::anndata::{DType, Store, ZarrFormat};
+use crate::error::{Error, Result};
+use crate::graph::{decode, encode};
+use crate::kernel::KernelRegistry;
+
+/// Arguments of `concat.csc_scatter`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CscScatterTask {
+    /// Input store.
+    pub store: PathBuf,
+    /// The CSC element.
+    pub path: String,
+    /// Row bounds of the parts (`parts + 1` values, from 0 to the row count).
+    pub bounds: Vec<u64>,
+    /// Directory for the spill files (`part-K.bin`).
+    pub spill_dir: PathBuf,
+    /// Most entries read at once.
+    pub group_entries: u64,
+}
+
+/// Arguments of `concat.csc_gather`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CscGatherTask {
+    /// The part's spill file.
+    pub spill: PathBuf,
+    /// Rows in the part.
+    pub rows: u64,
+    /// The input's value dtype.
+    pub dtype: DType,
+    /// The CSR store to write (group `m`).
+    pub out: PathBuf,
+}
+
+/// Registers the CSC conversion kernels.
+pub fn register(registry: &mut KernelRegistry) {
+    registry.register("concat.csc_scatter", |a: &[u8], _: &[Arc<Vec<u8>>]| {
+        scatter(&decode(a)?)
+    });
+    registry.register("concat.csc_gather", |a: &[u8], _: &[Arc<Vec<u8>>]| {
+        gather(&decode(a)?)
+    });
+}
+
+/// Bytes of one spilled entry of values of `item` bytes.
+pub fn record_bytes(item: usize) -> usize {
+    8 + item
+}
+
+/// The spill file of part `k`.
+pub fn spill_file(dir: &Path, k: usize) -> PathBuf {
+    dir.join(format!("part-{k}.bin"))
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::path(
+        path,
+        format!("{what}: {}", crate::anndata::store::io_reason(&e)),
+    )
+}
+
+fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
+    crate::anndata::atomic_store::check_write_allowed(&t.spill_dir)
+        .map_err(|e| io_err(&t.spill_dir, "cannot write", e))?;
+    let store = Store::open(&t.store)?;
+    let ip_path = format!("{}/indptr", t.path);
+    let ncols = store.array(&ip_path)?.shape()[0].saturating_sub(1);
+    let ip = crate::anndata::sparse::read_i64_range(
+        &store,
+        &ip_path,
+        &index_dtype(&store, &ip_path)?,
+        0,
+        ncols + 1,
+    )?;
+    let ix_path = format!("{}/indices", t.path);
+    let ix_dtype = index_dtype(&store, &ix_path)?;
+    let data_path = format!("{}/data", t.path);
+    let dtype = index_dtype(&store, &data_path)?;
+    let item = dtype.item_size();
+    std::fs::create_dir_all(&t.spill_dir).map_err(|e| io_err(&t.spill_dir, "cannot create", e))?;
+    let parts = t.bounds.len().saturating_sub(1);
+    let mut files = Vec::with_capacity(parts);
+    for k in 0..parts {
+        let tmp = spill_file(&t.spill_dir, k).with_extension("tmp");
+        let f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
+        files.push((tmp, BufWriter::with_capacity(256 << 10, f)));
+    }
+    let mut counts = vec![0u64; parts];
+    let mut c0 = 0usize;
+    while c0 < ncols as usize {
+        // A group of whole columns of at most `group_entries` entries (at least one column).
+        let start = ip[c0];
+        let mut c1 = c0 + 1;
+        while c1 < ncols as usize && (ip[c1 + 1] - start) as u64 <= t.group_entries {
+            c1 += 1;
+        }
+        let n = (ip[c1] - start) as u64;
+        if n > 0 {
+            let rows = crate::anndata::sparse::read_i64_range(
+                &store,
+                &ix_path,
+                &ix_dtype,
+                start as u64,
+                n,
+            )?;
+            let values =
+                read_values(&store, &data_path, &dtype, vec![start as u64], vec![n])?.to_le_bytes();
+            for c in c0..c1 {
+                for k in (ip[c] - start) as usize..(ip[c + 1] - start) as usize {
+                    let r = rows[k] as u64;
+                    let part = t
+                        .bounds
+                        .partition_point(|&b| b <= r)
+                        .saturating_sub(1)
+                        .min(parts - 1);
+                    let local = (r - t.bounds[part]) as u32;
+                    let (path, w) = &mut files[part];
+                    w.write_all(&local.to_le_bytes())
+                        .and_then(|()| w.write_all(&(c as u32).to_le_bytes()))
+                        .and_then(|()| w.write_all(&values[k * item..(k + 1) * item]))
+                        .map_err(|e| io_err(path, "cannot write spill file", e))?;
+                    counts[part] += 1;
+                }
+            }
+        }
+        c0 = c1;
+    }
+    for (k, (tmp, w)) in files.into_iter().enumerate() {
+        let f = w
+            .into_inner()
+            .map_err(|e| io_err(&tmp, "cannot write spill file", e.into_error()))?;
+        drop(f);
+        let dest = spill_file(&t.spill_dir, k);
+        std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "cannot write spill file", e))?;
+    }
+    encode(&counts)
+}
+
+/// Marks a part store as complete (its spill file may be gone).
+const COMPLETE: &str = "anncat-complete";
+
+fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
+    if t.out.join(COMPLETE).is_file() {
+        return Ok(Vec::new()); // An earlier attempt finished (and removed the spill file).
+    }
+    let bytes =
+        std::fs::read(&t.spill).map_err(|e| io_err(&t.spill, "cannot read spill file", e))?;
+    let item = t.dtype.item_size();
+    let rec = record_bytes(item);
+    if bytes.len() % rec != 0 {
+        return Err(Error::path(&t.spill, "spill file is truncated"));
+    }
+    let n = bytes.len() / rec;
+    let nrows = t.rows as usize;
+    let row_of = |k: usize| {
+        let b = &bytes[k * rec..k * rec + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+    };
+    // Stable counting sort by row: columns stay ascending within a row.
+    let mut indptr = vec![0usize; nrows + 1];
+    for k in 0..n {
+        let r = row_of(k);
+        if r >= nrows {
+            return Err(Error::path(
+                &t.spill,
+                "spill file holds a row outside its part",
+            ));
+        }
+        indptr[r + 1] += 1;
+    }
+    for r in 0..nrows {
+        indptr[r + 1] += indptr[r];
+    }
+    let mut next = indptr.clone();
+    let mut cols = vec![0i32; n];
+    let mut values = vec![0u8; n * item];
+    for k in 0..n {
+        let r = row_of(k);
+        let at = next[r];
+        next[r] += 1;
+        let b = &bytes[k * rec + 4..k * rec + 8];
+        let c = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        cols[at] = i32::try_from(c).map_err(|_| Error::path(&t.spill, "column index over 2^31"))?;
+        values[at * item..(at + 1) * item].copy_from_slice(&bytes[k * rec + 8..(k + 1) * rec]);
+    }
+    drop(bytes);
+    let data = Values::from_le_bytes(&t.dtype, &values)?;
+    drop(values);
+    // Idempotent: a re-run replaces what an earlier attempt left.
+    if t.out.exists() {
+        std::fs::remove_dir_all(&t.out).map_err(|e| io_err(&t.out, "cannot replace", e))?;
+    }
+    if let Some(parent) = t.out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, "cannot create", e))?;
+    }
+    let out = Store::create(&t.out, ZarrFormat::V3)?;
+    let empty = Map::new();
+    out.write_group("", &empty)?;
+    out.write_group("m", &empty)?;
+    let indptr = Values::I64(indptr.into_iter().map(|p| p as i64).collect());
+    for (name, values) in [
+        ("data", data),
+        ("indices", Values::I32(cols)),
+        ("indptr", indptr),
+    ] {
+        // Scratch data read in many small row ranges: small uncompressed
+        // chunks, so a read decodes (almost) only what it needs.
+        let len = values.len() as u64;
+        let spec = ArraySpec::new(vec![len], values.dtype(), vec![len.clamp(1, 1 << 16)]);
+        let mut doc = spec
+            .to_metadata(out.format())
+            .ok_or_else(|| out.err(name, "no zarr spelling"))?;
+        doc["codecs"] =
+            serde_json::json!([{"name": "bytes", "configuration": {"endian": "little"}}]);
+        let path = format!("m/{name}");
+        out.write_array_meta(&path, &doc, &empty)?;
+        write_values(&out, &path, vec![0], vec![len], &values)?;
+    }
+    let marker = t.out.join(COMPLETE);
+    std::fs::write(&marker, b"").map_err(|e| io_err(&marker, "cannot write", e))?;
+    // Removed while its pages are likely still unwritten: the disk never sees it.
+    std::fs::remove_file(&t.spill).map_err(|e| io_err(&t.spill, "cannot remove spill file", e))?;
+    Ok(Vec::new())
+}
