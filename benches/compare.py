@@ -160,6 +160,7 @@ def main() -> int:
             "py_s": ref["wall_s"], "ours_s": ours["wall_s"],
             "py_rss": python_rss(ref), "worker_rss": worker_peak,
             "proc_rss": max(main_peak, worker_peak), "agree": agree,
+            "coord_cpu_pct": 100.0 * rep.get("coordinator_cpu_s", 0.0) / max(ours["wall_s"] * (os.cpu_count() or 1), 1e-9),
         })
         print(json.dumps(rows[-1]), flush=True)
     # Scaling of the executor: the same concat with 1 and 2 local workers.
@@ -186,20 +187,21 @@ def main() -> int:
         f"{os.cpu_count()} cores ({cpu}), {int(mem) // 2**20} GiB, {platform.platform()}; warm page cache.",
         "Python: anndata's `concat_on_disk` (../shared/bench/run_anndata.py; its wall time excludes interpreter start-up). "
         f"anncat: `anncat concat --memory-limit {MEM}` with the default local cluster ({os.cpu_count()} workers); "
-        "its wall time includes process start-up. RSS: Python's peak; anncat's largest single process "
+        "its wall time includes process start-up. Scheduler CPU share: CPU time of the coordinating process "
+        "(scheduler + client) while the graph ran, over wall time × cores. RSS: Python's peak; anncat's largest single process "
         "(every worker and the coordinating process) — worker peaks from `--report`.\n",
-        "| case | input MiB | Python s | anncat s | speed-up | Python peak RSS MiB | anncat max per-process RSS MiB | anncat input MiB/s | same output |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|:-:|",
+        "| case | input MiB | Python s | anncat s | speed-up | Python peak RSS MiB | anncat max per-process RSS MiB | anncat input MiB/s | scheduler CPU share | same output |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
     ]
     for r in rows:
         if "failed" in r:
             out.append(
-                f"| {r['case']} | {r['in_mib']:.0f} | {r['py_s']:.2f} | failed | | {r['py_rss']:.0f} | | | {r['failed']} |"
+                f"| {r['case']} | {r['in_mib']:.0f} | {r['py_s']:.2f} | failed | | {r['py_rss']:.0f} | | | | {r['failed']} |"
             )
             continue
         out.append(
             f"| {r['case']} | {r['in_mib']:.0f} | {r['py_s']:.2f} | {r['ours_s']:.2f} | {r['py_s'] / r['ours_s']:.1f}x | "
-            f"{r['py_rss']:.0f} | {r['proc_rss']:.0f} | {r['in_mib'] / r['ours_s']:.0f} | {r['agree']} |"
+            f"{r['py_rss']:.0f} | {r['proc_rss']:.0f} | {r['in_mib'] / r['ours_s']:.0f} | {r['coord_cpu_pct']:.1f}% | {r['agree']} |"
         )
     out += [
         "",

@@ -91,6 +91,7 @@ pub fn run_concat(
             .map(|t| (t.id, (t.label.clone(), t.kernel.clone())))
             .collect();
         let mut journal = prepared.journal()?;
+        let cpu_before = crate::report::process_cpu_seconds();
         let job = client.submit("concat", &graph, Want::All)?;
         let total = graph.len();
         let started = Instant::now();
@@ -121,6 +122,7 @@ pub fn run_concat(
             });
         });
         journal.sync()?;
+        report.coordinator_cpu(crate::report::process_cpu_seconds() - cpu_before);
         let result = match waited {
             Ok(r) => {
                 report.workers(r.workers);

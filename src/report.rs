@@ -34,6 +34,9 @@ pub struct RunReport {
     pub workers: Vec<WorkerSummary>,
     /// Wall time from the first task start to the last task end (s).
     pub wall_s: f64,
+    /// CPU seconds the coordinating process (scheduler and client; with a
+    /// local cluster, the `anncat concat` process) spent while the graph ran.
+    pub coordinator_cpu_s: f64,
 }
 
 /// Collects a report while a run goes.
@@ -57,6 +60,11 @@ impl ReportBuilder {
             worker: d.worker.0,
             stats: d.stats.clone(),
         });
+    }
+
+    /// Sets the coordinating process' CPU seconds during the run.
+    pub fn coordinator_cpu(&mut self, seconds: f64) {
+        self.report.coordinator_cpu_s = seconds;
     }
 
     /// Sets the worker summaries.
@@ -218,6 +226,17 @@ pub fn render_svg(report: &RunReport) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (0 where
+/// there is no /proc).
+pub fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat (utime, stime), in clock ticks of 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[cfg(test)]

@@ -13,6 +13,17 @@ use common::assert_same_tree;
 
 const BIN: &str = env!("CARGO_BIN_EXE_anncat");
 
+/// These tests time failures against a 1 s liveness timeout; running them
+/// one at a time keeps a loaded 2-core machine from starving a healthy
+/// worker into looking dead.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Kills (SIGKILL, by pid) and reaps every process it holds when dropped.
 #[derive(Default)]
 struct Procs(Vec<Child>);
@@ -233,6 +244,7 @@ impl DisturbedRun {
 
 #[test]
 fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
+    let _serial = serial();
     let mut run = DisturbedRun::start(3);
     let killed = run.procs.0[run.workers[0]].id();
     run.procs.0[run.workers[0]]
@@ -253,6 +265,7 @@ fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
 
 #[test]
 fn a_killed_scheduler_is_resumed_with_identical_output() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let (reference, total) = reference(dir.path());
     let out = dir.path().join("out.zarr");
@@ -319,6 +332,7 @@ fn a_killed_scheduler_is_resumed_with_identical_output() {
 
 #[test]
 fn killing_anncat_concat_stops_its_workers_and_resume_finishes_the_job() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let (reference, _) = reference(dir.path());
     let out = dir.path().join("out.zarr");
@@ -358,6 +372,7 @@ fn killing_anncat_concat_stops_its_workers_and_resume_finishes_the_job() {
 
 #[test]
 fn a_wrong_secret_is_refused_on_both_sides() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let mut procs = Procs::default();
     let (cluster, scheduler_log) = start_scheduler(&mut procs, dir.path(), "cluster");
@@ -424,6 +439,7 @@ fn a_wrong_secret_is_refused_on_both_sides() {
 
 #[test]
 fn workers_write_only_under_their_allowed_directories() {
+    let _serial = serial();
     let dir = tempfile::tempdir().expect("tmp");
     let elsewhere = tempfile::tempdir().expect("tmp");
     let mut procs = Procs::default();
@@ -458,6 +474,7 @@ fn workers_write_only_under_their_allowed_directories() {
 
 #[test]
 fn a_hung_worker_is_dropped_and_its_tasks_rerun() {
+    let _serial = serial();
     let mut run = DisturbedRun::start(2);
     let hung = run.procs.0[run.workers[0]].id();
     let stopped = Command::new("kill")
