@@ -366,6 +366,53 @@ fn keeps_order(map: &[i64]) -> bool {
     true
 }
 
+/// Reads the rows `wanted` (row numbers of `src`, any order) and says
+/// where each landed. Rows that fill most of their span are read in one go;
+/// scattered ones (an input whose rows the join reorders) in runs of nearby
+/// rows, so memory follows the rows asked for, not their span.
+fn read_row_set(
+    src: &MatrixSource,
+    wanted: &[i64],
+    dtype: &DType,
+) -> Result<(Rows, std::collections::HashMap<i64, usize>)> {
+    let mut sorted = wanted.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
+    let span = (hi - lo + 1) as usize;
+    if span <= 2 * sorted.len() + 64 {
+        let rows = read_rows(src, lo as u64..hi as u64 + 1, dtype)?;
+        let at = sorted.iter().map(|&r| (r, (r - lo) as usize)).collect();
+        return Ok((rows, at));
+    }
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for &r in &sorted {
+        match runs.last_mut() {
+            Some(run) if r - run.1 <= 8 => run.1 = r,
+            _ => runs.push((r, r)),
+        }
+    }
+    let mut out = Rows {
+        indptr: vec![0],
+        indices: Vec::new(),
+        data: Values::zeros(dtype, 0)?,
+    };
+    let mut at = std::collections::HashMap::with_capacity(sorted.len());
+    for (a, b) in runs {
+        let base_row = out.indptr.len() - 1;
+        let more = read_rows(src, a as u64..b as u64 + 1, dtype)?;
+        let base = out.indices.len();
+        out.indptr
+            .extend(more.indptr[1..].iter().map(|&p| p + base));
+        out.indices.extend(more.indices);
+        out.data.extend(&more.data)?;
+        for r in a..=b {
+            at.insert(r, base_row + (r - a) as usize);
+        }
+    }
+    Ok((out, at))
+}
+
 /// The fast path of [`assemble`]: rows stacked along obs from sparse inputs
 /// with a zero fill (nothing to insert), not block-diagonal. Columns go
 /// through each input's reindexer; a row is sorted (by packed
@@ -523,17 +570,17 @@ fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Bloc
                     Vec::new()
                 };
                 let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
-                let read = match (&m.sources[i], present.iter().min(), present.iter().max()) {
-                    (Some(src), Some(&lo), Some(&hi)) => {
-                        Some((read_rows(src, lo as u64..hi as u64 + 1, &m.dtype)?, lo))
+                let read = match &m.sources[i] {
+                    Some(src) if !present.is_empty() => {
+                        Some(read_row_set(src, &present, &m.dtype)?)
                     }
                     _ => None,
                 };
                 let piece = pieces.len();
                 for (r, &old) in olds.iter().enumerate() {
                     match (&read, old >= 0 && m.sources[i].is_some()) {
-                        (Some((rows, lo)), true) => {
-                            let lr = (old - lo) as usize;
+                        (Some((rows, at)), true) => {
+                            let lr = at[&old];
                             for k in rows.indptr[lr]..rows.indptr[lr + 1] {
                                 row_entries[r].push((rows.indices[k] + off, piece, k));
                             }
