@@ -13,15 +13,6 @@ use anncat::core::kernel::CONST_KERNEL;
 use anncat::core::protocol::Want;
 use anncat::{Graph, LocalCluster, LocalClusterConfig, TaskId, WorkerProgram};
 
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 struct Row {
     case: String,
     tasks: usize,
@@ -31,12 +22,15 @@ struct Row {
 
 fn run(cluster: &LocalCluster, case: &str, g: &Graph) -> Row {
     let mut client = cluster.client().expect("client");
-    let (t0, c0) = (Instant::now(), cpu_seconds());
+    let (t0, c0) = (Instant::now(), anncat::report::process_cpu_seconds());
     let job = client
         .submit(case, g, Want::Tasks(Vec::new()))
         .expect("submit");
     client.wait(job, &mut |_| {}).expect("run");
-    let (seconds, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
+    let (seconds, cpu) = (
+        t0.elapsed().as_secs_f64(),
+        anncat::report::process_cpu_seconds() - c0,
+    );
     Row {
         case: case.to_string(),
         tasks: g.len(),

@@ -281,9 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Scheduler(args) => args.run()?,
         Command::Worker(args) => {
-            let mut kernels = anncat_core::kernel::KernelRegistry::new();
-            anncat_core::concat::matrix::register(&mut kernels);
-            args.run(kernels)?;
+            args.run(anncat_core::concat::matrix::kernels())?;
         }
         Command::Concat(args) => {
             let (opts, run, quiet) = (*args).into_options()?;

@@ -206,17 +206,6 @@ impl SchedulerState {
         self.jobs.len()
     }
 
-    /// Tasks assigned to `worker` and not reported yet.
-    pub fn running_on(&self, worker: WorkerId) -> Vec<TaskKey> {
-        let mut v: Vec<TaskKey> = self
-            .workers
-            .get(&worker)
-            .map(|w| w.running.keys().copied().collect())
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
     /// How many lost workers a task was blamed for (None: unknown task).
     pub fn crashes(&self, key: TaskKey) -> Option<u32> {
         let job = self.jobs.get(&key.job)?;

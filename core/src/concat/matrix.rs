@@ -25,15 +25,6 @@ use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
 use crate::kernel::KernelRegistry;
 
-/// Decoded bytes written by the matrix kernels of this process.
-static BYTES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Decoded bytes the matrix kernels of this process have written so far
-/// (for progress reports).
-pub fn bytes_written() -> u64 {
-    BYTES_WRITTEN.load(std::sync::atomic::Ordering::Relaxed)
-}
-
 /// Arguments of every matrix kernel: the plan, the matrix, a block number.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MatrixTask {
@@ -45,6 +36,14 @@ pub struct MatrixTask {
     pub block: u64,
     /// Second chunk coordinate (dense chunks).
     pub block2: u64,
+}
+
+/// A registry with every kernel a concatenation runs (for executors and
+/// worker binaries).
+pub fn kernels() -> KernelRegistry {
+    let mut registry = KernelRegistry::new();
+    register(&mut registry);
+    registry
 }
 
 /// Registers the matrix kernels under their names.
@@ -100,9 +99,7 @@ pub(crate) fn write_values(
     if shape.contains(&0) {
         return Ok(());
     }
-    let bytes = values.len() as u64 * values.dtype().item_size() as u64;
-    BYTES_WRITTEN.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-    crate::kernel::record_bytes_written(bytes);
+    crate::kernel::record_bytes_written(values.len() as u64 * values.dtype().item_size() as u64);
     let array = store.array(path)?;
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
     array
@@ -222,6 +219,17 @@ struct Rows {
     data: Values,
 }
 
+impl Rows {
+    /// Appends `more`'s rows after these.
+    fn append(&mut self, more: Rows) -> Result<()> {
+        let base = self.indices.len();
+        self.indptr
+            .extend(more.indptr[1..].iter().map(|&p| p + base));
+        self.indices.extend(more.indices);
+        self.data.extend(&more.data)
+    }
+}
+
 /// Where the CSR rows `rows` of a sparse source live: (store, group,
 /// rows local to that group). One piece for a CSR input; for a converted
 /// CSC input, the parts overlapping `rows`.
@@ -278,12 +286,7 @@ fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows
             };
             let mut out = read_csr_rows(&store, &path, dtype, local)?;
             for (store, path, local) in pieces {
-                let more = read_csr_rows(&store, &path, dtype, local)?;
-                let base = out.indices.len();
-                out.indptr
-                    .extend(more.indptr[1..].iter().map(|&p| p + base));
-                out.indices.extend(more.indices);
-                out.data.extend(&more.data)?;
+                out.append(read_csr_rows(&store, &path, dtype, local)?)?;
             }
             Ok(out)
         }
@@ -400,12 +403,7 @@ fn read_row_set(
     let mut at = std::collections::HashMap::with_capacity(sorted.len());
     for (a, b) in runs {
         let base_row = out.indptr.len() - 1;
-        let more = read_rows(src, a as u64..b as u64 + 1, dtype)?;
-        let base = out.indices.len();
-        out.indptr
-            .extend(more.indptr[1..].iter().map(|&p| p + base));
-        out.indices.extend(more.indices);
-        out.data.extend(&more.data)?;
+        out.append(read_rows(src, a as u64..b as u64 + 1, dtype)?)?;
         for r in a..=b {
             at.insert(r, base_row + (r - a) as usize);
         }

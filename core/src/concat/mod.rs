@@ -34,7 +34,6 @@ use crate::anndata::element::{Element, Encoding};
 use crate::anndata::{DType, Store};
 use crate::error::{Error, Result};
 use crate::executor::{LocalExecutor, MemoryBudget, Progress};
-use crate::kernel::KernelRegistry;
 
 /// What a concatenation produced.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -147,8 +146,7 @@ pub fn concat(
 ) -> Result<ConcatSummary> {
     let prepared = prepare_concat(opts)?;
     let graph = prepared.remaining();
-    let mut registry = KernelRegistry::new();
-    matrix::register(&mut registry);
+    let registry = matrix::kernels();
     let executor = LocalExecutor {
         threads: opts.threads,
         budget: MemoryBudget {
