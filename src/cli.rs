@@ -2,13 +2,17 @@
 //! binaries: the `worker` and `scheduler` options and how they become the
 //! libraries' configurations.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anncat_core::concat::parse_size;
 use anncat_core::kernel::KernelRegistry;
 use anncat_core::protocol::ClusterFile;
-use anncat_scheduler::{SchedulerHandle, ServerConfig};
+use anncat_net::Identity;
+use anncat_scheduler::{
+    SchedulerHandle, ServerConfig, certificate_names, check_host_name, new_secret,
+};
 use anncat_worker::{WorkerConfig, run_worker};
 
 /// `worker` options.
@@ -29,12 +33,16 @@ pub struct WorkerArgs {
     /// Address to listen on for peers (default: loopback, any port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Address peers dial (needed when --listen is 0.0.0.0).
+    /// Host name or IP address peers dial (needed when --listen is 0.0.0.0).
     #[arg(long)]
-    pub advertise: Option<IpAddr>,
+    pub advertise: Option<String>,
     /// Name in reports (default: address/pid).
     #[arg(long)]
     pub name: Option<String>,
+    /// Seconds to keep dialling a scheduler that cannot be reached (at
+    /// start or after losing it) before exiting; 0: exit when it is lost.
+    #[arg(long, default_value_t = 30)]
+    pub reconnect_timeout: u64,
 }
 
 impl WorkerArgs {
@@ -47,6 +55,7 @@ impl WorkerArgs {
         config.listen = self.listen;
         config.advertise = self.advertise;
         config.name = self.name;
+        config.reconnect_timeout = Duration::from_secs(self.reconnect_timeout);
         config.validate()?;
         Ok(config)
     }
@@ -83,28 +92,55 @@ pub struct SchedulerArgs {
     /// Address to listen on (default: loopback; 0.0.0.0 only if asked).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Address written in the cluster file (needed when --listen is 0.0.0.0).
+    /// Host name or IP address workers and clients dial (repeatable; the
+    /// certificate names each, the first goes into the cluster file).
+    /// Needed when --listen is 0.0.0.0.
     #[arg(long)]
-    pub advertise: Option<IpAddr>,
-    /// Where to write the cluster file (address, certificate, secret; mode 0600).
+    pub advertise: Vec<String>,
+    /// The cluster file: written here (address, certificate, secret; mode
+    /// 0600), or read from here with --key-file.
     #[arg(long)]
     pub cluster_file: PathBuf,
+    /// Serve a pre-made identity (from `anncat keygen`): read the
+    /// certificate and secret from --cluster-file and the private key from
+    /// this file instead of making new ones.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
 }
 
 impl SchedulerArgs {
     /// The scheduler library configuration.
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let identity = match &self.key_file {
+            Some(key_file) => {
+                let cluster = ClusterFile::read(&self.cluster_file)?;
+                let key = std::fs::read_to_string(key_file).map_err(|e| {
+                    anyhow::anyhow!("{}: cannot read key file: {e}", key_file.display())
+                })?;
+                Identity::from_pem(&cluster.certificate, &key).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: does not fit the certificate of {}: {e}",
+                        key_file.display(),
+                        self.cluster_file.display()
+                    )
+                })?;
+                Some((cluster, key))
+            }
+            None => None,
+        };
         let config = ServerConfig {
             listen: self.listen,
             advertise: self.advertise,
-            cluster_file: Some(self.cluster_file),
+            cluster_file: identity.is_none().then_some(self.cluster_file),
+            identity,
             ..ServerConfig::default()
         };
         config.validate()?;
         Ok(config)
     }
 
-    /// Runs a scheduler until the process is stopped.
+    /// Runs a scheduler until SIGTERM or SIGINT, then tells its workers to
+    /// shut down (they exit cleanly) and stops.
     pub fn run(self) -> anyhow::Result<()> {
         let path = self.cluster_file.clone();
         let handle = SchedulerHandle::start(self.into_config()?)?;
@@ -113,7 +149,90 @@ impl SchedulerArgs {
             handle.cluster().address,
             path.display()
         );
-        handle.join();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok::<_, std::io::Error>(())
+        })?;
+        eprintln!("anncat scheduler: stopping; workers are told to shut down");
+        handle.stop();
+        Ok(())
+    }
+}
+
+/// `keygen` options: a cluster identity made ahead of time, for clusters
+/// that hand it to the scheduler (a Kubernetes Secret, say).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeygenArgs {
+    /// HOST:PORT workers and clients will dial (HOST: a name or IP address).
+    #[arg(long)]
+    pub address: String,
+    /// More names for the certificate (repeatable), e.g. a service's
+    /// fully qualified name.
+    #[arg(long)]
+    pub name: Vec<String>,
+    /// Where to write the cluster file (mode 0600).
+    #[arg(long)]
+    pub cluster_file: PathBuf,
+    /// Where to write the scheduler's private key (PEM, mode 0600).
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// Replace an existing cluster file and key.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl KeygenArgs {
+    /// Writes the cluster file and the key.
+    pub fn run(self) -> anyhow::Result<()> {
+        let (host, _) = anncat_core::protocol::split_host_port(&self.address).ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid option: --address {:?} is not HOST:PORT",
+                self.address
+            )
+        })?;
+        check_host_name(host)?;
+        for path in [&self.cluster_file, &self.key_file] {
+            if path.exists() && !self.overwrite {
+                anyhow::bail!(
+                    "{}: exists; give --overwrite to replace it (workers and clients holding the old cluster file will be refused)",
+                    path.display()
+                );
+            }
+        }
+        for n in &self.name {
+            check_host_name(n)?;
+        }
+        let mut names = vec![host.to_string()];
+        names.extend(self.name.iter().cloned());
+        if let Ok(ip) = host.parse() {
+            names = certificate_names(ip, &self.name);
+        }
+        let identity = Identity::generate(&names)?;
+        let cluster = ClusterFile {
+            address: self.address.clone(),
+            certificate: identity.certificate_pem(),
+            secret: new_secret()?,
+        };
+        anncat_core::protocol::write_private(&self.key_file, identity.key_pem().as_bytes())
+            .map_err(|e| {
+                anyhow::anyhow!("{}: cannot write key file: {e}", self.key_file.display())
+            })?;
+        cluster.write(&self.cluster_file)?;
+        eprintln!(
+            "anncat keygen: cluster file {} (address {}, certificate for {}), key {}",
+            self.cluster_file.display(),
+            cluster.address,
+            names.join(", "),
+            self.key_file.display()
+        );
         Ok(())
     }
 }

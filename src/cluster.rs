@@ -140,6 +140,9 @@ impl LocalCluster {
                 .arg(config.memory_limit.to_string())
                 .arg("--threads")
                 .arg(config.threads.to_string())
+                // A local worker lives and dies with this process' scheduler.
+                .arg("--reconnect-timeout")
+                .arg("0")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
             for d in &config.allow_write {

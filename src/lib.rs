@@ -21,8 +21,10 @@
 //! assert!(result.outputs.contains_key(&a));
 //! ```
 
+pub mod args;
 pub mod cli;
 pub mod cluster;
+pub mod config;
 pub mod distributed;
 pub mod report;
 

@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::assert_same_tree;
-
-const BIN: &str = env!("CARGO_BIN_EXE_anncat");
+use common::procs::*;
 
 /// These tests time failures against a 1 s liveness timeout; running them
 /// one at a time keeps a loaded 2-core machine from starving a healthy
@@ -22,48 +20,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Kills (SIGKILL, by pid) and reaps every process it holds when dropped.
-#[derive(Default)]
-struct Procs(Vec<Child>);
-
-impl Procs {
-    fn add(&mut self, c: Child) -> usize {
-        self.0.push(c);
-        self.0.len() - 1
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Kills a pid we did not spawn (a worker started by `anncat concat`).
-struct Pids(Vec<u32>);
-
-impl Drop for Pids {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            if alive(*pid) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            let state = s.rsplit(')').next().unwrap_or("").trim_start();
-            !(state.starts_with('Z') || state.starts_with('X'))
-        })
-        .unwrap_or(false)
 }
 
 fn children_of(pid: u32) -> Vec<u32> {
@@ -86,57 +42,6 @@ fn children_of(pid: u32) -> Vec<u32> {
     out
 }
 
-fn inputs() -> Vec<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
-    ["batch1.zarr", "batch2.zarr", "batch3.zarr"]
-        .iter()
-        .map(|b| root.join(b).to_string_lossy().into_owned())
-        .collect()
-}
-
-/// Options giving a few hundred small tasks.
-const SMALL_CHUNKS: [&str; 4] = ["--join", "outer", "--chunk-mib", "0.0003"];
-
-fn concat_args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a = vec!["concat".to_string()];
-    a.extend(inputs());
-    a.extend(["-o".to_string(), out.to_string_lossy().into_owned()]);
-    a.extend(SMALL_CHUNKS.iter().map(|s| s.to_string()));
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
-/// The reference output: the same concat on threads of one process.
-fn reference(dir: &Path) -> (PathBuf, usize) {
-    let out = dir.join("ref.zarr");
-    let o = Command::new(BIN)
-        .args(concat_args(&out, &["--workers", "0"]))
-        .output()
-        .expect("run");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    let tasks = err
-        .split(';')
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("task count in the summary line");
-    (out, tasks)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn log(dir: &Path, name: &str) -> (Stdio, PathBuf) {
-    let path = dir.join(format!("{name}.log"));
-    (Stdio::from(File::create(&path).expect("log")), path)
-}
-
 fn start_scheduler(procs: &mut Procs, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let file = dir.join(format!("{name}.json"));
     let (err, log_path) = log(dir, name);
@@ -157,7 +62,14 @@ fn start_scheduler(procs: &mut Procs, dir: &Path, name: &str) -> (PathBuf, PathB
 fn start_worker(procs: &mut Procs, dir: &Path, cluster: &Path, delay_ms: u64) -> usize {
     let (err, _) = log(dir, &format!("worker-{}", procs.0.len()));
     let child = Command::new(BIN)
-        .args(["worker", "--memory-limit", "256MiB", "--cluster-file"])
+        .args([
+            "worker",
+            "--memory-limit",
+            "256MiB",
+            "--reconnect-timeout",
+            "2",
+        ])
+        .arg("--cluster-file")
         .arg(cluster)
         .arg("--allow-write")
         .arg(dir)
@@ -167,16 +79,6 @@ fn start_worker(procs: &mut Procs, dir: &Path, cluster: &Path, delay_ms: u64) ->
         .spawn()
         .expect("worker");
     procs.add(child)
-}
-
-fn journal_len(out: &Path) -> u64 {
-    let mut p = out.as_os_str().to_os_string();
-    p.push(".partial/.anncat/journal");
-    std::fs::metadata(PathBuf::from(p)).map_or(0, |m| m.len())
-}
-
-fn report(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
 }
 
 /// A concat on a scheduler and `n` slowed-down workers, started and
@@ -295,7 +197,8 @@ fn a_killed_scheduler_is_resumed_with_identical_output() {
         assert!(stderr.contains("--resume"), "{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(partial.is_dir() && !out.exists());
-        // Workers leave by themselves when their scheduler is gone.
+        // Workers leave by themselves when their scheduler is gone (after
+        // dialling it for --reconnect-timeout).
         for w in workers {
             let child = &mut procs.0[w];
             wait_for("a worker to exit", Duration::from_secs(15), || {
@@ -448,7 +351,14 @@ fn workers_write_only_under_their_allowed_directories() {
     let (err, _) = log(dir.path(), "worker");
     procs.add(
         Command::new(BIN)
-            .args(["worker", "--memory-limit", "256MiB", "--cluster-file"])
+            .args([
+                "worker",
+                "--memory-limit",
+                "256MiB",
+                "--reconnect-timeout",
+                "2",
+            ])
+            .arg("--cluster-file")
             .arg(&cluster)
             .arg("--allow-write")
             .arg(elsewhere.path())
@@ -494,4 +404,43 @@ fn a_hung_worker_is_dropped_and_its_tasks_rerun() {
             .any(|w| w["lost"] == true && w["pid"] == hung),
         "the stopped worker is reported lost: {r}"
     );
+}
+
+#[test]
+fn sigterm_stops_the_scheduler_and_its_workers_cleanly() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut procs = Procs::default();
+    let (cluster, _) = start_scheduler(&mut procs, dir.path(), "cluster");
+    let workers: Vec<usize> = (0..2)
+        .map(|_| start_worker(&mut procs, dir.path(), &cluster, 0))
+        .collect();
+    // Both registered: a concat on them succeeds.
+    let out = dir.path().join("out.zarr");
+    let cf = cluster.to_string_lossy().into_owned();
+    let status = Command::new(BIN)
+        .args(concat_args(&out, &["--cluster-file", &cf, "--quiet"]))
+        .status()
+        .expect("concat");
+    assert!(status.success());
+    let scheduler = procs.0[0].id();
+    let killed = Command::new("kill")
+        .args(["-TERM", &scheduler.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for i in std::iter::once(0).chain(workers) {
+        let status = loop {
+            if let Some(s) = procs.0[i].try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {i} still running"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "process {i} exited with {status}");
+    }
 }

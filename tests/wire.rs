@@ -49,7 +49,7 @@ async fn peer_stream(
         idle_timeout: Duration::from_secs(10),
         ..TransportTuning::default()
     };
-    let conn = connect(&endpoint, addr, cert, &tuning)
+    let conn = connect(&endpoint, addr, &addr.ip().to_string(), cert, &tuning)
         .await
         .expect("connect");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
@@ -75,7 +75,7 @@ async fn expect_dropped(conn: &quinn::Connection) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_refuses_bad_peers_and_oversized_frames() {
     let dir = tempfile::tempdir().expect("tmp");
-    let identity = Identity::generate().expect("identity");
+    let identity = Identity::generate(&["127.0.0.1".to_string()]).expect("identity");
     let tuning = TransportTuning {
         idle_timeout: Duration::from_secs(10),
         ..TransportTuning::default()
@@ -83,7 +83,7 @@ async fn worker_refuses_bad_peers_and_oversized_frames() {
     let endpoint = server_endpoint(([127, 0, 0, 1], 0).into(), &identity, &tuning).expect("listen");
     let secret = "ab".repeat(32);
     let cluster = ClusterFile {
-        address: endpoint.local_addr().expect("addr"),
+        address: endpoint.local_addr().expect("addr").to_string(),
         certificate: identity.certificate_pem(),
         secret: secret.clone(),
     };
@@ -142,9 +142,15 @@ async fn worker_refuses_bad_peers_and_oversized_frames() {
 
     // An unauthenticated caller announcing a huge hello is dropped too.
     let endpoint2 = client_endpoint().expect("endpoint");
-    let conn = connect(&endpoint2, info.address, &info.certificate, &tuning)
-        .await
-        .expect("connect");
+    let conn = connect(
+        &endpoint2,
+        info.address,
+        &info.address.ip().to_string(),
+        &info.certificate,
+        &tuning,
+    )
+    .await
+    .expect("connect");
     let (mut send, _recv) = conn.open_bi().await.expect("stream");
     send.write_all(&(1u32 << 30).to_le_bytes())
         .await

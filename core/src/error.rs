@@ -30,6 +30,9 @@ pub enum Error {
     /// An invalid option or combination of options.
     #[error("invalid option: {0}")]
     Option(String),
+    /// A network address that is malformed or does not resolve.
+    #[error("{0}")]
+    Address(String),
 }
 
 impl Error {

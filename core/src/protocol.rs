@@ -364,8 +364,9 @@ pub enum PeerReply {
 /// its certificate (PEM) to pin, and the shared secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterFile {
-    /// Scheduler address.
-    pub address: SocketAddr,
+    /// Scheduler address, `HOST:PORT`; HOST is a name or an IP address
+    /// (`[v6]:port` for IPv6) that the scheduler's certificate names.
+    pub address: String,
     /// Scheduler certificate, PEM.
     pub certificate: String,
     /// Cluster secret (hex).
@@ -396,42 +397,88 @@ impl ClusterFile {
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::path(path, format!("cannot encode cluster file: {e}")))?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            let mut f = options.open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::path(
-                path,
-                format!(
-                    "cannot write cluster file: {}",
-                    crate::anndata::store::io_reason(&e)
-                ),
-            )
-        })
+        write_private(path, text.as_bytes())
+            .map_err(|e| Error::path(path, format!("cannot write cluster file: {e}")))
     }
+
+    /// The host part of the address (the name the certificate must carry).
+    pub fn host(&self) -> &str {
+        split_host_port(&self.address).map_or(self.address.as_str(), |(h, _)| h)
+    }
+
+    /// The scheduler's socket address (the host name resolved; IPv4 first).
+    pub fn resolve(&self) -> Result<SocketAddr> {
+        resolve_address(&self.address)
+    }
+}
+
+/// Splits `HOST:PORT` (or `[V6]:PORT`) into the host (without brackets)
+/// and the port.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port))
+}
+
+/// Resolves `HOST:PORT` to a socket address (IPv4 first).
+pub fn resolve_address(address: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = split_host_port(address).ok_or_else(|| {
+        Error::Address(format!(
+            "address {address:?} is not HOST:PORT (a host name or IP address and a port)"
+        ))
+    })?;
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Address(format!("cannot resolve {host:?} (from {address:?}): {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| Error::Address(format!("{host:?} (from {address:?}) has no address")))
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file beside it, then a
+/// rename), readable by the owner only (mode 0600): cluster files and keys.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut f = options.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        crate::anndata::store::io_reason(&e)
+    })
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -486,7 +533,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("cluster.json");
         let f = ClusterFile {
-            address: "127.0.0.1:4000".parse().expect("addr"),
+            address: "127.0.0.1:4000".into(),
             certificate: "PEM".into(),
             secret: "0".repeat(64),
         };
@@ -500,5 +547,25 @@ mod tests {
         }
         std::fs::write(&path, "{").expect("write");
         assert!(ClusterFile::read(&path).is_err());
+        assert_eq!(f.host(), "127.0.0.1");
+        assert_eq!(f.resolve().expect("resolve").port(), 4000);
+    }
+
+    #[test]
+    fn addresses_split_and_resolve() {
+        assert_eq!(split_host_port("node-1:7878"), Some(("node-1", 7878)));
+        assert_eq!(split_host_port("[::1]:9"), Some(("::1", 9)));
+        assert_eq!(split_host_port("node-1"), None);
+        assert_eq!(split_host_port(":80"), None);
+        assert_eq!(split_host_port("h:99999"), None);
+        let a = resolve_address("localhost:80").expect("localhost");
+        assert!(a.ip().is_loopback() && a.port() == 80);
+        assert!(resolve_address("no-such-host.invalid:1").is_err());
+        assert!(
+            resolve_address("nonsense")
+                .expect_err("no port")
+                .to_string()
+                .contains("HOST:PORT")
+        );
     }
 }

@@ -13,9 +13,19 @@ pub const HELLO_MAX_BYTES: usize = 64 * 1024;
 /// Default largest control frame (task batches, reports).
 pub const CONTROL_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+/// Most bytes one frame's decoding may claim for its contents (a frame is
+/// at most 4 GiB; the decoder refuses lengths beyond it before allocating,
+/// and a length beyond the bytes actually present fails when they run out).
+const DECODE_LIMIT_BYTES: usize = u32::MAX as usize;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT_BYTES>()
+}
+
+/// Encodes `value` as one frame: the length, then the bincode bytes.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; 4];
-    bincode::serde::encode_into_std_write(value, &mut buf, bincode::config::standard())
+    bincode::serde::encode_into_std_write(value, &mut buf, config())
         .map_err(|e| NetError::Malformed(e.to_string()))?;
     let len = u32::try_from(buf.len() - 4)
         .map_err(|_| NetError::Malformed("frame longer than 4 GiB".into()))?;
@@ -42,6 +52,16 @@ pub async fn read_frame<T: DeserializeOwned>(
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(NetError::Closed(e.to_string())),
     }
+    let len = body_len(header, max)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| NetError::Closed(e.to_string()))?;
+    decode_body(&body).map(Some)
+}
+
+/// The body length a frame header announces, refused when over `max`.
+pub fn body_len(header: [u8; 4], max: usize) -> Result<usize> {
     let len = u32::from_le_bytes(header) as usize;
     if len > max {
         return Err(NetError::FrameTooLarge {
@@ -49,16 +69,18 @@ pub async fn read_frame<T: DeserializeOwned>(
             max: max as u64,
         });
     }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| NetError::Closed(e.to_string()))?;
-    let (value, used) = bincode::serde::decode_from_slice(&body, bincode::config::standard())
+    Ok(len)
+}
+
+/// Decodes one frame body; every byte must be used. Never panics: any
+/// byte sequence decodes to a value or to [`NetError::Malformed`].
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
         .map_err(|e| NetError::Malformed(e.to_string()))?;
-    if used != len {
+    if used != body.len() {
         return Err(NetError::Malformed("trailing bytes in frame".into()));
     }
-    Ok(Some(value))
+    Ok(value)
 }
 
 /// The receiving half of a framed stream, with its limit.
@@ -106,6 +128,85 @@ impl FrameWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anncat_core::protocol::{
+        FromWorker, Hello, PeerReply, PeerRequest, ToClient, ToScheduler, ToWorker, Welcome,
+    };
+    use proptest::prelude::*;
+
+    /// Decodes `bytes` as every message type of the protocol; none may panic.
+    fn decode_all(bytes: &[u8]) {
+        let _ = decode_body::<Hello>(bytes);
+        let _ = decode_body::<Welcome>(bytes);
+        let _ = decode_body::<ToWorker>(bytes);
+        let _ = decode_body::<FromWorker>(bytes);
+        let _ = decode_body::<ToScheduler>(bytes);
+        let _ = decode_body::<ToClient>(bytes);
+        let _ = decode_body::<PeerRequest>(bytes);
+        let _ = decode_body::<PeerReply>(bytes);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Random bytes never panic the decoder.
+        #[test]
+        fn random_bodies_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            decode_all(&bytes);
+        }
+
+        /// Valid frames with bytes flipped, cut or extended never panic and
+        /// never decode with bytes left over.
+        #[test]
+        fn mutated_frames_never_panic(
+            secret in "[a-f0-9]{0,80}",
+            version in any::<u32>(),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            cut in any::<usize>(),
+            extra in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let hello = Hello::Client { version, secret };
+            let mut body = encode(&hello).expect("encode")[4..].to_vec();
+            prop_assert!(decode_body::<Hello>(&body).is_ok());
+            for (at, x) in flips {
+                let n = body.len();
+                body[at % n] ^= x;
+            }
+            decode_all(&body);
+            let n = body.len();
+            decode_all(&body[..cut % (n + 1)]);
+            body.extend(extra);
+            decode_all(&body);
+        }
+
+        /// Huge announced lengths are refused before anything is allocated.
+        #[test]
+        fn announced_lengths_over_the_limit_are_refused(len in any::<u32>(), max in 0usize..(1 << 20)) {
+            let r = body_len(len.to_le_bytes(), max);
+            prop_assert_eq!(r.is_ok(), (len as usize) <= max);
+        }
+    }
+
+    /// A body claiming a gigantic string or vector is refused by the
+    /// decoder's limit, not by running out of memory.
+    #[test]
+    fn length_prefixes_inside_a_body_are_bounded() {
+        // PeerReply::Data (variant 0) of 2^62 bytes, with 3 bytes present.
+        let mut body = vec![0u8, 0xfd];
+        body.extend((1u64 << 62).to_le_bytes());
+        body.extend([1, 2, 3]);
+        assert!(matches!(
+            decode_body::<PeerReply>(&body),
+            Err(NetError::Malformed(_))
+        ));
+        // 2^31 claimed, 3 present: fails when the bytes run out.
+        let mut body = vec![0u8, 0xfc];
+        body.extend((1u32 << 31).to_le_bytes());
+        body.extend([1, 2, 3]);
+        assert!(matches!(
+            decode_body::<PeerReply>(&body),
+            Err(NetError::Malformed(_))
+        ));
+    }
 
     #[test]
     fn encoded_frames_carry_their_length() {

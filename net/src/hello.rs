@@ -11,7 +11,7 @@ use quinn::Connection;
 use crate::error::{NetError, Result};
 use crate::frame::{FrameReader, FrameWriter, HELLO_MAX_BYTES, read_frame, write_frame};
 
-/// How long a server waits for the hello.
+/// How long a server waits for the hello, and a caller for the answer.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens the control stream, says hello and returns the granted id and the
@@ -21,21 +21,32 @@ pub async fn say_hello(
     hello: &Hello,
     max: usize,
 ) -> Result<(u64, FrameWriter, FrameReader)> {
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| NetError::Closed(e.to_string()))?;
-    write_frame(&mut send, hello).await?;
-    let welcome: Option<Welcome> = read_frame(&mut recv, HELLO_MAX_BYTES).await?;
-    match welcome {
-        Some(Welcome::Accepted { id }) => {
-            Ok((id, FrameWriter::new(send), FrameReader::new(recv, max)))
+    let exchange = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| NetError::Closed(e.to_string()))?;
+        write_frame(&mut send, hello).await?;
+        let welcome: Option<Welcome> = read_frame(&mut recv, HELLO_MAX_BYTES).await?;
+        match welcome {
+            Some(Welcome::Accepted { id }) => {
+                Ok((id, FrameWriter::new(send), FrameReader::new(recv, max)))
+            }
+            Some(Welcome::Refused { reason }) => Err(NetError::Refused(reason)),
+            None => Err(NetError::Closed(
+                "the server closed the connection during the hello".into(),
+            )),
         }
-        Some(Welcome::Refused { reason }) => Err(NetError::Refused(reason)),
-        None => Err(NetError::Closed(
-            "the server closed the connection during the hello".into(),
-        )),
-    }
+    };
+    tokio::time::timeout(HELLO_TIMEOUT, exchange)
+        .await
+        .map_err(|_| {
+            conn.close(1u32.into(), b"no welcome");
+            NetError::Closed(format!(
+                "no answer to the hello within {} s",
+                HELLO_TIMEOUT.as_secs()
+            ))
+        })?
 }
 
 /// A caller whose hello has been read but not answered yet.

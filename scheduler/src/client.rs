@@ -84,10 +84,16 @@ impl Client {
             version: PROTOCOL_VERSION,
             secret: cluster.secret.clone(),
         };
+        let addr = cluster.resolve().map_err(|e| {
+            SchedulerError::Setup(format!(
+                "cannot reach the scheduler at {}: {e}",
+                cluster.address
+            ))
+        })?;
         let (endpoint, conn, writer, reader) = rt
             .block_on(async {
                 let endpoint = client_endpoint()?;
-                let conn = connect(&endpoint, cluster.address, &cert, tuning).await?;
+                let conn = connect(&endpoint, addr, cluster.host(), &cert, tuning).await?;
                 let (_, writer, reader) = say_hello(&conn, &hello, CONTROL_MAX_BYTES).await?;
                 Ok::<_, NetError>((endpoint, conn, writer, reader))
             })

@@ -11,5 +11,7 @@ pub mod state;
 
 pub use client::{Canceller, Client, JobResult};
 pub use error::{Result, SchedulerError};
-pub use server::{SchedulerHandle, ServerConfig};
+pub use server::{
+    SchedulerHandle, ServerConfig, certificate_names, check_host_name, host_port, new_secret,
+};
 pub use state::{Comm, SchedulerConfig, SchedulerState};

@@ -30,11 +30,17 @@ use crate::state::{Comm, SchedulerConfig, SchedulerState};
 pub struct ServerConfig {
     /// Where to listen (loopback by default).
     pub listen: SocketAddr,
-    /// The address to put in the cluster file when listening on all
-    /// interfaces (or behind a different name).
-    pub advertise: Option<IpAddr>,
-    /// Where to write the cluster file (mode 0600), if anywhere.
+    /// Host names or IP addresses workers and clients dial (needed when
+    /// listening on all interfaces). The certificate names each of them and
+    /// the listen address; the first goes into the cluster file.
+    pub advertise: Vec<String>,
+    /// Where to write the cluster file (mode 0600), if anywhere. Not
+    /// written when [`ServerConfig::identity`] is given.
     pub cluster_file: Option<PathBuf>,
+    /// A pre-made identity (`anncat keygen`): the cluster file to serve
+    /// (certificate and secret) and the certificate's private key (PEM).
+    /// Without it the scheduler makes a fresh certificate and secret.
+    pub identity: Option<(ClusterFile, String)>,
     /// Scheduling policy.
     pub scheduling: SchedulerConfig,
     /// Connection liveness timing.
@@ -47,8 +53,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: ([127, 0, 0, 1], 0).into(),
-            advertise: None,
+            advertise: Vec::new(),
             cluster_file: None,
+            identity: None,
             scheduling: SchedulerConfig::default(),
             tuning: TransportTuning::default(),
             tick: Duration::from_millis(250),
@@ -59,10 +66,14 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<()> {
-        if self.listen.ip().is_unspecified() && self.advertise.is_none() {
+        if self.listen.ip().is_unspecified() && self.advertise.is_empty() && self.identity.is_none()
+        {
             return Err(SchedulerError::Setup(
-                "listening on all interfaces needs --advertise ADDRESS (the address workers and clients dial)".into(),
+                "listening on all interfaces needs --advertise NAME (the host name or address workers and clients dial)".into(),
             ));
+        }
+        for name in &self.advertise {
+            check_host_name(name)?;
         }
         if self.scheduling.max_crashes == 0 {
             return Err(SchedulerError::Setup(
@@ -71,6 +82,47 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+/// Checks that `name` is a host name or an IP address (no port, no spaces).
+pub fn check_host_name(name: &str) -> Result<()> {
+    let ok = name.parse::<IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            }));
+    if ok {
+        Ok(())
+    } else {
+        Err(SchedulerError::Setup(format!(
+            "invalid option: {name:?} is not a host name or IP address (give names without a port)"
+        )))
+    }
+}
+
+/// `HOST:PORT` with brackets around an IPv6 host.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The names a scheduler's or worker's certificate carries: what it listens
+/// on (unless all interfaces; loopback also as `localhost`) and every
+/// advertised name.
+pub fn certificate_names(listen: IpAddr, advertise: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    if !listen.is_unspecified() {
+        names.push(listen.to_string());
+        if listen.is_loopback() {
+            names.push("localhost".to_string());
+        }
+    }
+    names.extend(advertise.iter().cloned());
+    names
 }
 
 /// A fresh random cluster secret (256 bits, hex).
@@ -116,6 +168,10 @@ impl Comm for NetComm {
 
     fn drop_worker(&mut self, worker: WorkerId, reason: &str) {
         if let Some((_, conn)) = self.workers.remove(&worker) {
+            eprintln!(
+                "anncat scheduler: dropped worker {worker} ({}): {reason}",
+                conn.remote_address()
+            );
             conn.close(2u32.into(), reason.as_bytes());
         }
     }
@@ -134,8 +190,16 @@ impl SchedulerHandle {
     /// Starts a scheduler; returns once it listens (and wrote its cluster file).
     pub fn start(config: ServerConfig) -> Result<SchedulerHandle> {
         config.validate()?;
-        let identity = Identity::generate()?;
-        let secret = new_secret()?;
+        let (identity, secret) = match &config.identity {
+            Some((cluster, key_pem)) => (
+                Identity::from_pem(&cluster.certificate, key_pem)?,
+                cluster.secret.clone(),
+            ),
+            None => (
+                Identity::generate(&certificate_names(config.listen.ip(), &config.advertise))?,
+                new_secret()?,
+            ),
+        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<ClusterFile>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -234,18 +298,28 @@ async fn serve(
             return;
         }
     };
-    let address = SocketAddr::new(config.advertise.unwrap_or(local.ip()), local.port());
-    let cluster = ClusterFile {
-        address,
-        certificate: identity.certificate_pem(),
-        secret: secret.clone(),
+    let cluster = match &config.identity {
+        Some((cluster, _)) => cluster.clone(),
+        None => {
+            let host = config
+                .advertise
+                .first()
+                .cloned()
+                .unwrap_or_else(|| local.ip().to_string());
+            let cluster = ClusterFile {
+                address: host_port(&host, local.port()),
+                certificate: identity.certificate_pem(),
+                secret: secret.clone(),
+            };
+            if let Some(path) = &config.cluster_file
+                && let Err(e) = cluster.write(path)
+            {
+                let _ = ready.send(Err(e.into()));
+                return;
+            }
+            cluster
+        }
     };
-    if let Some(path) = &config.cluster_file
-        && let Err(e) = cluster.write(path)
-    {
-        let _ = ready.send(Err(e.into()));
-        return;
-    }
     let _ = ready.send(Ok(cluster));
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
     let secret = Arc::new(secret);
@@ -302,7 +376,7 @@ fn handle_event(state: &mut SchedulerState, comm: &mut NetComm, ev: Event) {
             state.on_heartbeat(id, hb, wall_s(), Instant::now());
         }
         Event::FromWorker(id, FromWorker::Started(keys)) => {
-            state.on_tasks_started(id, &keys);
+            state.on_tasks_started(id, &keys, comm);
         }
         Event::FromWorker(id, FromWorker::Finished(reports)) => {
             state.on_heartbeat_seen(id, Instant::now());
@@ -327,6 +401,20 @@ fn handle_event(state: &mut SchedulerState, comm: &mut NetComm, ev: Event) {
             comm.clients.remove(&id);
             state.on_client_lost(id, comm);
         }
+    }
+}
+
+/// Logs a connection closed for a frame that is too large or does not
+/// decode (an unknown message); a plain disconnect is not logged here.
+fn log_bad_frame(conn: &Connection, who: &str, e: &anncat_net::NetError) {
+    if matches!(
+        e,
+        anncat_net::NetError::FrameTooLarge { .. } | anncat_net::NetError::Malformed(_)
+    ) {
+        eprintln!(
+            "anncat scheduler: closed the connection of {who} ({}): {e}",
+            conn.remote_address()
+        );
     }
 }
 
@@ -398,6 +486,7 @@ async fn handle_connection(
                     }
                     Ok(None) => break "worker closed its connection".to_string(),
                     Err(e) => {
+                        log_bad_frame(&conn, &format!("worker {wid}"), &e);
                         conn.close(3u32.into(), e.to_string().as_bytes());
                         break e.to_string();
                     }
@@ -430,6 +519,7 @@ async fn handle_connection(
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        log_bad_frame(&conn, &format!("client {}", cid.0), &e);
                         conn.close(3u32.into(), e.to_string().as_bytes());
                         break;
                     }

@@ -576,14 +576,35 @@ impl SchedulerState {
 
     /// A worker started running these tasks (a worker that dies now is
     /// blamed on them).
-    pub fn on_tasks_started(&mut self, worker: WorkerId, keys: &[TaskKey]) {
+    /// A task the worker was not given is a protocol violation: the
+    /// worker is dropped.
+    pub fn on_tasks_started(&mut self, worker: WorkerId, keys: &[TaskKey], comm: &mut dyn Comm) {
+        let mut unknown = None;
         if let Some(w) = self.workers.get_mut(&worker) {
             for k in keys {
-                if let Some((_, started, _)) = w.running.get_mut(k) {
-                    *started = true;
+                match w.running.get_mut(k) {
+                    Some((_, started, _)) => *started = true,
+                    None => unknown = Some(*k),
                 }
             }
         }
+        if let Some(k) = unknown {
+            self.protocol_violation(
+                worker,
+                &format!("it started {k}, which it was not given"),
+                comm,
+            );
+        }
+    }
+
+    /// Drops a worker that broke the protocol; its work is redone elsewhere.
+    fn protocol_violation(&mut self, worker: WorkerId, what: &str, comm: &mut dyn Comm) {
+        if !self.workers.contains_key(&worker) {
+            return;
+        }
+        let reason = format!("protocol violation: {what}");
+        comm.drop_worker(worker, &reason);
+        self.on_worker_lost(worker, &reason, comm);
     }
 
     /// A worker reported finished or failed tasks.
@@ -594,7 +615,20 @@ impl SchedulerState {
         comm: &mut dyn Comm,
     ) {
         for report in reports {
-            self.on_task_report(worker, report, comm);
+            let key = report.key;
+            let given = self
+                .workers
+                .get(&worker)
+                .map(|w| w.running.contains_key(&key));
+            match given {
+                Some(true) => self.on_task_report(worker, report, comm),
+                Some(false) => {
+                    let what =
+                        format!("it reported {key}, which it was not given (or reported twice)");
+                    return self.protocol_violation(worker, &what, comm);
+                }
+                None => return,
+            }
         }
     }
 

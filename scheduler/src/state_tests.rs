@@ -280,7 +280,7 @@ fn a_lost_worker_s_tasks_rerun_and_lost_outputs_are_recomputed() {
     let runs = r.take_runs();
     assert_eq!(runs.len(), 2);
     // b finishes, then w0 dies while running c; a's and b's outputs are gone.
-    s.on_tasks_started(WorkerId(0), &[runs[1].1.key]);
+    s.on_tasks_started(WorkerId(0), &[runs[1].1.key], &mut r);
     s.on_task_reports(WorkerId(0), vec![done(runs[0].1.key)], &mut r);
     s.on_worker_joined(WorkerId(1), info(100, 1), now, &mut r);
     s.on_worker_lost(WorkerId(0), "killed", &mut r);
@@ -353,7 +353,7 @@ fn tasks_queued_behind_a_running_one_are_not_blamed() {
     let runs = r.take_runs();
     assert_eq!(runs.len(), 2, "one running, one queued");
     let key = |task| TaskKey { job, task };
-    s.on_tasks_started(WorkerId(0), &[key(b)]);
+    s.on_tasks_started(WorkerId(0), &[key(b)], &mut r);
     s.on_worker_lost(WorkerId(0), "killed", &mut r);
     assert_eq!(s.crashes(key(b)), Some(1), "the started task is blamed");
     assert_eq!(s.crashes(key(a)), Some(0), "the queued task is not");
@@ -437,4 +437,39 @@ fn jobs_fail_when_every_worker_is_gone_for_too_long() {
         e.contains("no workers left") && e.contains("oom-killed"),
         "{e}"
     );
+}
+
+#[test]
+fn a_worker_reporting_a_task_it_was_not_given_is_dropped() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    let mut g = Graph::new();
+    let a = g.add("k", &(), vec![], 1, "a").expect("add");
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    s.on_worker_joined(WorkerId(1), info(100, 1), now, &mut r);
+    let job = start(&mut s, &mut r, &g, Want::Sinks);
+    let runs = r.take_runs();
+    assert_eq!(runs.len(), 1);
+    let (given, other) = if runs[0].0 == WorkerId(0) {
+        (WorkerId(0), WorkerId(1))
+    } else {
+        (WorkerId(1), WorkerId(0))
+    };
+    // The other worker claims the task: dropped, the job goes on.
+    s.on_task_reports(other, vec![done(TaskKey { job, task: a })], &mut r);
+    assert_eq!(r.dropped, [other]);
+    assert!(!r.finished() && r.failure().is_none());
+    // A start for a task it was not given is a violation too.
+    s.on_tasks_started(given, &[TaskKey { job, task: a }], &mut r);
+    s.on_tasks_started(
+        given,
+        &[TaskKey {
+            job,
+            task: TaskId(99),
+        }],
+        &mut r,
+    );
+    assert_eq!(r.dropped, [other, given]);
+    assert_eq!(s.worker_count(), 0);
 }

@@ -1,15 +1,19 @@
 //! The worker process: registers with the scheduler, runs assigned tasks on
 //! a pool of threads under the [`MemoryGovernor`], keeps outputs that other
 //! tasks need, serves them to peers, fetches its inputs from peers, and
-//! heartbeats its memory use. It exits when the scheduler says shut down,
-//! or with an error when the scheduler goes away.
+//! heartbeats its memory use. It exits when the scheduler says shut down.
+//! When the scheduler cannot be reached (not up yet, gone, or the network
+//! cut) it keeps dialling for [`WorkerConfig::reconnect_timeout`] and then
+//! joins again as a new worker: each connection is a *session*, and work of
+//! an earlier session (queued tasks, held outputs, late results) is dropped,
+//! since the scheduler gave it to others when it lost this worker.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anncat_core::kernel::{KernelRegistry, take_bytes_written};
 use anncat_core::protocol::{
@@ -45,14 +49,19 @@ pub struct WorkerConfig {
     pub allow_write: Vec<PathBuf>,
     /// Where to listen for peers (loopback by default).
     pub listen: SocketAddr,
-    /// The address peers dial when `listen` is all interfaces.
-    pub advertise: Option<IpAddr>,
+    /// The host name or IP address peers dial (needed when `listen` is all
+    /// interfaces); a name is resolved once, at start.
+    pub advertise: Option<String>,
     /// A name for reports (host:pid by default).
     pub name: Option<String>,
     /// Connection liveness timing.
     pub tuning: TransportTuning,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// How long to keep dialling a scheduler that cannot be reached (at
+    /// start, or after losing it) before giving up; zero: one attempt, and
+    /// exit when the connection is lost.
+    pub reconnect_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -68,6 +77,7 @@ impl WorkerConfig {
             name: None,
             tuning: TransportTuning::default(),
             heartbeat: Duration::from_millis(250),
+            reconnect_timeout: Duration::from_secs(30),
         }
     }
 
@@ -94,7 +104,7 @@ impl WorkerConfig {
         }
         if self.listen.ip().is_unspecified() && self.advertise.is_none() {
             return Err(WorkerError::Setup(
-                "listening on all interfaces needs --advertise ADDRESS (the address peers dial)"
+                "listening on all interfaces needs --advertise NAME (the host name or address peers dial)"
                     .into(),
             ));
         }
@@ -109,6 +119,7 @@ fn wall_s() -> f64 {
 }
 
 struct ReadyTask {
+    session: u64,
     a: Assignment,
     inputs: Vec<Arc<Vec<u8>>>,
 }
@@ -121,11 +132,12 @@ struct ExecState {
 }
 
 enum Event {
-    Started(TaskKey),
+    Started(u64, TaskKey),
     Ended(Completion),
 }
 
 struct Completion {
+    session: u64,
     key: TaskKey,
     keep: Option<Arc<Vec<u8>>>,
     outcome: TaskOutcome,
@@ -141,8 +153,14 @@ struct PeerConn {
     _hello: (FrameWriter, FrameReader),
 }
 
+/// No worker id yet (between sessions).
+const NO_ID: u64 = u64::MAX;
+
 struct Shared {
-    me: OnceLock<WorkerId>,
+    /// This worker's id in the current session ([`NO_ID`] between sessions).
+    me: AtomicU64,
+    /// The current session (connection to the scheduler), counting from 1.
+    session: AtomicU64,
     secret: String,
     tuning: TransportTuning,
     governor: MemoryGovernor,
@@ -159,6 +177,32 @@ struct Shared {
 }
 
 impl Shared {
+    fn me(&self) -> Option<WorkerId> {
+        let id = self.me.load(Ordering::Relaxed);
+        (id != NO_ID).then_some(WorkerId(id))
+    }
+
+    fn current_session(&self) -> u64 {
+        self.session.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the work of the session that ended: queued tasks, held
+    /// outputs, peers (the scheduler reassigns all of it).
+    async fn end_session(&self) {
+        self.me.store(NO_ID, Ordering::Relaxed);
+        self.session.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut st) = self.exec.lock() {
+            st.queue.clear();
+        }
+        if let Ok(mut o) = self.outputs.lock() {
+            o.clear();
+        }
+        if let Ok(mut p) = self.peers.lock() {
+            p.clear();
+        }
+        self.peer_conns.lock().await.clear();
+    }
+
     fn in_use(&self) -> u64 {
         if governor::counting() {
             governor::allocated()
@@ -193,18 +237,32 @@ pub fn run_worker(config: WorkerConfig, registry: KernelRegistry) -> Result<()> 
 }
 
 async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
-    let identity = Identity::generate()?;
+    let advertise_ip = match &config.advertise {
+        Some(name) => Some(
+            anncat_core::protocol::resolve_address(&format!("{name}:0"))
+                .map_err(|e| WorkerError::Setup(format!("--advertise: {e}")))?
+                .ip(),
+        ),
+        None => None,
+    };
+    let mut names: Vec<String> = config.advertise.iter().cloned().collect();
+    names.extend(advertise_ip.map(|ip| ip.to_string()));
+    if !config.listen.ip().is_unspecified() {
+        names.push(config.listen.ip().to_string());
+    }
+    let identity = Identity::generate(&names)?;
     let endpoint = server_endpoint(config.listen, &identity, &config.tuning)?;
     let local = endpoint
         .local_addr()
         .map_err(|e| WorkerError::Setup(format!("no local address: {e}")))?;
-    let address = SocketAddr::new(config.advertise.unwrap_or(local.ip()), local.port());
+    let address = SocketAddr::new(advertise_ip.unwrap_or(local.ip()), local.port());
     let mut probe = RssProbe::new();
     let baseline = probe.rss().max(governor::allocated()) + RESERVE_BYTES;
     let gov = MemoryGovernor::new(config.memory_limit, baseline);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Event>();
     let shared = Arc::new(Shared {
-        me: OnceLock::new(),
+        me: AtomicU64::new(NO_ID),
+        session: AtomicU64::new(1),
         secret: config.cluster.secret.clone(),
         tuning: config.tuning,
         governor: gov,
@@ -232,27 +290,6 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
         pid,
     };
     let scheduler_cert = der_of_pem(&config.cluster.certificate)?;
-    let conn = connect(
-        &endpoint,
-        config.cluster.address,
-        &scheduler_cert,
-        &config.tuning,
-    )
-    .await
-    .map_err(|e| WorkerError::Setup(format!("cannot reach the scheduler: {e}")))?;
-    let hello = Hello::Worker {
-        version: PROTOCOL_VERSION,
-        secret: config.cluster.secret.clone(),
-        info,
-    };
-    let (id, mut writer, mut reader) =
-        say_hello(&conn, &hello, CONTROL_MAX_BYTES)
-            .await
-            .map_err(|e| match e {
-                NetError::Refused(r) => WorkerError::Refused(r),
-                other => WorkerError::SchedulerLost(other.to_string()),
-            })?;
-    let _ = shared.me.set(WorkerId(id));
 
     // Peers fetch outputs from here.
     let serve = shared.clone();
@@ -284,21 +321,119 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
             .map_err(|e| WorkerError::Setup(format!("cannot start a thread: {e}")))?;
     }
 
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let hello = Hello::Worker {
+        version: PROTOCOL_VERSION,
+        secret: config.cluster.secret.clone(),
+        info,
+    };
+    let mut unreachable_since = Instant::now();
+    let mut joined_before = false;
     let result = loop {
+        match join(&config, &endpoint, &scheduler_cert, &hello).await {
+            Ok((id, mut writer, mut reader)) => {
+                if joined_before {
+                    eprintln!("anncat worker: joined the scheduler again as worker {id}");
+                }
+                joined_before = true;
+                shared.me.store(id, Ordering::Relaxed);
+                let end = session(&config, &shared, &mut writer, &mut reader, &mut done_rx).await;
+                writer.finish();
+                shared.end_session().await;
+                match end {
+                    Ok(()) => break Ok(()),
+                    Err(e) if config.reconnect_timeout.is_zero() => break Err(e),
+                    Err(e) => {
+                        eprintln!(
+                            "anncat worker: {e}; dialling it again for up to {} s",
+                            config.reconnect_timeout.as_secs()
+                        );
+                        unreachable_since = Instant::now();
+                    }
+                }
+            }
+            Err(e @ WorkerError::Refused(_)) => break Err(e),
+            Err(e) if unreachable_since.elapsed() >= config.reconnect_timeout => {
+                break Err(if joined_before {
+                    WorkerError::SchedulerLost(format!(
+                        "gave up after {} s: {e}",
+                        config.reconnect_timeout.as_secs()
+                    ))
+                } else {
+                    e
+                });
+            }
+            Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,
+        }
+    };
+    shared.stop.store(true, Ordering::Relaxed);
+    shared.wake.notify_all();
+    endpoint.close(0u32.into(), b"worker stopped");
+    result
+}
+
+/// Pause between attempts to reach the scheduler.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+/// Dials the scheduler and registers; the granted id and the control stream.
+async fn join(
+    config: &WorkerConfig,
+    endpoint: &quinn::Endpoint,
+    scheduler_cert: &[u8],
+    hello: &Hello,
+) -> Result<(u64, FrameWriter, FrameReader)> {
+    let unreachable = |e: String| {
+        WorkerError::Setup(format!(
+            "cannot reach the scheduler at {}: {e}",
+            config.cluster.address
+        ))
+    };
+    let addr = config
+        .cluster
+        .resolve()
+        .map_err(|e| unreachable(e.to_string()))?;
+    let conn = connect(
+        endpoint,
+        addr,
+        config.cluster.host(),
+        scheduler_cert,
+        &config.tuning,
+    )
+    .await
+    .map_err(|e| unreachable(e.to_string()))?;
+    say_hello(&conn, hello, CONTROL_MAX_BYTES)
+        .await
+        .map_err(|e| match e {
+            NetError::Refused(r) => WorkerError::Refused(r),
+            other => unreachable(other.to_string()),
+        })
+}
+
+/// Serves one session: runs what the scheduler assigns and reports back.
+/// `Ok` when the scheduler said shut down, an error when the connection
+/// was lost.
+async fn session(
+    config: &WorkerConfig,
+    shared: &Arc<Shared>,
+    writer: &mut FrameWriter,
+    reader: &mut FrameReader,
+    done_rx: &mut mpsc::UnboundedReceiver<Event>,
+) -> Result<()> {
+    let current = shared.current_session();
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    loop {
         tokio::select! {
             msg = reader.next::<ToWorker>() => match msg {
                 Ok(Some(ToWorker::Run(assignments))) => {
                     for a in assignments {
-                        if let Some(inputs) = local_inputs(&shared, &a) {
+                        if let Some(inputs) = local_inputs(shared, &a) {
                             // Everything is here: no fetch, straight to the queue.
                             if let Ok(mut st) = shared.exec.lock() {
-                                st.queue.push_back(ReadyTask { a, inputs });
+                                st.queue.push_back(ReadyTask { session: current, a, inputs });
                             }
                             shared.wake.notify_one();
                         } else {
                             let s = shared.clone();
-                            tokio::spawn(async move { fetch_and_queue(s, a).await });
+                            tokio::spawn(async move { fetch_and_queue(s, current, a).await });
                         }
                     }
                 }
@@ -322,15 +457,23 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                     }
                     shared.peer_conns.lock().await.remove(&id);
                 }
-                Ok(Some(ToWorker::Shutdown)) | Ok(None) => break Ok(()),
-                Err(e) => break Err(WorkerError::SchedulerLost(e.to_string())),
+                Ok(Some(ToWorker::Shutdown)) => return Ok(()),
+                Ok(None) => {
+                    return Err(WorkerError::SchedulerLost(
+                        "the scheduler closed the connection".into(),
+                    ));
+                }
+                Err(e) => return Err(WorkerError::SchedulerLost(e.to_string())),
             },
             Some(first) = done_rx.recv() => {
                 let (mut started, mut reports) = (Vec::new(), Vec::new());
                 let mut next = Some(first);
                 while let Some(ev) = next {
                     match ev {
-                        Event::Started(key) => started.push(key),
+                        // Work of an earlier session: the scheduler gave it to others.
+                        Event::Started(s, _) if s != current => {}
+                        Event::Ended(c) if c.session != current => {}
+                        Event::Started(_, key) => started.push(key),
                         Event::Ended(c) => {
                             if let Some(out) = c.keep
                                 && let Ok(mut outputs) = shared.outputs.lock()
@@ -342,15 +485,17 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                     }
                     next = done_rx.try_recv().ok();
                 }
-                if !started.is_empty()
-                    && let Err(e) = writer.send(&FromWorker::Started(started)).await
-                {
-                    break Err(WorkerError::SchedulerLost(e.to_string()));
+                if !started.is_empty() {
+                    writer
+                        .send(&FromWorker::Started(started))
+                        .await
+                        .map_err(|e| WorkerError::SchedulerLost(e.to_string()))?;
                 }
-                if !reports.is_empty()
-                    && let Err(e) = writer.send(&FromWorker::Finished(reports)).await
-                {
-                    break Err(WorkerError::SchedulerLost(e.to_string()));
+                if !reports.is_empty() {
+                    writer
+                        .send(&FromWorker::Finished(reports))
+                        .await
+                        .map_err(|e| WorkerError::SchedulerLost(e.to_string()))?;
                 }
             }
             _ = heartbeat.tick() => {
@@ -362,17 +507,13 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                     running: running as u32,
                     paused: running > 0 && shared.governor.paused(in_use),
                 };
-                if let Err(e) = writer.send(&FromWorker::Heartbeat(hb)).await {
-                    break Err(WorkerError::SchedulerLost(e.to_string()));
-                }
+                writer
+                    .send(&FromWorker::Heartbeat(hb))
+                    .await
+                    .map_err(|e| WorkerError::SchedulerLost(e.to_string()))?;
             }
         }
-    };
-    shared.stop.store(true, Ordering::Relaxed);
-    shared.wake.notify_all();
-    writer.finish();
-    endpoint.close(0u32.into(), b"worker stopped");
-    result
+    }
 }
 
 fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
@@ -404,12 +545,17 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
             let Some(task) = st.queue.pop_front() else {
                 continue;
             };
+            if task.session != shared.current_session() {
+                continue;
+            }
             st.reserved += task.a.memory_bytes;
             st.running += 1;
             task
         };
         let mem = task.a.memory_bytes;
-        let _ = shared.done_tx.send(Event::Started(task.a.key));
+        let _ = shared
+            .done_tx
+            .send(Event::Started(task.session, task.a.key));
         let completion = run_task(shared, registry, task);
         if let Ok(mut st) = shared.exec.lock() {
             st.reserved -= mem;
@@ -433,7 +579,7 @@ fn test_task_delay() -> Option<Duration> {
 }
 
 fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Completion {
-    let ReadyTask { a, inputs } = task;
+    let ReadyTask { session, a, inputs } = task;
     let key = a.key;
     if let Ok(mut m) = shared.task_rss.lock() {
         m.insert(key, shared.rss.load(Ordering::Relaxed));
@@ -510,6 +656,7 @@ fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Comp
         ),
     };
     Completion {
+        session,
         key,
         keep,
         outcome,
@@ -519,8 +666,8 @@ fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Comp
 
 /// The inputs of `a` when every one is held by this worker.
 fn local_inputs(shared: &Shared, a: &Assignment) -> Option<Vec<Arc<Vec<u8>>>> {
-    let me = shared.me.get()?;
-    if a.inputs.iter().any(|i| i.holder != *me) {
+    let me = shared.me()?;
+    if a.inputs.iter().any(|i| i.holder != me) {
         return None;
     }
     let outputs = shared.outputs.lock().ok()?;
@@ -530,13 +677,14 @@ fn local_inputs(shared: &Shared, a: &Assignment) -> Option<Vec<Arc<Vec<u8>>>> {
         .collect()
 }
 
-async fn fetch_and_queue(shared: Arc<Shared>, a: Assignment) {
+async fn fetch_and_queue(shared: Arc<Shared>, session: u64, a: Assignment) {
     let mut inputs = Vec::with_capacity(a.inputs.len());
     for input in &a.inputs {
         match fetch(&shared, input.key, input.holder).await {
             Ok(data) => inputs.push(data),
             Err(message) => {
                 let _ = shared.done_tx.send(Event::Ended(Completion {
+                    session,
                     key: a.key,
                     keep: None,
                     outcome: TaskOutcome::Failed {
@@ -550,7 +698,7 @@ async fn fetch_and_queue(shared: Arc<Shared>, a: Assignment) {
         }
     }
     if let Ok(mut st) = shared.exec.lock() {
-        st.queue.push_back(ReadyTask { a, inputs });
+        st.queue.push_back(ReadyTask { session, a, inputs });
     }
     shared.wake.notify_all();
 }
@@ -560,7 +708,7 @@ async fn fetch(
     key: TaskKey,
     holder: WorkerId,
 ) -> std::result::Result<Arc<Vec<u8>>, String> {
-    if shared.me.get() == Some(&holder) {
+    if shared.me() == Some(holder) {
         return shared
             .outputs
             .lock()
@@ -613,6 +761,7 @@ async fn peer_conn(
     let conn = connect(
         &shared.endpoint,
         info.address,
+        &info.address.ip().to_string(),
         &info.certificate,
         &shared.tuning,
     )

@@ -1,0 +1,260 @@
+//! The `anncat` command line as data: the subcommands and their options
+//! (parsed by clap, with `ANNCAT_*` environment variables and a config
+//! file, see [`crate::config`]), and how `concat`'s options become the
+//! library's.
+
+use std::path::PathBuf;
+
+use anncat_core::anndata::ZarrFormat;
+use anncat_core::concat::index::Join;
+use anncat_core::concat::plan::Axis;
+use anncat_core::concat::values::Scalar;
+use anncat_core::concat::{ConcatOptions, Merge, parse_size};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::cli::{KeygenArgs, SchedulerArgs, WorkerArgs};
+use crate::{ClusterChoice, LocalClusterConfig, RunOptions};
+
+/// The command line definition, with an environment variable per option.
+pub fn command() -> clap::Command {
+    crate::config::apply(Cli::command(), None).unwrap_or_else(|_| Cli::command())
+}
+
+/// Parses `args` (the first item is the program name), taking options from
+/// the environment and from the config file `--config` or `ANNCAT_CONFIG`
+/// names. A config file error comes back as a one-line message.
+pub fn parse<I, T>(args: I) -> Result<Cli, ParseError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let config = crate::config::config_path(&args);
+    let cmd =
+        crate::config::apply(Cli::command(), config.as_deref()).map_err(ParseError::Config)?;
+    let matches = cmd.try_get_matches_from(args).map_err(ParseError::Clap)?;
+    Cli::from_arg_matches(&matches).map_err(ParseError::Clap)
+}
+
+/// Why the command line was not accepted.
+#[derive(Debug)]
+pub enum ParseError {
+    /// clap's error (including `--help` and `--version`, which are not failures).
+    Clap(clap::Error),
+    /// The config file.
+    Config(crate::config::ConfigError),
+}
+
+/// Concatenate AnnData zarr stores out of core.
+#[derive(Debug, Parser)]
+#[command(name = "anncat", version, about)]
+pub struct Cli {
+    /// A TOML file of options, one table per subcommand (also ANNCAT_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+/// The subcommands.
+pub enum Command {
+    /// Print the element tree of a store: encoding, shape, dtype, chunking, stored size.
+    Inspect {
+        /// The AnnData zarr store.
+        store: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite a store in the other zarr format and/or with new chunking.
+    Convert {
+        /// The input AnnData zarr store.
+        input: PathBuf,
+        /// The output store (written as OUTPUT.partial, renamed when complete).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Output zarr format (default: the input's).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+        zarr_format: Option<u8>,
+        /// Target chunk size in MiB (default: keep each array's chunks).
+        #[arg(long, allow_negative_numbers = true)]
+        chunk_mib: Option<f64>,
+        /// Target shard size in MiB (zarr v3 output only).
+        #[arg(long, allow_negative_numbers = true)]
+        shard_mib: Option<f64>,
+        /// Replace the output if it exists.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Concatenate AnnData stores with the semantics of anndata.concat.
+    Concat(Box<ConcatArgs>),
+    /// Run a scheduler that workers and clients connect to.
+    Scheduler(SchedulerArgs),
+    /// Run a worker of a cluster.
+    Worker(WorkerArgs),
+    /// Make a cluster identity ahead of time (cluster file and scheduler
+    /// key), for `scheduler --key-file`.
+    Keygen(KeygenArgs),
+}
+
+/// `anncat concat` options, named like anndata.concat's arguments.
+#[derive(Debug, clap::Args)]
+pub struct ConcatArgs {
+    /// Input stores, in order; write KEY=PATH to give each its key.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// The output store (written as OUTPUT.partial, renamed when complete).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Axis to concatenate along: obs (0) or var (1).
+    #[arg(long, default_value = "obs")]
+    pub axis: String,
+    /// Join of the other axis: inner or outer.
+    #[arg(long, default_value = "inner")]
+    pub join: String,
+    /// How to merge the other axis' annotations: same, unique, first or only.
+    #[arg(long)]
+    pub merge: Option<String>,
+    /// How to merge uns: same, unique, first or only.
+    #[arg(long)]
+    pub uns_merge: Option<String>,
+    /// Add a column with this name recording each entry's input key.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Comma-separated keys, one per input (default 0,1,...).
+    #[arg(long, value_delimiter = ',')]
+    pub keys: Option<Vec<String>>,
+    /// Make names unique by appending this separator and the input's key.
+    #[arg(long)]
+    pub index_unique: Option<String>,
+    /// Value for missing entries (default: NaN for dense, 0 for sparse).
+    #[arg(long, allow_negative_numbers = true)]
+    pub fill_value: Option<String>,
+    /// Concatenate the pairwise ({axis}p) elements block-diagonally.
+    #[arg(long)]
+    pub pairwise: bool,
+    /// Output zarr format (default: the first input's).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
+    pub zarr_format: Option<u8>,
+    /// Memory limit of each worker process, e.g. 512MiB (with --workers 0:
+    /// the budget of the tasks running at once).
+    #[arg(long, default_value = "1GiB")]
+    pub memory_limit: String,
+    /// Local worker processes to start (default: number of cores; 0 runs
+    /// the tasks on threads of this process).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Threads per worker (default 1; with --workers 0, number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Submit to a running cluster (its scheduler's cluster file) instead of
+    /// starting local workers.
+    #[arg(long, conflicts_with = "workers")]
+    pub cluster_file: Option<PathBuf>,
+    /// Continue an interrupted run from OUTPUT.partial, redoing only unfinished tasks.
+    #[arg(long)]
+    pub resume: bool,
+    /// Write a run report (JSON per task and worker, and an SVG timeline beside it).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Target output chunk size in MiB (default: from the memory limit).
+    #[arg(long, allow_negative_numbers = true)]
+    pub chunk_mib: Option<f64>,
+    /// Replace the output if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl ConcatArgs {
+    /// Converts the command line into the library's options.
+    pub fn into_options(self) -> anyhow::Result<(ConcatOptions, RunOptions, bool)> {
+        let mut paths = Vec::new();
+        let mut inline_keys = Vec::new();
+        for input in &self.inputs {
+            match input.split_once('=') {
+                Some((key, path)) if !std::path::Path::new(input).exists() => {
+                    inline_keys.push(key.to_string());
+                    paths.push(PathBuf::from(path));
+                }
+                _ => paths.push(PathBuf::from(input)),
+            }
+        }
+        let keys = match (inline_keys.is_empty(), self.keys) {
+            (true, keys) => keys,
+            (false, None) if inline_keys.len() == paths.len() => Some(inline_keys),
+            (false, None) => {
+                anyhow::bail!("invalid option: give KEY=PATH for every input or for none")
+            }
+            (false, Some(_)) => {
+                anyhow::bail!("invalid option: --keys and KEY=PATH inputs cannot be combined")
+            }
+        };
+        let axis = match self.axis.as_str() {
+            "obs" | "0" => Axis::Obs,
+            "var" | "1" => Axis::Var,
+            other => {
+                anyhow::bail!("invalid option: --axis must be obs, var, 0 or 1, not {other:?}")
+            }
+        };
+        let join = match self.join.as_str() {
+            "inner" => Join::Inner,
+            "outer" => Join::Outer,
+            other => anyhow::bail!("invalid option: --join must be inner or outer, not {other:?}"),
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = self.workers.unwrap_or(cores);
+        let in_process = self.cluster_file.is_none() && workers == 0;
+        let threads = self.threads.unwrap_or(if in_process { cores } else { 1 });
+        if threads == 0 {
+            anyhow::bail!("invalid option: --threads must be at least 1");
+        }
+        let mut opts = ConcatOptions::new(paths, self.output);
+        opts.keys = keys;
+        opts.axis = axis;
+        opts.join = join;
+        opts.merge = self.merge.as_deref().map(Merge::parse).transpose()?;
+        opts.uns_merge = self.uns_merge.as_deref().map(Merge::parse).transpose()?;
+        opts.label = self.label;
+        opts.index_unique = self.index_unique;
+        opts.fill_value = self.fill_value.as_deref().map(Scalar::parse).transpose()?;
+        opts.pairwise = self.pairwise;
+        opts.zarr_format = self.zarr_format.map(ZarrFormat::from_number).transpose()?;
+        opts.memory_limit = parse_size(&self.memory_limit)?;
+        opts.threads = threads;
+        opts.chunk_bytes = mib_to_bytes("chunk-mib", self.chunk_mib)?;
+        opts.overwrite = self.overwrite;
+        opts.resume = self.resume;
+        opts.validate()?;
+        let cluster = match self.cluster_file {
+            Some(path) => ClusterChoice::Remote(path),
+            None if in_process => ClusterChoice::InProcess,
+            None => ClusterChoice::Local(LocalClusterConfig {
+                workers,
+                memory_limit: opts.memory_limit,
+                threads,
+                ..LocalClusterConfig::default()
+            }),
+        };
+        let run = RunOptions {
+            cluster,
+            report: self.report,
+        };
+        Ok((opts, run, self.quiet))
+    }
+}
+
+/// Bytes of a `--*-mib` option (positive MiB).
+pub fn mib_to_bytes(flag: &str, mib: Option<f64>) -> anyhow::Result<Option<u64>> {
+    match mib {
+        None => Ok(None),
+        Some(m) if m.is_finite() && m > 0.0 => Ok(Some((m * 1024.0 * 1024.0).ceil() as u64)),
+        Some(m) => {
+            anyhow::bail!("invalid option: --{flag} must be a positive number of MiB, not {m}")
+        }
+    }
+}
