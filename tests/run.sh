@@ -26,3 +26,7 @@ echo "== interop suite (Python anndata $(grep -m1 anndata tests/interop/requirem
 venv="$(bash tests/interop/setup_venv.sh)"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     -W ignore::DeprecationWarning tests/interop
+
+echo "== cluster-configs: the Slurm script, Kubernetes manifests and compose file run on a local cluster"
+ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+    -W ignore::DeprecationWarning tests/configs
