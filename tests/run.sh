@@ -6,11 +6,14 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
+echo "== system libraries (HDF5)"
+bash scripts/install-system-deps.sh
+
 echo "== build (release)"
 cargo build --release --locked --workspace --all-targets
 
 echo "== the README's example command"
-example="$(grep -m1 '^    cargo run --release -- concat' README.md | sed 's/^    //')"
+example="$(grep -m1 '^    bash scripts/install-system-deps.sh && cargo run --release -- concat' README.md | sed 's/^    //')"
 [ -n "$example" ] || { echo "README example command not found" >&2; exit 1; }
 bash -c "$example" > /dev/null
 [ -f example-out.zarr/.zmetadata ] || { echo "README example made no consolidated store" >&2; exit 1; }

@@ -153,7 +153,10 @@ fn copy_array(
     summary: &mut ConvertSummary,
 ) -> Result<()> {
     if let DType::Other(dtype) = &meta.dtype {
-        if src.format() != dst.format() {
+        if let Some(why) = src.h5().and_then(|h| h.unsupported(path)) {
+            return Err(src.err(path, why));
+        }
+        if src.format() != dst.format() || src.h5().is_some() {
             return Err(src.err(
                 path,
                 format!("cannot convert an array of dtype {dtype} between zarr formats"),
@@ -167,7 +170,7 @@ fn copy_array(
     let doc = spec
         .to_metadata(dst.format())
         .ok_or_else(|| src.err(path, "array dtype has no zarr spelling"))?;
-    if src.format() == dst.format() && doc == meta.raw {
+    if src.h5().is_none() && src.format() == dst.format() && doc == meta.raw {
         copy_verbatim(src, dst, path)?;
         summary.arrays_copied_verbatim += 1;
         return Ok(());

@@ -346,8 +346,9 @@ def readme_example() -> list[str]:
     """The concat options of the repository README's first command, with
     absolute input paths and without -o/--overwrite."""
     text = (REPO / "README.md").read_text()
-    line = next(l.strip() for l in text.splitlines() if l.strip().startswith("cargo run --release -- concat"))
-    tokens = shlex.split(line.split("&&")[0])[4:]
+    line = next(l.strip() for l in text.splitlines() if "cargo run --release -- concat" in l)
+    command = next(part for part in line.split("&&") if "cargo run --release -- concat" in part)
+    tokens = shlex.split(command)[4:]
     assert tokens[0] == "concat"
     out, i = [], 1
     while i < len(tokens):

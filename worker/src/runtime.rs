@@ -557,6 +557,7 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
             .done_tx
             .send(Event::Started(task.session, task.a.key));
         let completion = run_task(shared, registry, task);
+        governor::release_free_memory();
         if let Ok(mut st) = shared.exec.lock() {
             st.reserved -= mem;
             st.running -= 1;

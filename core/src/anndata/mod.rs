@@ -1,10 +1,13 @@
-//! AnnData stores on zarr: the store and its nodes, element encodings, data
-//! types, output layout, and consolidated metadata.
+//! AnnData stores on zarr (and `.h5ad` files read as zarr): the store and
+//! its nodes, element encodings, data types, output layout, and
+//! consolidated metadata.
 
 pub mod atomic_store;
+pub mod backend;
 pub mod consolidate;
 pub mod dtype;
 pub mod element;
+pub mod h5;
 pub mod layout;
 pub mod read;
 pub mod sparse;

@@ -1,6 +1,7 @@
-//! A zarr store on the filesystem (v2 or v3), seen node by node: format
-//! detection, node metadata and attributes, children, zarrs array handles,
-//! and metadata writing for new stores.
+//! A zarr store on the filesystem (v2 or v3), or an `.h5ad` file read as a
+//! zarr v2 store, seen node by node: format detection, node metadata and
+//! attributes, children, zarrs array handles, and metadata writing for new
+//! stores.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +10,9 @@ use serde_json::{Map, Value};
 use zarrs::array::{Array, ArrayMetadata};
 
 use super::atomic_store::{AtomicFsStore, write_atomic};
+use super::backend::Backend;
 use super::dtype::DType;
+use super::h5::{H5Store, is_hdf5};
 use super::structured::raw_bits_view;
 use crate::error::{Error, Result};
 
@@ -78,20 +81,31 @@ pub struct NodeMeta {
     pub attrs: Map<String, Value>,
 }
 
-/// A zarr store on the local (or shared) filesystem.
+/// A zarr store on the local (or shared) filesystem, or an h5ad file.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     format: ZarrFormat,
-    storage: Arc<AtomicFsStore>,
+    storage: Arc<Backend>,
 }
 
 impl Store {
     /// Opens an existing store, reading only its root metadata.
     pub fn open(path: &Path) -> Result<Store> {
         let meta = std::fs::metadata(path).map_err(|e| Error::path(path, io_reason(&e)))?;
+        if meta.is_file() && is_hdf5(path) {
+            let h5 = H5Store::open(path).map_err(|e| Error::path(path, e))?;
+            return Ok(Store {
+                root: path.to_path_buf(),
+                format: ZarrFormat::V2,
+                storage: Arc::new(Backend::H5(h5)),
+            });
+        }
         if !meta.is_dir() {
-            return Err(Error::path(path, "not a zarr store (not a directory)"));
+            return Err(Error::path(
+                path,
+                "not an AnnData store (neither a zarr directory nor an HDF5 .h5ad file)",
+            ));
         }
         let format = if path.join("zarr.json").is_file() {
             ZarrFormat::V3
@@ -112,7 +126,7 @@ impl Store {
         Ok(Store {
             root: path.to_path_buf(),
             format,
-            storage: Arc::new(storage),
+            storage: Arc::new(Backend::Zarr(storage)),
         })
     }
 
@@ -125,11 +139,11 @@ impl Store {
         Ok(Store {
             root: path.to_path_buf(),
             format,
-            storage: Arc::new(storage),
+            storage: Arc::new(Backend::Zarr(storage)),
         })
     }
 
-    /// The store's directory.
+    /// The store's directory (or h5ad file).
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -140,8 +154,17 @@ impl Store {
     }
 
     /// The zarrs storage backing this store.
-    pub fn storage(&self) -> Arc<AtomicFsStore> {
+    pub fn storage(&self) -> Arc<Backend> {
         self.storage.clone()
+    }
+
+    /// The h5ad file this store reads, when it is one (chunks are then not
+    /// files that can be copied).
+    pub fn h5(&self) -> Option<&H5Store> {
+        match self.storage.as_ref() {
+            Backend::H5(h) => Some(h),
+            Backend::Zarr(_) => None,
+        }
     }
 
     /// The directory of the node at `path` (`""` is the root).
@@ -159,7 +182,27 @@ impl Store {
     }
 
     fn read_json(&self, path: &str, file: &Path) -> Result<Option<Value>> {
-        match std::fs::read(file) {
+        let read = match self.h5() {
+            Some(h5) => {
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                let key = if path.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{path}/{name}")
+                };
+                let key = zarrs::storage::StoreKey::new(key).map_err(|e| self.err(path, e))?;
+                use zarrs::storage::ReadableStorageTraits as _;
+                h5.get(&key)
+                    .map_err(|e| self.err(path, e))?
+                    .map(|b| b.to_vec())
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+            }
+            None => std::fs::read(file),
+        };
+        match read {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
                 let name = file
                     .file_name()
@@ -298,6 +341,11 @@ impl Store {
 
     /// Names of the child nodes of the group at `path`, sorted.
     pub fn children(&self, path: &str) -> Result<Vec<String>> {
+        if let Some(h5) = self.h5() {
+            return h5
+                .children(path)
+                .map_err(|e| self.err(path, format!("cannot list group: {e}")));
+        }
         let dir = self.node_dir(path);
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| self.err(path, format!("cannot list group: {}", io_reason(&e))))?;
@@ -327,7 +375,7 @@ impl Store {
     ///
     /// Structured (record) arrays, which zarrs cannot decode, open as raw
     /// bits of the record size so their bytes can still be moved.
-    pub fn array(&self, path: &str) -> Result<Array<AtomicFsStore>> {
+    pub fn array(&self, path: &str) -> Result<Array<Backend>> {
         let node_path = format!("/{path}");
         let opened = Array::open(self.storage.clone(), &node_path);
         let open_err = match opened {

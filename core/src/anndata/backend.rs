@@ -1,0 +1,127 @@
+//! The storage behind a [`Store`](super::store::Store): a zarr directory
+//! (read and written atomically) or a read-only `.h5ad` file seen as zarr v2.
+
+use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::{
+    Bytes, ListableStorageTraits, MaybeBytesIterator, OffsetBytesIterator, ReadableStorageTraits,
+    StorageError, StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix, WritableStorageTraits,
+};
+
+use super::atomic_store::AtomicFsStore;
+use super::h5::H5Store;
+
+/// A zarr directory or an h5ad file.
+#[derive(Debug)]
+pub enum Backend {
+    /// A zarr store on the filesystem.
+    Zarr(AtomicFsStore),
+    /// An HDF5 (`.h5ad`) file, read-only.
+    H5(H5Store),
+}
+
+fn read_only(what: &str) -> StorageError {
+    StorageError::Other(format!("{what}: .h5ad inputs are read-only"))
+}
+
+impl ReadableStorageTraits for Backend {
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        match self {
+            Backend::Zarr(s) => s.get_partial_many(key, byte_ranges),
+            Backend::H5(s) => s.get_partial_many(key, byte_ranges),
+        }
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        match self {
+            Backend::Zarr(s) => s.size_key(key),
+            Backend::H5(s) => s.size_key(key),
+        }
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        match self {
+            Backend::Zarr(s) => s.supports_get_partial(),
+            Backend::H5(s) => s.supports_get_partial(),
+        }
+    }
+}
+
+impl WritableStorageTraits for Backend {
+    fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        match self {
+            Backend::Zarr(s) => s.set(key, value),
+            Backend::H5(_) => Err(read_only(key.as_str())),
+        }
+    }
+
+    fn set_partial_many(
+        &self,
+        key: &StoreKey,
+        offset_values: OffsetBytesIterator<'_>,
+    ) -> Result<(), StorageError> {
+        match self {
+            Backend::Zarr(s) => s.set_partial_many(key, offset_values),
+            Backend::H5(_) => Err(read_only(key.as_str())),
+        }
+    }
+
+    fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        match self {
+            Backend::Zarr(s) => s.erase(key),
+            Backend::H5(_) => Err(read_only(key.as_str())),
+        }
+    }
+
+    fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        match self {
+            Backend::Zarr(s) => s.erase_prefix(prefix),
+            Backend::H5(_) => Err(read_only(prefix.as_str())),
+        }
+    }
+
+    fn supports_set_partial(&self) -> bool {
+        false
+    }
+}
+
+impl ListableStorageTraits for Backend {
+    fn list(&self) -> Result<StoreKeys, StorageError> {
+        match self {
+            Backend::Zarr(s) => s.list(),
+            Backend::H5(_) => Err(StorageError::Other(
+                "h5ad inputs are not listed by key".into(),
+            )),
+        }
+    }
+
+    fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        match self {
+            Backend::Zarr(s) => s.list_prefix(prefix),
+            Backend::H5(_) => Err(StorageError::Other(
+                "h5ad inputs are not listed by key".into(),
+            )),
+        }
+    }
+
+    fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        match self {
+            Backend::Zarr(s) => s.list_dir(prefix),
+            Backend::H5(_) => Err(StorageError::Other(
+                "h5ad inputs are not listed by key".into(),
+            )),
+        }
+    }
+
+    fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        match self {
+            Backend::Zarr(s) => s.size_prefix(prefix),
+            Backend::H5(_) => Err(StorageError::Other(
+                "h5ad inputs are not listed by key".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! `.h5ad` (HDF5) files read as if they were zarr v2 stores: a read-only
+//! zarrs storage that answers `.zgroup`, `.zattrs` and `.zarray` from the
+//! HDF5 objects and their attributes, and each chunk key with one hyperslab
+//! read of the dataset (uncompressed, little-endian, strings as vlen-utf8).
+//! Everything above the storage — element model, planner, kernels — reads an
+//! h5ad exactly as it reads a zarr store, and only the rows a task needs
+//! leave the file.
+//!
+//! The virtual chunks span whole rows (every dimension but the first at
+//! full extent) and a few MiB, in multiples of the dataset's own HDF5 chunk
+//! rows, so a chunk read touches whole HDF5 chunks. The HDF5 library
+//! serializes its calls (one lock per process); separate worker processes
+//! read one file at once, each with its own handle.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hdf5::types::{
+    FixedAscii, FixedUnicode, FloatSize, IntSize, TypeDescriptor, VarLenAscii, VarLenUnicode,
+};
+use hdf5::{Hyperslab, Selection, SliceOrIndex};
+use ndarray::ArrayD;
+use serde_json::{Map, Value, json};
+use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::{Bytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
+
+/// Target size of one virtual chunk.
+const CHUNK_TARGET_BYTES: u64 = 4 << 20;
+
+/// Bytes a string element is assumed to take when sizing chunks.
+const STRING_GUESS_BYTES: u64 = 32;
+
+/// The HDF5 file signature, found at offset 0, 512, 1024, 2048, ...
+const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
+
+/// Whether `path` is a file that starts like HDF5 (at any user-block offset).
+pub fn is_hdf5(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let mut offset = 0u64;
+    while offset + 8 <= len {
+        let mut buf = [0u8; 8];
+        if f.seek(SeekFrom::Start(offset)).is_err() || f.read_exact(&mut buf).is_err() {
+            return false;
+        }
+        if &buf == SIGNATURE {
+            return true;
+        }
+        offset = if offset == 0 { 512 } else { offset * 2 };
+    }
+    false
+}
+
+/// How the elements of a dataset are read and presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Elem {
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F32,
+    F64,
+    Bool,
+    /// Variable-length strings (UTF-8 or ASCII).
+    VarStr {
+        ascii: bool,
+    },
+    /// Fixed-length strings of this many bytes.
+    FixedStr {
+        ascii: bool,
+        len: usize,
+    },
+}
+
+impl Elem {
+    fn of(desc: &TypeDescriptor) -> Option<Elem> {
+        Some(match desc {
+            TypeDescriptor::Integer(s) => match s {
+                IntSize::U1 => Elem::I8,
+                IntSize::U2 => Elem::I16,
+                IntSize::U4 => Elem::I32,
+                IntSize::U8 => Elem::I64,
+            },
+            TypeDescriptor::Unsigned(s) => match s {
+                IntSize::U1 => Elem::U8,
+                IntSize::U2 => Elem::U16,
+                IntSize::U4 => Elem::U32,
+                IntSize::U8 => Elem::U64,
+            },
+            TypeDescriptor::Float(FloatSize::U4) => Elem::F32,
+            TypeDescriptor::Float(FloatSize::U8) => Elem::F64,
+            TypeDescriptor::Boolean => Elem::Bool,
+            TypeDescriptor::VarLenUnicode => Elem::VarStr { ascii: false },
+            TypeDescriptor::VarLenAscii => Elem::VarStr { ascii: true },
+            TypeDescriptor::FixedAscii(n) => Elem::FixedStr {
+                ascii: true,
+                len: *n,
+            },
+            TypeDescriptor::FixedUnicode(n) => Elem::FixedStr {
+                ascii: false,
+                len: *n,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The zarr v2 dtype string.
+    fn zarr_dtype(self) -> &'static str {
+        match self {
+            Elem::I8 => "|i1",
+            Elem::I16 => "<i2",
+            Elem::I32 => "<i4",
+            Elem::I64 => "<i8",
+            Elem::U8 => "|u1",
+            Elem::U16 => "<u2",
+            Elem::U32 => "<u4",
+            Elem::U64 => "<u8",
+            Elem::F32 => "<f4",
+            Elem::F64 => "<f8",
+            Elem::Bool => "|b1",
+            Elem::VarStr { .. } | Elem::FixedStr { .. } => "|O",
+        }
+    }
+
+    /// Bytes per element in a decoded chunk (strings: a guess for sizing).
+    fn size(self) -> u64 {
+        match self {
+            Elem::I8 | Elem::U8 | Elem::Bool => 1,
+            Elem::I16 | Elem::U16 => 2,
+            Elem::I32 | Elem::U32 | Elem::F32 => 4,
+            Elem::I64 | Elem::U64 | Elem::F64 => 8,
+            Elem::VarStr { .. } | Elem::FixedStr { .. } => STRING_GUESS_BYTES,
+        }
+    }
+
+    fn is_string(self) -> bool {
+        matches!(self, Elem::VarStr { .. } | Elem::FixedStr { .. })
+    }
+
+    fn fill_value(self) -> Value {
+        match self {
+            Elem::Bool => Value::Bool(false),
+            Elem::VarStr { .. } | Elem::FixedStr { .. } => Value::String(String::new()),
+            Elem::F32 | Elem::F64 => json!(0.0),
+            _ => json!(0),
+        }
+    }
+}
+
+/// A dataset seen as a zarr array.
+struct VirtualArray {
+    ds: hdf5::Dataset,
+    elem: Elem,
+    shape: Vec<u64>,
+    chunks: Vec<u64>,
+    /// A null dataspace (anndata's `None`): a 0-d array with no chunk, as
+    /// anndata stores `None` in zarr.
+    null: bool,
+    /// Why the data cannot be read (an unsupported type), with the element
+    /// size: the metadata still opens, so the element is refused only if a
+    /// task reads it.
+    unsupported: Option<(String, usize)>,
+}
+
+impl VirtualArray {
+    fn new(ds: hdf5::Dataset) -> Result<VirtualArray, String> {
+        let dtype = ds
+            .dtype()
+            .map_err(|e| format!("unreadable HDF5 type: {e}"))?;
+        let desc = dtype
+            .to_descriptor()
+            .map_err(|e| format!("unreadable HDF5 type: {e}"))?;
+        let null = ds.space().is_ok_and(|s| s.is_null());
+        let (elem, unsupported) = match Elem::of(&desc) {
+            Some(e) if !null => (e, None),
+            Some(_) => (Elem::Bool, None),
+            None => (
+                Elem::U8,
+                Some((
+                    format!(
+                        "HDF5 datasets of type {desc} (record arrays) are not supported in .h5ad inputs"
+                    ),
+                    dtype.size(),
+                )),
+            ),
+        };
+        if null {
+            return Ok(VirtualArray {
+                ds,
+                elem,
+                shape: Vec::new(),
+                chunks: Vec::new(),
+                null,
+                unsupported,
+            });
+        }
+        let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
+        let chunks = if shape.is_empty() {
+            Vec::new()
+        } else {
+            let row: u64 = shape[1..].iter().product::<u64>().max(1) * elem.size();
+            let unit = ds
+                .chunk()
+                .and_then(|c| c.first().copied())
+                .unwrap_or(1)
+                .max(1) as u64;
+            let rows = (CHUNK_TARGET_BYTES / row).max(1);
+            let rows = (rows / unit).max(1) * unit;
+            let mut chunks = vec![rows.min(shape[0]).max(1)];
+            chunks.extend(shape[1..].iter().map(|&d| d.max(1)));
+            chunks
+        };
+        Ok(VirtualArray {
+            ds,
+            elem,
+            shape,
+            chunks,
+            null,
+            unsupported,
+        })
+    }
+
+    fn zarray(&self) -> Value {
+        let mut doc = json!({
+            "zarr_format": 2,
+            "shape": self.shape,
+            "chunks": self.chunks,
+            "dtype": self.elem.zarr_dtype(),
+            "fill_value": self.elem.fill_value(),
+            "order": "C",
+            "compressor": null,
+            "filters": null,
+            "dimension_separator": ".",
+        });
+        if self.elem.is_string() {
+            doc["filters"] = json!([{"id": "vlen-utf8"}]);
+        }
+        if let Some((_, size)) = &self.unsupported {
+            // Raw bytes of the record size; zarr v2 spells a void fill value
+            // as base64 (of zeros here).
+            doc["dtype"] = json!(format!("|V{size}"));
+            let chars = size.div_ceil(3) * 4;
+            let pad = (3 - size % 3) % 3;
+            doc["fill_value"] = json!(format!("{}{}", "A".repeat(chars - pad), "=".repeat(pad)));
+        }
+        doc
+    }
+
+    /// The encoded bytes of the chunk at `index` (a full chunk: the part
+    /// past the end of the dataset holds the fill value).
+    fn chunk(&self, index: &[u64]) -> Result<Option<Vec<u8>>, String> {
+        if let Some((why, _)) = &self.unsupported {
+            return Err(why.clone());
+        }
+        if self.null || index.len() != self.shape.len().max(1) {
+            return Ok(None);
+        }
+        let full: u64 = self.chunks.iter().product::<u64>().max(1);
+        let mut ranges = Vec::with_capacity(self.shape.len());
+        for (d, (&i, &c)) in index.iter().zip(&self.chunks).enumerate() {
+            let start = i * c;
+            if start >= self.shape[d] && !(self.shape[d] == 0 && i == 0) {
+                return Ok(None);
+            }
+            ranges.push(start as usize..(start + c).min(self.shape[d]) as usize);
+        }
+        let count: usize = ranges.iter().map(|r| r.len()).product();
+        let selection = Selection::from(Hyperslab::from(
+            ranges
+                .into_iter()
+                .map(SliceOrIndex::from)
+                .collect::<Vec<_>>(),
+        ));
+        let scalar = self.shape.is_empty();
+        if count == 0 && !scalar {
+            return Ok(Some(self.fill_chunk(full, Vec::new(), Vec::new())));
+        }
+        macro_rules! numbers {
+            ($t:ty) => {{
+                let a: ArrayD<$t> = if scalar {
+                    self.ds.read_dyn::<$t>()
+                } else {
+                    self.ds.as_reader().read_slice(selection)
+                }
+                .map_err(|e| e.to_string())?;
+                let mut out = Vec::with_capacity(full as usize * std::mem::size_of::<$t>());
+                for v in a.iter() {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                out
+            }};
+        }
+        let bytes = match self.elem {
+            Elem::I8 => numbers!(i8),
+            Elem::I16 => numbers!(i16),
+            Elem::I32 => numbers!(i32),
+            Elem::I64 => numbers!(i64),
+            Elem::U8 => numbers!(u8),
+            Elem::U16 => numbers!(u16),
+            Elem::U32 => numbers!(u32),
+            Elem::U64 => numbers!(u64),
+            Elem::F32 => numbers!(f32),
+            Elem::F64 => numbers!(f64),
+            Elem::Bool => {
+                let a: ArrayD<bool> = if scalar {
+                    self.ds.read_dyn::<bool>()
+                } else {
+                    self.ds.as_reader().read_slice(selection)
+                }
+                .map_err(|e| e.to_string())?;
+                a.iter().map(|&b| u8::from(b)).collect()
+            }
+            elem => {
+                let strings = read_strings(
+                    &self.ds,
+                    elem,
+                    scalar.then_some(()).map_or(Some(selection), |()| None),
+                )?;
+                return Ok(Some(self.fill_chunk(full, Vec::new(), strings)));
+            }
+        };
+        Ok(Some(self.fill_chunk(full, bytes, Vec::new())))
+    }
+
+    /// A full chunk of `full` elements from the elements read (`bytes` for
+    /// numbers, `strings` for strings), padded with the fill value.
+    fn fill_chunk(&self, full: u64, mut bytes: Vec<u8>, strings: Vec<String>) -> Vec<u8> {
+        if self.elem.is_string() {
+            // vlen-utf8: element count, then (length, bytes) per element.
+            let mut out =
+                Vec::with_capacity(4 + strings.iter().map(|s| s.len() + 4).sum::<usize>());
+            out.extend_from_slice(&(full as u32).to_le_bytes());
+            for s in &strings {
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            for _ in strings.len() as u64..full {
+                out.extend_from_slice(&0u32.to_le_bytes());
+            }
+            out
+        } else {
+            bytes.resize((full * self.elem.size()) as usize, 0);
+            bytes
+        }
+    }
+}
+
+/// Reads strings of `ds` (all of it when `selection` is `None`).
+fn read_strings(
+    ds: &hdf5::Container,
+    elem: Elem,
+    selection: Option<Selection>,
+) -> Result<Vec<String>, String> {
+    fn read<T: hdf5::H5Type>(
+        ds: &hdf5::Container,
+        selection: Option<Selection>,
+        text: impl Fn(&T) -> String,
+    ) -> Result<Vec<String>, String> {
+        let a: ArrayD<T> = match selection {
+            Some(s) => ds.as_reader().read_slice(s),
+            None => ds.read_dyn::<T>(),
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(a.iter().map(text).collect())
+    }
+    // Fixed-length strings are read into the next size up (HDF5 converts
+    // between string lengths).
+    macro_rules! fixed {
+        ($ascii:expr, $len:expr, $($n:literal),*) => {
+            match ($ascii, $len) {
+                $(
+                    (true, l) if l <= $n => read::<FixedAscii<$n>>(ds, selection, |s| s.as_str().to_string()),
+                    (false, l) if l <= $n => read::<FixedUnicode<$n>>(ds, selection, |s| s.as_str().to_string()),
+                )*
+                (_, l) => Err(format!("fixed-length strings of {l} bytes are longer than anncat reads (65536)")),
+            }
+        };
+    }
+    match elem {
+        Elem::VarStr { ascii: false } => {
+            read::<VarLenUnicode>(ds, selection, |s| s.as_str().to_string())
+        }
+        Elem::VarStr { ascii: true } => {
+            read::<VarLenAscii>(ds, selection, |s| s.as_str().to_string())
+        }
+        Elem::FixedStr { ascii, len } => {
+            fixed!(ascii, len, 8, 16, 32, 64, 128, 256, 1024, 4096, 65536)
+        }
+        _ => Err("not a string".into()),
+    }
+}
+
+/// An attribute as JSON (strings, numbers, booleans and arrays of them);
+/// `None` for types anncat does not use.
+fn attr_json(attr: &hdf5::Attribute) -> Option<Value> {
+    let desc = attr.dtype().ok()?.to_descriptor().ok()?;
+    let elem = Elem::of(&desc)?;
+    let scalar = attr.is_scalar();
+    let values: Vec<Value> = if elem.is_string() {
+        read_strings(attr, elem, None)
+            .ok()?
+            .into_iter()
+            .map(Value::String)
+            .collect()
+    } else {
+        match elem {
+            Elem::Bool => attr
+                .read_raw::<bool>()
+                .ok()?
+                .into_iter()
+                .map(Value::Bool)
+                .collect(),
+            Elem::F32 | Elem::F64 => attr
+                .read_raw::<f64>()
+                .ok()?
+                .into_iter()
+                .map(|v| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+                .collect(),
+            Elem::U64 => attr
+                .read_raw::<u64>()
+                .ok()?
+                .into_iter()
+                .map(Value::from)
+                .collect(),
+            _ => attr
+                .read_raw::<i64>()
+                .ok()?
+                .into_iter()
+                .map(Value::from)
+                .collect(),
+        }
+    };
+    if scalar {
+        values.into_iter().next()
+    } else {
+        Some(Value::Array(values))
+    }
+}
+
+/// A read-only zarrs storage over one `.h5ad` file.
+pub struct H5Store {
+    path: PathBuf,
+    file: hdf5::File,
+    arrays: Mutex<HashMap<String, Arc<VirtualArray>>>,
+}
+
+impl std::fmt::Debug for H5Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H5Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl H5Store {
+    /// Opens `path` read-only.
+    pub fn open(path: &Path) -> Result<H5Store, String> {
+        let file = hdf5::File::open(path).map_err(|e| {
+            format!(
+                "not a readable HDF5 file (truncated or corrupt?): {}",
+                one_line(&e.to_string())
+            )
+        })?;
+        Ok(H5Store {
+            path: path.to_path_buf(),
+            file,
+            arrays: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn group(&self, node: &str) -> Option<hdf5::Group> {
+        if node.is_empty() {
+            self.file.group("/").ok()
+        } else {
+            self.file.group(node).ok()
+        }
+    }
+
+    fn array(&self, node: &str) -> Result<Option<Arc<VirtualArray>>, String> {
+        if node.is_empty() {
+            return Ok(None);
+        }
+        if let Some(a) = self
+            .arrays
+            .lock()
+            .map_err(|_| "poisoned".to_string())?
+            .get(node)
+        {
+            return Ok(Some(a.clone()));
+        }
+        let Ok(ds) = self.file.dataset(node) else {
+            return Ok(None);
+        };
+        let a = Arc::new(VirtualArray::new(ds)?);
+        self.arrays
+            .lock()
+            .map_err(|_| "poisoned".to_string())?
+            .insert(node.to_string(), a.clone());
+        Ok(Some(a))
+    }
+
+    /// Why the dataset at `node` cannot be read, if it cannot (a type
+    /// anncat does not read from HDF5).
+    pub fn unsupported(&self, node: &str) -> Option<String> {
+        self.array(node)
+            .ok()
+            .flatten()
+            .and_then(|a| a.unsupported.as_ref().map(|(w, _)| w.clone()))
+    }
+
+    /// Names of the groups and datasets under the group at `node`, sorted.
+    pub fn children(&self, node: &str) -> Result<Vec<String>, String> {
+        let g = self
+            .group(node)
+            .ok_or_else(|| "not an HDF5 group".to_string())?;
+        let mut names = g.member_names().map_err(|e| e.to_string())?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// The value of a virtual zarr key.
+    fn value(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let (node, leaf) = match key.rsplit_once('/') {
+            Some((n, l)) => (n, l),
+            None => ("", key),
+        };
+        let doc = match leaf {
+            ".zgroup" => self.group(node).map(|_| json!({"zarr_format": 2})),
+            ".zarray" => self.array(node)?.map(|a| a.zarray()),
+            ".zattrs" => {
+                let loc: Option<hdf5::Location> = match self.group(node) {
+                    Some(g) => Some((*g).clone()),
+                    None => self.file.dataset(node).ok().map(|d| (**d).clone()),
+                };
+                loc.map(|l| {
+                    let mut attrs = Map::new();
+                    for name in l.attr_names().unwrap_or_default() {
+                        if let Some(v) = l.attr(&name).ok().as_ref().and_then(attr_json) {
+                            attrs.insert(name, v);
+                        }
+                    }
+                    Value::Object(attrs)
+                })
+            }
+            chunk => {
+                let Some(a) = self.array(node)? else {
+                    return Ok(None);
+                };
+                let index: Option<Vec<u64>> = chunk.split('.').map(|p| p.parse().ok()).collect();
+                let Some(index) = index else {
+                    return Ok(None);
+                };
+                return a.chunk(&index);
+            }
+        };
+        Ok(doc.map(|d| d.to_string().into_bytes()))
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ReadableStorageTraits for H5Store {
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        let Some(value) = self.value(key.as_str()).map_err(StorageError::Other)? else {
+            return Ok(None);
+        };
+        let value = Bytes::from(value);
+        let len = value.len() as u64;
+        let parts: Vec<Result<Bytes, StorageError>> = byte_ranges
+            .map(|r| Ok(value.slice(r.to_range_usize(len))))
+            .collect();
+        Ok(Some(Box::new(parts.into_iter())))
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        Ok(self
+            .value(key.as_str())
+            .map_err(StorageError::Other)?
+            .map(|v| v.len() as u64))
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_json(s: &H5Store, key: &str) -> Value {
+        serde_json::from_slice(&s.value(key).expect("read").expect("present")).expect("json")
+    }
+
+    #[test]
+    fn hdf5_objects_read_as_zarr_v2_keys() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.h5ad");
+        {
+            let f = hdf5::File::create(&path).expect("create");
+            let g = f.create_group("obs").expect("group");
+            let kind: VarLenUnicode = "dataframe".parse().expect("str");
+            g.new_attr::<VarLenUnicode>()
+                .create("encoding-type")
+                .expect("attr")
+                .write_scalar(&kind)
+                .expect("write");
+            let n = g
+                .new_dataset::<i32>()
+                .chunk(4)
+                .shape(10)
+                .create("n")
+                .expect("dataset");
+            n.write(&ndarray::Array1::from_iter(0..10)).expect("write");
+            let names: Vec<VarLenUnicode> = ["a", "bb", "ccc"]
+                .iter()
+                .map(|s| s.parse().expect("str"))
+                .collect();
+            g.new_dataset_builder()
+                .with_data(&names)
+                .create("_index")
+                .expect("names");
+        }
+        assert!(is_hdf5(&path));
+        let s = H5Store::open(&path).expect("open");
+        assert_eq!(s.children("obs").expect("children"), ["_index", "n"]);
+        assert_eq!(value_json(&s, "obs/.zgroup")["zarr_format"], 2);
+        assert_eq!(value_json(&s, "obs/.zattrs")["encoding-type"], "dataframe");
+        let meta = value_json(&s, "obs/n/.zarray");
+        assert_eq!(meta["shape"], json!([10]));
+        assert_eq!(meta["dtype"], "<i4");
+        let chunk = s.value("obs/n/0").expect("read").expect("chunk");
+        let expected: Vec<u8> = (0..10i32).flat_map(i32::to_le_bytes).collect();
+        assert_eq!(chunk, expected);
+        assert_eq!(s.value("obs/n/1").expect("read"), None, "past the end");
+        assert_eq!(
+            value_json(&s, "obs/_index/.zarray")["filters"][0]["id"],
+            "vlen-utf8"
+        );
+        let strings = s.value("obs/_index/0").expect("read").expect("chunk");
+        let mut want = 3u32.to_le_bytes().to_vec();
+        for t in ["a", "bb", "ccc"] {
+            want.extend((t.len() as u32).to_le_bytes());
+            want.extend(t.as_bytes());
+        }
+        assert_eq!(strings, want);
+        assert_eq!(s.value("obs/nothing/.zarray").expect("read"), None);
+        let text = dir.path().join("notes.h5ad");
+        std::fs::write(&text, "not hdf5").expect("write");
+        assert!(!is_hdf5(&text));
+        let cut = dir.path().join("cut.h5ad");
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+        assert!(H5Store::open(&cut).expect_err("truncated").contains("HDF5"));
+    }
+}
