@@ -39,6 +39,9 @@ SETS = {
     "sparse5000v3": ["--size", "5000", "--runs", "3", "--kinds", "csr", "--zarr-format", "3"],
 }
 
+# Sets made here from another set: (name, source set, source glob).
+H5AD_SETS = {"sparse5000h5ad": ("sparse5000", "*_csr.zarr")}
+
 # (case, set, file globs, axis, join)
 CASES = [
     ("CSR obs inner, same var (6 files)", "sparse10000", ["*_fat_csr.zarr", "*_square_csr.zarr"], 0, "inner"),
@@ -49,8 +52,9 @@ CASES = [
     ("dense obs (6 files)", "dense6000", ["*_fat_dense.zarr", "*_square_dense.zarr"], 0, "inner"),
     ("dense var (6 files)", "dense6000", ["*_tall_dense.zarr", "*_square_dense.zarr"], 1, "inner"),
     ("zarr v3 CSR obs outer (9 files)", "sparse5000v3", ["*_csr.zarr"], 0, "outer"),
+    ("h5ad CSR obs outer, sparse 5000 (9 files)", "sparse5000h5ad", ["*_csr.h5ad"], 0, "outer"),
 ]
-QUICK = {"sparse5000", "sparse5000v3"}
+QUICK = {"sparse5000", "sparse5000v3", "sparse5000h5ad"}
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -112,12 +116,23 @@ def main() -> int:
         run([py, "-m", "pip", "install", "-q", f"distributed=={version('dask')}"])
     work = args.data / "runs"
     work.mkdir(parents=True, exist_ok=True)
-    sets = QUICK if args.quick else set(SETS)
-    for name in sorted(sets):
+    sets = QUICK if args.quick else set(SETS) | set(H5AD_SETS)
+    for name in sorted(sets - set(H5AD_SETS)):
         d = args.data / name
         if not (d / "manifest.json").is_file():
             print(f"generating {name} ...", flush=True)
             run([py, str(BENCH / "gen_data.py"), *SETS[name], "--out", str(d), "--seed", "0"])
+    for name in sorted(sets & set(H5AD_SETS)):
+        source, glob = H5AD_SETS[name]
+        d = args.data / name
+        d.mkdir(parents=True, exist_ok=True)
+        import anndata as ad
+
+        for src in sorted((args.data / source).glob(glob)):
+            dst = d / (src.stem + ".h5ad")
+            if not dst.is_file():
+                print(f"writing {dst.name} ...", flush=True)
+                ad.read_zarr(src).write_h5ad(dst)
     rows = []
     for case, set_name, globs, axis, join in CASES:
         if set_name not in sets:
@@ -129,11 +144,12 @@ def main() -> int:
             f.unlink(missing_ok=True)
         # Warm page cache for both tools: read every input once.
         for f in files:
-            for path in Path(f).rglob("*"):
+            for path in [Path(f)] if Path(f).is_file() else Path(f).rglob("*"):
                 if path.is_file():
                     path.read_bytes()
         print(f"{case}: python ...", flush=True)
-        run([py, str(BENCH / "run_anndata.py"), *files, "--out", str(ref_out), "--case", case,
+        runner = REPO / "benches" / "run_anndata_h5ad.py" if set_name in H5AD_SETS else BENCH / "run_anndata.py"
+        run([py, str(runner), *files, "--out", str(ref_out), "--case", case,
              "--axis", str(axis), "--join", join, "--keep-output", "--json-out", str(ref_json)])
         print(f"{case}: anncat ...", flush=True)
         report.unlink(missing_ok=True)

@@ -108,7 +108,10 @@ fn collect(store: &Store, e: &Element, depth: usize, out: &mut Vec<InspectRow>) 
         stored_bytes: 0,
     });
     let stored = match &e.meta.kind {
-        NodeKind::Array(_) => chunk_bytes(&store.node_dir(&e.path)),
+        NodeKind::Array(_) => match store.h5() {
+            Some(h5) => h5.stored_bytes(&e.path),
+            None => chunk_bytes(&store.node_dir(&e.path)),
+        },
         NodeKind::Group => e
             .children
             .iter()

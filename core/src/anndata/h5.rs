@@ -521,6 +521,11 @@ impl H5Store {
             .and_then(|a| a.unsupported.as_ref().map(|(w, _)| w.clone()))
     }
 
+    /// Bytes the dataset at `node` takes in the file (0 for groups).
+    pub fn stored_bytes(&self, node: &str) -> u64 {
+        self.file.dataset(node).map_or(0, |d| d.storage_size())
+    }
+
     /// Names of the groups and datasets under the group at `node`, sorted.
     pub fn children(&self, node: &str) -> Result<Vec<String>, String> {
         let g = self

@@ -104,7 +104,7 @@ impl Store {
         if !meta.is_dir() {
             return Err(Error::path(
                 path,
-                "not an AnnData store (neither a zarr directory nor an HDF5 .h5ad file)",
+                "not a zarr store (not a directory) and not an HDF5 .h5ad file",
             ));
         }
         let format = if path.join("zarr.json").is_file() {
