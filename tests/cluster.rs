@@ -61,18 +61,7 @@ fn start_scheduler(procs: &mut Procs, dir: &Path, name: &str) -> (PathBuf, PathB
 
 fn start_worker(procs: &mut Procs, dir: &Path, cluster: &Path, delay_ms: u64) -> usize {
     let (err, _) = log(dir, &format!("worker-{}", procs.0.len()));
-    let child = Command::new(BIN)
-        .args([
-            "worker",
-            "--memory-limit",
-            "256MiB",
-            "--reconnect-timeout",
-            "2",
-        ])
-        .arg("--cluster-file")
-        .arg(cluster)
-        .arg("--allow-write")
-        .arg(dir)
+    let child = worker_command(cluster, dir)
         .env("ANNCAT_TEST_TASK_DELAY_MS", delay_ms.to_string())
         .stdout(Stdio::null())
         .stderr(err)
@@ -153,12 +142,7 @@ fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
         .kill()
         .expect("SIGKILL a worker");
     let r = run.finish_identical();
-    let lost: Vec<&serde_json::Value> = r["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .filter(|w| w["lost"] == true)
-        .collect();
+    let lost = lost_workers(&r);
     assert_eq!(lost.len(), 1, "the killed worker is reported lost: {r}");
     assert_eq!(lost[0]["pid"], killed);
     let svg = std::fs::read_to_string(run.dir.path().join("report.svg")).expect("timeline");
@@ -350,18 +334,7 @@ fn workers_write_only_under_their_allowed_directories() {
     // The worker may write only under `elsewhere`, not where the output goes.
     let (err, _) = log(dir.path(), "worker");
     procs.add(
-        Command::new(BIN)
-            .args([
-                "worker",
-                "--memory-limit",
-                "256MiB",
-                "--reconnect-timeout",
-                "2",
-            ])
-            .arg("--cluster-file")
-            .arg(&cluster)
-            .arg("--allow-write")
-            .arg(elsewhere.path())
+        worker_command(&cluster, elsewhere.path())
             .stderr(err)
             .spawn()
             .expect("worker"),

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::assert_same_tree;
-use common::procs::{BIN, Procs, concat_args, journal_len, log, reference, report, wait_for};
+use common::procs::{
+    BIN, Procs, concat_args, journal_len, log, lost_workers, reference, report, wait_for,
+};
 
 /// The hosts: the scheduler's (where the client runs too), then the workers'.
 const HOSTS: [&str; 4] = ["s", "w1", "w2", "w3"];
@@ -430,12 +432,7 @@ fn a_concat_across_hosts_survives_a_cut_link_and_latency() {
     });
     net.link("w3", false);
     let (_, r) = c.finish("cut", idx, &out, &rep, &reference);
-    let lost: Vec<&serde_json::Value> = r["workers"]
-        .as_array()
-        .expect("workers")
-        .iter()
-        .filter(|w| w["lost"] == true)
-        .collect();
+    let lost = lost_workers(&r);
     assert_eq!(lost.len(), 1, "the cut-off worker is reported lost: {r}");
     assert!(
         lost[0]["name"]

@@ -120,3 +120,31 @@ pub fn journal_len(out: &Path) -> u64 {
 pub fn report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("report")).expect("json")
 }
+
+/// The workers a run report says were lost.
+pub fn lost_workers(r: &serde_json::Value) -> Vec<&serde_json::Value> {
+    r["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter(|w| w["lost"] == true)
+        .collect()
+}
+
+/// `anncat worker` on `cluster` with a 256 MiB limit, writing only under
+/// `allow_write`, giving up 2 s after losing its scheduler.
+pub fn worker_command(cluster: &Path, allow_write: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "worker",
+        "--memory-limit",
+        "256MiB",
+        "--reconnect-timeout",
+        "2",
+    ])
+    .arg("--cluster-file")
+    .arg(cluster)
+    .arg("--allow-write")
+    .arg(allow_write);
+    c
+}

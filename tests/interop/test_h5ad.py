@@ -3,7 +3,7 @@
 - `anncat convert FILE.h5ad` of every fixture of make_fixtures.py (gen_adata
   and the hand-made edge cases) must read back equal to `read_h5ad`;
 - hand-made HDF5 layouts: contiguous dense X, gzip- and lzf-compressed
-  sparse, fixed-length string columns and categories;
+  sparse, fixed-length string columns and categories, record arrays;
 - a sample of 60 cases of the concat matrix with h5ad inputs, or h5ad and
   zarr mixed, compared with `anndata.concat` of the same inputs (default
   local cluster: several worker processes read each h5ad at once);
@@ -39,20 +39,9 @@ def read_any(path):
 # --- convert: every encoding as stored in HDF5 --------------------------------
 
 
-def drop_record_arrays(mapping):
-    """Record arrays (HDF5 compound datasets) are not read from h5ad yet."""
-    for k in list(mapping):
-        v = mapping[k]
-        if isinstance(v, np.ndarray) and v.dtype.names is not None:
-            del mapping[k]
-        elif isinstance(v, dict):
-            drop_record_arrays(v)
-
-
 @pytest.mark.parametrize("name", list(make_fixtures.FIXTURES))
 def test_convert_h5ad_fixture(tmp_path, name):
     a = make_fixtures.FIXTURES[name]()
-    drop_record_arrays(a.uns)
     src = tmp_path / f"{name}.h5ad"
     a.write_h5ad(src)
     out = tmp_path / "out.zarr"
@@ -180,19 +169,34 @@ def test_h5ad_concat_matrix(h5_input_dir, tmp_path, name, opts, mix, comp):
 # --- bad h5ad files -----------------------------------------------------------
 
 
-def test_record_arrays_are_refused_naming_the_element(tmp_path):
+def test_record_arrays(tmp_path):
+    """Compound datasets: numeric and string fields read as anndata writes
+    them to zarr; a field type anncat does not read fails naming the element."""
     a = make_fixtures.fx_batch(0)
-    a.uns["rec"] = np.rec.fromarrays([np.arange(3), np.ones(3)], names=["a", "b"])
+    a.uns["rec"] = np.rec.fromarrays(
+        [np.arange(3), np.array([0.5, 1.5, 2.5], dtype=np.float32), np.array(["x", "yy", "gène"], dtype=object),
+         np.array([True, False, True])],
+        names=["i", "f", "name", "ok"])
     src = tmp_path / "rec.h5ad"
     a.write_h5ad(src)
-    proc = run_anncat("convert", src, "-o", tmp_path / "out.zarr", check=False)
+    out = tmp_path / "out.zarr"
+    run_anncat("convert", src, "-o", out)
+    assert_equal(ad.read_h5ad(src), ad.read_zarr(out))
+    cat = tmp_path / "cat.zarr"
+    run_anncat("concat", src, src, "-o", cat, "--index-unique", "-", "--uns-merge", "same", "--quiet")
+    got = ad.read_zarr(cat).uns["rec"]
+    assert list(got["name"]) == ["x", "yy", "gène"] and list(got["i"]) == [0, 1, 2]
+
+    b = make_fixtures.fx_batch(1)
+    b.uns["nested"] = np.zeros(2, dtype=[("a", "<i8"), ("b", "<f8", (2,))])
+    bad = tmp_path / "nested.h5ad"
+    b.write_h5ad(bad)
+    proc = run_anncat("convert", bad, "-o", tmp_path / "bad.zarr", check=False)
     assert proc.returncode != 0
-    assert str(src) in proc.stderr and "uns/rec" in proc.stderr and "record arrays" in proc.stderr
+    assert str(bad) in proc.stderr and "uns/nested" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     # Concatenating without uns never reads it.
-    out = tmp_path / "cat.zarr"
-    run_anncat("concat", src, src, "-o", out, "--index-unique", "-", "--quiet")
-    assert "rec" not in ad.read_zarr(out).uns
+    run_anncat("concat", bad, bad, "-o", tmp_path / "c2.zarr", "--index-unique", "-", "--quiet")
 
 
 def test_truncated_and_non_hdf5_files_are_refused(tmp_path):

@@ -557,7 +557,12 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
             .done_tx
             .send(Event::Started(task.session, task.a.key));
         let completion = run_task(shared, registry, task);
-        governor::release_free_memory();
+        // Freed memory the allocator keeps counts in RSS; hand it back only
+        // when RSS is over the limit (doing it after every task costs the
+        // next task its page faults: dense concats ran 1.8x slower).
+        if shared.rss.load(Ordering::Relaxed) > shared.governor.limit {
+            governor::release_free_memory();
+        }
         if let Ok(mut st) = shared.exec.lock() {
             st.reserved -= mem;
             st.running -= 1;

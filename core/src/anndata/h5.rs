@@ -22,6 +22,8 @@ use hdf5::types::{
 use hdf5::{Hyperslab, Selection, SliceOrIndex};
 use ndarray::ArrayD;
 use serde_json::{Map, Value, json};
+
+use super::h5_records::{Records, read_records};
 use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{Bytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
 
@@ -168,6 +170,8 @@ struct VirtualArray {
     /// size: the metadata still opens, so the element is refused only if a
     /// task reads it.
     unsupported: Option<(String, usize)>,
+    /// A compound dataset (record array), read whole when opened.
+    records: Option<Records>,
 }
 
 impl VirtualArray {
@@ -179,6 +183,25 @@ impl VirtualArray {
             .to_descriptor()
             .map_err(|e| format!("unreadable HDF5 type: {e}"))?;
         let null = ds.space().is_ok_and(|s| s.is_null());
+        if let TypeDescriptor::Compound(ct) = &desc
+            && !null
+        {
+            let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
+            let chunks = shape.iter().map(|&d| d.max(1)).collect();
+            let (records, unsupported) = match read_records(&ds, ct) {
+                Ok(r) => (Some(r), None),
+                Err(why) => (None, Some((why, dtype.size()))),
+            };
+            return Ok(VirtualArray {
+                ds,
+                elem: Elem::U8,
+                shape,
+                chunks,
+                null,
+                unsupported,
+                records,
+            });
+        }
         let (elem, unsupported) = match Elem::of(&desc) {
             Some(e) if !null => (e, None),
             Some(_) => (Elem::Bool, None),
@@ -200,6 +223,7 @@ impl VirtualArray {
                 chunks: Vec::new(),
                 null,
                 unsupported,
+                records: None,
             });
         }
         let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
@@ -225,6 +249,7 @@ impl VirtualArray {
             chunks,
             null,
             unsupported,
+            records: None,
         })
     }
 
@@ -244,12 +269,13 @@ impl VirtualArray {
             doc["filters"] = json!([{"id": "vlen-utf8"}]);
         }
         if let Some((_, size)) = &self.unsupported {
-            // Raw bytes of the record size; zarr v2 spells a void fill value
-            // as base64 (of zeros here).
+            // Raw bytes of the record size.
             doc["dtype"] = json!(format!("|V{size}"));
-            let chars = size.div_ceil(3) * 4;
-            let pad = (3 - size % 3) % 3;
-            doc["fill_value"] = json!(format!("{}{}", "A".repeat(chars - pad), "=".repeat(pad)));
+            doc["fill_value"] = json!(base64_zeros(*size));
+        }
+        if let Some(r) = &self.records {
+            doc["dtype"] = r.dtype.clone();
+            doc["fill_value"] = json!(base64_zeros(r.record_size));
         }
         doc
     }
@@ -262,6 +288,15 @@ impl VirtualArray {
         }
         if self.null || index.len() != self.shape.len().max(1) {
             return Ok(None);
+        }
+        if let Some(r) = &self.records {
+            if index.iter().any(|&i| i != 0) {
+                return Ok(None);
+            }
+            let full: u64 = self.chunks.iter().product::<u64>().max(1);
+            let mut bytes = r.bytes.clone();
+            bytes.resize(full as usize * r.record_size, 0);
+            return Ok(Some(bytes));
         }
         let full: u64 = self.chunks.iter().product::<u64>().max(1);
         let mut ranges = Vec::with_capacity(self.shape.len());
@@ -351,6 +386,16 @@ impl VirtualArray {
             bytes
         }
     }
+}
+
+/// Zarr v2's spelling of an all-zero fill value of `size` bytes (base64).
+fn base64_zeros(size: usize) -> String {
+    let pad = (3 - size % 3) % 3;
+    format!(
+        "{}{}",
+        "A".repeat(size.div_ceil(3) * 4 - pad),
+        "=".repeat(pad)
+    )
 }
 
 /// Reads strings of `ds` (all of it when `selection` is `None`).

@@ -8,6 +8,7 @@ pub mod consolidate;
 pub mod dtype;
 pub mod element;
 pub mod h5;
+mod h5_records;
 pub mod layout;
 pub mod read;
 pub mod sparse;
