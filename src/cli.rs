@@ -111,9 +111,44 @@ pub struct SchedulerArgs {
 impl SchedulerArgs {
     /// The scheduler library configuration.
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let mut listen = self.listen;
         let identity = match &self.key_file {
             Some(key_file) => {
                 let cluster = ClusterFile::read(&self.cluster_file)?;
+                // The address and names come from keygen: listen where the
+                // cluster file says workers and clients dial.
+                if !self.advertise.is_empty() {
+                    anyhow::bail!(
+                        "invalid option: --advertise cannot be combined with --key-file (the names are in the certificate keygen made)"
+                    );
+                }
+                let (host, port) = anncat_core::protocol::split_host_port(&cluster.address)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}: address {:?} is not HOST:PORT",
+                            self.cluster_file.display(),
+                            cluster.address
+                        )
+                    })?;
+                match listen.port() {
+                    0 => listen.set_port(port),
+                    p if p != port => anyhow::bail!(
+                        "invalid option: --listen port {p} differs from the cluster file's address {}",
+                        cluster.address
+                    ),
+                    _ => {}
+                }
+                let host_is_local = host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                if listen.ip().is_loopback() && !host_is_local {
+                    anyhow::bail!(
+                        "invalid option: listening on {} but workers dial {}: give --listen 0.0.0.0:{port} (or that host's address)",
+                        listen.ip(),
+                        cluster.address
+                    );
+                }
                 let key = std::fs::read_to_string(key_file).map_err(|e| {
                     anyhow::anyhow!("{}: cannot read key file: {e}", key_file.display())
                 })?;
@@ -129,7 +164,7 @@ impl SchedulerArgs {
             None => None,
         };
         let config = ServerConfig {
-            listen: self.listen,
+            listen,
             advertise: self.advertise,
             cluster_file: identity.is_none().then_some(self.cluster_file),
             identity,

@@ -133,6 +133,14 @@ impl LocalCluster {
         };
         for _ in 0..config.workers {
             let mut cmd = Command::new(&program.path);
+            // Options meant for this process (ANNCAT_* variables, a config
+            // file) must not reach its workers, which get theirs below.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if key.starts_with("ANNCAT_") && !key.starts_with("ANNCAT_TEST_") {
+                    cmd.env_remove(key.as_ref());
+                }
+            }
             cmd.args(&program.args)
                 .arg("--cluster-file")
                 .arg(&cluster_file)

@@ -405,7 +405,9 @@ fn a_concat_across_hosts_survives_a_cut_link_and_latency() {
     let net = match Net::create() {
         Ok(net) => net,
         Err(reason) => {
-            eprintln!("SKIPPED: this kernel forbids network namespaces here: {reason}");
+            eprintln!(
+                "SKIPPED: cannot make network namespaces here (needs root, iproute2 and a kernel that allows them): {reason}"
+            );
             return;
         }
     };

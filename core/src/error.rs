@@ -61,7 +61,7 @@ impl Error {
 }
 
 /// Collapses a multi-line message (some library errors span lines) to one line.
-fn one_line(message: &str) -> String {
+pub(crate) fn one_line(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for (i, part) in message
         .lines()

@@ -454,8 +454,11 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::result::Result<(), Strin
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{nonce}",
         path.file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default(),
@@ -464,7 +467,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::result::Result<(), Strin
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
+        // A new file only: never write through a file or link left there.
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;

@@ -13,13 +13,23 @@ pub const HELLO_MAX_BYTES: usize = 64 * 1024;
 /// Default largest control frame (task batches, reports).
 pub const CONTROL_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-/// Most bytes one frame's decoding may claim for its contents (a frame is
-/// at most 4 GiB; the decoder refuses lengths beyond it before allocating,
-/// and a length beyond the bytes actually present fails when they run out).
+/// Most bytes the decoding of a frame read with a limit up to
+/// [`HELLO_MAX_BYTES`] may claim for its contents (strings, vectors): a
+/// caller that has not authenticated yet cannot make us reserve more, even
+/// by announcing a huge string inside a small frame.
+const SMALL_DECODE_LIMIT_BYTES: usize = 1 << 20;
+
+/// The same for larger frames, which only authenticated peers send (a frame
+/// is at most 4 GiB; a claimed length beyond the bytes present also fails
+/// once they run out).
 const DECODE_LIMIT_BYTES: usize = u32::MAX as usize;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT_BYTES>()
+}
+
+fn small_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<SMALL_DECODE_LIMIT_BYTES>()
 }
 
 /// Encodes `value` as one frame: the length, then the bincode bytes.
@@ -57,7 +67,11 @@ pub async fn read_frame<T: DeserializeOwned>(
     recv.read_exact(&mut body)
         .await
         .map_err(|e| NetError::Closed(e.to_string()))?;
-    decode_body(&body).map(Some)
+    if max <= HELLO_MAX_BYTES {
+        decode_small_body(&body).map(Some)
+    } else {
+        decode_body(&body).map(Some)
+    }
 }
 
 /// The body length a frame header announces, refused when over `max`.
@@ -75,9 +89,27 @@ pub fn body_len(header: [u8; 4], max: usize) -> Result<usize> {
 /// Decodes one frame body; every byte must be used. Never panics: any
 /// byte sequence decodes to a value or to [`NetError::Malformed`].
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    let (value, used) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| NetError::Malformed(e.to_string()))?;
-    if used != body.len() {
+    finish_decode(
+        bincode::serde::decode_from_slice(body, config()),
+        body.len(),
+    )
+}
+
+/// [`decode_body`] for frames from callers not authenticated yet: contents
+/// may claim at most 1 MiB.
+pub fn decode_small_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    finish_decode(
+        bincode::serde::decode_from_slice(body, small_config()),
+        body.len(),
+    )
+}
+
+fn finish_decode<T>(
+    decoded: std::result::Result<(T, usize), bincode::error::DecodeError>,
+    len: usize,
+) -> Result<T> {
+    let (value, used) = decoded.map_err(|e| NetError::Malformed(e.to_string()))?;
+    if used != len {
         return Err(NetError::Malformed("trailing bytes in frame".into()));
     }
     Ok(value)
@@ -133,16 +165,18 @@ mod tests {
     };
     use proptest::prelude::*;
 
-    /// Decodes `bytes` as every message type of the protocol; none may panic.
+    /// Decodes `bytes` as every message type of the protocol; none may
+    /// panic. (The small limit keeps random length prefixes from making the
+    /// test itself allocate gigabytes; the code paths are the same.)
     fn decode_all(bytes: &[u8]) {
-        let _ = decode_body::<Hello>(bytes);
-        let _ = decode_body::<Welcome>(bytes);
-        let _ = decode_body::<ToWorker>(bytes);
-        let _ = decode_body::<FromWorker>(bytes);
-        let _ = decode_body::<ToScheduler>(bytes);
-        let _ = decode_body::<ToClient>(bytes);
-        let _ = decode_body::<PeerRequest>(bytes);
-        let _ = decode_body::<PeerReply>(bytes);
+        let _ = decode_small_body::<Hello>(bytes);
+        let _ = decode_small_body::<Welcome>(bytes);
+        let _ = decode_small_body::<ToWorker>(bytes);
+        let _ = decode_small_body::<FromWorker>(bytes);
+        let _ = decode_small_body::<ToScheduler>(bytes);
+        let _ = decode_small_body::<ToClient>(bytes);
+        let _ = decode_small_body::<PeerRequest>(bytes);
+        let _ = decode_small_body::<PeerReply>(bytes);
     }
 
     proptest! {

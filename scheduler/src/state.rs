@@ -771,8 +771,21 @@ impl SchedulerState {
             }
         }
         self.ready.retain(|(jid, _)| *jid != job);
-        for runs in self.runs.values_mut() {
-            runs.retain(|a| a.key.job != job);
+        // Assignments of this pass not sent yet: the worker never hears of
+        // them, so its books must not hold them either.
+        let workers = &mut self.workers;
+        for (wid, runs) in &mut self.runs {
+            runs.retain(|a| {
+                if a.key.job != job {
+                    return true;
+                }
+                if let Some(w) = workers.get_mut(wid)
+                    && let Some((mem, _, _)) = w.running.remove(&a.key)
+                {
+                    w.reserved -= mem;
+                }
+                false
+            });
         }
         comm.to_client(j.client, ToClient::JobFailed { job, error });
     }

@@ -473,3 +473,27 @@ fn a_worker_reporting_a_task_it_was_not_given_is_dropped() {
     assert_eq!(r.dropped, [other, given]);
     assert_eq!(s.worker_count(), 0);
 }
+
+#[test]
+fn a_job_failed_while_scheduling_leaves_no_reservation_behind() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    s.on_worker_joined(WorkerId(0), info(100, 4), now, &mut r);
+    // `a` is assigned in the same pass that finds `b` fits no worker.
+    let mut g = Graph::new();
+    g.add("k", &(), vec![], 60, "a").expect("add");
+    g.add("k", &(), vec![], 1000, "b").expect("add");
+    start(&mut s, &mut r, &g, Want::Sinks);
+    assert!(r.failure().is_some(), "the job fails");
+    r.take_runs();
+    // The whole budget is free again: a task of 100 runs at once.
+    let mut g = Graph::new();
+    g.add("k", &(), vec![], 100, "c").expect("add");
+    start(&mut s, &mut r, &g, Want::Sinks);
+    assert_eq!(
+        r.take_runs().len(),
+        1,
+        "no reservation of the failed job is left"
+    );
+}

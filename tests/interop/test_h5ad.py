@@ -187,6 +187,16 @@ def test_record_arrays(tmp_path):
     got = ad.read_zarr(cat).uns["rec"]
     assert list(got["name"]) == ["x", "yy", "gène"] and list(got["i"]) == [0, 1, 2]
 
+    # Fixed-length string fields (older writers) read as text too.
+    with h5py.File(src, "r+") as f:
+        d = f["uns"].create_dataset("srec", data=np.array([(1, b"ab"), (2, b"cde")], dtype=[("i", "<i8"), ("s", "S5")]))
+        d.attrs["encoding-type"] = "rec-array"
+        d.attrs["encoding-version"] = "0.2.0"
+    fixed = tmp_path / "fixed.zarr"
+    run_anncat("convert", src, "-o", fixed)
+    srec = ad.read_zarr(fixed).uns["srec"]
+    assert [str(v) for v in srec["s"]] == ["ab", "cde"] and list(srec["i"]) == [1, 2]
+
     b = make_fixtures.fx_batch(1)
     b.uns["nested"] = np.zeros(2, dtype=[("a", "<i8"), ("b", "<f8", (2,))])
     bad = tmp_path / "nested.h5ad"

@@ -245,6 +245,15 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
         ),
         None => None,
     };
+    if let (Some(name), Some(ip)) = (&config.advertise, advertise_ip)
+        && ip.is_loopback()
+        && !config.listen.ip().is_loopback()
+    {
+        eprintln!(
+            "anncat worker: warning: --advertise {name} resolves to the loopback address {ip} here; \
+             workers on other hosts cannot fetch from this one (give a name or address they reach)"
+        );
+    }
     let mut names: Vec<String> = config.advertise.iter().cloned().collect();
     names.extend(advertise_ip.map(|ip| ip.to_string()));
     if !config.listen.ip().is_unspecified() {
@@ -330,7 +339,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     let mut joined_before = false;
     let result = loop {
         match join(&config, &endpoint, &scheduler_cert, &hello).await {
-            Ok((id, mut writer, mut reader)) => {
+            Ok((id, conn, mut writer, mut reader)) => {
                 if joined_before {
                     eprintln!("anncat worker: joined the scheduler again as worker {id}");
                 }
@@ -339,8 +348,15 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                 let end = session(&config, &shared, &mut writer, &mut reader, &mut done_rx).await;
                 writer.finish();
                 shared.end_session().await;
+                // A scheduler that stopped closes with code 0: a shutdown,
+                // even if its Shutdown frame did not arrive first.
+                let stopped = matches!(
+                    conn.close_reason(),
+                    Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == 0u32.into()
+                );
                 match end {
                     Ok(()) => break Ok(()),
+                    Err(_) if stopped => break Ok(()),
                     Err(e) if config.reconnect_timeout.is_zero() => break Err(e),
                     Err(e) => {
                         eprintln!(
@@ -348,6 +364,16 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                             config.reconnect_timeout.as_secs()
                         );
                         unreachable_since = Instant::now();
+                        // Tasks of the lost session may still be writing:
+                        // let them end before taking new work, so no write of
+                        // an abandoned run can land after this worker rejoins.
+                        let deadline = Instant::now() + config.reconnect_timeout;
+                        while shared.exec.lock().map(|e| e.running).unwrap_or(0) > 0
+                            && Instant::now() < deadline
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        tokio::time::sleep(RECONNECT_PAUSE).await;
                     }
                 }
             }
@@ -374,13 +400,14 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
 /// Pause between attempts to reach the scheduler.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
-/// Dials the scheduler and registers; the granted id and the control stream.
+/// Dials the scheduler and registers; the granted id, the connection and
+/// the control stream.
 async fn join(
     config: &WorkerConfig,
     endpoint: &quinn::Endpoint,
     scheduler_cert: &[u8],
     hello: &Hello,
-) -> Result<(u64, FrameWriter, FrameReader)> {
+) -> Result<(u64, quinn::Connection, FrameWriter, FrameReader)> {
     let unreachable = |e: String| {
         WorkerError::Setup(format!(
             "cannot reach the scheduler at {}: {e}",
@@ -400,12 +427,14 @@ async fn join(
     )
     .await
     .map_err(|e| unreachable(e.to_string()))?;
-    say_hello(&conn, hello, CONTROL_MAX_BYTES)
-        .await
-        .map_err(|e| match e {
-            NetError::Refused(r) => WorkerError::Refused(r),
-            other => unreachable(other.to_string()),
-        })
+    let (id, writer, reader) =
+        say_hello(&conn, hello, CONTROL_MAX_BYTES)
+            .await
+            .map_err(|e| match e {
+                NetError::Refused(r) => WorkerError::Refused(r),
+                other => unreachable(other.to_string()),
+            })?;
+    Ok((id, conn, writer, reader))
 }
 
 /// Serves one session: runs what the scheduler assigns and reports back.

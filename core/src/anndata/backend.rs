@@ -19,6 +19,10 @@ pub enum Backend {
     H5(H5Store),
 }
 
+fn not_listed() -> StorageError {
+    StorageError::Other("h5ad inputs are not listed by key".into())
+}
+
 fn read_only(what: &str) -> StorageError {
     StorageError::Other(format!("{what}: .h5ad inputs are read-only"))
 }
@@ -92,36 +96,28 @@ impl ListableStorageTraits for Backend {
     fn list(&self) -> Result<StoreKeys, StorageError> {
         match self {
             Backend::Zarr(s) => s.list(),
-            Backend::H5(_) => Err(StorageError::Other(
-                "h5ad inputs are not listed by key".into(),
-            )),
+            Backend::H5(_) => Err(not_listed()),
         }
     }
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
         match self {
             Backend::Zarr(s) => s.list_prefix(prefix),
-            Backend::H5(_) => Err(StorageError::Other(
-                "h5ad inputs are not listed by key".into(),
-            )),
+            Backend::H5(_) => Err(not_listed()),
         }
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
         match self {
             Backend::Zarr(s) => s.list_dir(prefix),
-            Backend::H5(_) => Err(StorageError::Other(
-                "h5ad inputs are not listed by key".into(),
-            )),
+            Backend::H5(_) => Err(not_listed()),
         }
     }
 
     fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
         match self {
             Backend::Zarr(s) => s.size_prefix(prefix),
-            Backend::H5(_) => Err(StorageError::Other(
-                "h5ad inputs are not listed by key".into(),
-            )),
+            Backend::H5(_) => Err(not_listed()),
         }
     }
 }

@@ -23,12 +23,16 @@ use hdf5::{Hyperslab, Selection, SliceOrIndex};
 use ndarray::ArrayD;
 use serde_json::{Map, Value, json};
 
-use super::h5_records::{Records, read_records};
+use super::h5_records::{BoolByte, Records, fixed_bucket, read_records, utf8};
+use super::structured::base64_zeros;
 use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{Bytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
 
 /// Target size of one virtual chunk.
 const CHUNK_TARGET_BYTES: u64 = 4 << 20;
+
+/// Largest virtual chunk made by rounding up to whole HDF5 chunks.
+const CHUNK_ROUNDING_CAP_BYTES: u64 = 64 << 20;
 
 /// Bytes a string element is assumed to take when sizing chunks.
 const STRING_GUESS_BYTES: u64 = 32;
@@ -139,7 +143,9 @@ impl Elem {
             Elem::I16 | Elem::U16 => 2,
             Elem::I32 | Elem::U32 | Elem::F32 => 4,
             Elem::I64 | Elem::U64 | Elem::F64 => 8,
-            Elem::VarStr { .. } | Elem::FixedStr { .. } => STRING_GUESS_BYTES,
+            Elem::VarStr { .. } => STRING_GUESS_BYTES,
+            // Read into the next bucket size up: that is what a value takes.
+            Elem::FixedStr { len, .. } => fixed_bucket(len).unwrap_or(len) as u64,
         }
     }
 
@@ -230,14 +236,23 @@ impl VirtualArray {
         let chunks = if shape.is_empty() {
             Vec::new()
         } else {
-            let row: u64 = shape[1..].iter().product::<u64>().max(1) * elem.size();
+            let row: u64 = shape[1..]
+                .iter()
+                .fold(1u64, |a, &d| a.saturating_mul(d.max(1)))
+                .saturating_mul(elem.size())
+                .max(1);
             let unit = ds
                 .chunk()
                 .and_then(|c| c.first().copied())
                 .unwrap_or(1)
                 .max(1) as u64;
             let rows = (CHUNK_TARGET_BYTES / row).max(1);
-            let rows = (rows / unit).max(1) * unit;
+            // Whole HDF5 chunks per read, unless one is far over the target.
+            let rows = if unit.saturating_mul(row) <= CHUNK_ROUNDING_CAP_BYTES {
+                (rows / unit).max(1) * unit
+            } else {
+                rows
+            };
             let mut chunks = vec![rows.min(shape[0]).max(1)];
             chunks.extend(shape[1..].iter().map(|&d| d.max(1)));
             chunks
@@ -271,11 +286,11 @@ impl VirtualArray {
         if let Some((_, size)) = &self.unsupported {
             // Raw bytes of the record size.
             doc["dtype"] = json!(format!("|V{size}"));
-            doc["fill_value"] = json!(base64_zeros(*size));
+            doc["fill_value"] = json!(base64_zeros(*size as u64));
         }
         if let Some(r) = &self.records {
             doc["dtype"] = r.dtype.clone();
-            doc["fill_value"] = json!(base64_zeros(r.record_size));
+            doc["fill_value"] = json!(base64_zeros(r.record_size as u64));
         }
         doc
     }
@@ -298,14 +313,21 @@ impl VirtualArray {
             bytes.resize(full as usize * r.record_size, 0);
             return Ok(Some(bytes));
         }
-        let full: u64 = self.chunks.iter().product::<u64>().max(1);
+        let full: u64 = self
+            .chunks
+            .iter()
+            .try_fold(1u64, |a, &c| a.checked_mul(c))
+            .ok_or("chunk too large")?
+            .max(1);
         let mut ranges = Vec::with_capacity(self.shape.len());
         for (d, (&i, &c)) in index.iter().zip(&self.chunks).enumerate() {
-            let start = i * c;
+            let Some(start) = i.checked_mul(c) else {
+                return Ok(None);
+            };
             if start >= self.shape[d] && !(self.shape[d] == 0 && i == 0) {
                 return Ok(None);
             }
-            ranges.push(start as usize..(start + c).min(self.shape[d]) as usize);
+            ranges.push(start as usize..start.saturating_add(c).min(self.shape[d]) as usize);
         }
         let count: usize = ranges.iter().map(|r| r.len()).product();
         let selection = Selection::from(Hyperslab::from(
@@ -345,13 +367,15 @@ impl VirtualArray {
             Elem::F32 => numbers!(f32),
             Elem::F64 => numbers!(f64),
             Elem::Bool => {
-                let a: ArrayD<bool> = if scalar {
-                    self.ds.read_dyn::<bool>()
+                // Through a byte: a file value other than 0 or 1 must not
+                // become a Rust bool.
+                let a: ArrayD<BoolByte> = if scalar {
+                    self.ds.read_dyn::<BoolByte>()
                 } else {
                     self.ds.as_reader().read_slice(selection)
                 }
                 .map_err(|e| e.to_string())?;
-                a.iter().map(|&b| u8::from(b)).collect()
+                a.iter().map(|b| u8::from(b.0 != 0)).collect()
             }
             elem => {
                 let strings = read_strings(
@@ -388,16 +412,6 @@ impl VirtualArray {
     }
 }
 
-/// Zarr v2's spelling of an all-zero fill value of `size` bytes (base64).
-fn base64_zeros(size: usize) -> String {
-    let pad = (3 - size % 3) % 3;
-    format!(
-        "{}{}",
-        "A".repeat(size.div_ceil(3) * 4 - pad),
-        "=".repeat(pad)
-    )
-}
-
 /// Reads strings of `ds` (all of it when `selection` is `None`).
 fn read_strings(
     ds: &hdf5::Container,
@@ -407,14 +421,14 @@ fn read_strings(
     fn read<T: hdf5::H5Type>(
         ds: &hdf5::Container,
         selection: Option<Selection>,
-        text: impl Fn(&T) -> String,
+        bytes: impl Fn(&T) -> &[u8],
     ) -> Result<Vec<String>, String> {
         let a: ArrayD<T> = match selection {
             Some(s) => ds.as_reader().read_slice(s),
             None => ds.read_dyn::<T>(),
         }
         .map_err(|e| e.to_string())?;
-        Ok(a.iter().map(text).collect())
+        a.iter().map(|v| utf8(bytes(v))).collect()
     }
     // Fixed-length strings are read into the next size up (HDF5 converts
     // between string lengths).
@@ -422,22 +436,20 @@ fn read_strings(
         ($ascii:expr, $len:expr, $($n:literal),*) => {
             match ($ascii, $len) {
                 $(
-                    (true, l) if l <= $n => read::<FixedAscii<$n>>(ds, selection, |s| s.as_str().to_string()),
-                    (false, l) if l <= $n => read::<FixedUnicode<$n>>(ds, selection, |s| s.as_str().to_string()),
+                    (true, l) if l <= $n => read::<FixedAscii<$n>>(ds, selection, |s| s.as_bytes()),
+                    (false, l) if l <= $n => read::<FixedUnicode<$n>>(ds, selection, |s| s.as_bytes()),
                 )*
-                (_, l) => Err(format!("fixed-length strings of {l} bytes are longer than anncat reads (65536)")),
+                (_, l) => Err(format!("fixed-length strings of {l} bytes are longer than anncat reads")),
             }
         };
     }
     match elem {
-        Elem::VarStr { ascii: false } => {
-            read::<VarLenUnicode>(ds, selection, |s| s.as_str().to_string())
-        }
-        Elem::VarStr { ascii: true } => {
-            read::<VarLenAscii>(ds, selection, |s| s.as_str().to_string())
-        }
+        Elem::VarStr { ascii: false } => read::<VarLenUnicode>(ds, selection, |s| s.as_bytes()),
+        Elem::VarStr { ascii: true } => read::<VarLenAscii>(ds, selection, |s| s.as_bytes()),
         Elem::FixedStr { ascii, len } => {
-            fixed!(ascii, len, 8, 16, 32, 64, 128, 256, 1024, 4096, 65536)
+            fixed!(
+                ascii, len, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536
+            )
         }
         _ => Err("not a string".into()),
     }
@@ -511,7 +523,7 @@ impl H5Store {
         let file = hdf5::File::open(path).map_err(|e| {
             format!(
                 "not a readable HDF5 file (truncated or corrupt?): {}",
-                one_line(&e.to_string())
+                crate::error::one_line(&e.to_string())
             )
         })?;
         Ok(H5Store {
@@ -618,14 +630,6 @@ impl H5Store {
         };
         Ok(doc.map(|d| d.to_string().into_bytes()))
     }
-}
-
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl ReadableStorageTraits for H5Store {

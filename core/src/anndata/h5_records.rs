@@ -13,7 +13,8 @@
 use std::cell::RefCell;
 
 use hdf5::types::{
-    CompoundField, CompoundType, FloatSize, H5Type, IntSize, TypeDescriptor, VarLenUnicode,
+    CompoundField, CompoundType, FixedAscii, FloatSize, H5Type, IntSize, TypeDescriptor,
+    VarLenUnicode,
 };
 use serde_json::{Value, json};
 
@@ -45,6 +46,41 @@ unsafe impl<T: H5Type> H5Type for Field<T> {
     fn type_descriptor() -> TypeDescriptor {
         one_member(T::type_descriptor(), std::mem::size_of::<T>())
     }
+}
+
+/// A boolean (HDF5's FALSE/TRUE enum) read as its byte, so a value other
+/// than 0 or 1 in a file never becomes a Rust `bool`.
+#[derive(Clone, Copy, Debug)]
+#[repr(transparent)]
+pub(crate) struct BoolByte(pub u8);
+
+// SAFETY: one byte, the size and layout of HDF5's boolean enum; any byte
+// value is a valid `u8`.
+unsafe impl H5Type for BoolByte {
+    fn type_descriptor() -> TypeDescriptor {
+        TypeDescriptor::Boolean
+    }
+}
+
+/// Sizes fixed-length strings are read at (HDF5 converts a string to a
+/// longer fixed length); a dataset's strings take the smallest that fits.
+pub(crate) const FIXED_STRING_BUCKETS: [usize; 13] = [
+    8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536,
+];
+
+/// The size fixed-length strings of `len` bytes are read at.
+pub(crate) fn fixed_bucket(len: usize) -> Option<usize> {
+    FIXED_STRING_BUCKETS.iter().copied().find(|&b| b >= len)
+}
+
+/// Text of bytes read from HDF5, which does not check encodings.
+pub(crate) fn utf8(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        format!(
+            "a string is not valid UTF-8: {:?}",
+            String::from_utf8_lossy(bytes)
+        )
+    })
 }
 
 /// One field's values.
@@ -109,23 +145,49 @@ fn read_column(ds: &hdf5::Dataset, field: &CompoundField) -> Result<Column, Stri
         TypeDescriptor::Float(FloatSize::U8) => {
             numbers::<f64>(ds, name, "<f8", |v| v.to_le_bytes().to_vec())
         }
-        TypeDescriptor::Boolean => numbers::<bool>(ds, name, "|b1", |v| vec![u8::from(v)]),
-        TypeDescriptor::VarLenUnicode
-        | TypeDescriptor::VarLenAscii
-        | TypeDescriptor::FixedAscii(_)
-        | TypeDescriptor::FixedUnicode(_) => {
-            // HDF5 converts every string kind to variable-length UTF-8.
+        TypeDescriptor::Boolean => {
+            numbers::<BoolByte>(ds, name, "|b1", |v| vec![u8::from(v.0 != 0)])
+        }
+        TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => {
             FIELD.with(|f| *f.borrow_mut() = name.to_string());
             let v: Vec<Field<VarLenUnicode>> =
                 ds.read_raw().map_err(|e| format!("field {name}: {e}"))?;
-            Ok(Column::Strings(
-                v.iter().map(|s| s.0.as_str().to_string()).collect(),
-            ))
+            let strings: Result<Vec<String>, String> =
+                v.iter().map(|s| utf8(s.0.as_bytes())).collect();
+            Ok(Column::Strings(strings?))
+        }
+        TypeDescriptor::FixedAscii(len) | TypeDescriptor::FixedUnicode(len) => {
+            fixed_strings(ds, name, *len)
         }
         other => Err(format!(
             "record field {name} of type {other} is not supported"
         )),
     }
+}
+
+/// A fixed-length string field, read at its bucket size.
+fn fixed_strings(ds: &hdf5::Dataset, name: &str, len: usize) -> Result<Column, String> {
+    fn read<T: H5Type>(
+        ds: &hdf5::Dataset,
+        name: &str,
+        bytes: impl Fn(&T) -> &[u8],
+    ) -> Result<Column, String> {
+        FIELD.with(|f| *f.borrow_mut() = name.to_string());
+        let v: Vec<Field<T>> = ds.read_raw().map_err(|e| format!("field {name}: {e}"))?;
+        let strings: Result<Vec<String>, String> = v.iter().map(|s| utf8(bytes(&s.0))).collect();
+        Ok(Column::Strings(strings?))
+    }
+    macro_rules! buckets {
+        ($($n:literal),*) => {
+            match len {
+                $(l if l <= $n => read::<FixedAscii<$n>>(ds, name, |s| s.as_bytes()),)*
+                l => Err(format!("field {name}: fixed-length strings of {l} bytes are longer than anncat reads")),
+            }
+        };
+    }
+    buckets!(
+        8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536
+    )
 }
 
 /// A compound dataset read whole: its zarr v2 structured dtype, record

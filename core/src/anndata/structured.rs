@@ -136,7 +136,7 @@ pub fn raw_bits_view(doc: &Value, format: ZarrFormat) -> Option<Value> {
 }
 
 /// The base64 text of `n` zero bytes (zarr v2's spelling of a void fill value).
-fn base64_zeros(n: u64) -> String {
+pub(crate) fn base64_zeros(n: u64) -> String {
     let mut out = "AAAA".repeat((n / 3) as usize);
     match n % 3 {
         1 => out.push_str("AA=="),
