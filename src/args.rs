@@ -33,7 +33,24 @@ where
     let cmd =
         crate::config::apply(Cli::command(), config.as_deref()).map_err(ParseError::Config)?;
     let matches = cmd.try_get_matches_from(args).map_err(ParseError::Clap)?;
-    Cli::from_arg_matches(&matches).map_err(ParseError::Clap)
+    let mut cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
+    // clap checks conflicts on given values only, not on defaults, which is
+    // what config-file values are: a config file's cluster-file must yield
+    // to --workers given on the command line or in the environment.
+    if let (Command::Concat(concat), Some(m)) =
+        (&mut cli.command, matches.subcommand_matches("concat"))
+    {
+        let from_file =
+            m.value_source("cluster_file") == Some(clap::parser::ValueSource::DefaultValue);
+        let workers_given = matches!(
+            m.value_source("workers"),
+            Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+        );
+        if from_file && workers_given {
+            concat.cluster_file = None;
+        }
+    }
+    Ok(cli)
 }
 
 /// Why the command line was not accepted.

@@ -252,6 +252,32 @@ mod tests {
         assert!(e.contains("threads"), "{e}");
     }
 
+    /// A config file's cluster-file yields to --workers on the command line
+    /// (clap does not check conflicts against defaults).
+    #[test]
+    fn command_line_workers_beat_a_config_files_cluster_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[concat]\ncluster-file = \"/shared/cluster.json\"\n")
+            .expect("write");
+        let p = path.to_string_lossy().into_owned();
+        let parsed = |extra: &[&str]| {
+            let mut args = vec![
+                "anncat", "--config", &p, "concat", "in.zarr", "-o", "out.zarr",
+            ];
+            args.extend(extra);
+            match crate::args::parse(args) {
+                Ok(crate::args::Cli {
+                    command: crate::args::Command::Concat(c),
+                    ..
+                }) => (c.cluster_file, c.workers),
+                _ => panic!("parse"),
+            }
+        };
+        assert_eq!(parsed(&[]).0, Some(PathBuf::from("/shared/cluster.json")));
+        assert_eq!(parsed(&["--workers", "2"]), (None, Some(2)));
+    }
+
     #[test]
     fn config_path_is_found_anywhere_before_a_double_dash() {
         assert_eq!(

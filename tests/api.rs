@@ -234,10 +234,20 @@ fn main() {
         ),
         ("cancel_stops_a_job", cancel_stops_a_job),
     ];
-    let filter = args.iter().skip(1).find(|a| !a.starts_with('-'));
+    // libtest's conventions: a positional filter, `--skip NAME` (repeatable).
+    let (mut filter, mut skips, mut rest) = (None, Vec::new(), args.iter().skip(1));
+    while let Some(a) = rest.next() {
+        if a == "--skip" {
+            skips.extend(rest.next().cloned());
+        } else if !a.starts_with('-') && filter.is_none() {
+            filter = Some(a.clone());
+        }
+    }
     let mut failed = 0;
     for (name, f) in tests {
-        if filter.is_some_and(|f| !name.contains(f.as_str())) {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str()))
+            || skips.iter().any(|s| name.contains(s.as_str()))
+        {
             continue;
         }
         let ok = std::panic::catch_unwind(f).is_ok();
