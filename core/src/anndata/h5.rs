@@ -17,13 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hdf5::types::{
-    FixedAscii, FixedUnicode, FloatSize, IntSize, TypeDescriptor, VarLenAscii, VarLenUnicode,
+    FixedAscii, FixedUnicode, FloatSize, H5Type, IntSize, TypeDescriptor, VarLenAscii,
+    VarLenUnicode,
 };
 use hdf5::{Hyperslab, Selection, SliceOrIndex};
 use ndarray::ArrayD;
 use serde_json::{Map, Value, json};
 
-use super::h5_records::{BoolByte, Records, fixed_bucket, read_records, utf8};
+use super::h5_records::{BoolByte, Records, read_records, utf8};
 use super::structured::base64_zeros;
 use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{Bytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
@@ -63,7 +64,7 @@ pub fn is_hdf5(path: &Path) -> bool {
 
 /// How the elements of a dataset are read and presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Elem {
+pub(super) enum Elem {
     I8,
     I16,
     I32,
@@ -87,7 +88,7 @@ enum Elem {
 }
 
 impl Elem {
-    fn of(desc: &TypeDescriptor) -> Option<Elem> {
+    pub(super) fn of(desc: &TypeDescriptor) -> Option<Elem> {
         Some(match desc {
             TypeDescriptor::Integer(s) => match s {
                 IntSize::U1 => Elem::I8,
@@ -119,7 +120,7 @@ impl Elem {
     }
 
     /// The zarr v2 dtype string.
-    fn zarr_dtype(self) -> &'static str {
+    pub(super) fn zarr_dtype(self) -> &'static str {
         match self {
             Elem::I8 => "|i1",
             Elem::I16 => "<i2",
@@ -137,15 +138,15 @@ impl Elem {
     }
 
     /// Bytes per element in a decoded chunk (strings: a guess for sizing).
-    fn size(self) -> u64 {
+    pub(super) fn size(self) -> u64 {
         match self {
             Elem::I8 | Elem::U8 | Elem::Bool => 1,
             Elem::I16 | Elem::U16 => 2,
             Elem::I32 | Elem::U32 | Elem::F32 => 4,
             Elem::I64 | Elem::U64 | Elem::F64 => 8,
             Elem::VarStr { .. } => STRING_GUESS_BYTES,
-            // Read into the next bucket size up: that is what a value takes.
-            Elem::FixedStr { len, .. } => fixed_bucket(len).unwrap_or(len) as u64,
+            // Read at the next size anncat reads: that is what a value takes.
+            Elem::FixedStr { len, .. } => with_fixed_size(len, Size).unwrap_or(len) as u64,
         }
     }
 
@@ -161,23 +162,178 @@ impl Elem {
             _ => json!(0),
         }
     }
+
+    /// Runs `r` with the Rust type of a number or boolean element; `None`
+    /// for strings.
+    pub(super) fn read_numbers<R: NumberRead>(self, r: R) -> Option<R::Out> {
+        Some(match self {
+            Elem::I8 => r.read::<i8>(),
+            Elem::I16 => r.read::<i16>(),
+            Elem::I32 => r.read::<i32>(),
+            Elem::I64 => r.read::<i64>(),
+            Elem::U8 => r.read::<u8>(),
+            Elem::U16 => r.read::<u16>(),
+            Elem::U32 => r.read::<u32>(),
+            Elem::U64 => r.read::<u64>(),
+            Elem::F32 => r.read::<f32>(),
+            Elem::F64 => r.read::<f64>(),
+            // Through a byte: a file value other than 0 or 1 must not
+            // become a Rust bool.
+            Elem::Bool => r.read::<BoolByte>(),
+            Elem::VarStr { .. } | Elem::FixedStr { .. } => return None,
+        })
+    }
+}
+
+/// A number (or boolean) as read from HDF5 and stored in a zarr chunk.
+pub(super) trait LeBytes: H5Type + Copy {
+    /// Appends the little-endian bytes of `self` (a boolean: 0 or 1).
+    fn put(self, out: &mut Vec<u8>);
+}
+
+macro_rules! le_bytes {
+    ($($t:ty),*) => {
+        $(impl LeBytes for $t {
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        })*
+    };
+}
+
+le_bytes!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+
+impl LeBytes for BoolByte {
+    fn put(self, out: &mut Vec<u8>) {
+        out.push(u8::from(self.0 != 0));
+    }
+}
+
+/// A read generic over the element type (see [`Elem::read_numbers`]).
+pub(super) trait NumberRead {
+    /// What the read gives.
+    type Out;
+    /// Reads elements as `T`.
+    fn read<T: LeBytes>(self) -> Self::Out;
+}
+
+/// A read generic over the size of fixed-length strings, which HDF5
+/// converts to any longer fixed length (see [`with_fixed_size`]).
+pub(super) trait FixedRead {
+    /// What the read gives.
+    type Out;
+    /// Reads strings as `N` bytes each.
+    fn read<const N: usize>(self) -> Self::Out;
+}
+
+/// Runs `r` with the smallest size anncat reads fixed-length strings of
+/// `len` bytes at; `None` when they are longer than all of them.
+pub(super) fn with_fixed_size<R: FixedRead>(len: usize, r: R) -> Option<R::Out> {
+    macro_rules! sizes {
+        ($($n:literal),*) => {
+            $(if len <= $n {
+                return Some(r.read::<$n>());
+            })*
+        };
+    }
+    sizes!(
+        8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536
+    );
+    None
+}
+
+/// The size itself.
+struct Size;
+
+impl FixedRead for Size {
+    type Out = usize;
+
+    fn read<const N: usize>(self) -> usize {
+        N
+    }
+}
+
+/// What a dataset holds, as presented to zarr.
+enum Content {
+    /// Numbers, booleans or strings, read chunk by chunk.
+    Values(Elem),
+    /// A null dataspace (anndata's `None`): a 0-d boolean array with no
+    /// chunk, as anndata stores `None` in zarr.
+    Null,
+    /// A compound dataset (record array), read whole when opened.
+    Records(Records),
+    /// A type anncat does not read: why, and the element size. The metadata
+    /// still opens (as raw bytes), so the element is refused only if a task
+    /// reads it.
+    Unsupported(String, usize),
 }
 
 /// A dataset seen as a zarr array.
 struct VirtualArray {
     ds: hdf5::Dataset,
-    elem: Elem,
+    content: Content,
     shape: Vec<u64>,
     chunks: Vec<u64>,
-    /// A null dataspace (anndata's `None`): a 0-d array with no chunk, as
-    /// anndata stores `None` in zarr.
-    null: bool,
-    /// Why the data cannot be read (an unsupported type), with the element
-    /// size: the metadata still opens, so the element is refused only if a
-    /// task reads it.
-    unsupported: Option<(String, usize)>,
-    /// A compound dataset (record array), read whole when opened.
-    records: Option<Records>,
+}
+
+/// Virtual chunks of about [`CHUNK_TARGET_BYTES`] of whole rows (every
+/// dimension but the first at full extent), in whole HDF5 chunks unless one
+/// is far over the target.
+fn virtual_chunks(ds: &hdf5::Dataset, shape: &[u64], elem_size: u64) -> Vec<u64> {
+    if shape.is_empty() {
+        return Vec::new();
+    }
+    let row: u64 = shape[1..]
+        .iter()
+        .fold(1u64, |a, &d| a.saturating_mul(d.max(1)))
+        .saturating_mul(elem_size)
+        .max(1);
+    let unit = ds
+        .chunk()
+        .and_then(|c| c.first().copied())
+        .unwrap_or(1)
+        .max(1) as u64;
+    let rows = (CHUNK_TARGET_BYTES / row).max(1);
+    let rows = if unit.saturating_mul(row) <= CHUNK_ROUNDING_CAP_BYTES {
+        (rows / unit).max(1) * unit
+    } else {
+        rows
+    };
+    let mut chunks = vec![rows.min(shape[0]).max(1)];
+    chunks.extend(shape[1..].iter().map(|&d| d.max(1)));
+    chunks
+}
+
+/// Numbers of a dataset (a selection, or all of a 0-d one), little-endian.
+struct NumberSlice<'a> {
+    ds: &'a hdf5::Dataset,
+    selection: Option<Selection>,
+    capacity: usize,
+}
+
+impl NumberRead for NumberSlice<'_> {
+    type Out = Result<Vec<u8>, String>;
+
+    fn read<T: LeBytes>(self) -> Self::Out {
+        let a: ArrayD<T> = match self.selection {
+            Some(s) => self.ds.as_reader().read_slice(s),
+            None => self.ds.read_dyn::<T>(),
+        }
+        .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(self.capacity);
+        for v in a.iter() {
+            v.put(&mut out);
+        }
+        Ok(out)
+    }
+}
+
+/// Values read for a chunk.
+enum Values {
+    /// Numbers, little-endian.
+    Bytes(Vec<u8>),
+    /// Strings.
+    Strings(Vec<String>),
 }
 
 impl VirtualArray {
@@ -189,130 +345,92 @@ impl VirtualArray {
             .to_descriptor()
             .map_err(|e| format!("unreadable HDF5 type: {e}"))?;
         let null = ds.space().is_ok_and(|s| s.is_null());
-        if let TypeDescriptor::Compound(ct) = &desc
-            && !null
-        {
-            let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
-            let chunks = shape.iter().map(|&d| d.max(1)).collect();
-            let (records, unsupported) = match read_records(&ds, ct) {
-                Ok(r) => (Some(r), None),
-                Err(why) => (None, Some((why, dtype.size()))),
-            };
-            return Ok(VirtualArray {
-                ds,
-                elem: Elem::U8,
-                shape,
-                chunks,
-                null,
-                unsupported,
-                records,
-            });
-        }
-        let (elem, unsupported) = match Elem::of(&desc) {
-            Some(e) if !null => (e, None),
-            Some(_) => (Elem::Bool, None),
-            None => (
-                Elem::U8,
-                Some((
-                    format!(
-                        "HDF5 datasets of type {desc} (record arrays) are not supported in .h5ad inputs"
-                    ),
-                    dtype.size(),
-                )),
+        let content = match (Elem::of(&desc), &desc) {
+            (Some(_), _) if null => Content::Null,
+            (Some(elem), _) => Content::Values(elem),
+            (None, TypeDescriptor::Compound(ct)) if !null => match read_records(&ds, ct) {
+                Ok(r) => Content::Records(r),
+                Err(why) => Content::Unsupported(why, dtype.size()),
+            },
+            (None, _) => Content::Unsupported(
+                format!("HDF5 datasets of type {desc} are not supported in .h5ad inputs"),
+                dtype.size(),
             ),
         };
-        if null {
-            return Ok(VirtualArray {
-                ds,
-                elem,
-                shape: Vec::new(),
-                chunks: Vec::new(),
-                null,
-                unsupported,
-                records: None,
-            });
-        }
-        let shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
-        let chunks = if shape.is_empty() {
-            Vec::new()
-        } else {
-            let row: u64 = shape[1..]
-                .iter()
-                .fold(1u64, |a, &d| a.saturating_mul(d.max(1)))
-                .saturating_mul(elem.size())
-                .max(1);
-            let unit = ds
-                .chunk()
-                .and_then(|c| c.first().copied())
-                .unwrap_or(1)
-                .max(1) as u64;
-            let rows = (CHUNK_TARGET_BYTES / row).max(1);
-            // Whole HDF5 chunks per read, unless one is far over the target.
-            let rows = if unit.saturating_mul(row) <= CHUNK_ROUNDING_CAP_BYTES {
-                (rows / unit).max(1) * unit
-            } else {
-                rows
-            };
-            let mut chunks = vec![rows.min(shape[0]).max(1)];
-            chunks.extend(shape[1..].iter().map(|&d| d.max(1)));
-            chunks
+        let shape: Vec<u64> = match content {
+            Content::Null => Vec::new(),
+            _ => ds.shape().iter().map(|&d| d as u64).collect(),
+        };
+        let chunks = match &content {
+            Content::Values(elem) => virtual_chunks(&ds, &shape, elem.size()),
+            Content::Unsupported(_, size) => virtual_chunks(&ds, &shape, *size as u64),
+            // Read whole: one chunk.
+            Content::Records(_) => shape.iter().map(|&d| d.max(1)).collect(),
+            Content::Null => Vec::new(),
         };
         Ok(VirtualArray {
             ds,
-            elem,
+            content,
             shape,
             chunks,
-            null,
-            unsupported,
-            records: None,
         })
     }
 
     fn zarray(&self) -> Value {
-        let mut doc = json!({
+        let (dtype, fill_value, filters) = match &self.content {
+            Content::Values(elem) => (
+                json!(elem.zarr_dtype()),
+                elem.fill_value(),
+                if elem.is_string() {
+                    json!([{"id": "vlen-utf8"}])
+                } else {
+                    Value::Null
+                },
+            ),
+            Content::Null => (json!("|b1"), Value::Bool(false), Value::Null),
+            Content::Records(r) => (
+                r.dtype.clone(),
+                json!(base64_zeros(r.record_size as u64)),
+                Value::Null,
+            ),
+            // Raw bytes of the element size.
+            Content::Unsupported(_, size) => (
+                json!(format!("|V{size}")),
+                json!(base64_zeros(*size as u64)),
+                Value::Null,
+            ),
+        };
+        json!({
             "zarr_format": 2,
             "shape": self.shape,
             "chunks": self.chunks,
-            "dtype": self.elem.zarr_dtype(),
-            "fill_value": self.elem.fill_value(),
+            "dtype": dtype,
+            "fill_value": fill_value,
             "order": "C",
             "compressor": null,
-            "filters": null,
+            "filters": filters,
             "dimension_separator": ".",
-        });
-        if self.elem.is_string() {
-            doc["filters"] = json!([{"id": "vlen-utf8"}]);
-        }
-        if let Some((_, size)) = &self.unsupported {
-            // Raw bytes of the record size.
-            doc["dtype"] = json!(format!("|V{size}"));
-            doc["fill_value"] = json!(base64_zeros(*size as u64));
-        }
-        if let Some(r) = &self.records {
-            doc["dtype"] = r.dtype.clone();
-            doc["fill_value"] = json!(base64_zeros(r.record_size as u64));
-        }
-        doc
+        })
     }
 
     /// The encoded bytes of the chunk at `index` (a full chunk: the part
     /// past the end of the dataset holds the fill value).
     fn chunk(&self, index: &[u64]) -> Result<Option<Vec<u8>>, String> {
-        if let Some((why, _)) = &self.unsupported {
-            return Err(why.clone());
-        }
-        if self.null || index.len() != self.shape.len().max(1) {
-            return Ok(None);
-        }
-        if let Some(r) = &self.records {
-            if index.iter().any(|&i| i != 0) {
-                return Ok(None);
+        let elem = match &self.content {
+            Content::Unsupported(why, _) => return Err(why.clone()),
+            Content::Null => return Ok(None),
+            _ if index.len() != self.shape.len().max(1) => return Ok(None),
+            Content::Records(r) => {
+                if index.iter().any(|&i| i != 0) {
+                    return Ok(None);
+                }
+                let full: u64 = self.chunks.iter().product::<u64>().max(1);
+                let mut bytes = r.bytes.clone();
+                bytes.resize(full as usize * r.record_size, 0);
+                return Ok(Some(bytes));
             }
-            let full: u64 = self.chunks.iter().product::<u64>().max(1);
-            let mut bytes = r.bytes.clone();
-            bytes.resize(full as usize * r.record_size, 0);
-            return Ok(Some(bytes));
-        }
+            Content::Values(elem) => *elem,
+        };
         let full: u64 = self
             .chunks
             .iter()
@@ -330,69 +448,42 @@ impl VirtualArray {
             ranges.push(start as usize..start.saturating_add(c).min(self.shape[d]) as usize);
         }
         let count: usize = ranges.iter().map(|r| r.len()).product();
-        let selection = Selection::from(Hyperslab::from(
-            ranges
-                .into_iter()
-                .map(SliceOrIndex::from)
-                .collect::<Vec<_>>(),
-        ));
         let scalar = self.shape.is_empty();
-        if count == 0 && !scalar {
-            return Ok(Some(self.fill_chunk(full, Vec::new(), Vec::new())));
-        }
-        macro_rules! numbers {
-            ($t:ty) => {{
-                let a: ArrayD<$t> = if scalar {
-                    self.ds.read_dyn::<$t>()
-                } else {
-                    self.ds.as_reader().read_slice(selection)
-                }
-                .map_err(|e| e.to_string())?;
-                let mut out = Vec::with_capacity(full as usize * std::mem::size_of::<$t>());
-                for v in a.iter() {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-                out
-            }};
-        }
-        let bytes = match self.elem {
-            Elem::I8 => numbers!(i8),
-            Elem::I16 => numbers!(i16),
-            Elem::I32 => numbers!(i32),
-            Elem::I64 => numbers!(i64),
-            Elem::U8 => numbers!(u8),
-            Elem::U16 => numbers!(u16),
-            Elem::U32 => numbers!(u32),
-            Elem::U64 => numbers!(u64),
-            Elem::F32 => numbers!(f32),
-            Elem::F64 => numbers!(f64),
-            Elem::Bool => {
-                // Through a byte: a file value other than 0 or 1 must not
-                // become a Rust bool.
-                let a: ArrayD<BoolByte> = if scalar {
-                    self.ds.read_dyn::<BoolByte>()
-                } else {
-                    self.ds.as_reader().read_slice(selection)
-                }
-                .map_err(|e| e.to_string())?;
-                a.iter().map(|b| u8::from(b.0 != 0)).collect()
+        let values = if count == 0 && !scalar {
+            if elem.is_string() {
+                Values::Strings(Vec::new())
+            } else {
+                Values::Bytes(Vec::new())
             }
-            elem => {
-                let strings = read_strings(
-                    &self.ds,
-                    elem,
-                    scalar.then_some(()).map_or(Some(selection), |()| None),
-                )?;
-                return Ok(Some(self.fill_chunk(full, Vec::new(), strings)));
+        } else {
+            // A 0-d dataset is read whole.
+            let selection = (!scalar).then(|| {
+                Selection::from(Hyperslab::from(
+                    ranges
+                        .into_iter()
+                        .map(SliceOrIndex::from)
+                        .collect::<Vec<_>>(),
+                ))
+            });
+            let capacity = full as usize * elem.size() as usize;
+            match elem.read_numbers(NumberSlice {
+                ds: &self.ds,
+                selection: selection.clone(),
+                capacity,
+            }) {
+                Some(bytes) => Values::Bytes(bytes?),
+                None => Values::Strings(read_strings(&self.ds, elem, selection)?),
             }
         };
-        Ok(Some(self.fill_chunk(full, bytes, Vec::new())))
+        Ok(Some(fill_chunk(elem, full, values)))
     }
+}
 
-    /// A full chunk of `full` elements from the elements read (`bytes` for
-    /// numbers, `strings` for strings), padded with the fill value.
-    fn fill_chunk(&self, full: u64, mut bytes: Vec<u8>, strings: Vec<String>) -> Vec<u8> {
-        if self.elem.is_string() {
+/// A full chunk of `full` elements from the values read, padded with the
+/// fill value.
+fn fill_chunk(elem: Elem, full: u64, values: Values) -> Vec<u8> {
+    match values {
+        Values::Strings(strings) => {
             // vlen-utf8: element count, then (length, bytes) per element.
             let mut out =
                 Vec::with_capacity(4 + strings.iter().map(|s| s.len() + 4).sum::<usize>());
@@ -405,9 +496,43 @@ impl VirtualArray {
                 out.extend_from_slice(&0u32.to_le_bytes());
             }
             out
-        } else {
-            bytes.resize((full * self.elem.size()) as usize, 0);
+        }
+        Values::Bytes(mut bytes) => {
+            bytes.resize((full * elem.size()) as usize, 0);
             bytes
+        }
+    }
+}
+
+/// The strings of `ds` read as `T` (a selection, or all of it).
+fn read_text<T: hdf5::H5Type>(
+    ds: &hdf5::Container,
+    selection: Option<Selection>,
+    bytes: impl Fn(&T) -> &[u8],
+) -> Result<Vec<String>, String> {
+    let a: ArrayD<T> = match selection {
+        Some(s) => ds.as_reader().read_slice(s),
+        None => ds.read_dyn::<T>(),
+    }
+    .map_err(|e| e.to_string())?;
+    a.iter().map(|v| utf8(bytes(v))).collect()
+}
+
+/// Fixed-length strings of a dataset or attribute.
+struct FixedText<'a> {
+    ds: &'a hdf5::Container,
+    selection: Option<Selection>,
+    ascii: bool,
+}
+
+impl FixedRead for FixedText<'_> {
+    type Out = Result<Vec<String>, String>;
+
+    fn read<const N: usize>(self) -> Self::Out {
+        if self.ascii {
+            read_text::<FixedAscii<N>>(self.ds, self.selection, |s| s.as_bytes())
+        } else {
+            read_text::<FixedUnicode<N>>(self.ds, self.selection, |s| s.as_bytes())
         }
     }
 }
@@ -418,39 +543,24 @@ fn read_strings(
     elem: Elem,
     selection: Option<Selection>,
 ) -> Result<Vec<String>, String> {
-    fn read<T: hdf5::H5Type>(
-        ds: &hdf5::Container,
-        selection: Option<Selection>,
-        bytes: impl Fn(&T) -> &[u8],
-    ) -> Result<Vec<String>, String> {
-        let a: ArrayD<T> = match selection {
-            Some(s) => ds.as_reader().read_slice(s),
-            None => ds.read_dyn::<T>(),
-        }
-        .map_err(|e| e.to_string())?;
-        a.iter().map(|v| utf8(bytes(v))).collect()
-    }
-    // Fixed-length strings are read into the next size up (HDF5 converts
-    // between string lengths).
-    macro_rules! fixed {
-        ($ascii:expr, $len:expr, $($n:literal),*) => {
-            match ($ascii, $len) {
-                $(
-                    (true, l) if l <= $n => read::<FixedAscii<$n>>(ds, selection, |s| s.as_bytes()),
-                    (false, l) if l <= $n => read::<FixedUnicode<$n>>(ds, selection, |s| s.as_bytes()),
-                )*
-                (_, l) => Err(format!("fixed-length strings of {l} bytes are longer than anncat reads")),
-            }
-        };
-    }
     match elem {
-        Elem::VarStr { ascii: false } => read::<VarLenUnicode>(ds, selection, |s| s.as_bytes()),
-        Elem::VarStr { ascii: true } => read::<VarLenAscii>(ds, selection, |s| s.as_bytes()),
-        Elem::FixedStr { ascii, len } => {
-            fixed!(
-                ascii, len, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536
-            )
+        Elem::VarStr { ascii: false } => {
+            read_text::<VarLenUnicode>(ds, selection, |s| s.as_bytes())
         }
+        Elem::VarStr { ascii: true } => read_text::<VarLenAscii>(ds, selection, |s| s.as_bytes()),
+        Elem::FixedStr { ascii, len } => with_fixed_size(
+            len,
+            FixedText {
+                ds,
+                selection,
+                ascii,
+            },
+        )
+        .unwrap_or_else(|| {
+            Err(format!(
+                "fixed-length strings of {len} bytes are longer than anncat reads"
+            ))
+        }),
         _ => Err("not a string".into()),
     }
 }
@@ -469,11 +579,13 @@ fn attr_json(attr: &hdf5::Attribute) -> Option<Value> {
             .collect()
     } else {
         match elem {
+            // Through a byte: a file value other than 0 or 1 must not become
+            // a Rust bool.
             Elem::Bool => attr
-                .read_raw::<bool>()
+                .read_raw::<BoolByte>()
                 .ok()?
                 .into_iter()
-                .map(Value::Bool)
+                .map(|b| Value::Bool(b.0 != 0))
                 .collect(),
             Elem::F32 | Elem::F64 => attr
                 .read_raw::<f64>()
@@ -575,7 +687,10 @@ impl H5Store {
         self.array(node)
             .ok()
             .flatten()
-            .and_then(|a| a.unsupported.as_ref().map(|(w, _)| w.clone()))
+            .and_then(|a| match &a.content {
+                Content::Unsupported(why, _) => Some(why.clone()),
+                _ => None,
+            })
     }
 
     /// Bytes the dataset at `node` takes in the file (0 for groups).

@@ -12,11 +12,10 @@
 
 use std::cell::RefCell;
 
-use hdf5::types::{
-    CompoundField, CompoundType, FixedAscii, FloatSize, H5Type, IntSize, TypeDescriptor,
-    VarLenUnicode,
-};
+use hdf5::types::{CompoundField, CompoundType, FixedAscii, H5Type, TypeDescriptor, VarLenUnicode};
 use serde_json::{Value, json};
+
+use super::h5::{Elem, FixedRead, LeBytes, NumberRead, with_fixed_size};
 
 thread_local! {
     /// The field the next one-member read names.
@@ -62,17 +61,6 @@ unsafe impl H5Type for BoolByte {
     }
 }
 
-/// Sizes fixed-length strings are read at (HDF5 converts a string to a
-/// longer fixed length); a dataset's strings take the smallest that fits.
-pub(crate) const FIXED_STRING_BUCKETS: [usize; 13] = [
-    8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536,
-];
-
-/// The size fixed-length strings of `len` bytes are read at.
-pub(crate) fn fixed_bucket(len: usize) -> Option<usize> {
-    FIXED_STRING_BUCKETS.iter().copied().find(|&b| b >= len)
-}
-
 /// Text of bytes read from HDF5, which does not check encodings.
 pub(crate) fn utf8(bytes: &[u8]) -> Result<String, String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| {
@@ -91,103 +79,80 @@ enum Column {
     Strings(Vec<String>),
 }
 
-fn read_field<T: H5Type + Copy>(ds: &hdf5::Dataset, name: &str) -> Result<Vec<T>, String> {
+/// The named field of every record, as `T`.
+fn read_field<T: H5Type>(ds: &hdf5::Dataset, name: &str) -> Result<Vec<Field<T>>, String> {
     FIELD.with(|f| *f.borrow_mut() = name.to_string());
-    let values: Vec<Field<T>> = ds.read_raw().map_err(|e| format!("field {name}: {e}"))?;
-    Ok(values.into_iter().map(|v| v.0).collect())
+    ds.read_raw().map_err(|e| format!("field {name}: {e}"))
 }
 
-fn numbers<T: H5Type + Copy>(
+/// The named field's strings, read as `T`.
+fn field_strings<T: H5Type>(
     ds: &hdf5::Dataset,
     name: &str,
-    dtype: &'static str,
-    le: impl Fn(T) -> Vec<u8>,
+    bytes: impl Fn(&T) -> &[u8],
 ) -> Result<Column, String> {
-    let v = read_field::<T>(ds, name)?;
-    let size = std::mem::size_of::<T>();
-    Ok(Column::Bytes(
-        v.into_iter().flat_map(le).collect(),
-        size,
-        dtype,
-    ))
+    let strings: Result<Vec<String>, String> = read_field::<T>(ds, name)?
+        .iter()
+        .map(|s| utf8(bytes(&s.0)))
+        .collect();
+    Ok(Column::Strings(strings?))
+}
+
+/// A numeric field, little-endian.
+struct NumberField<'a> {
+    ds: &'a hdf5::Dataset,
+    name: &'a str,
+}
+
+impl NumberRead for NumberField<'_> {
+    type Out = Result<Vec<u8>, String>;
+
+    fn read<T: LeBytes>(self) -> Self::Out {
+        let mut out = Vec::new();
+        for v in read_field::<T>(self.ds, self.name)? {
+            v.0.put(&mut out);
+        }
+        Ok(out)
+    }
+}
+
+/// A fixed-length string field, read at one of the sizes anncat reads.
+struct FixedField<'a> {
+    ds: &'a hdf5::Dataset,
+    name: &'a str,
+}
+
+impl FixedRead for FixedField<'_> {
+    type Out = Result<Column, String>;
+
+    fn read<const N: usize>(self) -> Self::Out {
+        field_strings::<FixedAscii<N>>(self.ds, self.name, |s| s.as_bytes())
+    }
 }
 
 fn read_column(ds: &hdf5::Dataset, field: &CompoundField) -> Result<Column, String> {
     let name = field.name.as_str();
-    match &field.ty {
-        TypeDescriptor::Integer(IntSize::U1) => {
-            numbers::<i8>(ds, name, "|i1", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Integer(IntSize::U2) => {
-            numbers::<i16>(ds, name, "<i2", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Integer(IntSize::U4) => {
-            numbers::<i32>(ds, name, "<i4", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Integer(IntSize::U8) => {
-            numbers::<i64>(ds, name, "<i8", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Unsigned(IntSize::U1) => {
-            numbers::<u8>(ds, name, "|u1", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Unsigned(IntSize::U2) => {
-            numbers::<u16>(ds, name, "<u2", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Unsigned(IntSize::U4) => {
-            numbers::<u32>(ds, name, "<u4", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Unsigned(IntSize::U8) => {
-            numbers::<u64>(ds, name, "<u8", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Float(FloatSize::U4) => {
-            numbers::<f32>(ds, name, "<f4", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Float(FloatSize::U8) => {
-            numbers::<f64>(ds, name, "<f8", |v| v.to_le_bytes().to_vec())
-        }
-        TypeDescriptor::Boolean => {
-            numbers::<BoolByte>(ds, name, "|b1", |v| vec![u8::from(v.0 != 0)])
-        }
-        TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => {
-            FIELD.with(|f| *f.borrow_mut() = name.to_string());
-            let v: Vec<Field<VarLenUnicode>> =
-                ds.read_raw().map_err(|e| format!("field {name}: {e}"))?;
-            let strings: Result<Vec<String>, String> =
-                v.iter().map(|s| utf8(s.0.as_bytes())).collect();
-            Ok(Column::Strings(strings?))
-        }
-        TypeDescriptor::FixedAscii(len) | TypeDescriptor::FixedUnicode(len) => {
-            fixed_strings(ds, name, *len)
-        }
-        other => Err(format!(
-            "record field {name} of type {other} is not supported"
-        )),
+    let ty = &field.ty;
+    let elem =
+        Elem::of(ty).ok_or_else(|| format!("record field {name} of type {ty} is not supported"))?;
+    if let Some(bytes) = elem.read_numbers(NumberField { ds, name }) {
+        return Ok(Column::Bytes(
+            bytes?,
+            elem.size() as usize,
+            elem.zarr_dtype(),
+        ));
     }
-}
-
-/// A fixed-length string field, read at its bucket size.
-fn fixed_strings(ds: &hdf5::Dataset, name: &str, len: usize) -> Result<Column, String> {
-    fn read<T: H5Type>(
-        ds: &hdf5::Dataset,
-        name: &str,
-        bytes: impl Fn(&T) -> &[u8],
-    ) -> Result<Column, String> {
-        FIELD.with(|f| *f.borrow_mut() = name.to_string());
-        let v: Vec<Field<T>> = ds.read_raw().map_err(|e| format!("field {name}: {e}"))?;
-        let strings: Result<Vec<String>, String> = v.iter().map(|s| utf8(bytes(&s.0))).collect();
-        Ok(Column::Strings(strings?))
+    match elem {
+        Elem::FixedStr { len, .. } => {
+            with_fixed_size(len, FixedField { ds, name }).unwrap_or_else(|| {
+                Err(format!(
+                    "field {name}: fixed-length strings of {len} bytes are longer than anncat reads"
+                ))
+            })
+        }
+        // Variable-length, ASCII or UTF-8: both read as UTF-8.
+        _ => field_strings::<VarLenUnicode>(ds, name, |s| s.as_bytes()),
     }
-    macro_rules! buckets {
-        ($($n:literal),*) => {
-            match len {
-                $(l if l <= $n => read::<FixedAscii<$n>>(ds, name, |s| s.as_bytes()),)*
-                l => Err(format!("field {name}: fixed-length strings of {l} bytes are longer than anncat reads")),
-            }
-        };
-    }
-    buckets!(
-        8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536
-    )
 }
 
 /// A compound dataset read whole: its zarr v2 structured dtype, record
