@@ -10,9 +10,8 @@ use anncat_core::concat::parse_size;
 use anncat_core::kernel::KernelRegistry;
 use anncat_core::protocol::ClusterFile;
 use anncat_net::Identity;
-use anncat_scheduler::{
-    SchedulerHandle, ServerConfig, certificate_names, check_host_name, new_secret,
-};
+use anncat_net::tls::certificate_names;
+use anncat_scheduler::{SchedulerHandle, ServerConfig, check_host_name, new_secret};
 use anncat_worker::{WorkerConfig, run_worker};
 
 /// `worker` options.
@@ -245,11 +244,12 @@ impl KeygenArgs {
         for n in &self.name {
             check_host_name(n)?;
         }
-        let mut names = vec![host.to_string()];
-        names.extend(self.name.iter().cloned());
-        if let Ok(ip) = host.parse() {
-            names = certificate_names(ip, &self.name);
-        }
+        let names = match host.parse() {
+            Ok(ip) => certificate_names(ip, &self.name),
+            Err(_) => std::iter::once(host.to_string())
+                .chain(self.name.iter().cloned())
+                .collect(),
+        };
         let identity = Identity::generate(&names)?;
         let cluster = ClusterFile {
             address: self.address.clone(),

@@ -427,6 +427,16 @@ pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
     Some((host, port))
 }
 
+/// `HOST:PORT`, with brackets around an IPv6 host (what
+/// [`split_host_port`] splits).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Resolves `HOST:PORT` to a socket address (IPv4 first).
 pub fn resolve_address(address: &str) -> Result<SocketAddr> {
     use std::net::ToSocketAddrs;
@@ -562,6 +572,9 @@ mod tests {
         assert_eq!(split_host_port("node-1"), None);
         assert_eq!(split_host_port(":80"), None);
         assert_eq!(split_host_port("h:99999"), None);
+        for (host, port) in [("node-1", 7878), ("10.0.0.1", 1), ("::1", 9)] {
+            assert_eq!(split_host_port(&host_port(host, port)), Some((host, port)));
+        }
         let a = resolve_address("localhost:80").expect("localhost");
         assert!(a.ip().is_loopback() && a.port() == 80);
         assert!(resolve_address("no-such-host.invalid:1").is_err());

@@ -3,7 +3,7 @@
 //! exactly the certificate they were given (pinning), nothing else, and
 //! check that it names the host they dialled.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +113,21 @@ impl Identity {
     pub fn key_pem(&self) -> String {
         pem_block("PRIVATE KEY", &self.key)
     }
+}
+
+/// The names a server's certificate carries: the address it listens on
+/// (unless all interfaces; a loopback address also as `localhost`) and
+/// every name it is advertised under.
+pub fn certificate_names(listen: IpAddr, advertise: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    if !listen.is_unspecified() {
+        names.push(listen.to_string());
+        if listen.is_loopback() {
+            names.push("localhost".to_string());
+        }
+    }
+    names.extend(advertise.iter().cloned());
+    names
 }
 
 /// PEM text of a DER certificate.

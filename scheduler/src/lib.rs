@@ -11,7 +11,5 @@ pub mod state;
 
 pub use client::{Canceller, Client, JobResult};
 pub use error::{Result, SchedulerError};
-pub use server::{
-    SchedulerHandle, ServerConfig, certificate_names, check_host_name, host_port, new_secret,
-};
+pub use server::{SchedulerHandle, ServerConfig, check_host_name, new_secret};
 pub use state::{Comm, SchedulerConfig, SchedulerState};

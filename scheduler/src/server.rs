@@ -17,7 +17,7 @@ use anncat_core::protocol::{
 };
 use anncat_net::frame::CONTROL_MAX_BYTES;
 use anncat_net::hello::read_hello;
-use anncat_net::tls::server_endpoint;
+use anncat_net::tls::{certificate_names, server_endpoint};
 use anncat_net::{Identity, TransportTuning};
 use quinn::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -99,30 +99,6 @@ pub fn check_host_name(name: &str) -> Result<()> {
             "invalid option: {name:?} is not a host name or IP address (give names without a port)"
         )))
     }
-}
-
-/// `HOST:PORT` with brackets around an IPv6 host.
-pub fn host_port(host: &str, port: u16) -> String {
-    if host.parse::<std::net::Ipv6Addr>().is_ok() {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// The names a scheduler's or worker's certificate carries: what it listens
-/// on (unless all interfaces; loopback also as `localhost`) and every
-/// advertised name.
-pub fn certificate_names(listen: IpAddr, advertise: &[String]) -> Vec<String> {
-    let mut names = Vec::new();
-    if !listen.is_unspecified() {
-        names.push(listen.to_string());
-        if listen.is_loopback() {
-            names.push("localhost".to_string());
-        }
-    }
-    names.extend(advertise.iter().cloned());
-    names
 }
 
 /// A fresh random cluster secret (256 bits, hex).
@@ -307,7 +283,7 @@ async fn serve(
                 .cloned()
                 .unwrap_or_else(|| local.ip().to_string());
             let cluster = ClusterFile {
-                address: host_port(&host, local.port()),
+                address: anncat_core::protocol::host_port(&host, local.port()),
                 certificate: identity.certificate_pem(),
                 secret: secret.clone(),
             };

@@ -23,7 +23,7 @@ use anncat_core::protocol::{
 };
 use anncat_net::frame::CONTROL_MAX_BYTES;
 use anncat_net::hello::{read_hello, say_hello};
-use anncat_net::tls::{connect, der_of_pem, server_endpoint};
+use anncat_net::tls::{certificate_names, connect, der_of_pem, server_endpoint};
 use anncat_net::{FrameReader, FrameWriter, Identity, NetError, TransportTuning};
 use tokio::sync::mpsc;
 
@@ -254,12 +254,14 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
              workers on other hosts cannot fetch from this one (give a name or address they reach)"
         );
     }
-    let mut names: Vec<String> = config.advertise.iter().cloned().collect();
-    names.extend(advertise_ip.map(|ip| ip.to_string()));
-    if !config.listen.ip().is_unspecified() {
-        names.push(config.listen.ip().to_string());
-    }
-    let identity = Identity::generate(&names)?;
+    // Peers dial the advertised address by IP: the certificate names it too.
+    let advertised: Vec<String> = config
+        .advertise
+        .iter()
+        .cloned()
+        .chain(advertise_ip.map(|ip| ip.to_string()))
+        .collect();
+    let identity = Identity::generate(&certificate_names(config.listen.ip(), &advertised))?;
     let endpoint = server_endpoint(config.listen, &identity, &config.tuning)?;
     let local = endpoint
         .local_addr()
