@@ -423,16 +423,11 @@ fn sigterm_stops_the_scheduler_and_its_workers_cleanly() {
     assert!(killed.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     for i in std::iter::once(0).chain(workers) {
-        let status = loop {
-            if let Some(s) = procs.0[i].try_wait().expect("wait") {
-                break s;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "process {i} still running"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        wait_for(&format!("process {i} to exit"), left, || {
+            matches!(procs.0[i].try_wait(), Ok(Some(_)))
+        });
+        let status = procs.0[i].wait().expect("wait");
         assert!(status.success(), "process {i} exited with {status}");
     }
 }

@@ -125,26 +125,11 @@ impl Net {
     /// kernel has no netem.
     fn netem(&self, host: &str, delay: Duration) -> Result<(), String> {
         let ms = format!("{}ms", delay.as_millis());
-        ip(&["-n", &self.ns(host), "link", "show", "eth0"])?;
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns(host),
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                "eth0",
-            ])
-            .args(["root", "netem", "delay", &ms])
-            .output()
-            .map_err(|e| format!("cannot run tc: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
+        let ns = self.ns(host);
+        ip(&[
+            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay",
+            &ms,
+        ])
     }
 }
 
