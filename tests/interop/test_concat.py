@@ -265,3 +265,48 @@ def test_var_axis_with_rows_the_join_reorders(tmp_path):
         adatas.append(a)
     paths = write_all(adatas, tmp_path)
     compare(paths, tmp_path, dict(axis="var", join="outer"), chunk_mib="0.0005")
+
+
+def _frame_columns_input(i, n, rng):
+    import pandas as pd
+    a = ad.AnnData(X=sp.random(n, 6, density=0.3, format="csr", random_state=i, dtype=np.float32))
+    a.obs_names = [f"cell{i}_{j}" for j in range(n)]
+    a.var_names = [f"g{j}" for j in range(6)]
+    obs = a.obs
+    obs["depth"] = rng.integers(0, 1000, size=n).astype(np.int32 if i else np.int64)
+    obs["frac"] = rng.random(n).astype(np.float32)
+    obs["unique_id"] = [f"u{i}_{j}" for j in range(n)]          # unique strings stay strings
+    obs["group"] = rng.choice(["a", "b", "c10", "c9"], size=n)  # repeats -> categorical
+    # Categories in an order that is not sorted; the first input's set is
+    # the union, so Python keeps its order.
+    cats = ["z", "x", "y"] if i == 0 else ["y", "x"]
+    obs["cluster"] = pd.Categorical(rng.choice(cats, size=n), categories=cats)
+    obs["n_int"] = pd.array(rng.integers(0, 5, size=n), dtype="Int64")
+    obs["n_int"][::7] = pd.NA
+    obs["flag"] = pd.array(rng.random(n) < 0.5, dtype="boolean")
+    obs["flag"][::5] = pd.NA
+    if i != 1:
+        obs["only_some_int"] = rng.integers(0, 9, size=n)           # int -> float64 + NaN
+        obs["only_some_bool"] = rng.random(n) < 0.3                  # bool -> nullable boolean
+        obs["only_some_str"] = rng.choice(["p", "q"], size=n)        # strings -> categorical, -1
+    return a
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_obs_written_in_blocks_that_split_inputs(tmp_path, fmt):
+    """Blocks of ~65 rows cut through every input (300-500 rows each): the
+    obs index and every kind of column must come out as Python's, and the
+    obs arrays must be stored in many chunks (written block by block)."""
+    import json
+    rng = np.random.default_rng(11)
+    adatas = [_frame_columns_input(i, 300 + 100 * i, rng) for i in range(3)]
+    paths = write_all(adatas, tmp_path, fmt=fmt)
+    compare(paths, tmp_path, dict(join="outer", label="batch", keys=["k0", "k1", "k2"], index_unique="-"),
+            fmt=fmt, chunk_mib="0.0005")
+    out = tmp_path / "out.zarr"
+    meta = ".zarray" if fmt == 2 else "zarr.json"
+    chunk_rows = json.loads((out / "obs" / "depth" / meta).read_text())
+    chunk_rows = chunk_rows["chunks"][0] if fmt == 2 else chunk_rows["chunk_grid"]["configuration"]["chunk_shape"][0]
+    assert chunk_rows < 300, chunk_rows
+    got = ad.read_zarr(out)
+    assert list(got.obs["cluster"].cat.categories) == ["z", "x", "y"]

@@ -6,8 +6,8 @@
 use serde_json::{Map, Value, json};
 use zarrs::array::ArraySubset;
 
-use super::index::read_strings;
-use super::values::{Scalar, Values, promote};
+use super::index::{read_strings, read_strings_range};
+use super::values::{Scalar, Values};
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::layout::ArraySpec;
 use crate::anndata::store::NodeKind;
@@ -53,12 +53,11 @@ pub enum Column {
     },
 }
 
-fn read_all_values(store: &Store, e: &Element) -> Result<Values> {
+fn read_range(store: &Store, e: &Element, start: u64, len: u64) -> Result<Values> {
     let NodeKind::Array(meta) = &e.meta.kind else {
         return Err(store.err(&e.path, "expected an array"));
     };
-    let n = meta.shape.first().copied().unwrap_or(0);
-    super::matrix::read_values(store, &e.path, &meta.dtype, vec![0], vec![n])
+    super::matrix::read_values(store, &e.path, &meta.dtype, vec![start], vec![len])
 }
 
 fn member<'a>(store: &Store, e: &'a Element, name: &str) -> Result<&'a Element> {
@@ -80,61 +79,201 @@ fn codes_i64(v: &Values) -> Vec<i64> {
     }
 }
 
-/// Reads a data frame column (any anndata column encoding).
-pub fn read_column(store: &Store, e: &Element) -> Result<Column> {
-    match e.encoding {
-        Encoding::Categorical => {
-            let codes = codes_i64(&read_all_values(store, member(store, e, "codes")?)?);
-            let cats = member(store, e, "categories")?;
-            let categories = match cats.array().map(|a| &a.dtype) {
-                Some(DType::String) => read_strings(store, &cats.path)?,
-                _ => {
-                    return Err(store.err(
-                        &cats.path,
-                        "categories that are not strings are not supported yet",
-                    ));
+/// Length of a 1-D array element.
+fn array_len(store: &Store, e: &Element) -> Result<u64> {
+    match e.array() {
+        Some(a) if a.shape.len() == 1 => Ok(a.shape[0]),
+        _ => Err(store.err(&e.path, "expected a 1-D array")),
+    }
+}
+
+/// The layout of one stored column, found from its metadata (and, for a
+/// categorical, its categories), from which row ranges are read.
+#[derive(Debug, Clone)]
+enum Stored {
+    Num(DType),
+    Str,
+    Cat {
+        categories: Vec<String>,
+        ordered: bool,
+    },
+    NullInt(DType),
+    NullBool,
+    NullStr,
+}
+
+/// Reads row ranges of one data frame column (any anndata column
+/// encoding), so that a long column is never held whole.
+pub struct ColumnReader<'a> {
+    store: &'a Store,
+    element: &'a Element,
+    stored: Stored,
+    len: u64,
+}
+
+impl<'a> ColumnReader<'a> {
+    /// Opens a column: checks its encoding and members, reads categories.
+    pub fn open(store: &'a Store, e: &'a Element) -> Result<Self> {
+        let one_d = |name: &str| -> Result<(&Element, u64)> {
+            let m = member(store, e, name)?;
+            Ok((m, array_len(store, m)?))
+        };
+        let (stored, len) = match e.encoding {
+            Encoding::Categorical => {
+                let (_, len) = one_d("codes")?;
+                let cats = member(store, e, "categories")?;
+                let categories = match cats.array().map(|a| &a.dtype) {
+                    Some(DType::String) => read_strings(store, &cats.path)?,
+                    _ => {
+                        return Err(store.err(
+                            &cats.path,
+                            "categories that are not strings are not supported yet",
+                        ));
+                    }
+                };
+                let ordered = e
+                    .meta
+                    .attrs
+                    .get("ordered")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                (
+                    Stored::Cat {
+                        categories,
+                        ordered,
+                    },
+                    len,
+                )
+            }
+            Encoding::NullableInteger => {
+                let (values, len) = one_d("values")?;
+                let dtype = values
+                    .array()
+                    .map(|a| a.dtype.clone())
+                    .unwrap_or(DType::Int64);
+                (Stored::NullInt(dtype), len)
+            }
+            Encoding::NullableBoolean => (Stored::NullBool, one_d("values")?.1),
+            Encoding::NullableStringArray => (Stored::NullStr, one_d("values")?.1),
+            Encoding::StringArray => (Stored::Str, array_len(store, e)?),
+            Encoding::Array | Encoding::Plain if e.array().is_some_and(|a| a.shape.len() == 1) => {
+                let dtype = e.array().map(|a| a.dtype.clone()).unwrap_or(DType::Float64);
+                let len = array_len(store, e)?;
+                if dtype == DType::String {
+                    (Stored::Str, len)
+                } else {
+                    (Stored::Num(dtype), len)
                 }
-            };
-            let ordered = e
-                .meta
-                .attrs
-                .get("ordered")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            Ok(Column::Cat {
-                codes,
+            }
+            other => {
+                return Err(store.err(
+                    &e.path,
+                    format!(
+                        "data frame column of encoding {} is not supported yet",
+                        other.name()
+                    ),
+                ));
+            }
+        };
+        Ok(ColumnReader {
+            store,
+            element: e,
+            stored,
+            len,
+        })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the column has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The column with no rows: its kind, dtype and categories.
+    pub fn head(&self) -> Result<Column> {
+        Ok(match &self.stored {
+            Stored::Num(d) => Column::Num(Values::empty(d)?),
+            Stored::Str => Column::Str(Vec::new()),
+            Stored::Cat {
                 categories,
                 ordered,
-            })
-        }
-        Encoding::NullableInteger => Ok(Column::NullInt {
-            values: read_all_values(store, member(store, e, "values")?)?,
-            mask: bools(read_all_values(store, member(store, e, "mask")?)?),
-        }),
-        Encoding::NullableBoolean => Ok(Column::NullBool {
-            values: bools(read_all_values(store, member(store, e, "values")?)?),
-            mask: bools(read_all_values(store, member(store, e, "mask")?)?),
-        }),
-        Encoding::NullableStringArray => Ok(Column::NullStr {
-            values: read_strings(store, &member(store, e, "values")?.path)?,
-            mask: bools(read_all_values(store, member(store, e, "mask")?)?),
-        }),
-        Encoding::StringArray => Ok(Column::Str(read_strings(store, &e.path)?)),
-        Encoding::Array | Encoding::Plain if e.array().is_some_and(|a| a.shape.len() == 1) => {
-            if e.array().is_some_and(|a| a.dtype == DType::String) {
-                Ok(Column::Str(read_strings(store, &e.path)?))
-            } else {
-                Ok(Column::Num(read_all_values(store, e)?))
-            }
-        }
-        other => Err(store.err(
-            &e.path,
-            format!(
-                "data frame column of encoding {} is not supported yet",
-                other.name()
-            ),
-        )),
+            } => Column::Cat {
+                codes: Vec::new(),
+                categories: categories.clone(),
+                ordered: *ordered,
+            },
+            Stored::NullInt(d) => Column::NullInt {
+                values: Values::empty(d)?,
+                mask: Vec::new(),
+            },
+            Stored::NullBool => Column::NullBool {
+                values: Vec::new(),
+                mask: Vec::new(),
+            },
+            Stored::NullStr => Column::NullStr {
+                values: Vec::new(),
+                mask: Vec::new(),
+            },
+        })
     }
+
+    /// Reads rows `start..start + len`.
+    pub fn read(&self, start: u64, len: u64) -> Result<Column> {
+        let (store, e) = (self.store, self.element);
+        let part = |name: &str| -> Result<Values> {
+            read_range(store, member(store, e, name)?, start, len)
+        };
+        let mask = || -> Result<Vec<bool>> { Ok(bools(part("mask")?)) };
+        Ok(match &self.stored {
+            Stored::Num(_) => Column::Num(read_range(store, e, start, len)?),
+            Stored::Str => Column::Str(read_strings_range(store, &e.path, start, len)?),
+            Stored::Cat {
+                categories,
+                ordered,
+            } => {
+                let codes = codes_i64(&part("codes")?);
+                if let Some(bad) = codes
+                    .iter()
+                    .find(|&&c| c < -1 || c >= categories.len() as i64)
+                {
+                    return Err(store.err(
+                        &e.path,
+                        format!(
+                            "code {bad} out of range for {} categories",
+                            categories.len()
+                        ),
+                    ));
+                }
+                Column::Cat {
+                    codes,
+                    categories: categories.clone(),
+                    ordered: *ordered,
+                }
+            }
+            Stored::NullInt(_) => Column::NullInt {
+                values: part("values")?,
+                mask: mask()?,
+            },
+            Stored::NullBool => Column::NullBool {
+                values: bools(part("values")?),
+                mask: mask()?,
+            },
+            Stored::NullStr => Column::NullStr {
+                values: read_strings_range(store, &member(store, e, "values")?.path, start, len)?,
+                mask: mask()?,
+            },
+        })
+    }
+}
+
+/// Reads a whole data frame column (any anndata column encoding).
+pub fn read_column(store: &Store, e: &Element) -> Result<Column> {
+    let reader = ColumnReader::open(store, e)?;
+    reader.read(0, reader.len())
 }
 
 impl Column {
@@ -155,20 +294,43 @@ impl Column {
         self.len() == 0
     }
 
-    /// Strings (None = missing) of a string-like column.
-    fn strings(&self) -> Option<Vec<Option<String>>> {
-        match self {
-            Column::Str(v) => Some(v.iter().cloned().map(Some).collect()),
-            Column::Cat {
-                codes, categories, ..
-            } => Some(
-                codes
-                    .iter()
-                    .map(|&c| (c >= 0).then(|| categories[c as usize].clone()))
-                    .collect(),
-            ),
-            _ => None,
+    /// Appends the rows of `other`, a column of the same kind (and the
+    /// same categories).
+    pub fn append(&mut self, other: Column) -> Result<()> {
+        match (self, other) {
+            (Column::Num(a), Column::Num(b)) => a.extend(&b)?,
+            (Column::Str(a), Column::Str(b)) => a.extend(b),
+            (
+                Column::Cat {
+                    codes: a,
+                    categories: ka,
+                    ..
+                },
+                Column::Cat {
+                    codes: b,
+                    categories: kb,
+                    ..
+                },
+            ) if *ka == kb => a.extend(b),
+            (Column::NullInt { values: a, mask: m }, Column::NullInt { values: b, mask: n }) => {
+                a.extend(&b)?;
+                m.extend(n);
+            }
+            (Column::NullBool { values: a, mask: m }, Column::NullBool { values: b, mask: n }) => {
+                a.extend(b);
+                m.extend(n);
+            }
+            (Column::NullStr { values: a, mask: m }, Column::NullStr { values: b, mask: n }) => {
+                a.extend(b);
+                m.extend(n);
+            }
+            _ => {
+                return Err(Error::option(
+                    "internal: appending columns of different kinds",
+                ));
+            }
         }
+        Ok(())
     }
 
     /// Takes rows by index (`None` = missing), as pandas `reindex` does:
@@ -404,228 +566,6 @@ pub fn natsorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-/// Concatenates one column across inputs (`None`: the input lacks the
-/// column and contributes `len` missing rows), as `pd.concat` after
-/// anndata's `unify_dtypes` does.
-pub fn concat_column(parts: &[(Option<&Column>, usize)]) -> Result<Column> {
-    let present: Vec<&Column> = parts.iter().filter_map(|(c, _)| *c).collect();
-    let has_missing = parts.iter().any(|(c, n)| c.is_none() && *n > 0);
-    let all = |f: fn(&Column) -> bool| present.iter().all(|c| f(c));
-    let missing_idx = |n: usize| -> Vec<Option<usize>> { vec![None; n] };
-    if present.is_empty() {
-        return Err(Error::option("internal: column missing from every input"));
-    }
-
-    // Categoricals: union of categories (natural order) when unordered;
-    // kept when all ordered ones agree; else object strings.
-    if all(|c| matches!(c, Column::Cat { .. })) {
-        let cats: Vec<(&Vec<i64>, &Vec<String>, bool)> = present
-            .iter()
-            .map(|c| match c {
-                Column::Cat {
-                    codes,
-                    categories,
-                    ordered,
-                } => (codes, categories, *ordered),
-                _ => unreachable!(),
-            })
-            .collect();
-        let any_ordered = cats.iter().any(|c| c.2);
-        let mut union: Vec<String> = cats.iter().flat_map(|c| c.1.iter().cloned()).collect();
-        union.sort();
-        union.dedup();
-        let target = if !any_ordered {
-            Some((natsorted(union), false))
-        } else {
-            let with: Vec<_> = cats.iter().filter(|c| !c.1.is_empty()).collect();
-            let same = !with.is_empty()
-                && with.iter().all(|c| {
-                    c.2 && c.1.len() == union.len()
-                        && c.1.iter().collect::<std::collections::HashSet<_>>().len() == union.len()
-                })
-                && with.windows(2).all(|w| w[0].1 == w[1].1);
-            same.then(|| (with[0].1.clone(), true))
-        };
-        if let Some((categories, ordered)) = target {
-            let pos: std::collections::HashMap<&str, i64> = categories
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.as_str(), i as i64))
-                .collect();
-            let mut codes = Vec::new();
-            for (c, n) in parts {
-                match c {
-                    Some(Column::Cat {
-                        codes: cs,
-                        categories: ks,
-                        ..
-                    }) => codes.extend(cs.iter().map(|&k| {
-                        if k < 0 {
-                            -1
-                        } else {
-                            pos[ks[k as usize].as_str()]
-                        }
-                    })),
-                    _ => codes.extend(std::iter::repeat_n(-1, *n)),
-                }
-            }
-            return Ok(Column::Cat {
-                codes,
-                categories,
-                ordered,
-            });
-        }
-    }
-    // Strings (and categoricals mixed with strings): object column.
-    if present.iter().all(|c| c.strings().is_some()) {
-        let mut values = Vec::new();
-        for (c, n) in parts {
-            match c.and_then(Column::strings) {
-                Some(s) => values.extend(s),
-                None => values.extend(std::iter::repeat_n(None, *n)),
-            }
-        }
-        return Ok(object_strings(values));
-    }
-    // Plain numbers.
-    if all(|c| matches!(c, Column::Num(_))) {
-        let dtypes: Vec<DType> = present
-            .iter()
-            .map(|c| match c {
-                Column::Num(v) => v.dtype(),
-                _ => unreachable!(),
-            })
-            .collect();
-        let mut dtype = dtypes[0].clone();
-        for d in &dtypes[1..] {
-            dtype =
-                promote(&dtype, d).ok_or_else(|| Error::option("incompatible column dtypes"))?;
-        }
-        if has_missing && dtype == DType::Bool {
-            // anndata's unify_dtypes: bool with missing rows -> nullable boolean.
-            return Ok(nullable_bool(parts));
-        }
-        if has_missing && !matches!(dtype, DType::Float32 | DType::Float64) {
-            dtype = DType::Float64;
-        }
-        let mut out = Values::zeros(&dtype, 0)?;
-        for (c, n) in parts {
-            match c {
-                Some(Column::Num(v)) => out.extend(&v.cast(&dtype)?)?,
-                _ => out.extend(
-                    &Values::zeros(&dtype, 0)?.take(&missing_idx(*n), Scalar::Float(f64::NAN)),
-                )?,
-            }
-        }
-        return Ok(Column::Num(out));
-    }
-    // Nullable booleans (with plain bools).
-    if all(|c| matches!(c, Column::NullBool { .. } | Column::Num(Values::Bool(_)))) {
-        return Ok(nullable_bool(parts));
-    }
-    // Nullable integers (with plain integers).
-    if all(|c| {
-        matches!(c, Column::NullInt { .. })
-            || matches!(c, Column::Num(v) if !matches!(v.dtype(), DType::Bool | DType::Float32 | DType::Float64))
-    }) {
-        let mut dtype: Option<DType> = None;
-        for c in &present {
-            let d = match c {
-                Column::NullInt { values, .. } | Column::Num(values) => values.dtype(),
-                _ => unreachable!(),
-            };
-            dtype = Some(match dtype {
-                None => d,
-                Some(prev) => {
-                    promote(&prev, &d).ok_or_else(|| Error::option("incompatible column dtypes"))?
-                }
-            });
-        }
-        let dtype = dtype.unwrap_or(DType::Int64);
-        let mut values = Values::zeros(&dtype, 0)?;
-        let mut mask = Vec::new();
-        for (c, n) in parts {
-            match c {
-                Some(Column::NullInt { values: v, mask: m }) => {
-                    values.extend(&v.cast(&dtype)?)?;
-                    mask.extend_from_slice(m);
-                }
-                Some(Column::Num(v)) => {
-                    values.extend(&v.cast(&dtype)?)?;
-                    mask.extend(std::iter::repeat_n(false, v.len()));
-                }
-                _ => {
-                    values.extend(&Values::zeros(&dtype, *n)?)?;
-                    mask.extend(std::iter::repeat_n(true, *n));
-                }
-            }
-        }
-        return Ok(Column::NullInt { values, mask });
-    }
-    // Nullable strings.
-    if all(|c| matches!(c, Column::NullStr { .. })) {
-        let mut values = Vec::new();
-        let mut mask = Vec::new();
-        for (c, n) in parts {
-            match c {
-                Some(Column::NullStr { values: v, mask: m }) => {
-                    values.extend_from_slice(v);
-                    mask.extend_from_slice(m);
-                }
-                _ => {
-                    values.extend(std::iter::repeat_n(String::new(), *n));
-                    mask.extend(std::iter::repeat_n(true, *n));
-                }
-            }
-        }
-        return Ok(Column::NullStr { values, mask });
-    }
-    Err(Error::option(format!(
-        "cannot concatenate data frame columns of these kinds yet: {}",
-        present
-            .iter()
-            .map(|c| kind_name(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )))
-}
-
-/// Nullable and plain booleans concatenated into a nullable boolean column;
-/// absent parts become masked rows.
-fn nullable_bool(parts: &[(Option<&Column>, usize)]) -> Column {
-    let mut values = Vec::new();
-    let mut mask = Vec::new();
-    for (c, n) in parts {
-        match c {
-            Some(Column::NullBool { values: v, mask: m }) => {
-                values.extend_from_slice(v);
-                mask.extend_from_slice(m);
-            }
-            Some(Column::Num(Values::Bool(b))) => {
-                values.extend_from_slice(b);
-                mask.extend(std::iter::repeat_n(false, b.len()));
-            }
-            _ => {
-                values.extend(std::iter::repeat_n(false, *n));
-                mask.extend(std::iter::repeat_n(true, *n));
-            }
-        }
-    }
-    Column::NullBool { values, mask }
-}
-
-fn kind_name(c: &Column) -> String {
-    match c {
-        Column::Num(v) => v.dtype().display_name(),
-        Column::Str(_) => "string".into(),
-        Column::Cat { ordered: true, .. } => "ordered categorical".into(),
-        Column::Cat { .. } => "categorical".into(),
-        Column::NullInt { .. } => "nullable integer".into(),
-        Column::NullBool { .. } => "nullable boolean".into(),
-        Column::NullStr { .. } => "nullable string".into(),
-    }
-}
-
 fn attrs(encoding: &str, version: &str) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("encoding-type".into(), json!(encoding));
@@ -633,133 +573,180 @@ fn attrs(encoding: &str, version: &str) -> Map<String, Value> {
     m
 }
 
-fn write_array(
+/// Writes the metadata of a 1-D array of `len` elements.
+fn create_array(
     out: &Store,
     path: &str,
     dtype: DType,
     len: u64,
     chunk: u64,
     attrs: &Map<String, Value>,
-    data: zarrs::array::ArrayBytes<'static>,
 ) -> Result<()> {
     let spec = ArraySpec::new(vec![len], dtype, vec![chunk.min(len).max(1)]);
     let doc = spec
         .to_metadata(out.format())
         .ok_or_else(|| out.err(path, "no zarr spelling for dtype"))?;
-    out.write_array_meta(path, &doc, attrs)?;
-    if len > 0 {
-        let subset =
-            ArraySubset::new_with_start_shape(vec![0], vec![len]).map_err(|e| out.err(path, e))?;
-        out.array(path)?
-            .store_array_subset(&subset, data)
-            .map_err(|e| out.err(path, format!("cannot write: {e}")))?;
-    }
-    Ok(())
+    out.write_array_meta(path, &doc, attrs)
 }
 
-/// Writes numbers or booleans as an `array` element.
-fn write_values_array(out: &Store, path: &str, values: &Values, chunk: u64) -> Result<()> {
-    write_array(
-        out,
-        path,
-        values.dtype(),
-        values.len() as u64,
-        chunk,
-        &attrs("array", "0.2.0"),
-        values.to_array_bytes(),
-    )
-}
-
-/// Writes strings as a `string-array` element.
-pub fn write_strings(out: &Store, path: &str, values: &[String], chunk: u64) -> Result<()> {
-    write_array_strings(out, path, values, chunk, &attrs("string-array", "0.2.0"))
-}
-
-fn write_array_strings(
+/// Writes elements `start..start + len` of a 1-D array.
+fn store_rows<'d>(
     out: &Store,
     path: &str,
-    values: &[String],
-    chunk: u64,
-    a: &Map<String, Value>,
+    start: u64,
+    len: usize,
+    data: impl zarrs::array::IntoArrayBytes<'d>,
 ) -> Result<()> {
-    let len = values.len() as u64;
-    let spec = ArraySpec::new(vec![len], DType::String, vec![chunk.min(len).max(1)]);
-    let doc = spec
-        .to_metadata(out.format())
-        .ok_or_else(|| out.err(path, "no zarr spelling"))?;
-    out.write_array_meta(path, &doc, a)?;
-    if len > 0 {
-        let subset =
-            ArraySubset::new_with_start_shape(vec![0], vec![len]).map_err(|e| out.err(path, e))?;
-        out.array(path)?
-            .store_array_subset(&subset, values.to_vec())
-            .map_err(|e| out.err(path, format!("cannot write: {e}")))?;
+    if len == 0 {
+        return Ok(());
     }
-    Ok(())
+    let subset = ArraySubset::new_with_start_shape(vec![start], vec![len as u64])
+        .map_err(|e| out.err(path, e))?;
+    out.array(path)?
+        .store_array_subset(&subset, data)
+        .map_err(|e| out.err(path, format!("cannot write: {e}")))
 }
 
-/// Writes a column at `path` with its anndata encoding.
-pub fn write_column(out: &Store, path: &str, column: &Column, chunk: u64) -> Result<()> {
-    match column {
-        Column::Num(v) => write_values_array(out, path, v, chunk),
-        Column::Str(v) => write_strings(out, path, v, chunk),
+fn store_values(out: &Store, path: &str, start: u64, values: &Values) -> Result<()> {
+    store_rows(out, path, start, values.len(), values.to_array_bytes())
+}
+
+fn store_bools(out: &Store, path: &str, start: u64, values: &[bool]) -> Result<()> {
+    store_values(out, path, start, &Values::Bool(values.to_vec()))
+}
+
+fn store_strings(out: &Store, path: &str, start: u64, values: &[String]) -> Result<()> {
+    store_rows(out, path, start, values.len(), values.to_vec())
+}
+
+/// The smallest signed integer dtype anndata uses for the codes of `n`
+/// categories.
+fn code_dtype(n: usize) -> DType {
+    match n {
+        n if n < 128 => DType::Int8,
+        n if n < 32768 => DType::Int16,
+        n if n < (1 << 31) => DType::Int32,
+        _ => DType::Int64,
+    }
+}
+
+/// Writes a `string-array` element whole.
+pub fn write_strings(out: &Store, path: &str, values: &[String], chunk: u64) -> Result<()> {
+    let len = values.len() as u64;
+    create_array(
+        out,
+        path,
+        DType::String,
+        len,
+        chunk,
+        &attrs("string-array", "0.2.0"),
+    )?;
+    store_strings(out, path, 0, values)
+}
+
+/// Writes the metadata of a column of `head`'s kind with `len` rows at
+/// `path` (and, for a categorical, its categories), to be filled with
+/// [`write_column_rows`].
+pub fn create_column(out: &Store, path: &str, head: &Column, len: u64, chunk: u64) -> Result<()> {
+    let array = |sub: &str, dtype: DType, encoding: &str| {
+        create_array(
+            out,
+            &format!("{path}/{sub}"),
+            dtype,
+            len,
+            chunk,
+            &attrs(encoding, "0.2.0"),
+        )
+    };
+    match head {
+        Column::Num(v) => create_array(out, path, v.dtype(), len, chunk, &attrs("array", "0.2.0")),
+        Column::Str(_) => create_array(
+            out,
+            path,
+            DType::String,
+            len,
+            chunk,
+            &attrs("string-array", "0.2.0"),
+        ),
         Column::Cat {
-            codes,
             categories,
             ordered,
+            ..
         } => {
             let mut a = attrs("categorical", "0.2.0");
             a.insert("ordered".into(), json!(ordered));
             out.write_group(path, &a)?;
-            let code_dtype = match categories.len() {
-                n if n < 128 => DType::Int8,
-                n if n < 32768 => DType::Int16,
-                n if n < (1 << 31) => DType::Int32,
-                _ => DType::Int64,
-            };
-            let codes = Values::I64(codes.clone()).cast(&code_dtype)?;
-            write_values_array(out, &format!("{path}/codes"), &codes, chunk)?;
+            array("codes", code_dtype(categories.len()), "array")?;
             write_strings(out, &format!("{path}/categories"), categories, chunk)
         }
-        Column::NullInt { values, mask } => {
+        Column::NullInt { values, .. } => {
             out.write_group(path, &attrs("nullable-integer", "0.1.0"))?;
-            write_values_array(out, &format!("{path}/values"), values, chunk)?;
-            write_values_array(
-                out,
-                &format!("{path}/mask"),
-                &Values::Bool(mask.clone()),
-                chunk,
-            )
+            array("values", values.dtype(), "array")?;
+            array("mask", DType::Bool, "array")
         }
-        Column::NullBool { values, mask } => {
+        Column::NullBool { .. } => {
             out.write_group(path, &attrs("nullable-boolean", "0.1.0"))?;
-            write_values_array(
-                out,
-                &format!("{path}/values"),
-                &Values::Bool(values.clone()),
-                chunk,
-            )?;
-            write_values_array(
-                out,
-                &format!("{path}/mask"),
-                &Values::Bool(mask.clone()),
-                chunk,
-            )
+            array("values", DType::Bool, "array")?;
+            array("mask", DType::Bool, "array")
         }
-        Column::NullStr { values, mask } => {
+        Column::NullStr { .. } => {
             out.write_group(path, &attrs("nullable-string-array", "0.1.0"))?;
-            write_strings(out, &format!("{path}/values"), values, chunk)?;
-            write_values_array(
-                out,
-                &format!("{path}/mask"),
-                &Values::Bool(mask.clone()),
-                chunk,
-            )
+            array("values", DType::String, "string-array")?;
+            array("mask", DType::Bool, "array")
         }
     }
 }
 
-/// Writes a data frame group: the index column and `columns` in order.
+/// Writes `column`'s rows at `start..` of a column made by [`create_column`].
+pub fn write_column_rows(out: &Store, path: &str, column: &Column, start: u64) -> Result<()> {
+    let sub = |name: &str| format!("{path}/{name}");
+    match column {
+        Column::Num(v) => store_values(out, path, start, v),
+        Column::Str(v) => store_strings(out, path, start, v),
+        Column::Cat {
+            codes, categories, ..
+        } => {
+            let codes = Values::I64(codes.clone()).cast(&code_dtype(categories.len()))?;
+            store_values(out, &sub("codes"), start, &codes)
+        }
+        Column::NullInt { values, mask } => {
+            store_values(out, &sub("values"), start, values)?;
+            store_bools(out, &sub("mask"), start, mask)
+        }
+        Column::NullBool { values, mask } => {
+            store_bools(out, &sub("values"), start, values)?;
+            store_bools(out, &sub("mask"), start, mask)
+        }
+        Column::NullStr { values, mask } => {
+            store_strings(out, &sub("values"), start, values)?;
+            store_bools(out, &sub("mask"), start, mask)
+        }
+    }
+}
+
+/// Writes a whole column at `path` with its anndata encoding.
+pub fn write_column(out: &Store, path: &str, column: &Column, chunk: u64) -> Result<()> {
+    create_column(out, path, column, column.len() as u64, chunk)?;
+    write_column_rows(out, path, column, 0)
+}
+
+/// Writes a data frame group's attributes (its index column and column
+/// order); returns the index array's path.
+pub fn write_frame_group(
+    out: &Store,
+    path: &str,
+    index_name: Option<&str>,
+    columns: &[String],
+) -> Result<String> {
+    let index_col = index_name.unwrap_or("_index");
+    let mut a = attrs("dataframe", "0.2.0");
+    a.insert("_index".into(), json!(index_col));
+    a.insert("column-order".into(), json!(columns));
+    out.write_group(path, &a)?;
+    Ok(format!("{path}/{index_col}"))
+}
+
+/// Writes a data frame group held in memory: the index and `columns`.
 pub fn write_frame(
     out: &Store,
     path: &str,
@@ -768,15 +755,9 @@ pub fn write_frame(
     columns: &[(String, Column)],
     chunk: u64,
 ) -> Result<()> {
-    let index_col = index_name.unwrap_or("_index");
-    let mut a = attrs("dataframe", "0.2.0");
-    a.insert("_index".into(), json!(index_col));
-    a.insert(
-        "column-order".into(),
-        json!(columns.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()),
-    );
-    out.write_group(path, &a)?;
-    write_strings(out, &format!("{path}/{index_col}"), index, chunk)?;
+    let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
+    let index_path = write_frame_group(out, path, index_name, &names)?;
+    write_strings(out, &index_path, index, chunk)?;
     for (name, col) in columns {
         write_column(out, &format!("{path}/{name}"), col, chunk)?;
     }
@@ -796,48 +777,6 @@ mod tests {
         assert_eq!(
             natsorted(s(&["a10", "a2", "b", "a1"])),
             s(&["a1", "a2", "a10", "b"])
-        );
-    }
-
-    #[test]
-    fn concat_rules_follow_pandas() {
-        let ints = Column::Num(Values::I32(vec![1, 2]));
-        let c = concat_column(&[(Some(&ints), 2), (None, 1)]).expect("concat");
-        let Column::Num(Values::F64(v)) = c else {
-            panic!("float64 expected")
-        };
-        assert!(v[2].is_nan());
-        let b = Column::Num(Values::Bool(vec![true]));
-        assert!(matches!(
-            concat_column(&[(Some(&b), 1), (None, 2)]).expect("bool"),
-            Column::NullBool { .. }
-        ));
-        let c1 = Column::Cat {
-            codes: vec![0, 1],
-            categories: s(&["x", "a10"]),
-            ordered: false,
-        };
-        let c2 = Column::Cat {
-            codes: vec![0],
-            categories: s(&["a2"]),
-            ordered: false,
-        };
-        let Column::Cat {
-            codes, categories, ..
-        } = concat_column(&[(Some(&c1), 2), (Some(&c2), 1)]).expect("cat")
-        else {
-            panic!("categorical expected")
-        };
-        assert_eq!(categories, s(&["a2", "a10", "x"]));
-        assert_eq!(codes, vec![2, 1, 0]);
-        let st = Column::Str(s(&["p", "q"]));
-        assert_eq!(
-            concat_column(&[(Some(&st), 2), (Some(&st), 2)]).expect("str"),
-            Column::Cat {
-                codes: vec![0, 1, 0, 1],
-                categories: s(&["p", "q"]),
-                ordered: false
-            }
         );
     }
 }

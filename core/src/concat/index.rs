@@ -21,14 +21,19 @@ pub enum Join {
 
 /// Reads a whole 1-D string array (an index or a string column).
 pub fn read_strings(store: &Store, path: &str) -> Result<Vec<String>> {
-    let array = store.array(path)?;
-    let n = array.shape().first().copied().unwrap_or(0);
-    if n == 0 {
+    let n = store.array(path)?.shape().first().copied().unwrap_or(0);
+    read_strings_range(store, path, 0, n)
+}
+
+/// Reads elements `start..start + len` of a 1-D string array.
+pub fn read_strings_range(store: &Store, path: &str, start: u64, len: u64) -> Result<Vec<String>> {
+    if len == 0 {
         return Ok(Vec::new());
     }
-    let subset =
-        ArraySubset::new_with_start_shape(vec![0], vec![n]).map_err(|e| store.err(path, e))?;
-    array
+    let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
+        .map_err(|e| store.err(path, e))?;
+    store
+        .array(path)?
         .retrieve_array_subset::<Vec<String>>(&subset)
         .map_err(|e| store.err(path, format!("cannot read strings: {e}")))
 }
@@ -143,23 +148,6 @@ impl Reindexer {
     }
 }
 
-/// Builds the concatenated axis' names: inputs in order, each name followed
-/// by `sep` and the input's key when `index_unique` is given.
-pub fn concat_names(
-    names: &[Vec<String>],
-    keys: &[String],
-    index_unique: Option<&str>,
-) -> Vec<String> {
-    let mut out = Vec::with_capacity(names.iter().map(Vec::len).sum());
-    for (n, key) in names.iter().zip(keys) {
-        match index_unique {
-            Some(sep) => out.extend(n.iter().map(|s| format!("{s}{sep}{key}"))),
-            None => out.extend(n.iter().cloned()),
-        }
-    }
-    out
-}
-
 /// An error for names that cannot be joined.
 pub fn join_error(message: impl std::fmt::Display) -> Error {
     Error::option(message)
@@ -195,14 +183,5 @@ mod tests {
         assert_eq!(r.new_of_old, vec![2, -1, 0]);
         assert!(r.has_missing() && !r.identity);
         assert!(Reindexer::new(&s(&["a"]), &s(&["a"])).identity);
-    }
-
-    #[test]
-    fn concat_names_appends_keys() {
-        let names = vec![s(&["a", "b"]), s(&["a"])];
-        assert_eq!(
-            concat_names(&names, &s(&["k0", "k1"]), Some("-")),
-            s(&["a-k0", "b-k0", "a-k1"])
-        );
     }
 }

@@ -8,6 +8,8 @@
 //! own whole output chunks. The graph runs on an executor (in-process here);
 //! the output is consolidated and renamed into place only when complete.
 
+mod axis_frame;
+pub mod column_concat;
 mod csc;
 pub mod frame;
 pub mod index;
@@ -24,8 +26,9 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use self::frame::{Column, concat_column, read_column, write_frame};
-use self::index::{Join, Reindexer, check_unique, concat_names, join_indices, read_strings};
+use self::axis_frame::{FramePart, write_axis_frame};
+use self::frame::{Column, read_column, write_frame};
+use self::index::{Join, Reindexer, check_unique, join_indices, read_strings};
 pub use self::options::{ConcatOptions, Merge, parse_size};
 use self::plan::{Axis, ConcatPlan, InputInfo, Space};
 pub use self::run::{PreparedConcat, prepare_concat};
@@ -54,9 +57,12 @@ pub(crate) struct Input {
     pub(crate) tree: Element,
 }
 
-/// The names of a data frame's rows, and the index's name (None when the
-/// index column is called `_index`).
-pub(crate) fn frame_index(store: &Store, frame: &Element) -> Result<(Vec<String>, Option<String>)> {
+/// A data frame's index array and the index's name (None when the index
+/// column is called `_index`), from metadata only.
+pub(crate) fn frame_index_element<'e>(
+    store: &Store,
+    frame: &'e Element,
+) -> Result<(&'e Element, Option<String>)> {
     let col = frame
         .meta
         .attrs
@@ -66,11 +72,22 @@ pub(crate) fn frame_index(store: &Store, frame: &Element) -> Result<(Vec<String>
     let e = frame
         .child(col)
         .ok_or_else(|| store.err(&frame.path, format!("lacks its index column {col:?}")))?;
-    if !e.array().is_some_and(|a| a.dtype == DType::String) {
-        return Err(store.err(&e.path, "index is not a string array (not supported yet)"));
+    if !e
+        .array()
+        .is_some_and(|a| a.dtype == DType::String && a.shape.len() == 1)
+    {
+        return Err(store.err(
+            &e.path,
+            "index is not a 1-D string array (not supported yet)",
+        ));
     }
-    let names = read_strings(store, &e.path)?;
-    Ok((names, (col != "_index").then(|| col.to_string())))
+    Ok((e, (col != "_index").then(|| col.to_string())))
+}
+
+/// The names of a data frame's rows, and the index's name.
+pub(crate) fn frame_index(store: &Store, frame: &Element) -> Result<(Vec<String>, Option<String>)> {
+    let (e, name) = frame_index_element(store, frame)?;
+    Ok((read_strings(store, &e.path)?, name))
 }
 
 pub(crate) fn frame_columns(frame: &Element) -> Vec<String> {
@@ -267,27 +284,35 @@ impl<'a> Planner<'a> {
                 format!("{prefix}/{name}")
             }
         };
-        // Names along both axes.
-        let mut obs_idx = Vec::new();
-        let mut var_idx = Vec::new();
-        for (i, v) in views.iter().enumerate() {
-            obs_idx.push(frame_index(&self.inputs[i].store, v.obs)?);
-            let var = v
-                .group
-                .child("var")
-                .ok_or_else(|| self.fail(i, &at("var"), "missing var"))?;
-            var_idx.push(frame_index(&self.inputs[i].store, var)?);
-        }
-        let (axis_idx, other_idx) = match axis {
-            Axis::Obs => (&obs_idx, &var_idx),
-            Axis::Var => (&var_idx, &obs_idx),
+        // The frames of both axes: names of the other axis (to join), only
+        // the length of the concatenated one.
+        let frame_of = |i: usize, v: &View<'a>, name: &str| -> Result<&'a Element> {
+            match name {
+                "obs" => Ok(v.obs),
+                _ => v
+                    .group
+                    .child("var")
+                    .ok_or_else(|| self.fail(i, &at("var"), "missing var")),
+            }
         };
-        for (i, (names, _)) in other_idx.iter().enumerate() {
+        let mut axis_frames: Vec<&'a Element> = Vec::new();
+        let mut other_frames: Vec<&'a Element> = Vec::new();
+        for (i, v) in views.iter().enumerate() {
+            axis_frames.push(frame_of(i, v, axis.name())?);
+            other_frames.push(frame_of(i, v, axis.other_name())?);
+        }
+        let mut axis_index = Vec::new();
+        let mut other_idx = Vec::new();
+        for (i, (af, of)) in axis_frames.iter().zip(&other_frames).enumerate() {
+            let store = &self.inputs[i].store;
+            axis_index.push(frame_index_element(store, af)?);
+            let (names, name) = frame_index(store, of)?;
             let frame = match axis {
                 Axis::Obs => at("var"),
                 Axis::Var => "obs".to_string(),
             };
-            check_unique(&self.inputs[i].store, &frame, names)?;
+            check_unique(store, &frame, &names)?;
+            other_idx.push((names, name));
         }
         let other_names: Vec<Vec<String>> = other_idx.iter().map(|(n, _)| n.clone()).collect();
         let joined = join_indices(&other_names, join);
@@ -295,10 +320,11 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|old| Reindexer::new(old, &joined))
             .collect();
-        let axis_lists: Vec<Vec<String>> = axis_idx.iter().map(|(n, _)| n.clone()).collect();
-        let concat_idx = concat_names(&axis_lists, self.keys, self.opts.index_unique.as_deref());
-        let n_axis = concat_idx.len() as u64;
-        let along: Vec<u64> = axis_lists.iter().map(|n| n.len() as u64).collect();
+        let along: Vec<u64> = axis_index
+            .iter()
+            .map(|(e, _)| e.array().map_or(0, |a| a.shape[0]))
+            .collect();
+        let n_axis: u64 = along.iter().sum();
         let n_other = joined.len() as u64;
         let space = self.plan.spaces.len();
         self.plan.spaces.push(Space {
@@ -307,110 +333,82 @@ impl<'a> Planner<'a> {
         });
         if main {
             let mut offset = 0;
-            for names in &axis_lists {
+            for (&n, inp) in along.iter().zip(self.inputs) {
                 self.plan.inputs.push(InputInfo {
-                    path: PathBuf::new(),
-                    n_axis: names.len() as u64,
+                    path: inp.store.root().to_path_buf(),
+                    n_axis: n,
                     offset,
                 });
-                offset += names.len() as u64;
-            }
-            for (info, inp) in self.plan.inputs.iter_mut().zip(self.inputs) {
-                info.path = inp.store.root().to_path_buf();
+                offset += n;
             }
         }
         let rows_chunk = (self.chunk_bytes / 8).max(1);
 
-        // Annotation of the concatenation axis.
-        let axis_frames: Vec<&Element> = views
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match axis {
-                Axis::Obs => Ok(v.obs),
-                Axis::Var => v
-                    .group
-                    .child("var")
-                    .ok_or_else(|| self.fail(i, "var", "missing var")),
-            })
-            .collect::<Result<_>>()?;
-        let with_columns = axis == Axis::Var || views.iter().all(|v| v.obs_columns);
-        let axis_name = common_name(&axis_idx.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>());
-        let mut columns: Vec<(String, Column)> = Vec::new();
-        if with_columns {
-            let lists: Vec<Vec<String>> = axis_frames.iter().map(|f| frame_columns(f)).collect();
-            for name in join_keys(&lists, join) {
-                let mut read = Vec::new();
-                for (i, f) in axis_frames.iter().enumerate() {
-                    read.push(match f.child(&name) {
-                        Some(e) if lists[i].contains(&name) => {
-                            Some(read_column(&self.inputs[i].store, e)?)
-                        }
-                        _ => None,
-                    });
-                }
-                let parts: Vec<(Option<&Column>, usize)> = read
-                    .iter()
-                    .zip(&axis_lists)
-                    .map(|(c, names)| (c.as_ref(), names.len()))
-                    .collect();
-                let col = concat_column(&parts)
-                    .map_err(|e| Error::option(format!("{}/{name}: {e}", axis.name())))?;
-                columns.push((name, col));
-            }
-        }
-        if let Some(label) = &self.opts.label
-            && (main || axis == Axis::Var)
-        {
-            let codes: Vec<i64> = axis_lists
+        // Annotation of the concatenation axis, a block of rows at a time
+        // (raw keeps only its var).
+        if main || axis == Axis::Var {
+            let with_columns = axis == Axis::Var || views.iter().all(|v| v.obs_columns);
+            let columns = if with_columns {
+                let lists: Vec<Vec<String>> =
+                    axis_frames.iter().map(|f| frame_columns(f)).collect();
+                join_keys(&lists, join)
+            } else {
+                Vec::new()
+            };
+            let parts: Vec<FramePart<'_>> = axis_index
                 .iter()
                 .enumerate()
-                .flat_map(|(i, n)| std::iter::repeat_n(i as i64, n.len()))
+                .map(|(i, (index, _))| FramePart {
+                    store: &self.inputs[i].store,
+                    frame: axis_frames[i],
+                    index,
+                    rows: along[i],
+                    suffix: self
+                        .opts
+                        .index_unique
+                        .as_ref()
+                        .map(|sep| format!("{sep}{}", self.keys[i]))
+                        .unwrap_or_default(),
+                })
                 .collect();
-            let col = Column::Cat {
-                codes,
-                categories: self.keys.to_vec(),
-                ordered: false,
-            };
-            match columns.iter_mut().find(|(n, _)| n == label) {
-                Some(slot) => slot.1 = col,
-                None => columns.push((label.clone(), col)),
-            }
+            let label = self
+                .opts
+                .label
+                .as_deref()
+                .filter(|_| main || axis == Axis::Var)
+                .map(|l| (l, self.keys));
+            let axis_name = common_name(
+                &axis_index
+                    .iter()
+                    .map(|(_, n)| n.clone())
+                    .collect::<Vec<_>>(),
+            );
+            write_axis_frame(
+                &self.out,
+                &at(axis.name()),
+                axis_name.as_deref(),
+                &parts,
+                &columns,
+                label,
+                rows_chunk,
+            )?;
         }
         // Annotation of the other axis: merged columns.
-        let other_frames: Vec<&Element> = views
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match axis {
-                Axis::Obs => v
-                    .group
-                    .child("var")
-                    .ok_or_else(|| self.fail(i, "var", "missing var")),
-                Axis::Var => Ok(v.obs),
-            })
-            .collect::<Result<_>>()?;
         let other_name = common_name(&other_idx.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>());
-        let other_columns = match self.opts.merge {
+        let mut other_columns = match self.opts.merge {
             Some(strategy) if main => self.merge_frames(&other_frames, &reindexers, strategy)?,
             _ => Vec::new(),
         };
-        let other_columns = if main { other_columns } else { Vec::new() };
-        let frames = [
-            (axis.name(), axis_name, &concat_idx, columns),
-            (axis.other_name(), other_name, &joined, other_columns),
-        ];
-        for (frame_name, index_name, index, mut cols) in frames {
-            frame::strings_to_categoricals(&mut cols);
-            // raw keeps only its var.
-            if main || frame_name == "var" {
-                write_frame(
-                    &self.out,
-                    &at(frame_name),
-                    index_name.as_deref(),
-                    index,
-                    &cols,
-                    rows_chunk,
-                )?;
-            }
+        if main || axis.other_name() == "var" {
+            frame::strings_to_categoricals(&mut other_columns);
+            write_frame(
+                &self.out,
+                &at(axis.other_name()),
+                other_name.as_deref(),
+                &joined,
+                &other_columns,
+                rows_chunk,
+            )?;
         }
         let shape = match axis {
             Axis::Obs => [n_axis, n_other],

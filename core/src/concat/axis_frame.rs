@@ -1,0 +1,197 @@
+//! The annotation of the concatenated axis (obs when stacking cells),
+//! written a block of rows at a time: the index (with `index_unique`
+//! suffixes), every joined column and the label column. Only the columns'
+//! kinds and categories, and the distinct values of string results, are
+//! gathered whole; rows are read, converted and written block by block, so
+//! a million-cell obs never has to fit in memory.
+
+use std::collections::HashSet;
+
+use super::column_concat::ColumnTarget;
+use super::frame::{Column, ColumnReader, create_column, write_column_rows, write_frame_group};
+use super::index::read_strings_range;
+use crate::anndata::Store;
+use crate::anndata::element::Element;
+use crate::error::{Error, Result};
+
+/// One input's share of the axis annotation.
+pub(crate) struct FramePart<'a> {
+    /// The input's store.
+    pub(crate) store: &'a Store,
+    /// Its data frame (obs or var).
+    pub(crate) frame: &'a Element,
+    /// The frame's index array.
+    pub(crate) index: &'a Element,
+    /// Its number of rows.
+    pub(crate) rows: u64,
+    /// Appended to each of its names (`index_unique` + key, or nothing).
+    pub(crate) suffix: String,
+}
+
+/// Where the rows of one output column come from.
+enum Source<'a> {
+    /// Each input's stored column (`None`: the input lacks it).
+    Stored(Vec<Option<ColumnReader<'a>>>),
+    /// The label column: each input's key.
+    Label(Vec<String>),
+}
+
+/// Output rows `start..end` as `(input, first local row, rows)` pieces.
+fn pieces(rows: &[u64], start: u64, end: u64) -> Vec<(usize, u64, u64)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    for (i, &r) in rows.iter().enumerate() {
+        let (lo, hi) = (start.max(offset), end.min(offset + r));
+        if lo < hi {
+            out.push((i, lo - offset, hi - lo));
+        }
+        offset += r;
+    }
+    out
+}
+
+/// Block starts covering `0..total` in steps of `block`.
+fn blocks(total: u64, block: u64) -> impl Iterator<Item = (u64, u64)> {
+    let block = block.max(1);
+    (0..total.div_ceil(block)).map(move |b| (b * block, ((b + 1) * block).min(total)))
+}
+
+impl Source<'_> {
+    /// Rows `local..local + n` of input `i`.
+    fn read(&self, i: usize, local: u64, n: u64) -> Result<Option<Column>> {
+        Ok(match self {
+            Source::Stored(readers) => match &readers[i] {
+                Some(r) => Some(r.read(local, n)?),
+                None => None,
+            },
+            Source::Label(keys) => Some(Column::Cat {
+                codes: vec![i as i64; n as usize],
+                categories: keys.clone(),
+                ordered: false,
+            }),
+        })
+    }
+
+    /// The output kind of this column.
+    fn target(&self, rows: &[u64], block: u64) -> Result<ColumnTarget> {
+        let readers = match self {
+            Source::Label(keys) => return Ok(ColumnTarget::label(keys.clone())),
+            Source::Stored(readers) => readers,
+        };
+        let heads: Vec<Option<Column>> = readers
+            .iter()
+            .map(|r| r.as_ref().map(ColumnReader::head).transpose())
+            .collect::<Result<_>>()?;
+        let decide: Vec<(Option<&Column>, u64)> = heads
+            .iter()
+            .zip(rows)
+            .map(|(h, &n)| (h.as_ref(), n))
+            .collect();
+        let target = ColumnTarget::decide(&decide)?;
+        if !target.needs_distinct() {
+            return Ok(target);
+        }
+        let mut distinct = HashSet::new();
+        let total: u64 = rows.iter().sum();
+        for (start, end) in blocks(total, block) {
+            for (i, local, n) in pieces(rows, start, end) {
+                let piece = self.read(i, local, n)?;
+                ColumnTarget::collect_distinct(piece.as_ref(), n as usize, &mut distinct);
+            }
+        }
+        Ok(target.finish(distinct, total))
+    }
+}
+
+/// Writes the axis annotation at `path`: the index named `index_name`,
+/// the `columns` joined across inputs (each input's own if it has it), then
+/// `label` (replacing a column of that name in place) — as `pd.concat`
+/// after anndata's dtype unification, then written as anndata writes obs.
+pub(crate) fn write_axis_frame(
+    out: &Store,
+    path: &str,
+    index_name: Option<&str>,
+    parts: &[FramePart<'_>],
+    columns: &[String],
+    label: Option<(&str, &[String])>,
+    block: u64,
+) -> Result<()> {
+    let mut sources: Vec<(String, Source<'_>)> = Vec::new();
+    for name in columns {
+        let readers = parts
+            .iter()
+            .map(|p| {
+                p.frame
+                    .child(name)
+                    .map(|e| ColumnReader::open(p.store, e))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (p, r) in parts.iter().zip(&readers) {
+            if let Some(r) = r
+                && r.len() != p.rows
+            {
+                return Err(p.store.err(
+                    &format!("{}/{name}", p.frame.path),
+                    format!("has {} rows but the index has {}", r.len(), p.rows),
+                ));
+            }
+        }
+        sources.push((name.clone(), Source::Stored(readers)));
+    }
+    if let Some((label, keys)) = label {
+        let source = Source::Label(keys.to_vec());
+        match sources.iter_mut().find(|(n, _)| n == label) {
+            Some(slot) => slot.1 = source,
+            None => sources.push((label.to_string(), source)),
+        }
+    }
+    let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+    let index_path = write_frame_group(out, path, index_name, &names)?;
+    let rows: Vec<u64> = parts.iter().map(|p| p.rows).collect();
+    let total: u64 = rows.iter().sum();
+
+    create_column(out, &index_path, &Column::Str(Vec::new()), total, block)?;
+    for (start, end) in blocks(total, block) {
+        let mut names = Vec::with_capacity((end - start) as usize);
+        for (i, local, n) in pieces(&rows, start, end) {
+            let p = &parts[i];
+            let read = read_strings_range(p.store, &p.index.path, local, n)?;
+            names.extend(read.into_iter().map(|s| s + &p.suffix));
+        }
+        write_column_rows(out, &index_path, &Column::Str(names), start)?;
+    }
+
+    let axis = path.rsplit('/').next().unwrap_or(path);
+    for (name, source) in &sources {
+        let target = source
+            .target(&rows, block)
+            .map_err(|e| Error::option(format!("{axis}/{name}: {e}")))?;
+        let col_path = format!("{path}/{name}");
+        create_column(out, &col_path, &target.empty()?, total, block)?;
+        for (start, end) in blocks(total, block) {
+            let mut col = target.empty()?;
+            for (i, local, n) in pieces(&rows, start, end) {
+                let piece = source.read(i, local, n)?;
+                col.append(target.conform(piece.as_ref(), n as usize)?)?;
+            }
+            write_column_rows(out, &col_path, &col, start)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_and_pieces_cover_every_row_once() {
+        let all: Vec<(u64, u64)> = blocks(10, 4).collect();
+        assert_eq!(all, vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(blocks(0, 4).count(), 0);
+        // Inputs of 3, 0 and 5 rows; output rows 2..6.
+        assert_eq!(pieces(&[3, 0, 5], 2, 6), vec![(0, 2, 1), (2, 0, 3)]);
+        assert_eq!(pieces(&[3, 0, 5], 0, 8).len(), 2);
+    }
+}

@@ -1,0 +1,469 @@
+//! How one data frame column is concatenated across inputs, as `pd.concat`
+//! after anndata's `unify_dtypes` does it (and as anndata then writes it).
+//! The output kind is decided once from every input's kind, dtype and
+//! categories ([`ColumnTarget::decide`]); string results wait for one pass
+//! over the distinct values ([`ColumnTarget::finish`]); then each input's
+//! rows, a range at a time, are converted to it ([`ColumnTarget::conform`]),
+//! so a long column never has to be held whole.
+
+use std::collections::{HashMap, HashSet};
+
+use super::frame::{Column, natsorted};
+use super::values::{Scalar, Values, promote};
+use crate::anndata::DType;
+use crate::error::{Error, Result};
+
+/// The kind an output column takes, with what converting rows into it needs.
+#[derive(Debug, Clone)]
+pub enum ColumnTarget {
+    /// Numbers or booleans of one dtype (NaN where missing).
+    Num(DType),
+    /// Nullable booleans.
+    NullBool,
+    /// Nullable integers of one dtype.
+    NullInt(DType),
+    /// Nullable strings.
+    NullStr,
+    /// Strings; before [`ColumnTarget::finish`] they may still lack values.
+    Str,
+    /// A categorical.
+    Cat {
+        /// The output categories.
+        categories: Vec<String>,
+        /// Whether they are ordered.
+        ordered: bool,
+        /// Position of each category.
+        pos: HashMap<String, i64>,
+    },
+}
+
+/// A data frame column's kind as reported in errors.
+pub fn kind_name(c: &Column) -> String {
+    match c {
+        Column::Num(v) => v.dtype().display_name(),
+        Column::Str(_) => "string".into(),
+        Column::Cat { ordered: true, .. } => "ordered categorical".into(),
+        Column::Cat { .. } => "categorical".into(),
+        Column::NullInt { .. } => "nullable integer".into(),
+        Column::NullBool { .. } => "nullable boolean".into(),
+        Column::NullStr { .. } => "nullable string".into(),
+    }
+}
+
+fn promote_all(dtypes: impl Iterator<Item = DType>) -> Result<Option<DType>> {
+    let mut out: Option<DType> = None;
+    for d in dtypes {
+        out = Some(match out {
+            None => d,
+            Some(prev) => {
+                promote(&prev, &d).ok_or_else(|| Error::option("incompatible column dtypes"))?
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// The union of categoricals. Unordered: anndata casts each input to the
+/// natsorted union, but pandas leaves an input whose categories already
+/// are that set as it is, and `pd.concat` keeps the first input's order —
+/// so the first input's categories when they are the whole union, else the
+/// natsorted union. Ordered: kept when every ordered input with categories
+/// has the same ones; else `None` (pandas falls back to object strings).
+fn category_union(cats: &[(&Vec<String>, bool)]) -> Option<(Vec<String>, bool)> {
+    let mut union: Vec<String> = cats.iter().flat_map(|c| c.0.iter().cloned()).collect();
+    union.sort();
+    union.dedup();
+    if !cats.iter().any(|c| c.1) {
+        let first = cats.first().map(|c| c.0)?;
+        let first_is_union =
+            first.len() == union.len() && first.iter().collect::<HashSet<_>>().len() == union.len();
+        return Some(if first_is_union {
+            (first.clone(), false)
+        } else {
+            (natsorted(union), false)
+        });
+    }
+    let with: Vec<_> = cats.iter().filter(|c| !c.0.is_empty()).collect();
+    let same = !with.is_empty()
+        && with.iter().all(|c| {
+            c.1 && c.0.len() == union.len()
+                && c.0.iter().collect::<HashSet<_>>().len() == union.len()
+        })
+        && with.windows(2).all(|w| w[0].0 == w[1].0);
+    same.then(|| (with[0].0.clone(), true))
+}
+
+/// Strings of a string-like column (`None` = missing), or `None` if it is
+/// not string-like.
+fn optional_strings(c: &Column) -> Option<Vec<Option<String>>> {
+    match c {
+        Column::Str(v) => Some(v.iter().cloned().map(Some).collect()),
+        Column::Cat {
+            codes, categories, ..
+        } => Some(
+            codes
+                .iter()
+                .map(|&c| (c >= 0).then(|| categories[c as usize].clone()))
+                .collect(),
+        ),
+        Column::NullStr { values, mask } => Some(
+            values
+                .iter()
+                .zip(mask)
+                .map(|(v, &m)| (!m).then(|| v.clone()))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+impl ColumnTarget {
+    /// Decides the output kind from each input's column (only its kind,
+    /// dtype and categories are looked at, so empty heads will do; `None`:
+    /// the input lacks the column and contributes `n` missing rows).
+    pub fn decide(parts: &[(Option<&Column>, u64)]) -> Result<ColumnTarget> {
+        let present: Vec<&Column> = parts.iter().filter_map(|(c, _)| *c).collect();
+        let has_missing = parts.iter().any(|(c, n)| c.is_none() && *n > 0);
+        let all = |f: fn(&Column) -> bool| present.iter().all(|c| f(c));
+        if present.is_empty() {
+            return Err(Error::option("internal: column missing from every input"));
+        }
+        if all(|c| matches!(c, Column::Cat { .. })) {
+            let cats: Vec<(&Vec<String>, bool)> = present
+                .iter()
+                .filter_map(|c| match c {
+                    Column::Cat {
+                        categories,
+                        ordered,
+                        ..
+                    } => Some((categories, *ordered)),
+                    _ => None,
+                })
+                .collect();
+            if let Some((categories, ordered)) = category_union(&cats) {
+                return Ok(ColumnTarget::cat(categories, ordered));
+            }
+        }
+        // Strings, and categoricals mixed with strings: an object column.
+        if all(|c| matches!(c, Column::Str(_) | Column::Cat { .. })) {
+            return Ok(ColumnTarget::Str);
+        }
+        let num_dtype = |c: &Column| match c {
+            Column::Num(v) | Column::NullInt { values: v, .. } => v.dtype(),
+            _ => DType::Bool,
+        };
+        if all(|c| matches!(c, Column::Num(_))) {
+            let mut dtype =
+                promote_all(present.iter().map(|c| num_dtype(c)))?.unwrap_or(DType::Float64);
+            if has_missing && dtype == DType::Bool {
+                // anndata's unify_dtypes: bool with missing rows -> nullable boolean.
+                return Ok(ColumnTarget::NullBool);
+            }
+            if has_missing && !matches!(dtype, DType::Float32 | DType::Float64) {
+                dtype = DType::Float64;
+            }
+            return Ok(ColumnTarget::Num(dtype));
+        }
+        if all(|c| matches!(c, Column::NullBool { .. } | Column::Num(Values::Bool(_)))) {
+            return Ok(ColumnTarget::NullBool);
+        }
+        if all(|c| {
+            matches!(c, Column::NullInt { .. })
+                || matches!(c, Column::Num(v) if !matches!(v.dtype(), DType::Bool | DType::Float32 | DType::Float64))
+        }) {
+            let dtype = promote_all(present.iter().map(|c| num_dtype(c)))?;
+            return Ok(ColumnTarget::NullInt(dtype.unwrap_or(DType::Int64)));
+        }
+        if all(|c| matches!(c, Column::NullStr { .. })) {
+            return Ok(ColumnTarget::NullStr);
+        }
+        Err(Error::option(format!(
+            "cannot concatenate data frame columns of these kinds yet: {}",
+            present
+                .iter()
+                .map(|c| kind_name(c))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    fn cat(categories: Vec<String>, ordered: bool) -> ColumnTarget {
+        let pos = categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i as i64))
+            .collect();
+        ColumnTarget::Cat {
+            categories,
+            ordered,
+            pos,
+        }
+    }
+
+    /// An unordered categorical of `categories` (the label column).
+    pub fn label(categories: Vec<String>) -> ColumnTarget {
+        ColumnTarget::cat(categories, false)
+    }
+
+    /// Whether the kind still depends on the distinct values (strings).
+    pub fn needs_distinct(&self) -> bool {
+        matches!(self, ColumnTarget::Str | ColumnTarget::NullStr)
+    }
+
+    /// Adds the values of rows (as [`ColumnTarget::conform`] would give
+    /// them) to `distinct`; returns how many rows that was.
+    pub fn collect_distinct(
+        piece: Option<&Column>,
+        n: usize,
+        distinct: &mut HashSet<String>,
+    ) -> usize {
+        if let Some(strings) = piece.and_then(optional_strings) {
+            distinct.extend(strings.into_iter().flatten());
+        }
+        n
+    }
+
+    /// anndata's `strings_to_categoricals` on write: string results with
+    /// fewer distinct values than rows (repeats or missing values) become a
+    /// categorical of the natsorted values.
+    pub fn finish(self, distinct: HashSet<String>, rows: u64) -> ColumnTarget {
+        if self.needs_distinct() && (distinct.len() as u64) < rows {
+            let mut cats: Vec<String> = distinct.into_iter().collect();
+            cats.sort();
+            ColumnTarget::cat(natsorted(cats), false)
+        } else {
+            self
+        }
+    }
+
+    /// A column of this kind with no rows.
+    pub fn empty(&self) -> Result<Column> {
+        self.conform(None, 0)
+    }
+
+    /// Converts `n` rows of one input (`None`: it lacks the column) to this
+    /// kind.
+    pub fn conform(&self, piece: Option<&Column>, n: usize) -> Result<Column> {
+        let missing = || vec![None; n];
+        let mismatch = |c: &Column| {
+            Error::option(format!(
+                "internal: a {} column does not fit the planned output",
+                kind_name(c)
+            ))
+        };
+        Ok(match (self, piece) {
+            (ColumnTarget::Num(d), Some(Column::Num(v))) => Column::Num(v.cast(d)?),
+            (ColumnTarget::Num(d), None) => {
+                Column::Num(Values::empty(d)?.take(&missing(), Scalar::Float(f64::NAN)))
+            }
+            (ColumnTarget::NullBool, Some(Column::NullBool { values, mask })) => Column::NullBool {
+                values: values.clone(),
+                mask: mask.clone(),
+            },
+            (ColumnTarget::NullBool, Some(Column::Num(Values::Bool(b)))) => Column::NullBool {
+                values: b.clone(),
+                mask: vec![false; b.len()],
+            },
+            (ColumnTarget::NullBool, None) => Column::NullBool {
+                values: vec![false; n],
+                mask: vec![true; n],
+            },
+            (ColumnTarget::NullInt(d), Some(Column::NullInt { values, mask })) => Column::NullInt {
+                values: values.cast(d)?,
+                mask: mask.clone(),
+            },
+            (ColumnTarget::NullInt(d), Some(Column::Num(v))) => Column::NullInt {
+                values: v.cast(d)?,
+                mask: vec![false; v.len()],
+            },
+            (ColumnTarget::NullInt(d), None) => Column::NullInt {
+                values: Values::zeros(d, n)?,
+                mask: vec![true; n],
+            },
+            (ColumnTarget::NullStr, Some(c @ Column::NullStr { .. })) => c.clone(),
+            (ColumnTarget::NullStr, None) => Column::NullStr {
+                values: vec![String::new(); n],
+                mask: vec![true; n],
+            },
+            (ColumnTarget::Str, Some(c)) => {
+                let strings = optional_strings(c).ok_or_else(|| mismatch(c))?;
+                if strings.iter().any(Option::is_none) {
+                    return Err(Error::option(
+                        "internal: missing strings in a column planned without them",
+                    ));
+                }
+                Column::Str(strings.into_iter().flatten().collect())
+            }
+            (ColumnTarget::Str, None) if n == 0 => Column::Str(Vec::new()),
+            (
+                ColumnTarget::Cat {
+                    categories,
+                    ordered,
+                    pos,
+                },
+                piece,
+            ) => {
+                let codes = match piece {
+                    None => vec![-1; n],
+                    Some(Column::Cat {
+                        codes,
+                        categories: own,
+                        ..
+                    }) => {
+                        let map: Vec<i64> = own
+                            .iter()
+                            .map(|k| pos.get(k).copied().unwrap_or(-1))
+                            .collect();
+                        codes
+                            .iter()
+                            .map(|&c| if c < 0 { -1 } else { map[c as usize] })
+                            .collect()
+                    }
+                    Some(c) => optional_strings(c)
+                        .ok_or_else(|| mismatch(c))?
+                        .iter()
+                        .map(|s| s.as_ref().and_then(|s| pos.get(s).copied()).unwrap_or(-1))
+                        .collect(),
+                };
+                Column::Cat {
+                    codes,
+                    categories: categories.clone(),
+                    ordered: *ordered,
+                }
+            }
+            (_, Some(c)) => return Err(mismatch(c)),
+            (_, None) => {
+                return Err(Error::option(
+                    "internal: missing rows in a column planned without them",
+                ));
+            }
+        })
+    }
+}
+
+/// Concatenates one column held in memory across inputs (`None`: the input
+/// lacks the column and contributes `n` missing rows).
+pub fn concat_column(parts: &[(Option<&Column>, usize)]) -> Result<Column> {
+    let heads: Vec<(Option<&Column>, u64)> = parts.iter().map(|(c, n)| (*c, *n as u64)).collect();
+    let mut target = ColumnTarget::decide(&heads)?;
+    if target.needs_distinct() {
+        let mut distinct = HashSet::new();
+        let rows: usize = parts
+            .iter()
+            .map(|(c, n)| ColumnTarget::collect_distinct(*c, *n, &mut distinct))
+            .sum();
+        target = target.finish(distinct, rows as u64);
+    }
+    let mut out = target.empty()?;
+    for (c, n) in parts {
+        out.append(target.conform(*c, *n)?)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn concat_rules_follow_pandas() {
+        let ints = Column::Num(Values::I32(vec![1, 2]));
+        let c = concat_column(&[(Some(&ints), 2), (None, 1)]).expect("concat");
+        let Column::Num(Values::F64(v)) = c else {
+            panic!("float64 expected")
+        };
+        assert!(v[2].is_nan());
+        let b = Column::Num(Values::Bool(vec![true]));
+        assert!(matches!(
+            concat_column(&[(Some(&b), 1), (None, 2)]).expect("bool"),
+            Column::NullBool { .. }
+        ));
+        let c1 = Column::Cat {
+            codes: vec![0, 1],
+            categories: s(&["x", "a10"]),
+            ordered: false,
+        };
+        let c2 = Column::Cat {
+            codes: vec![0],
+            categories: s(&["a2"]),
+            ordered: false,
+        };
+        let Column::Cat {
+            codes, categories, ..
+        } = concat_column(&[(Some(&c1), 2), (Some(&c2), 1)]).expect("cat")
+        else {
+            panic!("categorical expected")
+        };
+        assert_eq!(categories, s(&["a2", "a10", "x"]));
+        assert_eq!(codes, vec![2, 1, 0]);
+        // The first input's order survives when it holds every category.
+        let Column::Cat { categories, .. } =
+            concat_column(&[(Some(&c1), 2), (None, 1)]).expect("cat")
+        else {
+            panic!("categorical expected")
+        };
+        assert_eq!(categories, s(&["x", "a10"]));
+        let st = Column::Str(s(&["p", "q"]));
+        assert_eq!(
+            concat_column(&[(Some(&st), 2), (Some(&st), 2)]).expect("str"),
+            Column::Cat {
+                codes: vec![0, 1, 0, 1],
+                categories: s(&["p", "q"]),
+                ordered: false
+            }
+        );
+    }
+
+    #[test]
+    fn strings_stay_strings_only_when_unique_and_complete() {
+        let a = Column::Str(s(&["p", "q"]));
+        let b = Column::Str(s(&["r"]));
+        assert_eq!(
+            concat_column(&[(Some(&a), 2), (Some(&b), 1)]).expect("unique"),
+            Column::Str(s(&["p", "q", "r"]))
+        );
+        // A missing part makes a categorical with code -1.
+        assert_eq!(
+            concat_column(&[(Some(&a), 2), (None, 1)]).expect("missing"),
+            Column::Cat {
+                codes: vec![0, 1, -1],
+                categories: s(&["p", "q"]),
+                ordered: false
+            }
+        );
+        // Nullable strings with a repeat become a categorical too.
+        let n = Column::NullStr {
+            values: s(&["x", "", "x"]),
+            mask: vec![false, true, false],
+        };
+        assert_eq!(
+            concat_column(&[(Some(&n), 3)]).expect("nullable"),
+            Column::Cat {
+                codes: vec![0, -1, 0],
+                categories: s(&["x"]),
+                ordered: false
+            }
+        );
+    }
+
+    #[test]
+    fn conform_refuses_a_piece_of_another_kind() {
+        let t = ColumnTarget::Num(DType::Float64);
+        assert!(t.conform(Some(&Column::Str(s(&["a"]))), 1).is_err());
+        let ordered = |c: &[&str]| Column::Cat {
+            codes: Vec::new(),
+            categories: s(c),
+            ordered: true,
+        };
+        // Ordered categoricals that disagree fall back to strings.
+        let (a, b) = (ordered(&["a", "b"]), ordered(&["b", "a"]));
+        assert!(matches!(
+            ColumnTarget::decide(&[(Some(&a), 1), (Some(&b), 1)]).expect("decide"),
+            ColumnTarget::Str
+        ));
+    }
+}
