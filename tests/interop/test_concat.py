@@ -310,3 +310,30 @@ def test_obs_written_in_blocks_that_split_inputs(tmp_path, fmt):
     assert chunk_rows < 300, chunk_rows
     got = ad.read_zarr(out)
     assert list(got.obs["cluster"].cat.categories) == ["z", "x", "y"]
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_categoricals_of_numbers(tmp_path, join):
+    """Integer, float and boolean categories: unified to int64 / float64 /
+    bool, ordered by value (or the first input's order when it holds them
+    all), ordered ones kept when they agree; also merged on var."""
+    import pandas as pd
+    rng = np.random.default_rng(5)
+    adatas = []
+    int_cats = ([10, 2], [3, 1, 100], [2, 10])
+    for i in range(3):
+        n = 40 + 10 * i
+        a = ad.AnnData(X=rng.random((n, 5)).astype(np.float32))
+        a.obs_names = [f"c{i}_{j}" for j in range(n)]
+        a.var_names = [f"g{j}" for j in range(5)]
+        cats = np.array(int_cats[i], dtype=[np.int8, np.int32, np.int64][i])
+        a.obs["ints"] = pd.Categorical(rng.choice(cats, size=n), categories=cats)
+        a.obs["ordered"] = pd.Categorical(rng.choice([3, 1, 2], size=n), categories=[3, 1, 2], ordered=True)
+        if i != 1:
+            fl = [2.5, 10.0] if i == 0 else [2.5, 10.0, -1.0]
+            a.obs["floats"] = pd.Categorical(rng.choice(fl, size=n), categories=fl)
+            a.obs["bools"] = pd.Categorical(rng.random(n) < 0.5, categories=[True, False])
+        a.var["gene_set"] = pd.Categorical([1, 2, 1, 2, 1], categories=[2, 1])
+        adatas.append(a)
+    paths = write_all(adatas, tmp_path)
+    compare(paths, tmp_path, dict(join=join, merge="same", label="batch"), chunk_mib="0.0005")

@@ -8,7 +8,9 @@
 use std::collections::HashSet;
 
 use super::column_concat::ColumnTarget;
-use super::frame::{Column, ColumnReader, create_column, write_column_rows, write_frame_group};
+use super::frame::{
+    Categories, Column, ColumnReader, create_column, write_column_rows, write_frame_group,
+};
 use super::index::read_strings_range;
 use crate::anndata::Store;
 use crate::anndata::element::Element;
@@ -66,7 +68,7 @@ impl Source<'_> {
             },
             Source::Label(keys) => Some(Column::Cat {
                 codes: vec![i as i64; n as usize],
-                categories: keys.clone(),
+                categories: Categories::Str(keys.clone()),
                 ordered: false,
             }),
         })

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::frame::{Column, natsorted};
+use super::frame::{Categories, Column, natsorted};
 use super::values::{Scalar, Values, promote};
 use crate::anndata::DType;
 use crate::error::{Error, Result};
@@ -29,12 +29,118 @@ pub enum ColumnTarget {
     /// A categorical.
     Cat {
         /// The output categories.
-        categories: Vec<String>,
+        categories: Categories,
         /// Whether they are ordered.
         ordered: bool,
         /// Position of each category.
-        pos: HashMap<String, i64>,
+        pos: CategoryPositions,
     },
+}
+
+/// Where each output category is, by value.
+#[derive(Debug, Clone)]
+pub enum CategoryPositions {
+    /// String categories.
+    Str(HashMap<String, i64>),
+    /// Numeric categories of one dtype, keyed by [`number_keys`].
+    Num(DType, HashMap<u64, i64>),
+}
+
+/// Hashable keys of numeric categories (int64, float64 or bool).
+fn number_keys(v: &Values) -> Vec<u64> {
+    match v {
+        Values::I64(x) => x.iter().map(|&i| i as u64).collect(),
+        Values::F64(x) => x
+            .iter()
+            .map(|&f| if f == 0.0 { 0 } else { f.to_bits() })
+            .collect(),
+        Values::Bool(x) => x.iter().map(|&b| u64::from(b)).collect(),
+        other => other
+            .cast(&DType::Float64)
+            .map(|f| number_keys(&f))
+            .unwrap_or_default(),
+    }
+}
+
+/// The dtype pandas gives the union of numeric categories: bool when all
+/// are bool, float64 when any is a float, else int64.
+fn number_category_dtype(cats: &[&Values]) -> Result<DType> {
+    let bools = cats.iter().filter(|c| c.dtype() == DType::Bool).count();
+    if bools == cats.len() {
+        return Ok(DType::Bool);
+    }
+    if bools > 0 {
+        return Err(Error::option(
+            "categoricals with boolean and numeric categories are not supported",
+        ));
+    }
+    Ok(
+        if cats
+            .iter()
+            .any(|c| matches!(c.dtype(), DType::Float32 | DType::Float64))
+        {
+            DType::Float64
+        } else {
+            DType::Int64
+        },
+    )
+}
+
+/// Sorted distinct values of numeric categories already cast to one dtype.
+fn sorted_union(cast: &[Values], dtype: &DType) -> Result<Values> {
+    let mut all = Values::empty(dtype)?;
+    for c in cast {
+        all.extend(c)?;
+    }
+    Ok(match all {
+        Values::I64(mut v) => {
+            v.sort_unstable();
+            v.dedup();
+            Values::I64(v)
+        }
+        Values::F64(mut v) => {
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            Values::F64(v)
+        }
+        Values::Bool(mut v) => {
+            v.sort_unstable();
+            v.dedup();
+            Values::Bool(v)
+        }
+        other => other,
+    })
+}
+
+/// [`category_union`] for numeric categories: natsort orders numbers by
+/// value, and they are unified to int64, float64 or bool as pandas does.
+fn number_category_union(cats: &[(&Values, bool)]) -> Result<Option<(Values, bool)>> {
+    let dtype = number_category_dtype(&cats.iter().map(|c| c.0).collect::<Vec<_>>())?;
+    let cast: Vec<Values> = cats
+        .iter()
+        .map(|c| c.0.cast(&dtype))
+        .collect::<Result<_>>()?;
+    let union = sorted_union(&cast, &dtype)?;
+    let is_union = |v: &Values| {
+        v.len() == union.len()
+            && number_keys(v).into_iter().collect::<HashSet<_>>().len() == union.len()
+    };
+    if !cats.iter().any(|c| c.1) {
+        return Ok(Some(match cast.first() {
+            Some(first) if is_union(first) => (first.clone(), false),
+            _ => (union, false),
+        }));
+    }
+    let with: Vec<(&Values, bool)> = cast
+        .iter()
+        .zip(cats)
+        .filter(|(v, _)| !v.is_empty())
+        .map(|(v, c)| (v, c.1))
+        .collect();
+    let same = !with.is_empty()
+        && with.iter().all(|(v, ordered)| *ordered && is_union(v))
+        && with.windows(2).all(|w| w[0].0 == w[1].0);
+    Ok(same.then(|| (with[0].0.clone(), true)))
 }
 
 /// A data frame column's kind as reported in errors.
@@ -42,6 +148,10 @@ pub fn kind_name(c: &Column) -> String {
     match c {
         Column::Num(v) => v.dtype().display_name(),
         Column::Str(_) => "string".into(),
+        Column::Cat {
+            categories: Categories::Num(v),
+            ..
+        } => format!("categorical of {}", v.dtype().display_name()),
         Column::Cat { ordered: true, .. } => "ordered categorical".into(),
         Column::Cat { .. } => "categorical".into(),
         Column::NullInt { .. } => "nullable integer".into(),
@@ -99,7 +209,9 @@ fn optional_strings(c: &Column) -> Option<Vec<Option<String>>> {
     match c {
         Column::Str(v) => Some(v.iter().cloned().map(Some).collect()),
         Column::Cat {
-            codes, categories, ..
+            codes,
+            categories: Categories::Str(categories),
+            ..
         } => Some(
             codes
                 .iter()
@@ -128,24 +240,60 @@ impl ColumnTarget {
         if present.is_empty() {
             return Err(Error::option("internal: column missing from every input"));
         }
-        if all(|c| matches!(c, Column::Cat { .. })) {
-            let cats: Vec<(&Vec<String>, bool)> = present
+        let cats: Vec<(&Categories, bool)> = present
+            .iter()
+            .filter_map(|c| match c {
+                Column::Cat {
+                    categories,
+                    ordered,
+                    ..
+                } => Some((categories, *ordered)),
+                _ => None,
+            })
+            .collect();
+        if cats.len() == present.len() {
+            let strings: Vec<(&Vec<String>, bool)> = cats
                 .iter()
-                .filter_map(|c| match c {
-                    Column::Cat {
-                        categories,
-                        ordered,
-                        ..
-                    } => Some((categories, *ordered)),
-                    _ => None,
+                .filter_map(|(c, o)| match c {
+                    Categories::Str(v) => Some((v, *o)),
+                    Categories::Num(_) => None,
                 })
                 .collect();
-            if let Some((categories, ordered)) = category_union(&cats) {
-                return Ok(ColumnTarget::cat(categories, ordered));
+            let numbers: Vec<(&Values, bool)> = cats
+                .iter()
+                .filter_map(|(c, o)| match c {
+                    Categories::Num(v) => Some((v, *o)),
+                    Categories::Str(_) => None,
+                })
+                .collect();
+            if strings.len() == cats.len()
+                && let Some((categories, ordered)) = category_union(&strings)
+            {
+                return Ok(ColumnTarget::cat(Categories::Str(categories), ordered));
+            }
+            if numbers.len() == cats.len() {
+                return match number_category_union(&numbers)? {
+                    Some((categories, ordered)) => {
+                        Ok(ColumnTarget::cat(Categories::Num(categories), ordered))
+                    }
+                    None => Err(Error::option(
+                        "ordered categoricals of numbers whose categories differ become \
+                         an object column of numbers, which anndata stores as text: not supported",
+                    )),
+                };
             }
         }
-        // Strings, and categoricals mixed with strings: an object column.
-        if all(|c| matches!(c, Column::Str(_) | Column::Cat { .. })) {
+        // Strings, and string categoricals mixed with strings: an object column.
+        if all(|c| {
+            matches!(
+                c,
+                Column::Str(_)
+                    | Column::Cat {
+                        categories: Categories::Str(_),
+                        ..
+                    }
+            )
+        }) {
             return Ok(ColumnTarget::Str);
         }
         let num_dtype = |c: &Column| match c {
@@ -187,12 +335,23 @@ impl ColumnTarget {
         )))
     }
 
-    fn cat(categories: Vec<String>, ordered: bool) -> ColumnTarget {
-        let pos = categories
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.clone(), i as i64))
-            .collect();
+    fn cat(categories: Categories, ordered: bool) -> ColumnTarget {
+        let pos = match &categories {
+            Categories::Str(v) => CategoryPositions::Str(
+                v.iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.clone(), i as i64))
+                    .collect(),
+            ),
+            Categories::Num(v) => CategoryPositions::Num(
+                v.dtype(),
+                number_keys(v)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, k)| (k, i as i64))
+                    .collect(),
+            ),
+        };
         ColumnTarget::Cat {
             categories,
             ordered,
@@ -202,7 +361,7 @@ impl ColumnTarget {
 
     /// An unordered categorical of `categories` (the label column).
     pub fn label(categories: Vec<String>) -> ColumnTarget {
-        ColumnTarget::cat(categories, false)
+        ColumnTarget::cat(Categories::Str(categories), false)
     }
 
     /// Whether the kind still depends on the distinct values (strings).
@@ -230,7 +389,7 @@ impl ColumnTarget {
         if self.needs_distinct() && (distinct.len() as u64) < rows {
             let mut cats: Vec<String> = distinct.into_iter().collect();
             cats.sort();
-            ColumnTarget::cat(natsorted(cats), false)
+            ColumnTarget::cat(Categories::Str(natsorted(cats)), false)
         } else {
             self
         }
@@ -310,20 +469,34 @@ impl ColumnTarget {
                         categories: own,
                         ..
                     }) => {
-                        let map: Vec<i64> = own
-                            .iter()
-                            .map(|k| pos.get(k).copied().unwrap_or(-1))
-                            .collect();
+                        let map: Vec<i64> = match (own, pos) {
+                            (Categories::Str(own), CategoryPositions::Str(pos)) => own
+                                .iter()
+                                .map(|k| pos.get(k).copied().unwrap_or(-1))
+                                .collect(),
+                            (Categories::Num(own), CategoryPositions::Num(dtype, pos)) => {
+                                number_keys(&own.cast(dtype)?)
+                                    .iter()
+                                    .map(|k| pos.get(k).copied().unwrap_or(-1))
+                                    .collect()
+                            }
+                            _ => return Err(mismatch(piece.unwrap_or(&Column::Str(Vec::new())))),
+                        };
                         codes
                             .iter()
                             .map(|&c| if c < 0 { -1 } else { map[c as usize] })
                             .collect()
                     }
-                    Some(c) => optional_strings(c)
-                        .ok_or_else(|| mismatch(c))?
-                        .iter()
-                        .map(|s| s.as_ref().and_then(|s| pos.get(s).copied()).unwrap_or(-1))
-                        .collect(),
+                    Some(c) => {
+                        let CategoryPositions::Str(pos) = pos else {
+                            return Err(mismatch(c));
+                        };
+                        optional_strings(c)
+                            .ok_or_else(|| mismatch(c))?
+                            .iter()
+                            .map(|s| s.as_ref().and_then(|s| pos.get(s).copied()).unwrap_or(-1))
+                            .collect()
+                    }
                 };
                 Column::Cat {
                     codes,
@@ -369,6 +542,54 @@ mod tests {
         v.iter().map(|x| x.to_string()).collect()
     }
 
+    fn cs(v: &[&str]) -> Categories {
+        Categories::Str(s(v))
+    }
+
+    fn num_cat(codes: Vec<i64>, categories: Values, ordered: bool) -> Column {
+        Column::Cat {
+            codes,
+            categories: Categories::Num(categories),
+            ordered,
+        }
+    }
+
+    #[test]
+    fn numeric_categories_unify_as_pandas_does() {
+        // int8 [10, 2] + int32 [3, 1, 100] -> int64, sorted by value.
+        let a = num_cat(vec![0, 1], Values::I8(vec![10, 2]), false);
+        let b = num_cat(vec![2, -1], Values::I32(vec![3, 1, 100]), false);
+        assert_eq!(
+            concat_column(&[(Some(&a), 2), (Some(&b), 2)]).expect("ints"),
+            num_cat(
+                vec![3, 1, 4, -1],
+                Values::I64(vec![1, 2, 3, 10, 100]),
+                false
+            )
+        );
+        // The first input's order when it is the union; float with int -> float64.
+        let c = num_cat(vec![0], Values::F64(vec![2.5, 10.0, 2.0]), false);
+        let d = num_cat(vec![1], Values::I64(vec![10, 2]), false);
+        assert_eq!(
+            concat_column(&[(Some(&c), 1), (Some(&d), 1), (None, 1)]).expect("floats"),
+            num_cat(vec![0, 2, -1], Values::F64(vec![2.5, 10.0, 2.0]), false)
+        );
+        // Ordered ones must agree; numbers never mix with strings.
+        let o1 = num_cat(vec![0], Values::I64(vec![3, 1]), true);
+        let o2 = num_cat(vec![0], Values::I64(vec![1, 3]), true);
+        assert!(concat_column(&[(Some(&o1), 1), (Some(&o2), 1)]).is_err());
+        assert_eq!(
+            concat_column(&[(Some(&o1), 1), (Some(&o1), 1)]).expect("same ordered"),
+            num_cat(vec![0, 0], Values::I64(vec![3, 1]), true)
+        );
+        let st = Column::Cat {
+            codes: vec![0],
+            categories: cs(&["a"]),
+            ordered: false,
+        };
+        assert!(concat_column(&[(Some(&o1), 1), (Some(&st), 1)]).is_err());
+    }
+
     #[test]
     fn concat_rules_follow_pandas() {
         let ints = Column::Num(Values::I32(vec![1, 2]));
@@ -384,12 +605,12 @@ mod tests {
         ));
         let c1 = Column::Cat {
             codes: vec![0, 1],
-            categories: s(&["x", "a10"]),
+            categories: cs(&["x", "a10"]),
             ordered: false,
         };
         let c2 = Column::Cat {
             codes: vec![0],
-            categories: s(&["a2"]),
+            categories: cs(&["a2"]),
             ordered: false,
         };
         let Column::Cat {
@@ -398,7 +619,7 @@ mod tests {
         else {
             panic!("categorical expected")
         };
-        assert_eq!(categories, s(&["a2", "a10", "x"]));
+        assert_eq!(categories, cs(&["a2", "a10", "x"]));
         assert_eq!(codes, vec![2, 1, 0]);
         // The first input's order survives when it holds every category.
         let Column::Cat { categories, .. } =
@@ -406,13 +627,13 @@ mod tests {
         else {
             panic!("categorical expected")
         };
-        assert_eq!(categories, s(&["x", "a10"]));
+        assert_eq!(categories, cs(&["x", "a10"]));
         let st = Column::Str(s(&["p", "q"]));
         assert_eq!(
             concat_column(&[(Some(&st), 2), (Some(&st), 2)]).expect("str"),
             Column::Cat {
                 codes: vec![0, 1, 0, 1],
-                categories: s(&["p", "q"]),
+                categories: cs(&["p", "q"]),
                 ordered: false
             }
         );
@@ -431,7 +652,7 @@ mod tests {
             concat_column(&[(Some(&a), 2), (None, 1)]).expect("missing"),
             Column::Cat {
                 codes: vec![0, 1, -1],
-                categories: s(&["p", "q"]),
+                categories: cs(&["p", "q"]),
                 ordered: false
             }
         );
@@ -444,7 +665,7 @@ mod tests {
             concat_column(&[(Some(&n), 3)]).expect("nullable"),
             Column::Cat {
                 codes: vec![0, -1, 0],
-                categories: s(&["x"]),
+                categories: cs(&["x"]),
                 ordered: false
             }
         );
@@ -456,7 +677,7 @@ mod tests {
         assert!(t.conform(Some(&Column::Str(s(&["a"]))), 1).is_err());
         let ordered = |c: &[&str]| Column::Cat {
             codes: Vec::new(),
-            categories: s(c),
+            categories: cs(c),
             ordered: true,
         };
         // Ordered categoricals that disagree fall back to strings.

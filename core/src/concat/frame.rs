@@ -14,6 +14,38 @@ use crate::anndata::store::NodeKind;
 use crate::anndata::{DType, Store};
 use crate::error::{Error, Result};
 
+/// The categories of a categorical column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Categories {
+    /// Strings (stored as a `string-array`).
+    Str(Vec<String>),
+    /// Numbers or booleans (stored as an `array`).
+    Num(Values),
+}
+
+impl Categories {
+    /// Number of categories.
+    pub fn len(&self) -> usize {
+        match self {
+            Categories::Str(v) => v.len(),
+            Categories::Num(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The string categories, if they are strings.
+    pub fn strings(&self) -> Option<&[String]> {
+        match self {
+            Categories::Str(v) => Some(v),
+            Categories::Num(_) => None,
+        }
+    }
+}
+
 /// One data frame column in memory. Masks are `true` where a value is missing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
@@ -21,12 +53,12 @@ pub enum Column {
     Num(Values),
     /// Strings without missing values (`string-array`).
     Str(Vec<String>),
-    /// A categorical with string categories; code -1 is missing.
+    /// A categorical; code -1 is missing.
     Cat {
         /// Codes into `categories`.
         codes: Vec<i64>,
         /// The categories.
-        categories: Vec<String>,
+        categories: Categories,
         /// Whether the categories are ordered.
         ordered: bool,
     },
@@ -94,7 +126,7 @@ enum Stored {
     Num(DType),
     Str,
     Cat {
-        categories: Vec<String>,
+        categories: Categories,
         ordered: bool,
     },
     NullInt(DType),
@@ -122,14 +154,12 @@ impl<'a> ColumnReader<'a> {
             Encoding::Categorical => {
                 let (_, len) = one_d("codes")?;
                 let cats = member(store, e, "categories")?;
-                let categories = match cats.array().map(|a| &a.dtype) {
-                    Some(DType::String) => read_strings(store, &cats.path)?,
-                    _ => {
-                        return Err(store.err(
-                            &cats.path,
-                            "categories that are not strings are not supported yet",
-                        ));
+                let categories = match cats.array().map(|a| (&a.dtype, a.shape.len())) {
+                    Some((DType::String, 1)) => Categories::Str(read_strings(store, &cats.path)?),
+                    Some((_, 1)) => {
+                        Categories::Num(read_range(store, cats, 0, array_len(store, cats)?)?)
                     }
+                    _ => return Err(store.err(&cats.path, "categories are not a 1-D array")),
                 };
                 let ordered = e
                     .meta
@@ -486,7 +516,7 @@ fn object_strings(values: Vec<Option<String>>) -> Column {
             .collect();
         Column::Cat {
             codes,
-            categories: cats.clone(),
+            categories: Categories::Str(cats.clone()),
             ordered: false,
         }
     } else {
@@ -677,7 +707,22 @@ pub fn create_column(out: &Store, path: &str, head: &Column, len: u64, chunk: u6
             a.insert("ordered".into(), json!(ordered));
             out.write_group(path, &a)?;
             array("codes", code_dtype(categories.len()), "array")?;
-            write_strings(out, &format!("{path}/categories"), categories, chunk)
+            let cats_path = format!("{path}/categories");
+            match categories {
+                Categories::Str(v) => write_strings(out, &cats_path, v, chunk),
+                Categories::Num(v) => {
+                    let n = v.len() as u64;
+                    create_array(
+                        out,
+                        &cats_path,
+                        v.dtype(),
+                        n,
+                        chunk,
+                        &attrs("array", "0.2.0"),
+                    )?;
+                    store_values(out, &cats_path, 0, v)
+                }
+            }
         }
         Column::NullInt { values, .. } => {
             out.write_group(path, &attrs("nullable-integer", "0.1.0"))?;
