@@ -337,3 +337,59 @@ def test_categoricals_of_numbers(tmp_path, join):
         adatas.append(a)
     paths = write_all(adatas, tmp_path)
     compare(paths, tmp_path, dict(join=join, merge="same", label="batch"), chunk_mib="0.0005")
+
+
+def _with_frame_mapping(i, n, axis, rng, has_frame=True):
+    import pandas as pd
+    a = ad.AnnData(X=rng.random((n, 4)).astype(np.float32) if axis == "obs" else rng.random((4, n)).astype(np.float32))
+    names = [f"e{i}_{j}" for j in range(n)]
+    other = [f"o{j}" for j in range(4)]
+    a.obs_names, a.var_names = (names, other) if axis == "obs" else (other, names)
+    mapping = a.obsm if axis == "obs" else a.varm
+    mapping["emb"] = rng.random((n, 2))
+    if has_frame:
+        cols = {
+            "zf": rng.random(n),
+            "s": rng.choice(["x", "y"], size=n),               # repeats: stays a string array
+            "c": pd.Categorical(rng.choice(["p", "q"] if i == 0 else ["r", "p"], size=n)),
+        }
+        if i == 0:
+            cols["i"] = rng.integers(0, 9, size=n)             # int missing elsewhere -> float64
+            cols["b"] = rng.random(n) < 0.5                    # bool missing elsewhere -> nullable
+            cols["onlyA"] = [f"a{j}" for j in range(n)]        # strings missing elsewhere -> "nan"
+        else:
+            cols["onlyB"] = pd.array(rng.integers(0, 3, size=n), dtype="Int32")
+        mapping["df"] = pd.DataFrame(cols, index=names)
+    return a
+
+
+@pytest.mark.parametrize("axis", ["obs", "var"])
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_data_frames_in_axis_mapping(tmp_path, axis, join):
+    """Data frames in obsm (varm along var): columns joined, dtypes unified
+    as for obs, indexed by the concatenated names, an input without the
+    frame all missing (outer), blocks cutting through inputs."""
+    rng = np.random.default_rng(3)
+    adatas = [_with_frame_mapping(i, 70 + 20 * i, axis, rng, has_frame=(i != 2 or join == "inner"))
+              for i in range(3)]
+    if join == "outer":
+        assert "df" not in (adatas[2].obsm if axis == "obs" else adatas[2].varm)
+    paths = write_all(adatas, tmp_path)
+    compare(paths, tmp_path, dict(axis=axis, join=join, index_unique="-"), chunk_mib="0.0005")
+    got = ad.read_zarr(tmp_path / "out.zarr")
+    frame = (got.obsm if axis == "obs" else got.varm).get("df")
+    assert frame is not None and list(frame.index[:2]) == ["e0_0-0", "e0_1-0"]
+
+
+def test_data_frame_mixed_with_an_array_is_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    a = _with_frame_mapping(0, 10, "obs", rng)
+    b = _with_frame_mapping(1, 10, "obs", rng, has_frame=False)
+    b.obsm["df"] = rng.random((10, 3))
+    paths = write_all([a, b], tmp_path)
+    out = tmp_path / "out.zarr"
+    proc = run_anncat("concat", *paths, "-o", out, "--join", "outer", check=False)
+    assert proc.returncode != 0
+    assert "obsm/df" in proc.stderr and "data frame" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not out.exists()

@@ -16,18 +16,30 @@ use crate::anndata::Store;
 use crate::anndata::element::Element;
 use crate::error::{Error, Result};
 
-/// One input's share of the axis annotation.
+/// One input's share of the axis annotation (or of a data frame in
+/// {axis}m, whose rows are the axis' too).
+#[derive(Clone)]
 pub(crate) struct FramePart<'a> {
     /// The input's store.
     pub(crate) store: &'a Store,
-    /// Its data frame (obs or var).
-    pub(crate) frame: &'a Element,
-    /// The frame's index array.
+    /// Its data frame (`None`: it has none, every column is missing).
+    pub(crate) frame: Option<&'a Element>,
+    /// The axis index array (obs or var names of the input).
     pub(crate) index: &'a Element,
     /// Its number of rows.
     pub(crate) rows: u64,
     /// Appended to each of its names (`index_unique` + key, or nothing).
     pub(crate) suffix: String,
+}
+
+/// How string results are stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Text {
+    /// As anndata writes obs and var: `strings_to_categoricals` first.
+    Categorize,
+    /// As anndata writes other data frames: object strings as they are,
+    /// missing ones as the text "nan".
+    Keep,
 }
 
 /// Where the rows of one output column come from.
@@ -75,7 +87,7 @@ impl Source<'_> {
     }
 
     /// The output kind of this column.
-    fn target(&self, rows: &[u64], block: u64) -> Result<ColumnTarget> {
+    fn target(&self, rows: &[u64], block: u64, text: Text) -> Result<ColumnTarget> {
         let readers = match self {
             Source::Label(keys) => return Ok(ColumnTarget::label(keys.clone())),
             Source::Stored(readers) => readers,
@@ -90,6 +102,9 @@ impl Source<'_> {
             .map(|(h, &n)| (h.as_ref(), n))
             .collect();
         let target = ColumnTarget::decide(&decide)?;
+        if text == Text::Keep {
+            return Ok(target.keeping_text());
+        }
         if !target.needs_distinct() {
             return Ok(target);
         }
@@ -105,10 +120,12 @@ impl Source<'_> {
     }
 }
 
-/// Writes the axis annotation at `path`: the index named `index_name`,
-/// the `columns` joined across inputs (each input's own if it has it), then
-/// `label` (replacing a column of that name in place) — as `pd.concat`
-/// after anndata's dtype unification, then written as anndata writes obs.
+/// Writes the axis annotation (or an {axis}m data frame) at `path`: the
+/// index named `index_name`, the `columns` joined across inputs (each
+/// input's own if it has it), then `label` (replacing a column of that name
+/// in place) — as `pd.concat` after anndata's dtype unification, then
+/// written as anndata writes it (`text`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_axis_frame(
     out: &Store,
     path: &str,
@@ -117,6 +134,7 @@ pub(crate) fn write_axis_frame(
     columns: &[String],
     label: Option<(&str, &[String])>,
     block: u64,
+    text: Text,
 ) -> Result<()> {
     let mut sources: Vec<(String, Source<'_>)> = Vec::new();
     for name in columns {
@@ -124,7 +142,7 @@ pub(crate) fn write_axis_frame(
             .iter()
             .map(|p| {
                 p.frame
-                    .child(name)
+                    .and_then(|f| f.child(name))
                     .map(|e| ColumnReader::open(p.store, e))
                     .transpose()
             })
@@ -133,8 +151,9 @@ pub(crate) fn write_axis_frame(
             if let Some(r) = r
                 && r.len() != p.rows
             {
+                let frame = p.frame.map_or("", |f| f.path.as_str());
                 return Err(p.store.err(
-                    &format!("{}/{name}", p.frame.path),
+                    &format!("{frame}/{name}"),
                     format!("has {} rows but the index has {}", r.len(), p.rows),
                 ));
             }
@@ -164,10 +183,10 @@ pub(crate) fn write_axis_frame(
         write_column_rows(out, &index_path, &Column::Str(names), start)?;
     }
 
-    let axis = path.rsplit('/').next().unwrap_or(path);
+    let axis = path.strip_prefix("raw/").unwrap_or(path);
     for (name, source) in &sources {
         let target = source
-            .target(&rows, block)
+            .target(&rows, block, text)
             .map_err(|e| Error::option(format!("{axis}/{name}: {e}")))?;
         let col_path = format!("{path}/{name}");
         create_column(out, &col_path, &target.empty()?, total, block)?;

@@ -26,6 +26,9 @@ pub enum ColumnTarget {
     NullStr,
     /// Strings; before [`ColumnTarget::finish`] they may still lack values.
     Str,
+    /// Object strings stored as they are, missing ones as the text "nan"
+    /// (what zarr's vlen-utf8 codec makes of NaN in an object column).
+    StrNanText,
     /// A categorical.
     Cat {
         /// The output categories.
@@ -364,6 +367,15 @@ impl ColumnTarget {
         ColumnTarget::cat(Categories::Str(categories), false)
     }
 
+    /// The kind when strings are stored as they are (no
+    /// `strings_to_categoricals`: data frames other than obs and var).
+    pub fn keeping_text(self) -> ColumnTarget {
+        match self {
+            ColumnTarget::Str => ColumnTarget::StrNanText,
+            other => other,
+        }
+    }
+
     /// Whether the kind still depends on the distinct values (strings).
     pub fn needs_distinct(&self) -> bool {
         matches!(self, ColumnTarget::Str | ColumnTarget::NullStr)
@@ -454,6 +466,14 @@ impl ColumnTarget {
                 Column::Str(strings.into_iter().flatten().collect())
             }
             (ColumnTarget::Str, None) if n == 0 => Column::Str(Vec::new()),
+            (ColumnTarget::StrNanText, Some(c)) => Column::Str(
+                optional_strings(c)
+                    .ok_or_else(|| mismatch(c))?
+                    .into_iter()
+                    .map(|s| s.unwrap_or_else(|| "nan".to_string()))
+                    .collect(),
+            ),
+            (ColumnTarget::StrNanText, None) => Column::Str(vec!["nan".to_string(); n]),
             (
                 ColumnTarget::Cat {
                     categories,

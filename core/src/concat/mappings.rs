@@ -2,24 +2,29 @@
 //! joined positionally on their second dimension, pairwise matrices placed
 //! block-diagonally, and the other axis' mappings merged by strategy.
 
+use super::axis_frame::{FramePart, Text, write_axis_frame};
 use super::index::{Join, Reindexer};
 use super::options::Merge;
 use super::plan::{Axis, Space};
 use super::tasks::MatrixLayout;
 use super::values::{Scalar, Values, fill_promote};
-use super::{Planner, View, child_names, group_attrs, join_keys, matrix_shape};
+use super::{Planner, View, child_names, frame_columns, group_attrs, join_keys, matrix_shape};
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::layout::{ArraySpec, chunk_shape_for};
 use crate::error::{Error, Result};
 
 impl<'a> Planner<'a> {
     /// {axis}m: arrays concatenated along the axis, joined positionally on
-    /// their second dimension; {other}m is dropped unless merged (not yet).
+    /// their second dimension, and data frames concatenated like the axis
+    /// annotation (rows of `parts`, index named `index_name`); {other}m is
+    /// dropped unless merged.
     pub(crate) fn plan_axis_mappings(
         &mut self,
         views: &[View<'a>],
         prefix: &str,
         along: &[u64],
+        parts: &[FramePart<'a>],
+        index_name: Option<&str>,
     ) -> Result<()> {
         let n_axis: u64 = along.iter().sum();
         let axis = self.opts.axis;
@@ -60,6 +65,14 @@ impl<'a> Planner<'a> {
                 .iter()
                 .map(|g| g.and_then(|g| g.child(&key)))
                 .collect();
+            if els
+                .iter()
+                .flatten()
+                .any(|e| e.encoding == Encoding::DataFrame)
+            {
+                self.plan_mapping_frame(&at(&format!("{m_name}/{key}")), &els, parts, index_name)?;
+                continue;
+            }
             let mut widths = Vec::new();
             for (i, e) in els.iter().enumerate() {
                 let Some(e) = e else {
@@ -119,6 +132,53 @@ impl<'a> Planner<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// A data frame in {axis}m: as `pd.concat` of the inputs' frames after
+    /// anndata's dtype unification (columns joined like the key, an input
+    /// without the key has every value missing, `fill_value` does not
+    /// apply), indexed by the concatenated axis names and stored as anndata
+    /// stores such frames (no `strings_to_categoricals`).
+    fn plan_mapping_frame(
+        &self,
+        path: &str,
+        els: &[Option<&'a Element>],
+        parts: &[FramePart<'a>],
+        index_name: Option<&str>,
+    ) -> Result<()> {
+        if let Some((i, e)) = els.iter().enumerate().find_map(|(i, e)| {
+            e.filter(|e| e.encoding != Encoding::DataFrame)
+                .map(|e| (i, e))
+        }) {
+            return Err(self.fail(
+                i,
+                &e.path,
+                format!(
+                    "is a {} where other inputs have a data frame (anndata cannot concatenate that either)",
+                    e.encoding.name()
+                ),
+            ));
+        }
+        let lists: Vec<Vec<String>> = els.iter().flatten().map(|f| frame_columns(f)).collect();
+        let columns = join_keys(&lists, self.opts.join);
+        let parts: Vec<FramePart<'a>> = parts
+            .iter()
+            .zip(els)
+            .map(|(p, e)| FramePart {
+                frame: *e,
+                ..p.clone()
+            })
+            .collect();
+        write_axis_frame(
+            &self.out,
+            path,
+            index_name,
+            &parts,
+            &columns,
+            None,
+            (self.chunk_bytes / 8).max(1),
+            Text::Keep,
+        )
     }
 
     /// {axis}p with `pairwise`: each key's matrices as one block-diagonal

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use self::axis_frame::{FramePart, write_axis_frame};
+use self::axis_frame::{FramePart, Text, write_axis_frame};
 use self::frame::{Column, read_column, write_frame};
 use self::index::{Join, Reindexer, check_unique, join_indices, read_strings};
 pub use self::options::{ConcatOptions, Merge, parse_size};
@@ -346,6 +346,28 @@ impl<'a> Planner<'a> {
 
         // Annotation of the concatenation axis, a block of rows at a time
         // (raw keeps only its var).
+        let parts: Vec<FramePart<'a>> = axis_index
+            .iter()
+            .enumerate()
+            .map(|(i, (index, _))| FramePart {
+                store: &self.inputs[i].store,
+                frame: Some(axis_frames[i]),
+                index,
+                rows: along[i],
+                suffix: self
+                    .opts
+                    .index_unique
+                    .as_ref()
+                    .map(|sep| format!("{sep}{}", self.keys[i]))
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let axis_name = common_name(
+            &axis_index
+                .iter()
+                .map(|(_, n)| n.clone())
+                .collect::<Vec<_>>(),
+        );
         if main || axis == Axis::Var {
             let with_columns = axis == Axis::Var || views.iter().all(|v| v.obs_columns);
             let columns = if with_columns {
@@ -355,34 +377,12 @@ impl<'a> Planner<'a> {
             } else {
                 Vec::new()
             };
-            let parts: Vec<FramePart<'_>> = axis_index
-                .iter()
-                .enumerate()
-                .map(|(i, (index, _))| FramePart {
-                    store: &self.inputs[i].store,
-                    frame: axis_frames[i],
-                    index,
-                    rows: along[i],
-                    suffix: self
-                        .opts
-                        .index_unique
-                        .as_ref()
-                        .map(|sep| format!("{sep}{}", self.keys[i]))
-                        .unwrap_or_default(),
-                })
-                .collect();
             let label = self
                 .opts
                 .label
                 .as_deref()
                 .filter(|_| main || axis == Axis::Var)
                 .map(|l| (l, self.keys));
-            let axis_name = common_name(
-                &axis_index
-                    .iter()
-                    .map(|(_, n)| n.clone())
-                    .collect::<Vec<_>>(),
-            );
             write_axis_frame(
                 &self.out,
                 &at(axis.name()),
@@ -391,6 +391,7 @@ impl<'a> Planner<'a> {
                 &columns,
                 label,
                 rows_chunk,
+                Text::Categorize,
             )?;
         }
         // Annotation of the other axis: merged columns.
@@ -446,7 +447,7 @@ impl<'a> Planner<'a> {
                     .collect();
                 self.plan_matrix(&at(&format!("layers/{key}")), &els, layout)?;
             }
-            self.plan_axis_mappings(views, prefix, &along)?;
+            self.plan_axis_mappings(views, prefix, &along, &parts, axis_name.as_deref())?;
             for name in ["obsp", "varp"] {
                 self.out.write_group(name, &group_attrs("dict", "0.1.0"))?;
             }
@@ -454,7 +455,7 @@ impl<'a> Planner<'a> {
                 self.plan_pairwise(views, &along)?;
             }
         } else if axis == Axis::Var {
-            self.plan_axis_mappings(views, prefix, &along)?;
+            self.plan_axis_mappings(views, prefix, &along, &parts, axis_name.as_deref())?;
         } else {
             self.out
                 .write_group(&at("varm"), &group_attrs("dict", "0.1.0"))?;
