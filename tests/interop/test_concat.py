@@ -393,3 +393,54 @@ def test_data_frame_mixed_with_an_array_is_refused(tmp_path):
     assert "obsm/df" in proc.stderr and "data frame" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not out.exists()
+
+
+def _merge_inputs(axis, rng):
+    """Three inputs whose other-axis names overlap partly; their {other}m /
+    {other}p elements are cut from shared matrices over all names (zero
+    outside the names every input has), so some keys agree after
+    reindexing and some do not."""
+    names = [f"g{j}" for j in range(10)]
+    common = set(names[3:7])
+    shared = rng.random((10, 3)) * np.array([[n in common] for n in names])
+    pair = rng.random((10, 10)) * np.outer([n in common for n in names], [n in common for n in names])
+    adatas = []
+    for i, sel in enumerate((names[0:7], names[3:10], names[2:8])):
+        idx = [names.index(n) for n in sel]
+        n_cells = 5 + i
+        X = rng.random((n_cells, len(sel))).astype(np.float32)
+        a = ad.AnnData(X=X if axis == "obs" else X.T.copy())
+        cells = [f"c{i}_{k}" for k in range(n_cells)]
+        a.obs_names, a.var_names = (cells, sel) if axis == "obs" else (sel, cells)
+        m = a.varm if axis == "obs" else a.obsm
+        p = a.varp if axis == "obs" else a.obsp
+        m["shared_sparse"] = (sp.csr_matrix if i % 2 else sp.csc_matrix)(shared[idx])
+        m["shared_dense"] = shared[idx]
+        m["ints"] = (shared[idx] * 10).astype(np.int32)
+        m["differs"] = sp.csr_matrix(rng.random((len(sel), 2)) * (rng.random((len(sel), 2)) < 0.5))
+        if i == 0:
+            m["only_first"] = sp.csr_matrix(shared[idx])
+        p["pair_sparse"] = (sp.csc_matrix if i == 1 else sp.csr_matrix)(pair[np.ix_(idx, idx)])
+        p["pair_dense"] = pair[np.ix_(idx, idx)].astype(np.float32)
+        adatas.append(a)
+    return adatas
+
+
+@pytest.mark.parametrize("merge", ["same", "unique", "first", "only"])
+@pytest.mark.parametrize("join", ["inner", "outer"])
+def test_merge_of_other_axis_mappings_and_pairwise(tmp_path, merge, join):
+    """--merge of varm and varp (obsm/obsp along var), dense and sparse,
+    CSR and CSC, reindexed on one or both axes, against anndata."""
+    rng = np.random.default_rng(8)
+    for axis in ("obs", "var"):
+        d = tmp_path / axis
+        d.mkdir()
+        paths = write_all(_merge_inputs(axis, rng), d)
+        compare(paths, d, dict(axis=axis, join=join, merge=merge))
+        got = ad.read_zarr(d / "out.zarr")
+        m = got.varm if axis == "obs" else got.obsm
+        p = got.varp if axis == "obs" else got.obsp
+        if merge in ("same", "unique"):
+            assert "shared_sparse" in m and "pair_sparse" in p and "differs" not in m
+        if merge == "first":
+            assert {"pair_dense", "pair_sparse", "differs"} <= set(p) | set(m)

@@ -4,14 +4,11 @@
 
 use super::axis_frame::{FramePart, Text, write_axis_frame};
 use super::index::{Join, Reindexer};
-use super::options::Merge;
 use super::plan::{Axis, Space};
 use super::tasks::MatrixLayout;
-use super::values::{Scalar, Values, fill_promote};
 use super::{Planner, View, child_names, frame_columns, group_attrs, join_keys, matrix_shape};
 use crate::anndata::element::{Element, Encoding};
-use crate::anndata::layout::{ArraySpec, chunk_shape_for};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 impl<'a> Planner<'a> {
     /// {axis}m: arrays concatenated along the axis, joined positionally on
@@ -47,17 +44,11 @@ impl<'a> Planner<'a> {
             self.out
                 .write_group(other_m, &group_attrs("dict", "0.1.0"))?;
             if let Some(strategy) = self.opts.merge {
-                self.merge_other_mappings(views, other_m, strategy)?;
+                self.merge_other_elements(views, other_m, false, strategy)?;
                 let other_p = if axis == Axis::Obs { "varp" } else { "obsp" };
-                for (i, v) in views.iter().enumerate() {
-                    if let Some(e) = v.group.child(other_p).and_then(|g| g.children.first()) {
-                        return Err(self.fail(
-                            i,
-                            &e.path,
-                            format!("merging {other_p} elements (--merge) is not supported yet"),
-                        ));
-                    }
-                }
+                self.out
+                    .write_group(other_p, &group_attrs("dict", "0.1.0"))?;
+                self.merge_other_elements(views, other_p, true, strategy)?;
             }
         }
         for key in join_keys(&lists, self.opts.join) {
@@ -221,137 +212,5 @@ impl<'a> Planner<'a> {
             )?;
         }
         Ok(())
-    }
-
-    /// {other}m merged with `strategy`: every dense array reindexed onto the
-    /// joined other axis (missing rows filled with NaN), then compared.
-    pub(crate) fn merge_other_mappings(
-        &mut self,
-        views: &[View<'a>],
-        name: &str,
-        strategy: Merge,
-    ) -> Result<()> {
-        let reindexers = self.plan.spaces[0].reindexers.clone();
-        let mut per_input: Vec<Vec<(String, [u64; 2], Values)>> = Vec::new();
-        for (i, v) in views.iter().enumerate() {
-            let mut items = Vec::new();
-            for e in v
-                .group
-                .child(name)
-                .map(|g| g.children.as_slice())
-                .unwrap_or_default()
-            {
-                let Some(a) = e.array().filter(|a| {
-                    a.shape.len() == 2 && matches!(e.encoding, Encoding::Array | Encoding::Plain)
-                }) else {
-                    return Err(self.fail(
-                        i,
-                        &e.path,
-                        format!(
-                            "merging {} elements of {name} is not supported yet",
-                            e.encoding.name()
-                        ),
-                    ));
-                };
-                let store = &self.inputs[i].store;
-                let values = super::matrix::read_values(
-                    store,
-                    &e.path,
-                    &a.dtype,
-                    vec![0, 0],
-                    a.shape.clone(),
-                )?;
-                let r = &reindexers[i];
-                let width = a.shape[1] as usize;
-                let dtype = if r.has_missing() {
-                    fill_promote(&a.dtype, Scalar::Float(f64::NAN))
-                        .map_err(|err| store.err(&e.path, err))?
-                } else {
-                    a.dtype.clone()
-                };
-                let idx: Vec<Option<usize>> = r
-                    .old_of_new
-                    .iter()
-                    .flat_map(|&o| {
-                        (0..width).map(move |c| (o >= 0).then(|| o as usize * width + c))
-                    })
-                    .collect();
-                let reindexed = values.cast(&dtype)?.take(&idx, Scalar::Float(f64::NAN));
-                items.push((
-                    e.name().to_string(),
-                    [r.old_of_new.len() as u64, a.shape[1]],
-                    reindexed,
-                ));
-            }
-            per_input.push(items);
-        }
-        let lists: Vec<Vec<String>> = per_input
-            .iter()
-            .map(|c| c.iter().map(|(n, _, _)| n.clone()).collect())
-            .collect();
-        let keys = join_keys(
-            &lists,
-            if strategy == Merge::Same {
-                Join::Inner
-            } else {
-                Join::Outer
-            },
-        );
-        for key in keys {
-            let vals: Vec<(&[u64; 2], &Values)> = per_input
-                .iter()
-                .filter_map(|c| c.iter().find(|(n, _, _)| *n == key).map(|(_, s, v)| (s, v)))
-                .collect();
-            let same = |a: &(&[u64; 2], &Values), b: &(&[u64; 2], &Values)| {
-                a.0 == b.0 && values_equal(a.1, b.1)
-            };
-            let chosen = match strategy {
-                Merge::Same | Merge::Unique => {
-                    vals.iter().all(|v| same(v, &vals[0])).then(|| vals[0])
-                }
-                Merge::First => vals.first().copied(),
-                Merge::Only => (vals.len() == 1).then(|| vals[0]),
-            };
-            if let Some((shape, values)) = chosen {
-                let path = format!("{name}/{key}");
-                let chunks =
-                    chunk_shape_for(&shape[..], values.dtype().item_size(), self.chunk_bytes);
-                let spec = ArraySpec::new(shape.to_vec(), values.dtype(), chunks);
-                let doc = spec
-                    .to_metadata(self.out.format())
-                    .ok_or_else(|| Error::option("no zarr spelling"))?;
-                self.out
-                    .write_array_meta(&path, &doc, &group_attrs("array", "0.2.0"))?;
-                if !shape.contains(&0) {
-                    let subset =
-                        zarrs::array::ArraySubset::new_with_start_shape(vec![0, 0], shape.to_vec())
-                            .map_err(|e| self.out.err(&path, e))?;
-                    self.out
-                        .array(&path)?
-                        .store_array_subset(&subset, values.to_array_bytes())
-                        .map_err(|e| self.out.err(&path, format!("cannot write: {e}")))?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// numpy equality of two arrays with NaN equal to NaN; dtypes must match.
-fn values_equal(a: &Values, b: &Values) -> bool {
-    match (a, b) {
-        (Values::F32(x), Values::F32(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
-        }
-        (Values::F64(x), Values::F64(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
-        }
-        _ => a == b,
     }
 }

@@ -15,6 +15,7 @@ pub mod frame;
 pub mod index;
 mod mappings;
 pub mod matrix;
+mod merge;
 pub mod options;
 pub mod plan;
 pub mod run;

@@ -1,0 +1,480 @@
+//! `--merge` of the other axis' mappings ({other}m, {other}p): each input's
+//! elements reindexed onto the joined other axis (the rows of {other}m;
+//! rows and columns of {other}p), then kept or dropped by the strategy, as
+//! anndata's `merge_*` functions decide: dense equality is dtype-sensitive
+//! and NaN-aware; sparse equality compares values only (any dtype, CSR or
+//! CSC, an explicit zero equal to none); the first input's element is the
+//! one kept. These elements span the other axis only (genes when stacking
+//! cells), so they are merged in memory.
+
+use super::Planner;
+use super::index::{Join, Reindexer};
+use super::options::Merge;
+use super::values::{Scalar, Values, fill_promote};
+use super::{View, group_attrs, join_keys};
+use crate::anndata::element::{Element, Encoding};
+use crate::anndata::layout::{ArraySpec, chunk_shape_for};
+use crate::anndata::sparse::read_i64_range;
+use crate::anndata::{DType, Store};
+use crate::error::Result;
+
+/// One element after reindexing, ready to compare and write.
+#[derive(Debug, Clone)]
+enum Merged {
+    /// A dense 2-D array (row-major values).
+    Dense { shape: [u64; 2], values: Values },
+    /// A sparse matrix as entries sorted in its format's major order.
+    Sparse {
+        csr: bool,
+        shape: [u64; 2],
+        /// (row, column) of each stored entry.
+        entries: Vec<(u64, u64)>,
+        data: Values,
+    },
+}
+
+/// Dense equality as anndata's `equal` for arrays: same dtype, same shape,
+/// same values with NaN equal to NaN.
+fn values_equal(a: &Values, b: &Values) -> bool {
+    match (a, b) {
+        (Values::F32(x), Values::F32(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
+        }
+        (Values::F64(x), Values::F64(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| p == q || (p.is_nan() && q.is_nan()))
+        }
+        _ => a == b,
+    }
+}
+
+impl Merged {
+    /// Non-zero entries as ((row, column), value), row-major.
+    fn nonzero(&self) -> Result<Vec<((u64, u64), f64)>> {
+        let mut out: Vec<((u64, u64), f64)> = match self {
+            Merged::Dense { shape, values } => {
+                let Values::F64(v) = values.cast(&DType::Float64)? else {
+                    return Ok(Vec::new());
+                };
+                v.iter()
+                    .enumerate()
+                    .filter(|(_, x)| **x != 0.0)
+                    .map(|(k, &x)| ((k as u64 / shape[1], k as u64 % shape[1]), x))
+                    .collect()
+            }
+            Merged::Sparse { entries, data, .. } => {
+                let Values::F64(v) = data.cast(&DType::Float64)? else {
+                    return Ok(Vec::new());
+                };
+                entries
+                    .iter()
+                    .zip(v)
+                    .filter(|(_, x)| *x != 0.0)
+                    .map(|(&e, x)| (e, x))
+                    .collect()
+            }
+        };
+        out.sort_by_key(|(e, _)| *e);
+        Ok(out)
+    }
+
+    fn shape(&self) -> [u64; 2] {
+        match self {
+            Merged::Dense { shape, .. } | Merged::Sparse { shape, .. } => *shape,
+        }
+    }
+
+    /// anndata's `equal(later, first)`: dense against dense is
+    /// dtype-sensitive; sparse against sparse compares stored values only;
+    /// a dense later element is compared with the sparse first one made
+    /// dense; a sparse later element never equals a dense first one.
+    fn same_as_first(&self, first: &Merged) -> Result<bool> {
+        if self.shape() != first.shape() {
+            return Ok(false);
+        }
+        Ok(match (first, self) {
+            (Merged::Dense { values: a, .. }, Merged::Dense { values: b, .. }) => {
+                values_equal(a, b)
+            }
+            (Merged::Dense { .. }, Merged::Sparse { .. }) => false,
+            (Merged::Sparse { data, .. }, Merged::Dense { values, .. }) => {
+                data.dtype() == values.dtype() && nonzero_equal(&first.nonzero()?, &self.nonzero()?)
+            }
+            (Merged::Sparse { .. }, Merged::Sparse { .. }) => {
+                nonzero_equal(&first.nonzero()?, &self.nonzero()?)
+            }
+        })
+    }
+}
+
+fn nonzero_equal(a: &[((u64, u64), f64)], b: &[((u64, u64), f64)]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.0 == y.0 && (x.1 == y.1 || (x.1.is_nan() && y.1.is_nan())))
+}
+
+/// Reads a sparse element whole as (row, column) entries.
+fn read_sparse(store: &Store, e: &Element) -> Result<Merged> {
+    let csr = e.encoding == Encoding::CsrMatrix;
+    let shape = super::matrix_shape(e).ok_or_else(|| store.err(&e.path, "lacks its shape"))?;
+    let member = |name: &str| -> Result<&Element> {
+        e.child(name)
+            .ok_or_else(|| store.err(&e.path, format!("lacks \"{name}\"")))
+    };
+    let (data_e, indices_e, indptr_e) = (member("data")?, member("indices")?, member("indptr")?);
+    let len = |m: &Element| {
+        m.array()
+            .and_then(|a| a.shape.first().copied())
+            .unwrap_or(0)
+    };
+    let dtype = |m: &Element| {
+        m.array()
+            .map(|a| a.dtype.clone())
+            .ok_or_else(|| store.err(&m.path, "expected an array"))
+    };
+    let nnz = len(data_e);
+    let data =
+        super::matrix::read_values(store, &data_e.path, &dtype(data_e)?, vec![0], vec![nnz])?;
+    let indices = read_i64_range(store, &indices_e.path, &dtype(indices_e)?, 0, nnz)?;
+    let indptr = read_i64_range(store, &indptr_e.path, &dtype(indptr_e)?, 0, len(indptr_e))?;
+    let (major, minor) = if csr {
+        (shape[0], shape[1])
+    } else {
+        (shape[1], shape[0])
+    };
+    if indptr.len() as u64 != major + 1 || indptr.last().copied() != Some(nnz as i64) {
+        return Err(store.err(
+            &indptr_e.path,
+            "does not match the shape and stored entries",
+        ));
+    }
+    let mut entries = Vec::with_capacity(nnz as usize);
+    for m in 0..major as usize {
+        let (a, b) = (indptr[m], indptr[m + 1]);
+        if a < 0 || b < a || b > nnz as i64 {
+            return Err(store.err(&indptr_e.path, "is not a valid compressed pointer array"));
+        }
+        for &j in &indices[a as usize..b as usize] {
+            if j < 0 || j as u64 >= minor {
+                return Err(store.err(&indices_e.path, format!("index {j} out of range")));
+            }
+            entries.push(if csr {
+                (m as u64, j as u64)
+            } else {
+                (j as u64, m as u64)
+            });
+        }
+    }
+    Ok(Merged::Sparse {
+        csr,
+        shape,
+        entries,
+        data,
+    })
+}
+
+/// Reindexes rows (and columns too when `both`) onto the joined axis.
+fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
+    if r.identity {
+        return Ok(m);
+    }
+    let n = r.old_of_new.len() as u64;
+    match m {
+        Merged::Dense { shape, values } => {
+            let cols: Vec<Option<u64>> = if both {
+                r.old_of_new
+                    .iter()
+                    .map(|&o| (o >= 0).then_some(o as u64))
+                    .collect()
+            } else {
+                (0..shape[1]).map(Some).collect()
+            };
+            let dtype = if r.has_missing() {
+                fill_promote(&values.dtype(), Scalar::Float(f64::NAN))?
+            } else {
+                values.dtype()
+            };
+            let idx: Vec<Option<usize>> = r
+                .old_of_new
+                .iter()
+                .flat_map(|&o| {
+                    cols.iter().map(move |c| match (o >= 0, c) {
+                        (true, Some(c)) => Some((o as u64 * shape[1] + c) as usize),
+                        _ => None,
+                    })
+                })
+                .collect();
+            Ok(Merged::Dense {
+                shape: [n, cols.len() as u64],
+                values: values.cast(&dtype)?.take(&idx, Scalar::Float(f64::NAN)),
+            })
+        }
+        Merged::Sparse {
+            csr,
+            shape,
+            entries,
+            data,
+        } => {
+            // Reindexing is a product with a selection matrix in anndata:
+            // explicit zeros do not survive it.
+            let nonzero = data.nonzero_mask();
+            let map = |i: u64| r.new_of_old.get(i as usize).copied().unwrap_or(-1);
+            let mut kept: Vec<((u64, u64), usize)> = Vec::new();
+            for (k, &(row, col)) in entries.iter().enumerate() {
+                let (nr, nc) = (map(row), if both { map(col) } else { col as i64 });
+                if nr >= 0 && nc >= 0 && nonzero[k] {
+                    kept.push(((nr as u64, nc as u64), k));
+                }
+            }
+            if csr {
+                kept.sort_by_key(|(e, _)| *e);
+            } else {
+                kept.sort_by_key(|((row, col), _)| (*col, *row));
+            }
+            let positions: Vec<usize> = kept.iter().map(|(_, k)| *k).collect();
+            Ok(Merged::Sparse {
+                csr,
+                shape: [n, if both { n } else { shape[1] }],
+                entries: kept.into_iter().map(|(e, _)| e).collect(),
+                data: data.select(&positions),
+            })
+        }
+    }
+}
+
+/// Writes a 2-D element.
+fn write_merged(out: &Store, path: &str, m: &Merged, chunk_bytes: u64) -> Result<()> {
+    let array = |path: &str, shape: Vec<u64>, values: &Values, attrs| -> Result<()> {
+        let chunks = chunk_shape_for(&shape, values.dtype().item_size(), chunk_bytes);
+        let spec = ArraySpec::new(shape.clone(), values.dtype(), chunks);
+        let doc = spec
+            .to_metadata(out.format())
+            .ok_or_else(|| out.err(path, "no zarr spelling for dtype"))?;
+        out.write_array_meta(path, &doc, &attrs)?;
+        if !shape.contains(&0) {
+            super::matrix::write_values(out, path, vec![0; shape.len()], shape, values)?;
+        }
+        Ok(())
+    };
+    match m {
+        Merged::Dense { shape, values } => {
+            array(path, shape.to_vec(), values, group_attrs("array", "0.2.0"))
+        }
+        Merged::Sparse {
+            csr,
+            shape,
+            entries,
+            data,
+        } => {
+            let mut attrs = group_attrs(if *csr { "csr_matrix" } else { "csc_matrix" }, "0.1.0");
+            attrs.insert("shape".into(), serde_json::json!(shape));
+            out.write_group(path, &attrs)?;
+            let major = if *csr { shape[0] } else { shape[1] };
+            let wide = entries.len() as u64 >= 1 << 31 || shape.iter().any(|&s| s >= 1 << 31);
+            let mut indptr = vec![0i64; major as usize + 1];
+            let mut indices = Vec::with_capacity(entries.len());
+            for &(row, col) in entries {
+                let (mj, mn) = if *csr { (row, col) } else { (col, row) };
+                indptr[mj as usize + 1] += 1;
+                indices.push(mn as i64);
+            }
+            for k in 1..indptr.len() {
+                indptr[k] += indptr[k - 1];
+            }
+            let as_index = |v: Vec<i64>| -> Result<Values> {
+                Values::I64(v).cast(if wide { &DType::Int64 } else { &DType::Int32 })
+            };
+            let none = serde_json::Map::new();
+            array(
+                &format!("{path}/data"),
+                vec![data.len() as u64],
+                data,
+                none.clone(),
+            )?;
+            array(
+                &format!("{path}/indices"),
+                vec![indices.len() as u64],
+                &as_index(indices)?,
+                none.clone(),
+            )?;
+            array(
+                &format!("{path}/indptr"),
+                vec![major + 1],
+                &as_index(indptr)?,
+                none,
+            )
+        }
+    }
+}
+
+impl<'a> Planner<'a> {
+    /// {other}m (`pairwise`: false) or {other}p (true) merged with
+    /// `strategy` into the group `name`.
+    pub(crate) fn merge_other_elements(
+        &mut self,
+        views: &[View<'a>],
+        name: &str,
+        pairwise: bool,
+        strategy: Merge,
+    ) -> Result<()> {
+        let reindexers = self.plan.spaces[0].reindexers.clone();
+        let mut per_input: Vec<Vec<(String, Merged)>> = Vec::new();
+        for (i, v) in views.iter().enumerate() {
+            let store = &self.inputs[i].store;
+            let mut items = Vec::new();
+            for e in v
+                .group
+                .child(name)
+                .map(|g| g.children.as_slice())
+                .unwrap_or_default()
+            {
+                let m = match e.encoding {
+                    Encoding::CsrMatrix | Encoding::CscMatrix => read_sparse(store, e)?,
+                    Encoding::Array | Encoding::Plain
+                        if e.array().is_some_and(|a| a.shape.len() == 2) =>
+                    {
+                        let a = e.array().map(|a| (a.dtype.clone(), a.shape.clone()));
+                        let (dtype, shape) = a.unwrap_or((DType::Float64, vec![0, 0]));
+                        let values = super::matrix::read_values(
+                            store,
+                            &e.path,
+                            &dtype,
+                            vec![0, 0],
+                            shape.clone(),
+                        )?;
+                        Merged::Dense {
+                            shape: [shape[0], shape[1]],
+                            values,
+                        }
+                    }
+                    other => {
+                        return Err(self.fail(
+                            i,
+                            &e.path,
+                            format!(
+                                "merging {} elements of {name} is not supported yet",
+                                other.name()
+                            ),
+                        ));
+                    }
+                };
+                let m =
+                    reindex(m, &reindexers[i], pairwise).map_err(|err| store.err(&e.path, err))?;
+                items.push((e.name().to_string(), m));
+            }
+            per_input.push(items);
+        }
+        let lists: Vec<Vec<String>> = per_input
+            .iter()
+            .map(|c| c.iter().map(|(n, _)| n.clone()).collect())
+            .collect();
+        let join = if strategy == Merge::Same {
+            Join::Inner
+        } else {
+            Join::Outer
+        };
+        for key in join_keys(&lists, join) {
+            let vals: Vec<&Merged> = per_input
+                .iter()
+                .filter_map(|c| c.iter().find(|(n, _)| *n == key).map(|(_, m)| m))
+                .collect();
+            let chosen = match strategy {
+                Merge::Same | Merge::Unique => {
+                    let mut all = true;
+                    for v in &vals[1..] {
+                        all &= v.same_as_first(vals[0])?;
+                    }
+                    all.then(|| vals[0])
+                }
+                Merge::First => vals.first().copied(),
+                Merge::Only => (vals.len() == 1).then(|| vals[0]),
+            };
+            if let Some(m) = chosen {
+                write_merged(&self.out, &format!("{name}/{key}"), m, self.chunk_bytes)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sparse(csr: bool, entries: Vec<(u64, u64)>, data: Values) -> Merged {
+        Merged::Sparse {
+            csr,
+            shape: [3, 3],
+            entries,
+            data,
+        }
+    }
+
+    #[test]
+    fn sparse_equality_ignores_format_dtype_and_explicit_zeros() {
+        let a = sparse(true, vec![(0, 1), (2, 0)], Values::I64(vec![5, 7]));
+        let b = sparse(
+            false,
+            vec![(2, 0), (0, 1), (1, 1)],
+            Values::F32(vec![7.0, 5.0, 0.0]),
+        );
+        assert!(b.same_as_first(&a).expect("compare"));
+        let c = sparse(true, vec![(0, 1)], Values::I64(vec![5]));
+        assert!(!c.same_as_first(&a).expect("compare"));
+        // Dense later vs sparse first: compared made dense (same dtype).
+        let mut dense = vec![0i64; 9];
+        dense[1] = 5;
+        dense[6] = 7;
+        let d = Merged::Dense {
+            shape: [3, 3],
+            values: Values::I64(dense),
+        };
+        assert!(d.same_as_first(&a).expect("compare"));
+        assert!(!a.same_as_first(&d).expect("compare"));
+    }
+
+    #[test]
+    fn reindexing_moves_rows_and_columns_and_drops_explicit_zeros() {
+        // old axis [a, b, c] onto new [c, a, x]
+        let r = Reindexer {
+            old_of_new: vec![2, 0, -1],
+            new_of_old: vec![1, -1, 0],
+            identity: false,
+        };
+        let m = sparse(
+            true,
+            vec![(0, 2), (1, 1), (2, 0), (2, 2)],
+            Values::F64(vec![1.0, 2.0, 0.0, 4.0]),
+        );
+        let Merged::Sparse {
+            entries,
+            data,
+            shape,
+            ..
+        } = reindex(m, &r, true).expect("reindex")
+        else {
+            panic!("sparse expected")
+        };
+        assert_eq!(shape, [3, 3]);
+        assert_eq!(entries, vec![(0, 0), (1, 0)]);
+        assert_eq!(data, Values::F64(vec![4.0, 1.0]));
+        let d = Merged::Dense {
+            shape: [3, 1],
+            values: Values::I32(vec![1, 2, 3]),
+        };
+        let Merged::Dense { values, .. } = reindex(d, &r, false).expect("dense") else {
+            panic!("dense expected")
+        };
+        let Values::F64(v) = values else {
+            panic!("float64 expected")
+        };
+        assert_eq!(&v[..2], &[3.0, 1.0]);
+        assert!(v[2].is_nan());
+    }
+}
