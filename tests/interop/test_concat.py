@@ -251,19 +251,26 @@ def test_csc_inputs_converted_in_many_row_parts(tmp_path, axis):
     compare(paths, tmp_path, dict(axis=axis, join="outer"), chunk_mib="0.0005")
 
 
-def test_var_axis_with_rows_the_join_reorders(tmp_path):
+@pytest.mark.parametrize("dense", [False, True])
+def test_var_axis_with_rows_the_join_reorders(tmp_path, dense):
     # Outer join of obs names sorts them as strings (cell0, cell1, cell10,
     # cell100, ...), so each output row block needs input rows scattered
-    # over the whole input: they are read in runs, not as one span.
+    # over the whole input: sparse ones are read in runs, dense ones a
+    # chunk at a time, not as one span.
     adatas = []
     for i in range(3):
         n = 600 - 50 * i
         X = sp.random(n, 20 + i, density=0.2, format="csr", random_state=10 + i, dtype=np.float32)
-        a = ad.AnnData(X=X)
+        a = ad.AnnData(X=X.toarray() if dense else X)
         a.obs_names = [f"cell{j}" for j in range(n)]
         a.var_names = [f"g{i}_{j}" for j in range(X.shape[1])]
         adatas.append(a)
     paths = write_all(adatas, tmp_path)
+    if dense:
+        # Chunks of 64 cells: the scattered cells touch every chunk.
+        ad.settings.zarr_write_format = 2
+        for a, p in zip(adatas, paths):
+            a.write_zarr(p, chunks=(64, 8))
     compare(paths, tmp_path, dict(axis="var", join="outer"), chunk_mib="0.0005")
 
 

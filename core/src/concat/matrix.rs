@@ -145,58 +145,83 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
     };
     let space = &plan.spaces[m.space];
     let mut positions: Vec<Option<usize>> = vec![None; nr * nc];
-    let mut pieces: Vec<Values> = Vec::new();
-    let mut base = 0usize;
+    let mut all = Values::zeros(&m.dtype, 0)?;
+    let other_dim = match m.stack {
+        Axis::Obs => 1,
+        Axis::Var => 0,
+    };
     for (i, local) in inputs_in(m, &along) {
         let offset_in_chunk = (m.along[i][0] + local.start - along.start) as usize;
         let Some(src) = &m.sources[i] else { continue };
         let reindex = &space.reindexers[i];
-        let olds: Vec<i64> = other
-            .clone()
-            .map(|o| reindex.old_of_new[o as usize])
-            .collect();
-        let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
-        let (Some(&lo), Some(&hi)) = (present.iter().min(), present.iter().max()) else {
-            continue;
-        };
-        let (lo, hi) = (lo as u64, hi as u64 + 1);
         let store = open(&src.store)?;
-        let (start, shape) = match m.stack {
-            Axis::Obs => (
-                vec![local.start, lo],
-                vec![local.end - local.start, hi - lo],
-            ),
-            Axis::Var => (
-                vec![lo, local.start],
-                vec![hi - lo, local.end - local.start],
-            ),
+        // The input positions this chunk needs along the other axis, grouped
+        // by the input's chunks there: each group is read, its wanted values
+        // picked out, and dropped, so memory follows the values wanted even
+        // when the join scatters them over the whole input.
+        let chunk_other = match store.node(&src.path)? {
+            Some(crate::anndata::store::NodeMeta {
+                kind: crate::anndata::store::NodeKind::Array(a),
+                ..
+            }) => a.chunks.get(other_dim).copied().unwrap_or(1).max(1),
+            _ => return Err(store.err(&src.path, "expected a dense array")),
         };
-        let width = shape[1] as usize;
-        let block = read_values(&store, &src.path, &src.dtype, start, shape)?.cast(&m.dtype)?;
-        let n_along = (local.end - local.start) as usize;
-        for a in 0..n_along {
-            for (k, &old) in olds.iter().enumerate() {
-                if old < 0 {
-                    continue;
-                }
-                let o = (old as u64 - lo) as usize;
-                let src_index = match m.stack {
-                    Axis::Obs => a * width + o,
-                    Axis::Var => o * width + a,
-                };
-                let (r, c) = match m.stack {
-                    Axis::Obs => (offset_in_chunk + a, k),
-                    Axis::Var => (k, offset_in_chunk + a),
-                };
-                positions[r * nc + c] = Some(base + src_index);
+        let mut groups: std::collections::BTreeMap<u64, Vec<(usize, u64)>> = Default::default();
+        for (k, o) in other.clone().enumerate() {
+            let old = reindex.old_of_new[o as usize];
+            if old >= 0 {
+                groups
+                    .entry(old as u64 / chunk_other)
+                    .or_default()
+                    .push((k, old as u64));
             }
         }
-        base += block.len();
-        pieces.push(block);
-    }
-    let mut all = Values::zeros(&m.dtype, 0)?;
-    for p in &pieces {
-        all.extend(p)?;
+        let n_along = (local.end - local.start) as usize;
+        for members in groups.values() {
+            let lo = members.iter().map(|&(_, o)| o).min().unwrap_or(0);
+            let hi = members.iter().map(|&(_, o)| o).max().unwrap_or(0) + 1;
+            let (start, shape) = match m.stack {
+                Axis::Obs => (
+                    vec![local.start, lo],
+                    vec![local.end - local.start, hi - lo],
+                ),
+                Axis::Var => (
+                    vec![lo, local.start],
+                    vec![hi - lo, local.end - local.start],
+                ),
+            };
+            let width = shape[1] as usize;
+            let block = read_values(&store, &src.path, &src.dtype, start, shape)?;
+            // Source order (rows of the block, then columns), so that a
+            // block wanted whole is taken as it is.
+            let mut picks = Vec::with_capacity(n_along * members.len());
+            let mut place = |r: usize, c: usize, src_index: usize| {
+                positions[r * nc + c] = Some(all.len() + picks.len());
+                picks.push(src_index);
+            };
+            match m.stack {
+                Axis::Obs => {
+                    for a in 0..n_along {
+                        for &(k, old) in members {
+                            let o = (old - lo) as usize;
+                            place(offset_in_chunk + a, k, a * width + o);
+                        }
+                    }
+                }
+                Axis::Var => {
+                    for &(k, old) in members {
+                        let o = (old - lo) as usize;
+                        for a in 0..n_along {
+                            place(k, offset_in_chunk + a, o * width + a);
+                        }
+                    }
+                }
+            }
+            let whole =
+                picks.len() == block.len() && picks.iter().enumerate().all(|(j, &s)| j == s);
+            let picked = if whole { block } else { block.select(&picks) };
+            all.extend(&picked.into_cast(&m.dtype)?)?;
+        }
     }
     let chunk = all.take(&positions, fill_for(m));
     write_values(
