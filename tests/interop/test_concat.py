@@ -451,3 +451,23 @@ def test_merge_of_other_axis_mappings_and_pairwise(tmp_path, merge, join):
             assert "shared_sparse" in m and "pair_sparse" in p and "differs" not in m
         if merge == "first":
             assert {"pair_dense", "pair_sparse", "differs"} <= set(p) | set(m)
+
+
+@pytest.mark.parametrize("merge", ["same", "unique", "first", "only"])
+def test_bool_var_columns_gaining_missing_rows(tmp_path, merge):
+    """A bool var column (highly_variable) reindexed onto an outer join gains
+    NaN: numpy object, which anndata stores as the texts True/False/nan."""
+    rng = np.random.default_rng(9)
+    names = [f"g{j}" for j in range(8)]
+    adatas = []
+    for i, sel in enumerate((names[:6], names[2:], names[:6])):
+        a = ad.AnnData(X=rng.random((4, len(sel))).astype(np.float32))
+        a.obs_names = [f"c{i}_{k}" for k in range(4)]
+        a.var_names = sel
+        a.var["highly_variable"] = np.array([int(n[1:]) % 3 == 0 for n in sel])
+        a.var["same_everywhere"] = np.array([int(n[1:]) % 2 == 0 for n in sel])
+        if i == 1:
+            a.var["only_second"] = rng.random(len(sel)) < 0.5
+        adatas.append(a)
+    paths = write_all(adatas, tmp_path)
+    compare(paths, tmp_path, dict(join="outer", merge=merge))

@@ -160,6 +160,7 @@ pub fn kind_name(c: &Column) -> String {
         Column::NullInt { .. } => "nullable integer".into(),
         Column::NullBool { .. } => "nullable boolean".into(),
         Column::NullStr { .. } => "nullable string".into(),
+        Column::BoolObject(_) => "object (booleans with missing values)".into(),
     }
 }
 

@@ -83,6 +83,10 @@ pub enum Column {
         /// Missing flags.
         mask: Vec<bool>,
     },
+    /// A numpy object column of booleans with missing values (a bool
+    /// column reindexed with new rows): anndata stores it as the texts
+    /// "True", "False" and "nan" and never makes it a categorical.
+    BoolObject(Vec<Option<bool>>),
 }
 
 fn read_range(store: &Store, e: &Element, start: u64, len: u64) -> Result<Values> {
@@ -316,6 +320,7 @@ impl Column {
             Column::NullInt { mask, .. }
             | Column::NullBool { mask, .. }
             | Column::NullStr { mask, .. } => mask.len(),
+            Column::BoolObject(v) => v.len(),
         }
     }
 
@@ -350,6 +355,7 @@ impl Column {
                 a.extend(b);
                 m.extend(n);
             }
+            (Column::BoolObject(a), Column::BoolObject(b)) => a.extend(b),
             (Column::NullStr { values: a, mask: m }, Column::NullStr { values: b, mask: n }) => {
                 a.extend(b);
                 m.extend(n);
@@ -374,10 +380,8 @@ impl Column {
             Column::Num(v) => {
                 if !any_missing {
                     Column::Num(v.take(idx, Scalar::Int(0)))
-                } else if v.dtype() == DType::Bool {
-                    return Err(Error::option(
-                        "a bool column would gain missing values (numpy object dtype): not supported yet",
-                    ));
+                } else if let Values::Bool(b) = v {
+                    Column::BoolObject(idx.iter().map(|i| i.map(|i| b[i])).collect())
                 } else {
                     let target = match v.dtype() {
                         DType::Float32 => DType::Float32,
@@ -412,6 +416,9 @@ impl Column {
                 values: idx.iter().map(|i| i.is_some_and(|i| values[i])).collect(),
                 mask: idx.iter().map(|i| i.is_none_or(|i| m[i])).collect(),
             },
+            Column::BoolObject(v) => {
+                Column::BoolObject(idx.iter().map(|i| i.and_then(|i| v[i])).collect())
+            }
             Column::NullStr { values, mask: m } => Column::NullStr {
                 values: idx
                     .iter()
@@ -690,7 +697,7 @@ pub fn create_column(out: &Store, path: &str, head: &Column, len: u64, chunk: u6
     };
     match head {
         Column::Num(v) => create_array(out, path, v.dtype(), len, chunk, &attrs("array", "0.2.0")),
-        Column::Str(_) => create_array(
+        Column::Str(_) | Column::BoolObject(_) => create_array(
             out,
             path,
             DType::String,
@@ -748,6 +755,15 @@ pub fn write_column_rows(out: &Store, path: &str, column: &Column, start: u64) -
     match column {
         Column::Num(v) => store_values(out, path, start, v),
         Column::Str(v) => store_strings(out, path, start, v),
+        Column::BoolObject(v) => {
+            let text = |b: &Option<bool>| match b {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "nan",
+            };
+            let texts: Vec<String> = v.iter().map(|b| text(b).to_string()).collect();
+            store_strings(out, path, start, &texts)
+        }
         Column::Cat {
             codes, categories, ..
         } => {
