@@ -340,10 +340,38 @@ def test_categoricals_of_numbers(tmp_path, join):
             fl = [2.5, 10.0] if i == 0 else [2.5, 10.0, -1.0]
             a.obs["floats"] = pd.Categorical(rng.choice(fl, size=n), categories=fl)
             a.obs["bools"] = pd.Categorical(rng.random(n) < 0.5, categories=[True, False])
-        a.var["gene_set"] = pd.Categorical([1, 2, 1, 2, 1], categories=[2, 1])
+        # int32 categories holding the whole union: still re-sorted (the
+        # union is int64, so pandas casts them).
+        a.obs["int32_union"] = pd.Categorical(rng.choice([10, 2], size=n), categories=np.array([10, 2], np.int32))
+        # All missing, no categories, in the second input.
+        a.obs["sometimes_empty"] = (pd.Categorical([np.nan] * n) if i == 1
+                                    else pd.Categorical(rng.choice([7, 5], size=n), categories=[7, 5]))
+        # Same values and category set in another order: equal under merge.
+        a.var["gene_set"] = pd.Categorical([1, 2, 1, 2, 1], categories=[2, 1] if i % 2 else [1, 2])
         adatas.append(a)
     paths = write_all(adatas, tmp_path)
     compare(paths, tmp_path, dict(join=join, merge="same", label="batch"), chunk_mib="0.0005")
+    got = ad.read_zarr(tmp_path / "out.zarr")
+    assert list(got.obs["int32_union"].cat.categories) == [2, 10]
+    assert "gene_set" in got.var
+
+
+def test_index_named_like_another_inputs_column(tmp_path):
+    """Input A's obs index is stored as obs/barcode; input B has a column
+    barcode. The column of A's rows is missing, not A's names."""
+    rng = np.random.default_rng(6)
+    adatas = []
+    for i in range(2):
+        a = ad.AnnData(X=rng.random((5, 3)).astype(np.float32))
+        a.obs_names = [f"c{i}_{k}" for k in range(5)]
+        a.var_names = ["g0", "g1", "g2"]
+        if i == 0:
+            a.obs.index.name = "barcode"
+        else:
+            a.obs["barcode"] = [f"bc{k}" for k in range(5)]
+        adatas.append(a)
+    paths = write_all(adatas, tmp_path)
+    compare(paths, tmp_path, dict(join="outer"))
 
 
 def _with_frame_mapping(i, n, axis, rng, has_frame=True):
@@ -451,6 +479,11 @@ def test_merge_of_other_axis_mappings_and_pairwise(tmp_path, merge, join):
             assert "shared_sparse" in m and "pair_sparse" in p and "differs" not in m
         if merge == "first":
             assert {"pair_dense", "pair_sparse", "differs"} <= set(p) | set(m)
+            # The first input's CSC element, reindexed, is CSR as scipy makes it.
+            import zarr
+            group = "varm" if axis == "obs" else "obsm"
+            attrs = zarr.open(str(d / "out.zarr"), mode="r")[f"{group}/shared_sparse"].attrs
+            assert attrs["encoding-type"] == "csr_matrix"
 
 
 @pytest.mark.parametrize("merge", ["same", "unique", "first", "only"])

@@ -108,8 +108,22 @@ impl Source<'_> {
         if !target.needs_distinct() {
             return Ok(target);
         }
-        let mut distinct = HashSet::new();
+        // First count distinct values by 128-bit hashes (a column of unique
+        // names stays a string array and is never held whole); only a
+        // column that becomes a categorical has its values collected.
         let total: u64 = rows.iter().sum();
+        let mut hashes = HashSet::new();
+        for (start, end) in blocks(total, block) {
+            for (i, local, n) in pieces(rows, start, end) {
+                let piece = self.read(i, local, n)?;
+                ColumnTarget::collect_hashes(piece.as_ref(), &mut hashes);
+            }
+        }
+        if hashes.len() as u64 == total {
+            return Ok(target);
+        }
+        drop(hashes);
+        let mut distinct = HashSet::new();
         for (start, end) in blocks(total, block) {
             for (i, local, n) in pieces(rows, start, end) {
                 let piece = self.read(i, local, n)?;
@@ -141,7 +155,10 @@ pub(crate) fn write_axis_frame(
         let readers = parts
             .iter()
             .map(|p| {
+                // Only a listed column counts: the frame's index array (or
+                // any other child) of that name is not one.
                 p.frame
+                    .filter(|f| super::frame_columns(f).contains(name))
                     .and_then(|f| f.child(name))
                     .map(|e| ColumnReader::open(p.store, e))
                     .transpose()
@@ -189,12 +206,18 @@ pub(crate) fn write_axis_frame(
             .target(&rows, block, text)
             .map_err(|e| Error::option(format!("{axis}/{name}: {e}")))?;
         let col_path = format!("{path}/{name}");
+        let in_column = |e: Error| Error::option(format!("{axis}/{name}: {e}"));
         create_column(out, &col_path, &target.empty()?, total, block)?;
         for (start, end) in blocks(total, block) {
             let mut col = target.empty()?;
             for (i, local, n) in pieces(&rows, start, end) {
                 let piece = source.read(i, local, n)?;
-                col.append(target.conform(piece.as_ref(), n as usize)?)?;
+                col.append(
+                    target
+                        .conform(piece.as_ref(), n as usize)
+                        .map_err(in_column)?,
+                )
+                .map_err(in_column)?;
             }
             write_column_rows(out, &col_path, &col, start)?;
         }

@@ -118,6 +118,8 @@ fn sorted_union(cast: &[Values], dtype: &DType) -> Result<Values> {
 /// [`category_union`] for numeric categories: natsort orders numbers by
 /// value, and they are unified to int64, float64 or bool as pandas does.
 fn number_category_union(cats: &[(&Values, bool)]) -> Result<Option<(Values, bool)>> {
+    // Empty categories count too: pandas unions the categories' indexes,
+    // so an all-missing input's float64 categories make the union float64.
     let dtype = number_category_dtype(&cats.iter().map(|c| c.0).collect::<Vec<_>>())?;
     let cast: Vec<Values> = cats
         .iter()
@@ -129,20 +131,22 @@ fn number_category_union(cats: &[(&Values, bool)]) -> Result<Option<(Values, boo
             && number_keys(v).into_iter().collect::<HashSet<_>>().len() == union.len()
     };
     if !cats.iter().any(|c| c.1) {
-        return Ok(Some(match cast.first() {
-            Some(first) if is_union(first) => (first.clone(), false),
+        // pandas leaves the first input uncast only when its categories
+        // already have the union's dtype.
+        return Ok(Some(match (cats.first(), cast.first()) {
+            (Some(orig), Some(first)) if orig.0.dtype() == dtype && is_union(first) => {
+                (first.clone(), false)
+            }
             _ => (union, false),
         }));
     }
-    let with: Vec<(&Values, bool)> = cast
-        .iter()
-        .zip(cats)
-        .filter(|(v, _)| !v.is_empty())
-        .map(|(v, c)| (v, c.1))
-        .collect();
+    // Ordered: every input with categories has the same ones, of the same
+    // dtype, which is kept as it is.
+    let with: Vec<&(&Values, bool)> = cats.iter().filter(|c| !c.0.is_empty()).collect();
     let same = !with.is_empty()
-        && with.iter().all(|(v, ordered)| *ordered && is_union(v))
-        && with.windows(2).all(|w| w[0].0 == w[1].0);
+        && with.iter().all(|c| c.1)
+        && with.windows(2).all(|w| w[0].0 == w[1].0)
+        && with[0].0.cast(&dtype).is_ok_and(|v| is_union(&v));
     Ok(same.then(|| (with[0].0.clone(), true)))
 }
 
@@ -256,10 +260,14 @@ impl ColumnTarget {
             })
             .collect();
         if cats.len() == present.len() {
+            // An input without categories (all missing) fits either kind.
+            static NO_STRINGS: Vec<String> = Vec::new();
+            let no_numbers = Values::I64(Vec::new());
             let strings: Vec<(&Vec<String>, bool)> = cats
                 .iter()
                 .filter_map(|(c, o)| match c {
                     Categories::Str(v) => Some((v, *o)),
+                    Categories::Num(v) if v.is_empty() => Some((&NO_STRINGS, *o)),
                     Categories::Num(_) => None,
                 })
                 .collect();
@@ -267,6 +275,7 @@ impl ColumnTarget {
                 .iter()
                 .filter_map(|(c, o)| match c {
                     Categories::Num(v) => Some((v, *o)),
+                    Categories::Str(v) if v.is_empty() => Some((&no_numbers, *o)),
                     Categories::Str(_) => None,
                 })
                 .collect();
@@ -275,7 +284,7 @@ impl ColumnTarget {
             {
                 return Ok(ColumnTarget::cat(Categories::Str(categories), ordered));
             }
-            if numbers.len() == cats.len() {
+            if numbers.len() == cats.len() && numbers.iter().any(|(v, _)| !v.is_empty()) {
                 return match number_category_union(&numbers)? {
                     Some((categories, ordered)) => {
                         Ok(ColumnTarget::cat(Categories::Num(categories), ordered))
@@ -395,6 +404,24 @@ impl ColumnTarget {
         n
     }
 
+    /// Adds 128-bit hashes of the present values of rows (as
+    /// [`ColumnTarget::conform`] would give them) to `hashes`.
+    pub fn collect_hashes(piece: Option<&Column>, hashes: &mut HashSet<u128>) {
+        use std::hash::{Hash, Hasher};
+        let Some(strings) = piece.and_then(optional_strings) else {
+            return;
+        };
+        for s in strings.into_iter().flatten() {
+            let mut a = std::collections::hash_map::DefaultHasher::new();
+            let mut b = std::collections::hash_map::DefaultHasher::new();
+            0u8.hash(&mut a);
+            1u8.hash(&mut b);
+            s.hash(&mut a);
+            s.hash(&mut b);
+            hashes.insert((u128::from(a.finish()) << 64) | u128::from(b.finish()));
+        }
+    }
+
     /// anndata's `strings_to_categoricals` on write: string results with
     /// fewer distinct values than rows (repeats or missing values) become a
     /// categorical of the natsorted values.
@@ -485,6 +512,9 @@ impl ColumnTarget {
             ) => {
                 let codes = match piece {
                     None => vec![-1; n],
+                    Some(Column::Cat {
+                        codes, categories, ..
+                    }) if categories.is_empty() => vec![-1; codes.len()],
                     Some(Column::Cat {
                         codes,
                         categories: own,

@@ -460,7 +460,17 @@ impl Column {
                     categories: kb,
                     ordered: ob,
                 },
-            ) => oa == ob && ka == kb && ca == cb,
+            ) => {
+                if oa != ob {
+                    false
+                } else if ka == kb {
+                    ca == cb
+                } else {
+                    // Unordered categoricals of the same category set (in
+                    // another order) are equal when their values are.
+                    !oa && same_values_by_category(ca, ka, cb, kb)
+                }
+            }
             (
                 Column::NullInt {
                     values: va,
@@ -498,6 +508,41 @@ impl Column {
             _ => self == other,
         }
     }
+}
+
+/// Whether codes `ca` into `ka` and `cb` into `kb` spell the same values,
+/// `ka` and `kb` being the same set (of the same dtype) in any order.
+fn same_values_by_category(ca: &[i64], ka: &Categories, cb: &[i64], kb: &Categories) -> bool {
+    let keys = |k: &Categories| -> Option<Vec<Vec<u8>>> {
+        Some(match k {
+            Categories::Str(v) => v.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            Categories::Num(v) => {
+                let size = v.dtype().item_size().max(1);
+                v.to_le_bytes().chunks(size).map(<[u8]>::to_vec).collect()
+            }
+        })
+    };
+    let same_dtype = match (ka, kb) {
+        (Categories::Str(_), Categories::Str(_)) => true,
+        (Categories::Num(a), Categories::Num(b)) => a.dtype() == b.dtype(),
+        _ => false,
+    };
+    let (Some(xa), Some(xb)) = (keys(ka), keys(kb)) else {
+        return false;
+    };
+    if !same_dtype || xa.len() != xb.len() || ca.len() != cb.len() {
+        return false;
+    }
+    let pos: std::collections::HashMap<&[u8], i64> = xa
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_slice(), i as i64))
+        .collect();
+    let map: Option<Vec<i64>> = xb.iter().map(|k| pos.get(k.as_slice()).copied()).collect();
+    let Some(map) = map else { return false };
+    ca.iter()
+        .zip(cb)
+        .all(|(&a, &b)| if b < 0 { a < 0 } else { a == map[b as usize] })
 }
 
 fn masked_equal<T: PartialEq>(a: &[T], b: &[T], mask: &[bool]) -> bool {

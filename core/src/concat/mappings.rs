@@ -167,7 +167,7 @@ impl<'a> Planner<'a> {
             &parts,
             &columns,
             None,
-            (self.chunk_bytes / 8).max(1),
+            self.frame_block_rows(),
             Text::Keep,
         )
     }

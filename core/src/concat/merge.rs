@@ -11,7 +11,7 @@ use super::Planner;
 use super::index::{Join, Reindexer};
 use super::options::Merge;
 use super::values::{Scalar, Values, fill_promote};
-use super::{View, group_attrs, join_keys};
+use super::{View, child_names, group_attrs, join_keys};
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::layout::{ArraySpec, chunk_shape_for};
 use crate::anndata::sparse::read_i64_range;
@@ -216,10 +216,10 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
             })
         }
         Merged::Sparse {
-            csr,
             shape,
             entries,
             data,
+            ..
         } => {
             // Reindexing is a product with a selection matrix in anndata:
             // explicit zeros do not survive it.
@@ -232,14 +232,11 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
                     kept.push(((nr as u64, nc as u64), k));
                 }
             }
-            if csr {
-                kept.sort_by_key(|(e, _)| *e);
-            } else {
-                kept.sort_by_key(|((row, col), _)| (*col, *row));
-            }
+            // scipy makes the selection product CSR, whatever the input.
+            kept.sort_by_key(|(e, _)| *e);
             let positions: Vec<usize> = kept.iter().map(|(_, k)| *k).collect();
             Ok(Merged::Sparse {
-                csr,
+                csr: true,
                 shape: [n, if both { n } else { shape[1] }],
                 entries: kept.into_iter().map(|(e, _)| e).collect(),
                 data: data.select(&positions),
@@ -323,83 +320,115 @@ impl<'a> Planner<'a> {
         pairwise: bool,
         strategy: Merge,
     ) -> Result<()> {
-        let reindexers = self.plan.spaces[0].reindexers.clone();
-        let mut per_input: Vec<Vec<(String, Merged)>> = Vec::new();
-        for (i, v) in views.iter().enumerate() {
-            let store = &self.inputs[i].store;
-            let mut items = Vec::new();
-            for e in v
-                .group
-                .child(name)
-                .map(|g| g.children.as_slice())
-                .unwrap_or_default()
-            {
-                let m = match e.encoding {
-                    Encoding::CsrMatrix | Encoding::CscMatrix => read_sparse(store, e)?,
-                    Encoding::Array | Encoding::Plain
-                        if e.array().is_some_and(|a| a.shape.len() == 2) =>
-                    {
-                        let a = e.array().map(|a| (a.dtype.clone(), a.shape.clone()));
-                        let (dtype, shape) = a.unwrap_or((DType::Float64, vec![0, 0]));
-                        let values = super::matrix::read_values(
-                            store,
-                            &e.path,
-                            &dtype,
-                            vec![0, 0],
-                            shape.clone(),
-                        )?;
-                        Merged::Dense {
-                            shape: [shape[0], shape[1]],
-                            values,
-                        }
-                    }
-                    other => {
-                        return Err(self.fail(
-                            i,
-                            &e.path,
-                            format!(
-                                "merging {} elements of {name} is not supported yet",
-                                other.name()
-                            ),
-                        ));
-                    }
-                };
-                let m =
-                    reindex(m, &reindexers[i], pairwise).map_err(|err| store.err(&e.path, err))?;
-                items.push((e.name().to_string(), m));
-            }
-            per_input.push(items);
-        }
-        let lists: Vec<Vec<String>> = per_input
-            .iter()
-            .map(|c| c.iter().map(|(n, _)| n.clone()).collect())
-            .collect();
+        let groups: Vec<Option<&Element>> = views.iter().map(|v| v.group.child(name)).collect();
+        let lists: Vec<Vec<String>> = groups.iter().map(|g| child_names(*g)).collect();
         let join = if strategy == Merge::Same {
             Join::Inner
         } else {
             Join::Outer
         };
+        // Key by key, reading only the elements the strategy looks at: at
+        // most two are held at once.
         for key in join_keys(&lists, join) {
-            let vals: Vec<&Merged> = per_input
+            let holders: Vec<(usize, &Element)> = groups
                 .iter()
-                .filter_map(|c| c.iter().find(|(n, _)| *n == key).map(|(_, m)| m))
+                .enumerate()
+                .filter_map(|(i, g)| g.and_then(|g| g.child(&key)).map(|e| (i, e)))
                 .collect();
             let chosen = match strategy {
-                Merge::Same | Merge::Unique => {
-                    let mut all = true;
-                    for v in &vals[1..] {
-                        all &= v.same_as_first(vals[0])?;
-                    }
-                    all.then(|| vals[0])
+                Merge::First => match holders.first() {
+                    Some(&(i, e)) => Some(self.load_merged(i, e, pairwise)?),
+                    None => None,
+                },
+                Merge::Only if holders.len() == 1 => {
+                    Some(self.load_merged(holders[0].0, holders[0].1, pairwise)?)
                 }
-                Merge::First => vals.first().copied(),
-                Merge::Only => (vals.len() == 1).then(|| vals[0]),
+                Merge::Only => None,
+                Merge::Same | Merge::Unique => {
+                    let Some(&(i, e)) = holders.first() else {
+                        continue;
+                    };
+                    let first = self.load_merged(i, e, pairwise)?;
+                    let mut all = true;
+                    for &(j, other) in &holders[1..] {
+                        if !self
+                            .load_merged(j, other, pairwise)?
+                            .same_as_first(&first)?
+                        {
+                            all = false;
+                            break;
+                        }
+                    }
+                    all.then_some(first)
+                }
             };
             if let Some(m) = chosen {
-                write_merged(&self.out, &format!("{name}/{key}"), m, self.chunk_bytes)?;
+                write_merged(&self.out, &format!("{name}/{key}"), &m, self.chunk_bytes)?;
             }
         }
         Ok(())
+    }
+
+    /// Reads input `i`'s element `e` whole and reindexes it onto the joined
+    /// other axis (its columns too when `pairwise`).
+    fn load_merged(&self, i: usize, e: &Element, pairwise: bool) -> Result<Merged> {
+        let store = &self.inputs[i].store;
+        let r = &self.plan.spaces[0].reindexers[i];
+        let n_old = r.new_of_old.len() as u64;
+        let shape = super::matrix_shape(e).filter(|_| {
+            matches!(
+                e.encoding,
+                Encoding::CsrMatrix | Encoding::CscMatrix | Encoding::Array | Encoding::Plain
+            )
+        });
+        let Some(shape) = shape else {
+            return Err(store.err(
+                &e.path,
+                format!(
+                    "merging {} elements is not supported yet",
+                    e.encoding.name()
+                ),
+            ));
+        };
+        if shape[0] != n_old || (pairwise && shape[1] != n_old) {
+            return Err(store.err(
+                &e.path,
+                format!(
+                    "has shape {shape:?} but its axis has {n_old} names{}",
+                    if pairwise { " (both sides)" } else { "" }
+                ),
+            ));
+        }
+        // Merged in memory: about 32 bytes per value while reindexing.
+        let values = match e.encoding {
+            Encoding::CsrMatrix | Encoding::CscMatrix => e
+                .child("data")
+                .and_then(|d| d.array())
+                .map_or(0, |a| a.shape.iter().product::<u64>()),
+            _ => shape[0] * shape[1],
+        };
+        let wide = u64::from(pairwise) * r.old_of_new.len() as u64;
+        let need = values.max(wide) * 32;
+        if need > self.opts.memory_limit {
+            return Err(store.err(
+                &e.path,
+                format!(
+                    "merging it takes about {} MiB in memory, more than --memory-limit ({} MiB)",
+                    need >> 20,
+                    self.opts.memory_limit >> 20
+                ),
+            ));
+        }
+        let m = match e.encoding {
+            Encoding::CsrMatrix | Encoding::CscMatrix => read_sparse(store, e)?,
+            _ => {
+                let dtype = e.array().map_or(DType::Float64, |a| a.dtype.clone());
+                let values =
+                    super::matrix::read_values(store, &e.path, &dtype, vec![0, 0], shape.to_vec())?;
+                Merged::Dense { shape, values }
+            }
+        };
+        reindex(m, r, pairwise).map_err(|err| store.err(&e.path, err))
     }
 }
 
@@ -463,6 +492,12 @@ mod tests {
         };
         assert_eq!(shape, [3, 3]);
         assert_eq!(entries, vec![(0, 0), (1, 0)]);
+        // A CSC element comes out of reindexing as CSR, as scipy's product.
+        let c = sparse(false, vec![(2, 0), (0, 2)], Values::F64(vec![1.0, 2.0]));
+        assert!(matches!(
+            reindex(c, &r, true),
+            Ok(Merged::Sparse { csr: true, .. })
+        ));
         assert_eq!(data, Values::F64(vec![4.0, 1.0]));
         let d = Merged::Dense {
             shape: [3, 1],

@@ -222,6 +222,12 @@ impl<'a> Planner<'a> {
         })
     }
 
+    /// Rows per block (and per chunk) of data frame columns: a block of
+    /// strings costs about 64 bytes a row in memory.
+    pub(crate) fn frame_block_rows(&self) -> u64 {
+        (self.chunk_bytes / 64).max(1)
+    }
+
     pub(crate) fn fail(&self, input: usize, path: &str, message: impl std::fmt::Display) -> Error {
         self.inputs[input].store.err(path, message)
     }
@@ -343,7 +349,7 @@ impl<'a> Planner<'a> {
                 offset += n;
             }
         }
-        let rows_chunk = (self.chunk_bytes / 8).max(1);
+        let rows_chunk = self.frame_block_rows();
 
         // Annotation of the concatenation axis, a block of rows at a time
         // (raw keeps only its var).
@@ -483,6 +489,14 @@ impl<'a> Planner<'a> {
             for name in frame_columns(f) {
                 let Some(e) = f.child(&name) else { continue };
                 let col = read_column(&self.inputs[i].store, e)?;
+                let rows = reindexers[i].new_of_old.len();
+                if col.len() != rows {
+                    return Err(self.fail(
+                        i,
+                        &e.path,
+                        format!("has {} rows but the index has {rows}", col.len()),
+                    ));
+                }
                 let col = col.take(&idx).map_err(|err| self.fail(i, &e.path, err))?;
                 cols.push((name, col));
             }
