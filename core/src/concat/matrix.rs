@@ -843,6 +843,7 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     let hi = (lo + m.chunks[1]).min(total);
     let mut indices: Vec<i64> = Vec::with_capacity((hi - lo) as usize);
     let mut data = Values::zeros(&m.dtype, 0)?;
+    data.reserve((hi - lo) as usize);
     for b in 0..n_blocks(m) as usize {
         let (bs, be) = (offsets.block_start[b], offsets.block_start[b + 1]);
         if be <= lo || bs >= hi || bs == be {
@@ -875,12 +876,12 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         let block = assemble(&plan, m, rows)?;
         let from = (lo.max(first) - first) as usize;
         let to = ((hi.min(be) - first) as usize).min(block.indices.len());
-        if from == 0 && to == block.indices.len() && indices.is_empty() {
+        if indices.is_empty() && from == 0 && to == block.indices.len() && to as u64 == hi - lo {
             indices = block.indices;
             data = block.data;
         } else {
             indices.extend_from_slice(&block.indices[from..to]);
-            data.extend(&block.data.slice(from, to))?;
+            data.extend_range(&block.data, from, to)?;
         }
     }
     let out = open(&plan.output)?;

@@ -425,6 +425,26 @@ impl Values {
         Ok(())
     }
 
+    /// Appends `other[from..to]` (of the same dtype) without an
+    /// intermediate copy.
+    pub fn extend_range(&mut self, other: &Values, from: usize, to: usize) -> Result<()> {
+        macro_rules! ext {
+            ($($var:ident),*) => {
+                match (self, other) {
+                    $((Values::$var(a), Values::$var(b)) => a.extend_from_slice(&b[from..to]),)*
+                    _ => return Err(Error::option("internal: appending values of different dtypes")),
+                }
+            };
+        }
+        ext!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64);
+        Ok(())
+    }
+
+    /// Makes room for `n` more values.
+    pub fn reserve(&mut self, n: usize) {
+        each!(self, v => v.reserve(n))
+    }
+
     /// Positions of non-zero values (what a sparse matrix stores).
     pub fn nonzero_mask(&self) -> Vec<bool> {
         each!(self, v => v.iter().map(|x| !x.is_zero()).collect())
