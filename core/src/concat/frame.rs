@@ -712,17 +712,15 @@ fn code_dtype(n: usize) -> DType {
     }
 }
 
+/// Writes the metadata of a `string-array` element of `len` strings.
+fn create_string_array(out: &Store, path: &str, len: u64, chunk: u64) -> Result<()> {
+    let a = attrs("string-array", "0.2.0");
+    create_array(out, path, DType::String, len, chunk, &a)
+}
+
 /// Writes a `string-array` element whole.
 pub fn write_strings(out: &Store, path: &str, values: &[String], chunk: u64) -> Result<()> {
-    let len = values.len() as u64;
-    create_array(
-        out,
-        path,
-        DType::String,
-        len,
-        chunk,
-        &attrs("string-array", "0.2.0"),
-    )?;
+    create_string_array(out, path, values.len() as u64, chunk)?;
     store_strings(out, path, 0, values)
 }
 
@@ -742,14 +740,7 @@ pub fn create_column(out: &Store, path: &str, head: &Column, len: u64, chunk: u6
     };
     match head {
         Column::Num(v) => create_array(out, path, v.dtype(), len, chunk, &attrs("array", "0.2.0")),
-        Column::Str(_) | Column::BoolObject(_) => create_array(
-            out,
-            path,
-            DType::String,
-            len,
-            chunk,
-            &attrs("string-array", "0.2.0"),
-        ),
+        Column::Str(_) | Column::BoolObject(_) => create_string_array(out, path, len, chunk),
         Column::Cat {
             categories,
             ordered,

@@ -223,7 +223,15 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
             all.extend(&picked.into_cast(&m.dtype)?)?;
         }
     }
-    let chunk = all.take(&positions, fill_for(m));
+    // One input filling the chunk in order (no join, no fill): `all` is
+    // already the chunk.
+    let in_order =
+        all.len() == positions.len() && positions.iter().enumerate().all(|(j, p)| *p == Some(j));
+    let chunk = if in_order {
+        all
+    } else {
+        all.take(&positions, fill_for(m))
+    };
     write_values(
         &out,
         &m.out_path,
