@@ -86,6 +86,25 @@ impl Source<'_> {
         })
     }
 
+    /// Calls `f(first output row, pieces)` for each block of `block` rows,
+    /// with every input's piece of it read (`None`: that input lacks the
+    /// column) and its row count.
+    fn each_block(
+        &self,
+        rows: &[u64],
+        block: u64,
+        mut f: impl FnMut(u64, Vec<(Option<Column>, usize)>) -> Result<()>,
+    ) -> Result<()> {
+        for (start, end) in blocks(rows.iter().sum(), block) {
+            let read = pieces(rows, start, end)
+                .into_iter()
+                .map(|(i, local, n)| Ok((self.read(i, local, n)?, n as usize)))
+                .collect::<Result<_>>()?;
+            f(start, read)?;
+        }
+        Ok(())
+    }
+
     /// The output kind of this column.
     fn target(&self, rows: &[u64], block: u64, text: Text) -> Result<ColumnTarget> {
         let readers = match self {
@@ -113,23 +132,23 @@ impl Source<'_> {
         // column that becomes a categorical has its values collected.
         let total: u64 = rows.iter().sum();
         let mut hashes = HashSet::new();
-        for (start, end) in blocks(total, block) {
-            for (i, local, n) in pieces(rows, start, end) {
-                let piece = self.read(i, local, n)?;
+        self.each_block(rows, block, |_, read| {
+            for (piece, _) in &read {
                 ColumnTarget::collect_hashes(piece.as_ref(), &mut hashes);
             }
-        }
+            Ok(())
+        })?;
         if hashes.len() as u64 == total {
             return Ok(target);
         }
         drop(hashes);
         let mut distinct = HashSet::new();
-        for (start, end) in blocks(total, block) {
-            for (i, local, n) in pieces(rows, start, end) {
-                let piece = self.read(i, local, n)?;
-                ColumnTarget::collect_distinct(piece.as_ref(), n as usize, &mut distinct);
+        self.each_block(rows, block, |_, read| {
+            for (piece, n) in &read {
+                ColumnTarget::collect_distinct(piece.as_ref(), *n, &mut distinct);
             }
-        }
+            Ok(())
+        })?;
         Ok(target.finish(distinct, total))
     }
 }
@@ -208,19 +227,14 @@ pub(crate) fn write_axis_frame(
         let col_path = format!("{path}/{name}");
         let in_column = |e: Error| Error::option(format!("{axis}/{name}: {e}"));
         create_column(out, &col_path, &target.empty()?, total, block)?;
-        for (start, end) in blocks(total, block) {
+        source.each_block(&rows, block, |start, read| {
             let mut col = target.empty()?;
-            for (i, local, n) in pieces(&rows, start, end) {
-                let piece = source.read(i, local, n)?;
-                col.append(
-                    target
-                        .conform(piece.as_ref(), n as usize)
-                        .map_err(in_column)?,
-                )
-                .map_err(in_column)?;
+            for (piece, n) in &read {
+                col.append(target.conform(piece.as_ref(), *n).map_err(in_column)?)
+                    .map_err(in_column)?;
             }
-            write_column_rows(out, &col_path, &col, start)?;
-        }
+            write_column_rows(out, &col_path, &col, start)
+        })?;
     }
     Ok(())
 }

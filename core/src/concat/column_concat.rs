@@ -348,7 +348,8 @@ impl ColumnTarget {
         )))
     }
 
-    fn cat(categories: Categories, ordered: bool) -> ColumnTarget {
+    /// A categorical of `categories`.
+    pub(crate) fn cat(categories: Categories, ordered: bool) -> ColumnTarget {
         let pos = match &categories {
             Categories::Str(v) => CategoryPositions::Str(
                 v.iter()

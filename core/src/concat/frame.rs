@@ -6,6 +6,7 @@
 use serde_json::{Map, Value, json};
 use zarrs::array::ArraySubset;
 
+use super::column_concat::ColumnTarget;
 use super::index::{read_strings, read_strings_range};
 use super::values::{Scalar, Values};
 use crate::anndata::element::{Element, Encoding};
@@ -35,14 +36,6 @@ impl Categories {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The string categories, if they are strings.
-    pub fn strings(&self) -> Option<&[String]> {
-        match self {
-            Categories::Str(v) => Some(v),
-            Categories::Num(_) => None,
-        }
     }
 }
 
@@ -513,36 +506,30 @@ impl Column {
 /// Whether codes `ca` into `ka` and `cb` into `kb` spell the same values,
 /// `ka` and `kb` being the same set (of the same dtype) in any order.
 fn same_values_by_category(ca: &[i64], ka: &Categories, cb: &[i64], kb: &Categories) -> bool {
-    let keys = |k: &Categories| -> Option<Vec<Vec<u8>>> {
-        Some(match k {
-            Categories::Str(v) => v.iter().map(|s| s.as_bytes().to_vec()).collect(),
-            Categories::Num(v) => {
-                let size = v.dtype().item_size().max(1);
-                v.to_le_bytes().chunks(size).map(<[u8]>::to_vec).collect()
-            }
-        })
-    };
     let same_dtype = match (ka, kb) {
         (Categories::Str(_), Categories::Str(_)) => true,
         (Categories::Num(a), Categories::Num(b)) => a.dtype() == b.dtype(),
         _ => false,
     };
-    let (Some(xa), Some(xb)) = (keys(ka), keys(kb)) else {
-        return false;
-    };
-    if !same_dtype || xa.len() != xb.len() || ca.len() != cb.len() {
+    if !same_dtype || ka.len() != kb.len() || ca.len() != cb.len() {
         return false;
     }
-    let pos: std::collections::HashMap<&[u8], i64> = xa
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (k.as_slice(), i as i64))
-        .collect();
-    let map: Option<Vec<i64>> = xb.iter().map(|k| pos.get(k.as_slice()).copied()).collect();
-    let Some(map) = map else { return false };
-    ca.iter()
-        .zip(cb)
-        .all(|(&a, &b)| if b < 0 { a < 0 } else { a == map[b as usize] })
+    // Where each of `ka`'s categories stands in `kb` (-1: not there), as
+    // the concatenation maps categories.
+    let in_b = ColumnTarget::cat(kb.clone(), false);
+    let all_of_a = Column::Cat {
+        codes: (0..ka.len() as i64).collect(),
+        categories: ka.clone(),
+        ordered: false,
+    };
+    let Ok(Column::Cat { codes: map, .. }) = in_b.conform(Some(&all_of_a), ka.len()) else {
+        return false;
+    };
+    map.iter().all(|&m| m >= 0)
+        && ca
+            .iter()
+            .zip(cb)
+            .all(|(&a, &b)| if a < 0 { b < 0 } else { map[a as usize] == b })
 }
 
 fn masked_equal<T: PartialEq>(a: &[T], b: &[T], mask: &[bool]) -> bool {

@@ -20,6 +20,7 @@ use zarrs::array::ArraySubset;
 use super::plan::{Axis, ConcatPlan, MatrixPlan, MatrixSource, SourceKind};
 use super::values::{Scalar, Values};
 use crate::anndata::layout::ArraySpec;
+use crate::anndata::store::{ArrayMeta, NodeKind, NodeMeta};
 use crate::anndata::{DType, Store};
 use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
@@ -159,13 +160,12 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         // by the input's chunks there: each group is read, its wanted values
         // picked out, and dropped, so memory follows the values wanted even
         // when the join scatters them over the whole input.
-        let chunk_other = match store.node(&src.path)? {
-            Some(crate::anndata::store::NodeMeta {
-                kind: crate::anndata::store::NodeKind::Array(a),
-                ..
-            }) => a.chunks.get(other_dim).copied().unwrap_or(1).max(1),
-            _ => return Err(store.err(&src.path, "expected a dense array")),
-        };
+        let chunk_other = array_meta(&store, &src.path, "expected a dense array")?
+            .chunks
+            .get(other_dim)
+            .copied()
+            .unwrap_or(1)
+            .max(1);
         let mut groups: std::collections::BTreeMap<u64, Vec<(usize, u64)>> = Default::default();
         for (k, o) in other.clone().enumerate() {
             let old = reindex.old_of_new[o as usize];
@@ -246,10 +246,10 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
 
 /// Rows of a sparse matrix: `indptr` from 0, column indices, values.
 #[derive(Debug, Clone)]
-struct Rows {
-    indptr: Vec<usize>,
-    indices: Vec<i64>,
-    data: Values,
+pub(crate) struct Rows {
+    pub(crate) indptr: Vec<usize>,
+    pub(crate) indices: Vec<i64>,
+    pub(crate) data: Values,
 }
 
 impl Rows {
@@ -282,7 +282,12 @@ fn csr_pieces(src: &MatrixSource, rows: &Range<u64>) -> Vec<(PathBuf, String, Ra
 }
 
 /// Reads CSR rows `rows` of the group `path` in `store`.
-fn read_csr_rows(store_path: &Path, path: &str, dtype: &DType, rows: Range<u64>) -> Result<Rows> {
+pub(crate) fn read_csr_rows(
+    store_path: &Path,
+    path: &str,
+    dtype: &DType,
+    rows: Range<u64>,
+) -> Result<Rows> {
     let store = open(store_path)?;
     let n = rows.end - rows.start;
     let ip_path = format!("{path}/indptr");
@@ -357,14 +362,19 @@ fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows
     }
 }
 
-pub(crate) fn index_dtype(store: &Store, path: &str) -> Result<DType> {
+/// The metadata of the array at `path`; `missing` is the error otherwise.
+fn array_meta(store: &Store, path: &str, missing: &str) -> Result<ArrayMeta> {
     match store.node(path)? {
-        Some(crate::anndata::store::NodeMeta {
-            kind: crate::anndata::store::NodeKind::Array(a),
+        Some(NodeMeta {
+            kind: NodeKind::Array(a),
             ..
-        }) => Ok(a.dtype),
-        _ => Err(store.err(path, "missing sparse member")),
+        }) => Ok(*a),
+        _ => Err(store.err(path, missing)),
     }
+}
+
+pub(crate) fn index_dtype(store: &Store, path: &str) -> Result<DType> {
+    Ok(array_meta(store, path, "missing sparse member")?.dtype)
 }
 
 /// One assembled block of output rows.
@@ -768,7 +778,9 @@ struct Offsets {
     block_start: Vec<u64>,
 }
 
-fn index_dtype_for(nnz: u64, shape: [u64; 2]) -> DType {
+/// The index dtype of a sparse output: int32 unless its entries or shape
+/// need int64.
+pub(crate) fn index_dtype_for(nnz: u64, shape: [u64; 2]) -> DType {
     let max = nnz.max(shape[0]).max(shape[1]);
     if max < i32::MAX as u64 {
         DType::Int32

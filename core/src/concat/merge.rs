@@ -9,12 +9,12 @@
 
 use super::Planner;
 use super::index::{Join, Reindexer};
+use super::matrix::{index_dtype, index_dtype_for, read_csr_rows};
 use super::options::Merge;
 use super::values::{Scalar, Values, fill_promote};
 use super::{View, child_names, group_attrs, join_keys};
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::layout::{ArraySpec, chunk_shape_for};
-use crate::anndata::sparse::read_i64_range;
 use crate::anndata::{DType, Store};
 use crate::error::Result;
 
@@ -123,46 +123,23 @@ fn nonzero_equal(a: &[((u64, u64), f64)], b: &[((u64, u64), f64)]) -> bool {
 fn read_sparse(store: &Store, e: &Element) -> Result<Merged> {
     let csr = e.encoding == Encoding::CsrMatrix;
     let shape = super::matrix_shape(e).ok_or_else(|| store.err(&e.path, "lacks its shape"))?;
-    let member = |name: &str| -> Result<&Element> {
-        e.child(name)
-            .ok_or_else(|| store.err(&e.path, format!("lacks \"{name}\"")))
-    };
-    let (data_e, indices_e, indptr_e) = (member("data")?, member("indices")?, member("indptr")?);
-    let len = |m: &Element| {
-        m.array()
-            .and_then(|a| a.shape.first().copied())
-            .unwrap_or(0)
-    };
-    let dtype = |m: &Element| {
-        m.array()
-            .map(|a| a.dtype.clone())
-            .ok_or_else(|| store.err(&m.path, "expected an array"))
-    };
-    let nnz = len(data_e);
-    let data =
-        super::matrix::read_values(store, &data_e.path, &dtype(data_e)?, vec![0], vec![nnz])?;
-    let indices = read_i64_range(store, &indices_e.path, &dtype(indices_e)?, 0, nnz)?;
-    let indptr = read_i64_range(store, &indptr_e.path, &dtype(indptr_e)?, 0, len(indptr_e))?;
+    let dtype = index_dtype(store, &format!("{}/data", e.path))?;
     let (major, minor) = if csr {
         (shape[0], shape[1])
     } else {
         (shape[1], shape[0])
     };
-    if indptr.len() as u64 != major + 1 || indptr.last().copied() != Some(nnz as i64) {
-        return Err(store.err(
-            &indptr_e.path,
-            "does not match the shape and stored entries",
-        ));
-    }
-    let mut entries = Vec::with_capacity(nnz as usize);
+    // Every major slice, as the matrix kernels read them (indptr was
+    // checked when the input was opened).
+    let rows = read_csr_rows(store.root(), &e.path, &dtype, 0..major)?;
+    let mut entries = Vec::with_capacity(rows.indices.len());
     for m in 0..major as usize {
-        let (a, b) = (indptr[m], indptr[m + 1]);
-        if a < 0 || b < a || b > nnz as i64 {
-            return Err(store.err(&indptr_e.path, "is not a valid compressed pointer array"));
-        }
-        for &j in &indices[a as usize..b as usize] {
+        for &j in &rows.indices[rows.indptr[m]..rows.indptr[m + 1]] {
             if j < 0 || j as u64 >= minor {
-                return Err(store.err(&indices_e.path, format!("index {j} out of range")));
+                return Err(store.err(
+                    &format!("{}/indices", e.path),
+                    format!("index {j} out of range"),
+                ));
             }
             entries.push(if csr {
                 (m as u64, j as u64)
@@ -171,6 +148,7 @@ fn read_sparse(store: &Store, e: &Element) -> Result<Merged> {
             });
         }
     }
+    let data = rows.data;
     Ok(Merged::Sparse {
         csr,
         shape,
@@ -273,7 +251,7 @@ fn write_merged(out: &Store, path: &str, m: &Merged, chunk_bytes: u64) -> Result
             attrs.insert("shape".into(), serde_json::json!(shape));
             out.write_group(path, &attrs)?;
             let major = if *csr { shape[0] } else { shape[1] };
-            let wide = entries.len() as u64 >= 1 << 31 || shape.iter().any(|&s| s >= 1 << 31);
+            let index = index_dtype_for(entries.len() as u64, *shape);
             let mut indptr = vec![0i64; major as usize + 1];
             let mut indices = Vec::with_capacity(entries.len());
             for &(row, col) in entries {
@@ -284,9 +262,7 @@ fn write_merged(out: &Store, path: &str, m: &Merged, chunk_bytes: u64) -> Result
             for k in 1..indptr.len() {
                 indptr[k] += indptr[k - 1];
             }
-            let as_index = |v: Vec<i64>| -> Result<Values> {
-                Values::I64(v).cast(if wide { &DType::Int64 } else { &DType::Int32 })
-            };
+            let as_index = |v: Vec<i64>| -> Result<Values> { Values::I64(v).cast(&index) };
             let none = serde_json::Map::new();
             array(
                 &format!("{path}/data"),
