@@ -226,6 +226,7 @@ pub fn run_worker(config: WorkerConfig, registry: KernelRegistry) -> Result<()> 
             previous(info);
         }
     }));
+    governor::keep_freed_memory();
     // Tasks write only under the allowed directories (none: nothing at all).
     anncat_core::anndata::atomic_store::restrict_writes(&config.allow_write);
     let rt = tokio::runtime::Builder::new_multi_thread()
