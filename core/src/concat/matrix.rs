@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 use zarrs::array::ArraySubset;
 
+use super::in_order::{InputEntries, copy_entries, entries_in_order, locate_inputs, write_bytes};
 use super::plan::{Axis, ConcatPlan, MatrixPlan, MatrixSource, SourceKind};
 use super::values::{Scalar, Values};
 use crate::anndata::layout::ArraySpec;
@@ -145,6 +146,20 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         Axis::Var => (cols.clone(), rows.clone()),
     };
     let space = &plan.spaces[m.space];
+    if let Some(bytes) = dense_copy(m, space, &along, &other, nc)? {
+        let path = &m.out_path;
+        crate::kernel::record_bytes_written(bytes.len() as u64);
+        let subset = ArraySubset::new_with_start_shape(
+            vec![rows.start, cols.start],
+            vec![nr as u64, nc as u64],
+        )
+        .map_err(|e| out.err(path, e))?;
+        return out
+            .array(path)?
+            .store_array_subset(&subset, zarrs::array::ArrayBytes::new_flen(bytes))
+            .map(|()| Vec::new())
+            .map_err(|e| out.err(path, format!("cannot write chunk: {e}")));
+    }
     let mut positions: Vec<Option<usize>> = vec![None; nr * nc];
     let mut all = Values::zeros(&m.dtype, 0)?;
     let other_dim = match m.stack {
@@ -240,6 +255,86 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         &chunk,
     )?;
     Ok(Vec::new())
+}
+
+/// The copy path of a dense chunk: when every input it spans holds the
+/// element in the output dtype and its wanted positions along the other
+/// axis are one rising run with nothing to fill (an inner join of shared
+/// names, or nested ones), the chunk is the inputs' decoded blocks placed
+/// side by side, row slice by row slice, with no per-value work. `None`
+/// when a value must be picked out, converted or filled.
+fn dense_copy(
+    m: &MatrixPlan,
+    space: &super::plan::Space,
+    along: &Range<u64>,
+    other: &Range<u64>,
+    nc: usize,
+) -> Result<Option<Vec<u8>>> {
+    let item = m.dtype.item_size();
+    let n_other = (other.end - other.start) as usize;
+    let mut blocks = Vec::new();
+    for (i, local) in inputs_in(m, along) {
+        let Some(src) = &m.sources[i] else {
+            return Ok(None);
+        };
+        if src.kind != SourceKind::Dense || src.dtype != m.dtype {
+            return Ok(None);
+        }
+        let olds = &space.reindexers[i].old_of_new[other.start as usize..other.end as usize];
+        let first = olds[0];
+        if first < 0 || olds.iter().enumerate().any(|(k, &o)| o != first + k as i64) {
+            return Ok(None);
+        }
+        blocks.push((i, local, first as u64));
+    }
+    if blocks.is_empty() {
+        return Ok(None);
+    }
+    let n_chunk = (along.end - along.start) as usize * n_other * item;
+    let mut chunk = Vec::new();
+    for (i, local, first) in blocks {
+        let src = m.sources[i]
+            .as_ref()
+            .ok_or_else(|| Error::option("internal: source"))?;
+        let store = open(&src.store)?;
+        let n_along = local.end - local.start;
+        let (start, shape) = match m.stack {
+            Axis::Obs => (vec![local.start, first], vec![n_along, n_other as u64]),
+            Axis::Var => (vec![first, local.start], vec![n_other as u64, n_along]),
+        };
+        let array = store.array(&src.path)?;
+        let subset =
+            ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(&src.path, e))?;
+        let bytes: zarrs::array::ArrayBytes<'_> = array
+            .retrieve_array_subset(&subset)
+            .map_err(|e| store.err(&src.path, format!("cannot read data: {e}")))?;
+        let zarrs::array::ArrayBytes::Fixed(block) = bytes else {
+            return Err(store.err(&src.path, "expected fixed-size numeric data"));
+        };
+        if block.len() == n_chunk {
+            // One input fills the chunk: its block is the chunk.
+            return Ok(Some(block.into_owned()));
+        }
+        chunk.resize(n_chunk, 0);
+        let offset = (m.along[i][0] + local.start - along.start) as usize;
+        let n_along = n_along as usize;
+        match m.stack {
+            // Whole rows of the chunk.
+            Axis::Obs => {
+                let at = offset * n_other * item;
+                chunk[at..at + block.len()].copy_from_slice(&block);
+            }
+            // A column band of every row.
+            Axis::Var => {
+                let (band, row) = (n_along * item, nc * item);
+                for (r, piece) in block.chunks_exact(band).enumerate() {
+                    let at = r * row + offset * item;
+                    chunk[at..at + band].copy_from_slice(piece);
+                }
+            }
+        }
+    }
+    Ok(Some(chunk))
 }
 
 // ---------------------------------------------------------------- sparse
@@ -507,7 +602,9 @@ fn assemble_stacked_sparse(
                 }
             }
             if !ordered {
-                keyed.sort_unstable();
+                // Stable sort: it merges the rising runs a renaming leaves (a
+                // lexicographic union of numbered names leaves a handful).
+                keyed.sort();
             }
             counts[first_out + r] = keyed.len() as u32;
             for &key in &keyed {
@@ -776,6 +873,9 @@ fn counts_from_indptr(
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Offsets {
     block_start: Vec<u64>,
+    /// Where each input's entries land, when they keep their order (the
+    /// copy path of [`super::in_order`]).
+    in_order: Option<InputEntries>,
 }
 
 /// The index dtype of a sparse output: int32 unless its entries or shape
@@ -792,14 +892,24 @@ pub(crate) fn index_dtype_for(nnz: u64, shape: [u64; 2]) -> DType {
 fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     let plan = ConcatPlan::load(&t.plan)?;
     let m = &plan.matrices[t.matrix];
+    let in_order = entries_in_order(&plan, m);
     let mut block_start = Vec::with_capacity(inputs.len() + 1);
+    let mut kept: Vec<Vec<u32>> = Vec::new();
     let mut total = 0u64;
     for counts in inputs {
         block_start.push(total);
         let counts: Vec<u32> = decode(counts)?;
         total += counts.iter().map(|&c| u64::from(c)).sum::<u64>();
+        if in_order {
+            kept.push(counts);
+        }
     }
     block_start.push(total);
+    let in_order = if in_order {
+        Some(locate_inputs(m, &kept, m.chunks[0])?)
+    } else {
+        None
+    };
     if total > m.max_nnz {
         return Err(Error::option(format!(
             "internal: {} holds {total} entries, more than planned",
@@ -820,7 +930,10 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
             .ok_or_else(|| out.err(&m.out_path, "no zarr spelling for dtype"))?;
         out.write_array_meta(&format!("{}/{name}", m.out_path), &doc, &empty)?;
     }
-    encode(&Offsets { block_start })
+    encode(&Offsets {
+        block_start,
+        in_order,
+    })
 }
 
 fn sparse_indptr(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
@@ -861,6 +974,15 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         return Ok(Vec::new());
     }
     let hi = (lo + m.chunks[1]).min(total);
+    let out = open(&plan.output)?;
+    let ix_path = format!("{}/indices", m.out_path);
+    let ix_dtype = index_dtype(&out, &ix_path)?;
+    if let Some(at) = &offsets.in_order {
+        let (indices, data) = copy_entries(&plan, m, at, lo, hi, &ix_dtype)?;
+        write_bytes(&out, &ix_path, lo, indices, &ix_dtype)?;
+        let data_path = format!("{}/data", m.out_path);
+        return write_bytes(&out, &data_path, lo, data, &m.dtype).map(|()| Vec::new());
+    }
     let mut indices: Vec<i64> = Vec::with_capacity((hi - lo) as usize);
     let mut data = Values::zeros(&m.dtype, 0)?;
     data.reserve((hi - lo) as usize);
@@ -904,9 +1026,7 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
             data.extend_range(&block.data, from, to)?;
         }
     }
-    let out = open(&plan.output)?;
-    let ix_path = format!("{}/indices", m.out_path);
-    let ix = Values::I64(indices).into_cast(&index_dtype(&out, &ix_path)?)?;
+    let ix = Values::I64(indices).into_cast(&ix_dtype)?;
     write_values(&out, &ix_path, vec![lo], vec![hi - lo], &ix)?;
     write_values(
         &out,

@@ -12,6 +12,7 @@ mod axis_frame;
 pub mod column_concat;
 mod csc;
 pub mod frame;
+mod in_order;
 pub mod index;
 mod mappings;
 pub mod matrix;

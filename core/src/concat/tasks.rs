@@ -32,6 +32,50 @@ fn csc_entry_bytes(dtype: &DType) -> u64 {
     2 * dtype.item_size() as u64 + 24
 }
 
+/// The chunk shape of a dense output. When the inputs share one chunk
+/// size across the stacking dimension (the other axis), the output takes
+/// it and spends the rest of `target_bytes` along the stacking dimension,
+/// so each output chunk is built from whole input chunks and every input
+/// chunk is decoded about once (a chunk of whole rows cut each input chunk
+/// across several tasks, each decoding it again). Otherwise C-order chunks
+/// of about `target_bytes`.
+pub(crate) fn dense_chunk_shape(
+    shape: [u64; 2],
+    stack: Axis,
+    item: u64,
+    target_bytes: u64,
+    els: &[Option<&Element>],
+) -> [u64; 2] {
+    let (along_dim, other_dim) = match stack {
+        Axis::Obs => (0, 1),
+        Axis::Var => (1, 0),
+    };
+    let mut shared: Option<u64> = None;
+    for e in els.iter().flatten() {
+        let Some(c) = e.array().and_then(|a| a.chunks.get(other_dim).copied()) else {
+            continue;
+        };
+        if shared.is_some_and(|s| s != c) {
+            shared = None;
+            break;
+        }
+        shared = Some(c);
+    }
+    match shared {
+        Some(other) if other > 0 && shape[other_dim] > other && shape[along_dim] > 0 => {
+            let along = (target_bytes / item.max(1) / other).clamp(1, shape[along_dim]);
+            let mut c = [0; 2];
+            c[other_dim] = other;
+            c[along_dim] = along;
+            c
+        }
+        _ => {
+            let c = chunk_shape_for(&shape, item as usize, target_bytes);
+            [c[0], c[1]]
+        }
+    }
+}
+
 impl Planner<'_> {
     /// Target memory of one CSC conversion task: a quarter of the memory
     /// limit, at most 16 output chunks (so smaller chunks give more parts).
@@ -235,8 +279,7 @@ impl Planner<'_> {
             let block_rows = (data_chunk / 2 / avg_row).clamp(1, (self.chunk_bytes / 8).max(1));
             [block_rows, data_chunk]
         } else {
-            let c = chunk_shape_for(&shape, item as usize, self.chunk_bytes);
-            [c[0], c[1]]
+            dense_chunk_shape(shape, stack, item, self.chunk_bytes, els)
         };
         let m = MatrixPlan {
             out_path: out_path.to_string(),
