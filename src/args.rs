@@ -152,6 +152,10 @@ pub struct ConcatArgs {
     /// Concatenate the pairwise ({axis}p) elements block-diagonally.
     #[arg(long)]
     pub pairwise: bool,
+    /// Sparse format of X, layers and raw/X: csr (as anndata.concat) or csc
+    /// (no transposing of CSC inputs stacked along var; inputs must be sparse).
+    #[arg(long, default_value = "csr")]
+    pub sparse_format: String,
     /// Output zarr format (default: the first input's).
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub zarr_format: Option<u8>,
@@ -240,6 +244,13 @@ impl ConcatArgs {
         opts.index_unique = self.index_unique;
         opts.fill_value = self.fill_value.as_deref().map(Scalar::parse).transpose()?;
         opts.pairwise = self.pairwise;
+        opts.csc_output = match self.sparse_format.as_str() {
+            "csr" => false,
+            "csc" => true,
+            other => {
+                anyhow::bail!("invalid option: --sparse-format must be csr or csc, not {other:?}")
+            }
+        };
         opts.zarr_format = self.zarr_format.map(ZarrFormat::from_number).transpose()?;
         opts.memory_limit = parse_size(&self.memory_limit)?;
         opts.threads = threads;

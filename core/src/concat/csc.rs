@@ -12,14 +12,15 @@
 //! The spill files and parts live in the run's scratch directory
 //! (`OUT.partial/.anncat/tmp`) and go away with it.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
-use super::matrix::{index_dtype, read_values, write_values};
+use super::in_order::read_bytes;
+use super::matrix::{index_dtype, write_values};
 use super::values::Values;
 use crate::anndata::layout::ArraySpec;
 use crate::anndata::{DType, Store, ZarrFormat};
@@ -65,6 +66,10 @@ pub fn register(registry: &mut KernelRegistry) {
     });
 }
 
+/// Bytes buffered per part before they are written to its spill file
+/// (the scatter task's memory estimate counts 256 KiB per part).
+const SPILL_BUFFER: usize = 256 << 10;
+
 /// Bytes of one spilled entry of values of `item` bytes.
 pub fn record_bytes(item: usize) -> usize {
     8 + item
@@ -102,12 +107,14 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
     let item = dtype.item_size();
     std::fs::create_dir_all(&t.spill_dir).map_err(|e| io_err(&t.spill_dir, "cannot create", e))?;
     let parts = t.bounds.len().saturating_sub(1);
+    // Records gather in a buffer per part, written out when full.
     let mut files = Vec::with_capacity(parts);
     for k in 0..parts {
         let tmp = spill_file(&t.spill_dir, k).with_extension("tmp");
         let f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
-        files.push((tmp, BufWriter::with_capacity(256 << 10, f)));
+        files.push((tmp, f, Vec::with_capacity(SPILL_BUFFER)));
     }
+    let rec = record_bytes(item);
     let mut counts = vec![0u64; parts];
     let mut c0 = 0usize;
     while c0 < ncols as usize {
@@ -126,32 +133,43 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
                 start as u64,
                 n,
             )?;
-            let values =
-                read_values(&store, &data_path, &dtype, vec![start as u64], vec![n])?.to_le_bytes();
+            let values = read_bytes(&store, &data_path, start as u64, n)?;
             for c in c0..c1 {
+                // A column's rows ascend, and so do the parts they fall in.
+                let mut part = 0usize;
                 for k in (ip[c] - start) as usize..(ip[c + 1] - start) as usize {
-                    let r = rows[k] as u64;
-                    let part = t
-                        .bounds
-                        .partition_point(|&b| b <= r)
-                        .saturating_sub(1)
-                        .min(parts - 1);
+                    let r = u64::try_from(rows[k])
+                        .map_err(|_| store.err(&ix_path, "negative row index"))?;
+                    while part + 1 < parts && t.bounds[part + 1] <= r {
+                        part += 1;
+                    }
+                    if r < t.bounds[part] {
+                        // Rows out of order in this column: look the part up.
+                        part = t
+                            .bounds
+                            .partition_point(|&b| b <= r)
+                            .saturating_sub(1)
+                            .min(parts - 1);
+                    }
                     let local = (r - t.bounds[part]) as u32;
-                    let (path, w) = &mut files[part];
-                    w.write_all(&local.to_le_bytes())
-                        .and_then(|()| w.write_all(&(c as u32).to_le_bytes()))
-                        .and_then(|()| w.write_all(&values[k * item..(k + 1) * item]))
-                        .map_err(|e| io_err(path, "cannot write spill file", e))?;
+                    let (path, f, buf) = &mut files[part];
+                    buf.extend_from_slice(&local.to_le_bytes());
+                    buf.extend_from_slice(&(c as u32).to_le_bytes());
+                    buf.extend_from_slice(&values[k * item..(k + 1) * item]);
+                    if buf.len() + rec > SPILL_BUFFER {
+                        f.write_all(buf)
+                            .map_err(|e| io_err(path, "cannot write spill file", e))?;
+                        buf.clear();
+                    }
                     counts[part] += 1;
                 }
             }
         }
         c0 = c1;
     }
-    for (k, (tmp, w)) in files.into_iter().enumerate() {
-        let f = w
-            .into_inner()
-            .map_err(|e| io_err(&tmp, "cannot write spill file", e.into_error()))?;
+    for (k, (tmp, mut f, buf)) in files.into_iter().enumerate() {
+        f.write_all(&buf)
+            .map_err(|e| io_err(&tmp, "cannot write spill file", e))?;
         drop(f);
         let dest = spill_file(&t.spill_dir, k);
         std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "cannot write spill file", e))?;
@@ -226,10 +244,11 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
         ("indices", Values::I32(cols)),
         ("indptr", indptr),
     ] {
-        // Scratch data read in many small row ranges: small uncompressed
-        // chunks, so a read decodes (almost) only what it needs.
+        // Scratch data read in many small row ranges: uncompressed chunks,
+        // which zarrs reads partially (only the byte range a read needs),
+        // large enough that a part is a few files.
         let len = values.len() as u64;
-        let spec = ArraySpec::new(vec![len], values.dtype(), vec![len.clamp(1, 1 << 16)]);
+        let spec = ArraySpec::new(vec![len], values.dtype(), vec![len.clamp(1, 1 << 20)]);
         let mut doc = spec
             .to_metadata(out.format())
             .ok_or_else(|| out.err(name, "no zarr spelling"))?;

@@ -164,7 +164,7 @@ fn join(mut pieces: Vec<Vec<u8>>) -> Vec<u8> {
 
 /// The decoded bytes of elements `start .. start + len` of the 1-d array at
 /// `path`.
-fn read_bytes(store: &Store, path: &str, start: u64, len: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_bytes(store: &Store, path: &str, start: u64, len: u64) -> Result<Vec<u8>> {
     let array = store.array(path)?;
     let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
         .map_err(|e| store.err(path, e))?;

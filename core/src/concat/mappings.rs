@@ -119,6 +119,7 @@ impl<'a> Planner<'a> {
                     stack: Axis::Obs,
                     along,
                     diagonal: false,
+                    csc: false,
                 },
             )?;
         }
@@ -208,6 +209,7 @@ impl<'a> Planner<'a> {
                     stack: Axis::Obs,
                     along,
                     diagonal: true,
+                    csc: false,
                 },
             )?;
         }

@@ -376,12 +376,14 @@ fn csr_pieces(src: &MatrixSource, rows: &Range<u64>) -> Vec<(PathBuf, String, Ra
     }
 }
 
-/// Reads CSR rows `rows` of the group `path` in `store`.
+/// Reads CSR rows `rows` of the group `path` in `store` (values left
+/// empty unless `with_data`).
 pub(crate) fn read_csr_rows(
     store_path: &Path,
     path: &str,
     dtype: &DType,
     rows: Range<u64>,
+    with_data: bool,
 ) -> Result<Rows> {
     let store = open(store_path)?;
     let n = rows.end - rows.start;
@@ -393,10 +395,13 @@ pub(crate) fn read_csr_rows(
     let ix_path = format!("{path}/indices");
     let ix_dtype = index_dtype(&store, &ix_path)?;
     let indices = crate::anndata::sparse::read_i64_range(&store, &ix_path, &ix_dtype, lo, hi - lo)?;
-    let data_path = format!("{path}/data");
-    let data_dtype = index_dtype(&store, &data_path)?;
-    let data =
-        read_values(&store, &data_path, &data_dtype, vec![lo], vec![hi - lo])?.into_cast(dtype)?;
+    let data = if with_data {
+        let data_path = format!("{path}/data");
+        let data_dtype = index_dtype(&store, &data_path)?;
+        read_values(&store, &data_path, &data_dtype, vec![lo], vec![hi - lo])?.into_cast(dtype)?
+    } else {
+        Values::zeros(dtype, 0)?
+    };
     Ok(Rows {
         indptr: ip.iter().map(|&p| (p as u64 - lo) as usize).collect(),
         indices,
@@ -406,6 +411,17 @@ pub(crate) fn read_csr_rows(
 
 /// Reads input rows `rows` of `src` as CSR with values cast to `dtype`.
 fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows> {
+    read_rows_with(src, rows, dtype, true)
+}
+
+/// [`read_rows`], with the values of sparse sources left empty unless
+/// `with_data` (for counting entries).
+fn read_rows_with(
+    src: &MatrixSource,
+    rows: Range<u64>,
+    dtype: &DType,
+    with_data: bool,
+) -> Result<Rows> {
     let n = rows.end - rows.start;
     match src.kind {
         SourceKind::Csr | SourceKind::Csc => {
@@ -417,9 +433,9 @@ fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows
                     data: Values::zeros(dtype, 0)?,
                 });
             };
-            let mut out = read_csr_rows(&store, &path, dtype, local)?;
+            let mut out = read_csr_rows(&store, &path, dtype, local, with_data)?;
             for (store, path, local) in pieces {
-                out.append(read_csr_rows(&store, &path, dtype, local)?)?;
+                out.append(read_csr_rows(&store, &path, dtype, local, with_data)?)?;
             }
             Ok(out)
         }
@@ -559,6 +575,7 @@ fn assemble_stacked_sparse(
     plan: &ConcatPlan,
     m: &MatrixPlan,
     range: &Range<u64>,
+    with_data: bool,
 ) -> Result<Option<Block>> {
     if m.stack != Axis::Obs || m.diagonal || !m.fill.is_zero() {
         return Ok(None);
@@ -579,16 +596,38 @@ fn assemble_stacked_sparse(
     for (i, local) in parts {
         let Some(src) = &m.sources[i] else { continue };
         let first_out = (m.along[i][0] + local.start - range.start) as usize;
-        let rows = read_rows(src, local.clone(), &m.dtype)?;
+        let rows = read_rows_with(src, local.clone(), &m.dtype, with_data)?;
         let map = &space.reindexers[i].new_of_old;
         let ordered = keeps_order(map);
         let n = (local.end - local.start) as usize;
-        if ordered && map.iter().all(|&c| c >= 0) {
+        // Kept columns in order, the dropped ones (if any) all after them
+        // (an inner join of nested names): each row keeps a prefix.
+        let kept = map.iter().position(|&c| c < 0).unwrap_or(map.len());
+        if ordered && kept == map.len() {
             indices.extend(rows.indices.iter().map(|&c| map[c as usize]));
             for r in 0..n {
                 counts[first_out + r] = (rows.indptr[r + 1] - rows.indptr[r]) as u32;
             }
             data.extend(&rows.data)?;
+            continue;
+        }
+        let sorted_rows = || {
+            (0..n).all(|r| {
+                rows.indices[rows.indptr[r]..rows.indptr[r + 1]]
+                    .windows(2)
+                    .all(|w| w[0] < w[1])
+            })
+        };
+        if ordered && map[kept..].iter().all(|&c| c < 0) && sorted_rows() {
+            for r in 0..n {
+                let (a, b) = (rows.indptr[r], rows.indptr[r + 1]);
+                let cut = a + rows.indices[a..b].partition_point(|&c| (c as usize) < kept);
+                counts[first_out + r] = (cut - a) as u32;
+                indices.extend(rows.indices[a..cut].iter().map(|&c| map[c as usize]));
+                if with_data {
+                    data.extend_range(&rows.data, a, cut)?;
+                }
+            }
             continue;
         }
         let mut take: Vec<usize> = Vec::with_capacity(rows.indices.len());
@@ -612,7 +651,98 @@ fn assemble_stacked_sparse(
                 take.push(a + (key & 0xffff_ffff) as usize);
             }
         }
-        data.extend(&rows.data.select(&take))?;
+        if with_data {
+            data.extend(&rows.data.select(&take))?;
+        }
+    }
+    Ok(Some(Block {
+        counts,
+        indices,
+        data,
+    }))
+}
+
+/// The fast path of [`assemble`] for sparse inputs stacked along var
+/// (columns side by side) with a zero fill, not block-diagonal: every
+/// output row is the inputs' rows one after the other, their columns
+/// shifted by each input's offset. Inputs come in column order, so a row
+/// stays sorted when every input row is; the values of each (row, input)
+/// pair are copied as one range. `None` when the general path is needed
+/// (a dense input, a non-zero fill, or an input row whose columns are not
+/// strictly ascending).
+fn assemble_side_by_side(
+    plan: &ConcatPlan,
+    m: &MatrixPlan,
+    range: &Range<u64>,
+) -> Result<Option<Block>> {
+    if m.stack != Axis::Var
+        || m.diagonal
+        || !m.fill.is_zero()
+        || m.sources.iter().flatten().any(|s| s.kind == SourceKind::Dense)
+    {
+        return Ok(None);
+    }
+    let space = &plan.spaces[m.space];
+    let nrows = (range.end - range.start) as usize;
+    // Per input: its column offset, the rows read, and where each output
+    // row's input row landed in them (`usize::MAX`: the input lacks it).
+    let mut reads: Vec<(i64, Rows, Vec<usize>)> = Vec::new();
+    let mut total = 0usize;
+    for (i, &[offset, _]) in m.along.iter().enumerate() {
+        let Some(src) = &m.sources[i] else { continue };
+        let olds = &space.reindexers[i].old_of_new[range.start as usize..range.end as usize];
+        let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
+        let (Some(&lo), Some(&hi)) = (present.first(), present.last()) else {
+            continue;
+        };
+        let contiguous =
+            hi - lo + 1 == present.len() as i64 && present.windows(2).all(|w| w[0] < w[1]);
+        let (rows, at): (Rows, Vec<usize>) = if contiguous {
+            let rows = read_rows(src, lo as u64..hi as u64 + 1, &m.dtype)?;
+            let at = olds
+                .iter()
+                .map(|&o| if o >= 0 { (o - lo) as usize } else { usize::MAX })
+                .collect();
+            (rows, at)
+        } else {
+            let (rows, map) = read_row_set(src, &present, &m.dtype)?;
+            let at = olds
+                .iter()
+                .map(|&o| if o >= 0 { map[&o] } else { usize::MAX })
+                .collect();
+            (rows, at)
+        };
+        let sorted = (0..rows.indptr.len() - 1).all(|r| {
+            rows.indices[rows.indptr[r]..rows.indptr[r + 1]]
+                .windows(2)
+                .all(|w| w[0] < w[1])
+        });
+        if !sorted {
+            return Ok(None);
+        }
+        total += at
+            .iter()
+            .filter(|&&a| a != usize::MAX)
+            .map(|&a| rows.indptr[a + 1] - rows.indptr[a])
+            .sum::<usize>();
+        reads.push((offset as i64, rows, at));
+    }
+    let mut counts = Vec::with_capacity(nrows);
+    let mut indices = Vec::with_capacity(total);
+    let mut data = Values::zeros(&m.dtype, 0)?;
+    data.reserve(total);
+    for r in 0..nrows {
+        let before = indices.len();
+        for (off, rows, at) in &reads {
+            let a = at[r];
+            if a == usize::MAX {
+                continue;
+            }
+            let (s, e) = (rows.indptr[a], rows.indptr[a + 1]);
+            indices.extend(rows.indices[s..e].iter().map(|&c| c + off));
+            data.extend_range(&rows.data, s, e)?;
+        }
+        counts.push((indices.len() - before) as u32);
     }
     Ok(Some(Block {
         counts,
@@ -623,7 +753,10 @@ fn assemble_stacked_sparse(
 
 /// Assembles output rows `range` of sparse matrix `m`.
 fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Block> {
-    if let Some(block) = assemble_stacked_sparse(plan, m, &range)? {
+    if let Some(block) = assemble_stacked_sparse(plan, m, &range, true)? {
+        return Ok(block);
+    }
+    if let Some(block) = assemble_side_by_side(plan, m, &range)? {
         return Ok(block);
     }
     let space = &plan.spaces[m.space];
@@ -792,6 +925,9 @@ fn sparse_count(t: &MatrixTask) -> Result<Vec<u8>> {
     let range = block_range(m, t.block);
     if let Some(counts) = counts_from_indptr(&plan, m, &range)? {
         return encode(&counts);
+    }
+    if let Some(block) = assemble_stacked_sparse(&plan, m, &range, false)? {
+        return encode(&block.counts);
     }
     let block = assemble(&plan, m, range)?;
     encode(&block.counts)

@@ -431,6 +431,7 @@ impl<'a> Planner<'a> {
             stack: axis,
             along: &along,
             diagonal: false,
+            csc: self.opts.csc_output,
         };
         let xs: Vec<Option<&Element>> = views.iter().map(|v| v.group.child("X")).collect();
         if xs.iter().any(Option::is_some) {

@@ -64,6 +64,10 @@ pub struct ConcatOptions {
     pub fill_value: Option<Scalar>,
     /// Concatenate the {axis}p pairwise elements block-diagonally.
     pub pairwise: bool,
+    /// Write sparse X, layers and raw/X as CSC instead of CSR (anndata's
+    /// `concat` always gives CSR; CSC inputs stacked along var then need no
+    /// transposing). Every input's element must be sparse.
+    pub csc_output: bool,
     /// Output zarr format (default: the first input's).
     pub zarr_format: Option<ZarrFormat>,
     /// Memory budget of the executor, in bytes.
@@ -97,6 +101,7 @@ impl ConcatOptions {
             index_unique: None,
             fill_value: None,
             pairwise: false,
+            csc_output: false,
             zarr_format: None,
             memory_limit: 1 << 30,
             threads: 2,
@@ -151,10 +156,12 @@ impl ConcatOptions {
             .unwrap_or_else(|| (0..self.inputs.len()).map(|i| i.to_string()).collect())
     }
 
-    /// Target output chunk size in bytes.
+    /// Target output chunk size in bytes: `chunk_bytes`, else a 32nd of
+    /// the memory limit, at most 8 MiB (larger chunks measured slower: a
+    /// task's buffers then outgrow what the allocator recycles).
     pub fn target_chunk_bytes(&self) -> u64 {
         self.chunk_bytes
-            .unwrap_or_else(|| (self.memory_limit / 16).clamp(256 << 10, 16 << 20))
+            .unwrap_or_else(|| (self.memory_limit / 32).clamp(256 << 10, 8 << 20))
     }
 }
 

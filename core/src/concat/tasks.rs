@@ -24,6 +24,8 @@ pub(crate) struct MatrixLayout<'b> {
     pub(crate) stack: Axis,
     pub(crate) along: &'b [u64],
     pub(crate) diagonal: bool,
+    /// Write a sparse result as CSC (see [`super::options::ConcatOptions::csc_output`]).
+    pub(crate) csc: bool,
 }
 
 /// Memory per entry of a CSC input while it is converted to CSR (spill
@@ -98,6 +100,7 @@ impl Planner<'_> {
             stack,
             along,
             diagonal,
+            csc,
         } = layout;
         let mut kinds = Vec::new();
         for (i, e) in els.iter().enumerate() {
@@ -152,6 +155,37 @@ impl Planner<'_> {
             }
             kinds.push(Some((kind, dtype)));
         }
+        // A CSC result is planned as the CSR result of the transposed
+        // matrix: rows and columns swap, and so do the inputs' CSR and CSC
+        // (a CSC group read as CSR is its transpose). CSC inputs stacked
+        // along var are then rows stacked in order, copied as they are.
+        let out_shape = shape;
+        let transposed = csc && !diagonal;
+        let (shape, stack) = if transposed {
+            if let Some(i) = kinds
+                .iter()
+                .position(|k| matches!(k, Some((SourceKind::Dense, _))))
+            {
+                return Err(self.fail(
+                    i,
+                    els[i].map_or("", |e| &e.path),
+                    "--sparse-format csc needs sparse inputs, and this one is dense",
+                ));
+            }
+            for (kind, _) in kinds.iter_mut().flatten() {
+                *kind = match kind {
+                    SourceKind::Csr => SourceKind::Csc,
+                    _ => SourceKind::Csr,
+                };
+            }
+            let flipped = match stack {
+                Axis::Obs => Axis::Var,
+                Axis::Var => Axis::Obs,
+            };
+            ([shape[1], shape[0]], flipped)
+        } else {
+            (shape, stack)
+        };
         // block_diag always gives CSR; its blocks are never filled.
         let sparse = diagonal || kinds.iter().flatten().any(|(k, _)| *k != SourceKind::Dense);
         let fill = if diagonal {
@@ -204,7 +238,9 @@ impl Planner<'_> {
                 continue;
             };
             let store = self.inputs[i].store.root().to_path_buf();
-            let (n_rows, n_cols) = matrix_shape(e).map(|s| (s[0], s[1])).unwrap_or((0, 0));
+            let (n_rows, n_cols) = matrix_shape(e)
+                .map(|s| if transposed { (s[1], s[0]) } else { (s[0], s[1]) })
+                .unwrap_or((0, 0));
             let stored = match kind {
                 SourceKind::Dense => n_rows * n_cols,
                 _ => e
@@ -304,8 +340,9 @@ impl Planner<'_> {
         };
         // Skeleton.
         if sparse {
-            let mut attrs = group_attrs("csr_matrix", "0.1.0");
-            attrs.insert("shape".into(), json!(shape));
+            let encoding = if transposed { "csc_matrix" } else { "csr_matrix" };
+            let mut attrs = group_attrs(encoding, "0.1.0");
+            attrs.insert("shape".into(), json!(out_shape));
             self.out.write_group(out_path, &attrs)?;
         } else {
             let spec = ArraySpec::new(shape.to_vec(), dtype.clone(), chunks.to_vec());
