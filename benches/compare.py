@@ -42,12 +42,15 @@ SETS = {
 # Sets made here from another set: (name, source set, source glob).
 H5AD_SETS = {"sparse5000h5ad": ("sparse5000", "*_csr.zarr")}
 
-# (case, set, file globs, axis, join)
+# (case, set, file globs, axis, join[, extra anncat arguments])
 CASES = [
     ("CSR obs inner, same var (6 files)", "sparse10000", ["*_fat_csr.zarr", "*_square_csr.zarr"], 0, "inner"),
     ("CSR obs outer (9 files, reindexing)", "sparse10000", ["*_csr.zarr"], 0, "outer"),
     ("CSC var inner (9 files)", "sparse10000", ["*_csc.zarr"], 1, "inner"),
     ("CSC var outer (9 files)", "sparse10000", ["*_csc.zarr"], 1, "outer"),
+    # concat_on_disk keeps CSC along var; anndata.concat (anncat's default) gives CSR.
+    ("CSC var inner, --sparse-format csc", "sparse10000", ["*_csc.zarr"], 1, "inner", ["--sparse-format", "csc"]),
+    ("CSC var outer, --sparse-format csc", "sparse10000", ["*_csc.zarr"], 1, "outer", ["--sparse-format", "csc"]),
     ("CSR obs outer, sparse 5000", "sparse5000", ["*_csr.zarr"], 0, "outer"),
     ("dense obs (6 files)", "dense6000", ["*_fat_dense.zarr", "*_square_dense.zarr"], 0, "inner"),
     ("dense var (6 files)", "dense6000", ["*_tall_dense.zarr", "*_square_dense.zarr"], 1, "inner"),
@@ -179,7 +182,8 @@ def main() -> int:
                 print(f"writing {dst.name} ...", flush=True)
                 ad.read_zarr(src).write_h5ad(dst)
     rows = []
-    for case, set_name, globs, axis, join in CASES:
+    for case, set_name, globs, axis, join, *extra in CASES:
+        extra = extra[0] if extra else []
         if set_name not in sets:
             continue
         files = sorted({str(f) for g in globs for f in (args.data / set_name).glob(g)})
@@ -202,7 +206,7 @@ def main() -> int:
             [py, str(BENCH / "measure_cmd.py"), "--case", case, "--out", str(our_out), "--keep-output",
              "--in", *files, "--json-out", str(our_json), "--",
              str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
-             "--memory-limit", MEM, "--report", str(report), "--quiet"],
+             "--memory-limit", MEM, "--report", str(report), "--quiet", *extra],
             text=True, capture_output=True)
         ref = last_json(ref_json)
         if measured.returncode != 0 or not our_out.is_dir():
