@@ -678,7 +678,10 @@ fn assemble_side_by_side(
     if m.stack != Axis::Var
         || m.diagonal
         || !m.fill.is_zero()
-        || m.sources.iter().flatten().any(|s| s.kind == SourceKind::Dense)
+        || m.sources
+            .iter()
+            .flatten()
+            .any(|s| s.kind == SourceKind::Dense)
     {
         return Ok(None);
     }
@@ -701,7 +704,13 @@ fn assemble_side_by_side(
             let rows = read_rows(src, lo as u64..hi as u64 + 1, &m.dtype)?;
             let at = olds
                 .iter()
-                .map(|&o| if o >= 0 { (o - lo) as usize } else { usize::MAX })
+                .map(|&o| {
+                    if o >= 0 {
+                        (o - lo) as usize
+                    } else {
+                        usize::MAX
+                    }
+                })
                 .collect();
             (rows, at)
         } else {

@@ -239,7 +239,13 @@ impl Planner<'_> {
             };
             let store = self.inputs[i].store.root().to_path_buf();
             let (n_rows, n_cols) = matrix_shape(e)
-                .map(|s| if transposed { (s[1], s[0]) } else { (s[0], s[1]) })
+                .map(|s| {
+                    if transposed {
+                        (s[1], s[0])
+                    } else {
+                        (s[0], s[1])
+                    }
+                })
                 .unwrap_or((0, 0));
             let stored = match kind {
                 SourceKind::Dense => n_rows * n_cols,
@@ -340,7 +346,11 @@ impl Planner<'_> {
         };
         // Skeleton.
         if sparse {
-            let encoding = if transposed { "csc_matrix" } else { "csr_matrix" };
+            let encoding = if transposed {
+                "csc_matrix"
+            } else {
+                "csr_matrix"
+            };
             let mut attrs = group_attrs(encoding, "0.1.0");
             attrs.insert("shape".into(), json!(out_shape));
             self.out.write_group(out_path, &attrs)?;
