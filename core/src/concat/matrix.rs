@@ -348,6 +348,13 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
+    /// Whether every row's columns are strictly ascending.
+    fn rows_ascending(&self) -> bool {
+        self.indptr
+            .windows(2)
+            .all(|w| self.indices[w[0]..w[1]].windows(2).all(|c| c[0] < c[1]))
+    }
+
     /// Appends `more`'s rows after these.
     fn append(&mut self, more: Rows) -> Result<()> {
         let base = self.indices.len();
@@ -471,6 +478,14 @@ fn read_rows_with(
             })
         }
     }
+}
+
+/// Whether any input of `m` is a dense array.
+fn has_dense_source(m: &MatrixPlan) -> bool {
+    m.sources
+        .iter()
+        .flatten()
+        .any(|s| s.kind == SourceKind::Dense)
 }
 
 /// The metadata of the array at `path`; `missing` is the error otherwise.
@@ -611,14 +626,7 @@ fn assemble_stacked_sparse(
             data.extend(&rows.data)?;
             continue;
         }
-        let sorted_rows = || {
-            (0..n).all(|r| {
-                rows.indices[rows.indptr[r]..rows.indptr[r + 1]]
-                    .windows(2)
-                    .all(|w| w[0] < w[1])
-            })
-        };
-        if ordered && map[kept..].iter().all(|&c| c < 0) && sorted_rows() {
+        if ordered && map[kept..].iter().all(|&c| c < 0) && rows.rows_ascending() {
             for r in 0..n {
                 let (a, b) = (rows.indptr[r], rows.indptr[r + 1]);
                 let cut = a + rows.indices[a..b].partition_point(|&c| (c as usize) < kept);
@@ -675,14 +683,7 @@ fn assemble_side_by_side(
     m: &MatrixPlan,
     range: &Range<u64>,
 ) -> Result<Option<Block>> {
-    if m.stack != Axis::Var
-        || m.diagonal
-        || !m.fill.is_zero()
-        || m.sources
-            .iter()
-            .flatten()
-            .any(|s| s.kind == SourceKind::Dense)
-    {
+    if m.stack != Axis::Var || m.diagonal || !m.fill.is_zero() || has_dense_source(m) {
         return Ok(None);
     }
     let space = &plan.spaces[m.space];
@@ -695,40 +696,17 @@ fn assemble_side_by_side(
         let Some(src) = &m.sources[i] else { continue };
         let olds = &space.reindexers[i].old_of_new[range.start as usize..range.end as usize];
         let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
-        let (Some(&lo), Some(&hi)) = (present.first(), present.last()) else {
+        if present.is_empty() {
             continue;
-        };
-        let contiguous =
-            hi - lo + 1 == present.len() as i64 && present.windows(2).all(|w| w[0] < w[1]);
-        let (rows, at): (Rows, Vec<usize>) = if contiguous {
-            let rows = read_rows(src, lo as u64..hi as u64 + 1, &m.dtype)?;
-            let at = olds
-                .iter()
-                .map(|&o| {
-                    if o >= 0 {
-                        (o - lo) as usize
-                    } else {
-                        usize::MAX
-                    }
-                })
-                .collect();
-            (rows, at)
-        } else {
-            let (rows, map) = read_row_set(src, &present, &m.dtype)?;
-            let at = olds
-                .iter()
-                .map(|&o| if o >= 0 { map[&o] } else { usize::MAX })
-                .collect();
-            (rows, at)
-        };
-        let sorted = (0..rows.indptr.len() - 1).all(|r| {
-            rows.indices[rows.indptr[r]..rows.indptr[r + 1]]
-                .windows(2)
-                .all(|w| w[0] < w[1])
-        });
-        if !sorted {
+        }
+        let (rows, map) = read_row_set(src, &present, &m.dtype)?;
+        if !rows.rows_ascending() {
             return Ok(None);
         }
+        let at: Vec<usize> = olds
+            .iter()
+            .map(|&o| if o >= 0 { map[&o] } else { usize::MAX })
+            .collect();
         total += at
             .iter()
             .filter(|&&a| a != usize::MAX)
@@ -964,12 +942,7 @@ fn counts_from_indptr(
     m: &MatrixPlan,
     range: &Range<u64>,
 ) -> Result<Option<Vec<u32>>> {
-    if !m.fill.is_zero()
-        || m.sources
-            .iter()
-            .flatten()
-            .any(|s| s.kind == SourceKind::Dense)
-    {
+    if !m.fill.is_zero() || has_dense_source(m) {
         return Ok(None);
     }
     let space = &plan.spaces[m.space];
