@@ -9,7 +9,7 @@ use anncat_core::anndata::ZarrFormat;
 use anncat_core::concat::index::Join;
 use anncat_core::concat::plan::Axis;
 use anncat_core::concat::values::Scalar;
-use anncat_core::concat::{ConcatOptions, Merge, parse_size};
+use anncat_core::concat::{ConcatOptions, Merge, Sharding, parse_size};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::cli::{KeygenArgs, SchedulerArgs, WorkerArgs};
@@ -183,6 +183,10 @@ pub struct ConcatArgs {
     /// Target output chunk size in MiB (default: from the memory limit).
     #[arg(long, allow_negative_numbers = true)]
     pub chunk_mib: Option<f64>,
+    /// Zarr v3 output: target shard size in MiB, 0 for no sharding (default:
+    /// sharded as anndata 0.13 writes, one shard per write task).
+    #[arg(long, allow_negative_numbers = true)]
+    pub shard_mib: Option<f64>,
     /// Replace the output if it exists.
     #[arg(long)]
     pub overwrite: bool,
@@ -255,6 +259,11 @@ impl ConcatArgs {
         opts.memory_limit = parse_size(&self.memory_limit)?;
         opts.threads = threads;
         opts.chunk_bytes = mib_to_bytes("chunk-mib", self.chunk_mib)?;
+        opts.sharding = match self.shard_mib {
+            None => Sharding::Auto,
+            Some(0.0) => Sharding::Off,
+            mib => Sharding::Bytes(mib_to_bytes("shard-mib", mib)?.unwrap_or(0)),
+        };
         opts.overwrite = self.overwrite;
         opts.resume = self.resume;
         opts.validate()?;

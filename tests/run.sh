@@ -28,10 +28,15 @@ cargo test --release --locked --test multihost -- --nocapture
 echo "== examples/custom_graph.rs (the library API end to end)"
 cargo run --release --locked --example custom_graph
 
-echo "== interop suite (Python anndata $(grep -m1 anndata tests/interop/requirements.txt))"
-venv="$(bash tests/interop/setup_venv.sh)"
+echo "== interop suite, Python 3.11 with $(grep -m1 '^anndata' tests/interop/requirements.txt) and pandas 2"
+venv="$(bash tests/interop/setup_venv.sh 0.12)"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     -W ignore::DeprecationWarning tests/interop
+
+echo "== interop suite, Python 3.12 with $(grep -m1 '^anndata' tests/interop/requirements-0.13.txt) and pandas 3 (inputs written by 0.13)"
+venv13="$(bash tests/interop/setup_venv.sh 0.13)"
+ANNCAT_BIN="$repo/target/release/anncat" "$venv13/bin/python" -m pytest -q -p no:cacheprovider \
+    -W ignore::DeprecationWarning -W ignore::FutureWarning tests/interop
 
 echo "== cluster-configs: the Slurm script, Kubernetes manifests and compose file run on a local cluster"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \

@@ -101,12 +101,12 @@ def check_case(input_dir, tmp_path, name, fmt, opts, chunk_mib="0.002"):
     for attr in ("obs", "var"):
         assert list(getattr(expected, attr).columns) == list(getattr(got, attr).columns), attr
         assert getattr(expected, attr).index.name == getattr(got, attr).index.name, attr
-    assert sorted(expected.layers.keys()) == sorted(got.layers.keys())
-    assert sorted(expected.obsm.keys()) == sorted(got.obsm.keys())
-    assert sorted(expected.varm.keys()) == sorted(got.varm.keys())
-    assert sorted(expected.obsp.keys()) == sorted(got.obsp.keys())
-    assert sorted(expected.varp.keys()) == sorted(got.varp.keys())
-    assert sorted(expected.uns.keys()) == sorted(got.uns.keys())
+    assert sorted(expected.layers.keys(), key=str) == sorted(got.layers.keys(), key=str)
+    assert sorted(expected.obsm.keys(), key=str) == sorted(got.obsm.keys(), key=str)
+    assert sorted(expected.varm.keys(), key=str) == sorted(got.varm.keys(), key=str)
+    assert sorted(expected.obsp.keys(), key=str) == sorted(got.obsp.keys(), key=str)
+    assert sorted(expected.varp.keys(), key=str) == sorted(got.varp.keys(), key=str)
+    assert sorted(expected.uns.keys(), key=str) == sorted(got.uns.keys(), key=str)
     assert (expected.raw is None) == (got.raw is None)
     if expected.raw is not None:
         assert_equal(expected.raw.to_adata(), got.raw.to_adata())
@@ -552,3 +552,48 @@ def test_sparse_format_refuses_dense_inputs_and_bad_values(tmp_path):
     proc = run_anncat("concat", *paths, "-o", out, "--sparse-format", "coo", check=False)
     assert proc.returncode != 0 and "--sparse-format" in proc.stderr
     assert not out.exists()
+
+
+def _sharding(array_dir):
+    """The `sharding_indexed` configuration of a v3 array, or None."""
+    import json
+    doc = json.loads((array_dir / "zarr.json").read_text())
+    for codec in doc.get("codecs", []):
+        if codec["name"] == "sharding_indexed":
+            return doc["chunk_grid"]["configuration"]["chunk_shape"], codec["configuration"]["chunk_shape"]
+    return None
+
+
+def test_v3_output_is_sharded_unless_asked_not_to(tmp_path):
+    """A v3 output is sharded by default, as anndata 0.13 writes it; --shard-mib
+    sets the shard size, 0 turns sharding off; the values never change."""
+    rng = np.random.default_rng(11)
+    adatas = []
+    for i in range(3):
+        a = ad.AnnData(X=sp.random(600, 40, density=0.2, format="csr", dtype=np.float32, random_state=i))
+        a.obs_names = [f"c{i}_{k}" for k in range(600)]
+        a.var_names = [f"g{k}" for k in range(40)]
+        a.layers["dense"] = rng.normal(size=(600, 40))
+        adatas.append(a)
+    paths = write_all(adatas, tmp_path, fmt=3)
+    opts = dict(axis="obs", join="outer")
+    shards = {}
+    for shard_mib in (None, "0", "0.2"):
+        out = tmp_path / f"out-{shard_mib}.zarr"
+        extra = [] if shard_mib is None else ["--shard-mib", shard_mib]
+        run_anncat("concat", *paths, "-o", out, "--chunk-mib", "0.01", "--quiet", *extra, *cli_args(opts))
+        assert_matches_python(expected_results(paths, opts, tmp_path, 3), ad.read_zarr(out))
+        arrays = ("X/data", "X/indices", "X/indptr", "layers/dense", "obs/_index")
+        found = {a: _sharding(out / a) for a in arrays}
+        if shard_mib == "0":
+            assert all(s is None for s in found.values()), found
+            continue
+        assert all(s is not None for s in found.values()), found
+        for shard, inner in found.values():
+            assert all(s % c == 0 for s, c in zip(shard, inner)), found
+        shards[shard_mib] = found
+    # The default splits shards into inner chunks; a larger --shard-mib
+    # gives larger shards.
+    assert any(shard[0] > inner[0] for shard, inner in shards[None].values()), shards[None]
+    assert shards["0.2"]["X/data"][0][0] > shards[None]["X/data"][0][0]
+    assert shards["0.2"]["layers/dense"][0][0] > shards[None]["layers/dense"][0][0]

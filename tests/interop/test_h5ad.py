@@ -161,8 +161,8 @@ def test_h5ad_concat_matrix(h5_input_dir, tmp_path, name, opts, mix, comp):
     ad.settings.zarr_write_format = 2
     result.write_zarr(tmp_path / "expected.zarr")
     expected = assert_matches_python((result, ad.read_zarr(tmp_path / "expected.zarr")), got)
-    assert sorted(expected.layers.keys()) == sorted(got.layers.keys())
-    assert sorted(expected.uns.keys()) == sorted(got.uns.keys())
+    assert sorted(expected.layers.keys(), key=str) == sorted(got.layers.keys(), key=str)
+    assert sorted(expected.uns.keys(), key=str) == sorted(got.uns.keys(), key=str)
     assert (expected.raw is None) == (got.raw is None)
 
 

@@ -42,6 +42,8 @@ pub enum Encoding {
     NumericScalar,
     /// A 0-d string.
     String,
+    /// A 0-d byte string (`bytes`, read by anndata 0.13, written by none).
+    Bytes,
     /// A mapping.
     Dict,
     /// `None`.
@@ -72,6 +74,7 @@ impl Encoding {
             "string-array" => Encoding::StringArray,
             "numeric-scalar" => Encoding::NumericScalar,
             "string" => Encoding::String,
+            "bytes" => Encoding::Bytes,
             "dict" => Encoding::Dict,
             "null" => Encoding::Null,
             "awkward-array" => Encoding::AwkwardArray,
@@ -96,6 +99,7 @@ impl Encoding {
             Encoding::StringArray => "string-array",
             Encoding::NumericScalar => "numeric-scalar",
             Encoding::String => "string",
+            Encoding::Bytes => "bytes",
             Encoding::Dict => "dict",
             Encoding::Null => "null",
             Encoding::AwkwardArray => "awkward-array",
@@ -112,6 +116,7 @@ impl Encoding {
                 | Encoding::StringArray
                 | Encoding::NumericScalar
                 | Encoding::String
+                | Encoding::Bytes
                 | Encoding::Null
                 | Encoding::RecArray
         )
@@ -357,7 +362,7 @@ fn validate(store: &Store, e: &Element) -> Result<()> {
                 )));
             }
         }
-        Encoding::NumericScalar | Encoding::String | Encoding::Null => {
+        Encoding::NumericScalar | Encoding::String | Encoding::Bytes | Encoding::Null => {
             let a = e
                 .array()
                 .ok_or_else(|| err("scalar is not an array".into()))?;

@@ -152,6 +152,30 @@ pub fn chunk_shape_for(shape: &[u64], item_size: usize, target_bytes: u64) -> Ve
     chunks
 }
 
+impl ArraySpec {
+    /// The same array sharded with one shard per current chunk: the chunk
+    /// becomes the shard (so whoever wrote whole chunks now writes whole
+    /// shards) and is split along its first dimension into inner chunks of
+    /// at least `inner_bytes` each, by the largest number up to 64 that
+    /// divides it (or not at all when none gives chunks that large).
+    pub fn sharded(mut self, inner_bytes: u64) -> Self {
+        if self.chunks.is_empty() {
+            return self;
+        }
+        let item = self.dtype.item_size().max(8) as u64;
+        let rest: u64 = self.chunks[1..].iter().product::<u64>().max(1) * item;
+        let rows = self.chunks[0];
+        let split = (2..=64)
+            .rev()
+            .find(|&d| rows.is_multiple_of(d) && rows / d * rest >= inner_bytes)
+            .unwrap_or(1);
+        let mut inner = self.chunks.clone();
+        inner[0] = rows / split;
+        self.shard = Some(std::mem::replace(&mut self.chunks, inner));
+        self
+    }
+}
+
 /// A shard shape holding about `target_bytes`: `chunks` grown along the
 /// first dimension by a whole multiple, never much past the array's extent.
 pub fn shard_shape_for(
@@ -186,6 +210,25 @@ mod tests {
         assert_eq!(chunk_shape_for(&[10, 1000], 8, 800), vec![1, 100]);
         assert_eq!(chunk_shape_for(&[0], 8, 800), vec![1]);
         assert_eq!(chunk_shape_for(&[], 8, 800), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn sharded_specs_keep_the_chunk_as_the_shard() {
+        let s = ArraySpec::new(vec![1000, 100], DType::Float32, vec![64, 100]).sharded(6400);
+        assert_eq!(s.shard, Some(vec![64, 100]));
+        assert_eq!(s.chunks, vec![8, 100]);
+        // Too small to split: one inner chunk per shard.
+        let s = ArraySpec::new(vec![10], DType::Int64, vec![7]).sharded(1 << 20);
+        assert_eq!((s.shard, s.chunks), (Some(vec![7]), vec![7]));
+        let v3 = ArraySpec::new(vec![100], DType::Int32, vec![64])
+            .sharded(8)
+            .to_metadata(ZarrFormat::V3)
+            .expect("v3");
+        assert_eq!(
+            v3["chunk_grid"]["configuration"]["chunk_shape"],
+            json!([64])
+        );
+        assert_eq!(v3["codecs"][0]["configuration"]["chunk_shape"], json!([1]));
     }
 
     #[test]

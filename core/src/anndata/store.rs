@@ -87,6 +87,9 @@ pub struct Store {
     root: PathBuf,
     format: ZarrFormat,
     storage: Arc<Backend>,
+    /// Arrays created through [`Store::write_array`] are sharded (v3 only)
+    /// with inner chunks of at least this many bytes.
+    shard_inner_bytes: Option<u64>,
 }
 
 impl Store {
@@ -99,6 +102,7 @@ impl Store {
                 root: path.to_path_buf(),
                 format: ZarrFormat::V2,
                 storage: Arc::new(Backend::H5(h5)),
+                shard_inner_bytes: None,
             });
         }
         if !meta.is_dir() {
@@ -127,6 +131,7 @@ impl Store {
             root: path.to_path_buf(),
             format,
             storage: Arc::new(Backend::Zarr(storage)),
+            shard_inner_bytes: None,
         })
     }
 
@@ -140,7 +145,41 @@ impl Store {
             root: path.to_path_buf(),
             format,
             storage: Arc::new(Backend::Zarr(storage)),
+            shard_inner_bytes: None,
         })
+    }
+
+    /// Shards the arrays later created with [`Store::write_array`] (zarr v3
+    /// only; `None` or a v2 store: unsharded): each array's chunk becomes
+    /// its shard, split into inner chunks of at least `inner_bytes`.
+    pub fn set_sharding(&mut self, inner_bytes: Option<u64>) {
+        self.shard_inner_bytes = inner_bytes.filter(|_| self.format == ZarrFormat::V3);
+    }
+
+    /// Whether new arrays are sharded.
+    pub fn sharded(&self) -> bool {
+        self.shard_inner_bytes.is_some()
+    }
+
+    /// Creates an array node from `spec` (sharded as [`Store::set_sharding`]
+    /// says) with attributes `attrs`.
+    pub fn write_array(
+        &self,
+        path: &str,
+        spec: super::layout::ArraySpec,
+        attrs: &Map<String, Value>,
+    ) -> Result<()> {
+        let spec = match self.shard_inner_bytes {
+            Some(inner) if spec.shard.is_none() => spec.sharded(inner),
+            _ => spec,
+        };
+        let doc = spec.to_metadata(self.format).ok_or_else(|| {
+            self.err(
+                path,
+                format!("no zarr spelling for dtype {}", spec.dtype.display_name()),
+            )
+        })?;
+        self.write_array_meta(path, &doc, attrs)
     }
 
     /// The store's directory (or h5ad file).

@@ -9,7 +9,8 @@ use std::collections::HashSet;
 
 use super::column_concat::ColumnTarget;
 use super::frame::{
-    Categories, Column, ColumnReader, create_column, write_column_rows, write_frame_group,
+    Categories, Column, ColumnReader, IndexNa, common_index_na, create_column, create_index,
+    write_column_rows, write_frame_group, write_index_rows,
 };
 use super::index::read_strings_range;
 use crate::anndata::Store;
@@ -30,6 +31,8 @@ pub(crate) struct FramePart<'a> {
     pub(crate) rows: u64,
     /// Appended to each of its names (`index_unique` + key, or nothing).
     pub(crate) suffix: String,
+    /// How its index is stored (see [`super::frame::index_na`]).
+    pub(crate) index_na: IndexNa,
 }
 
 /// How string results are stored.
@@ -208,7 +211,8 @@ pub(crate) fn write_axis_frame(
     let rows: Vec<u64> = parts.iter().map(|p| p.rows).collect();
     let total: u64 = rows.iter().sum();
 
-    create_column(out, &index_path, &Column::Str(Vec::new()), total, block)?;
+    let na = common_index_na(parts.iter().map(|p| &p.index_na));
+    create_index(out, &index_path, &na, total, block)?;
     for (start, end) in blocks(total, block) {
         let mut names = Vec::with_capacity((end - start) as usize);
         for (i, local, n) in pieces(&rows, start, end) {
@@ -216,7 +220,7 @@ pub(crate) fn write_axis_frame(
             let read = read_strings_range(p.store, &p.index.path, local, n)?;
             names.extend(read.into_iter().map(|s| s + &p.suffix));
         }
-        write_column_rows(out, &index_path, &Column::Str(names), start)?;
+        write_index_rows(out, &index_path, &na, start, names)?;
     }
 
     let axis = path.strip_prefix("raw/").unwrap_or(path);

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::frame::{Categories, Column, natsorted};
+use super::frame::{Categories, Column, NaValue, natsorted};
 use super::values::{Scalar, Values, promote};
 use crate::anndata::DType;
 use crate::error::{Error, Result};
@@ -23,7 +23,7 @@ pub enum ColumnTarget {
     /// Nullable integers of one dtype.
     NullInt(DType),
     /// Nullable strings.
-    NullStr,
+    NullStr(NaValue),
     /// Strings; before [`ColumnTarget::finish`] they may still lack values.
     Str,
     /// Object strings stored as they are, missing ones as the text "nan"
@@ -226,7 +226,7 @@ fn optional_strings(c: &Column) -> Option<Vec<Option<String>>> {
                 .map(|&c| (c >= 0).then(|| categories[c as usize].clone()))
                 .collect(),
         ),
-        Column::NullStr { values, mask } => Some(
+        Column::NullStr { values, mask, .. } => Some(
             values
                 .iter()
                 .zip(mask)
@@ -336,7 +336,16 @@ impl ColumnTarget {
             return Ok(ColumnTarget::NullInt(dtype.unwrap_or(DType::Int64)));
         }
         if all(|c| matches!(c, Column::NullStr { .. })) {
-            return Ok(ColumnTarget::NullStr);
+            // The first input's missing value, as `pd.concat` keeps the
+            // first part's dtype when all are `string`.
+            let na = present
+                .iter()
+                .find_map(|c| match c {
+                    Column::NullStr { na, .. } => Some(*na),
+                    _ => None,
+                })
+                .unwrap_or(NaValue::Na);
+            return Ok(ColumnTarget::NullStr(na));
         }
         Err(Error::option(format!(
             "cannot concatenate data frame columns of these kinds yet: {}",
@@ -389,7 +398,7 @@ impl ColumnTarget {
 
     /// Whether the kind still depends on the distinct values (strings).
     pub fn needs_distinct(&self) -> bool {
-        matches!(self, ColumnTarget::Str | ColumnTarget::NullStr)
+        matches!(self, ColumnTarget::Str | ColumnTarget::NullStr(_))
     }
 
     /// Adds the values of rows (as [`ColumnTarget::conform`] would give
@@ -480,10 +489,17 @@ impl ColumnTarget {
                 values: Values::zeros(d, n)?,
                 mask: vec![true; n],
             },
-            (ColumnTarget::NullStr, Some(c @ Column::NullStr { .. })) => c.clone(),
-            (ColumnTarget::NullStr, None) => Column::NullStr {
+            (ColumnTarget::NullStr(na), Some(Column::NullStr { values, mask, .. })) => {
+                Column::NullStr {
+                    values: values.clone(),
+                    mask: mask.clone(),
+                    na: *na,
+                }
+            }
+            (ColumnTarget::NullStr(na), None) => Column::NullStr {
                 values: vec![String::new(); n],
                 mask: vec![true; n],
+                na: *na,
             },
             (ColumnTarget::Str, Some(c)) => {
                 let strings = optional_strings(c).ok_or_else(|| mismatch(c))?;
@@ -712,6 +728,7 @@ mod tests {
         let n = Column::NullStr {
             values: s(&["x", "", "x"]),
             mask: vec![false, true, false],
+            na: NaValue::NaN,
         };
         assert_eq!(
             concat_column(&[(Some(&n), 3)]).expect("nullable"),

@@ -15,6 +15,35 @@ use crate::anndata::store::NodeKind;
 use crate::anndata::{DType, Store};
 use crate::error::{Error, Result};
 
+/// What a missing value of a `nullable-string-array` reads as (its
+/// `na-value` attribute): `pd.NA` (pandas' `string` dtype, and what anndata
+/// assumes when the attribute is absent) or NaN (pandas 3's default `str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NaValue {
+    /// `pd.NA` (`"NA"`).
+    Na,
+    /// `np.nan` (`"NaN"`).
+    NaN,
+}
+
+impl NaValue {
+    /// From an element's attributes (absent: `NA`, as anndata reads it).
+    pub fn of(e: &Element) -> NaValue {
+        match e.meta.attrs.get("na-value").and_then(Value::as_str) {
+            Some("NaN") => NaValue::NaN,
+            _ => NaValue::Na,
+        }
+    }
+
+    /// The attribute's spelling.
+    pub fn attr(self) -> &'static str {
+        match self {
+            NaValue::Na => "NA",
+            NaValue::NaN => "NaN",
+        }
+    }
+}
+
 /// The categories of a categorical column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Categories {
@@ -75,6 +104,8 @@ pub enum Column {
         values: Vec<String>,
         /// Missing flags.
         mask: Vec<bool>,
+        /// What a missing value reads as.
+        na: NaValue,
     },
     /// A numpy object column of booleans with missing values (a bool
     /// column reindexed with new rows): anndata stores it as the texts
@@ -128,7 +159,7 @@ enum Stored {
     },
     NullInt(DType),
     NullBool,
-    NullStr,
+    NullStr(NaValue),
 }
 
 /// Reads row ranges of one data frame column (any anndata column
@@ -181,7 +212,7 @@ impl<'a> ColumnReader<'a> {
                 (Stored::NullInt(dtype), len)
             }
             Encoding::NullableBoolean => (Stored::NullBool, one_d("values")?.1),
-            Encoding::NullableStringArray => (Stored::NullStr, one_d("values")?.1),
+            Encoding::NullableStringArray => (Stored::NullStr(NaValue::of(e)), one_d("values")?.1),
             Encoding::StringArray => (Stored::Str, array_len(store, e)?),
             Encoding::Array | Encoding::Plain if e.array().is_some_and(|a| a.shape.len() == 1) => {
                 let dtype = e.array().map(|a| a.dtype.clone()).unwrap_or(DType::Float64);
@@ -241,9 +272,10 @@ impl<'a> ColumnReader<'a> {
                 values: Vec::new(),
                 mask: Vec::new(),
             },
-            Stored::NullStr => Column::NullStr {
+            Stored::NullStr(na) => Column::NullStr {
                 values: Vec::new(),
                 mask: Vec::new(),
+                na: *na,
             },
         })
     }
@@ -289,9 +321,10 @@ impl<'a> ColumnReader<'a> {
                 values: bools(part("values")?),
                 mask: mask()?,
             },
-            Stored::NullStr => Column::NullStr {
+            Stored::NullStr(na) => Column::NullStr {
                 values: read_strings_range(store, &member(store, e, "values")?.path, start, len)?,
                 mask: mask()?,
+                na: *na,
             },
         })
     }
@@ -349,7 +382,14 @@ impl Column {
                 m.extend(n);
             }
             (Column::BoolObject(a), Column::BoolObject(b)) => a.extend(b),
-            (Column::NullStr { values: a, mask: m }, Column::NullStr { values: b, mask: n }) => {
+            (
+                Column::NullStr {
+                    values: a, mask: m, ..
+                },
+                Column::NullStr {
+                    values: b, mask: n, ..
+                },
+            ) => {
                 a.extend(b);
                 m.extend(n);
             }
@@ -412,7 +452,12 @@ impl Column {
             Column::BoolObject(v) => {
                 Column::BoolObject(idx.iter().map(|i| i.and_then(|i| v[i])).collect())
             }
-            Column::NullStr { values, mask: m } => Column::NullStr {
+            Column::NullStr {
+                values,
+                mask: m,
+                na,
+            } => Column::NullStr {
+                na: *na,
                 values: idx
                     .iter()
                     .map(|i| i.map(|i| values[i].clone()).unwrap_or_default())
@@ -492,10 +537,12 @@ impl Column {
                 Column::NullStr {
                     values: va,
                     mask: ma,
+                    ..
                 },
                 Column::NullStr {
                     values: vb,
                     mask: mb,
+                    ..
                 },
             ) => ma == mb && masked_equal(va, vb, ma),
             _ => self == other,
@@ -571,7 +618,7 @@ pub fn strings_to_categoricals(columns: &mut [(String, Column)]) {
     for (_, col) in columns.iter_mut() {
         let values: Option<Vec<Option<String>>> = match col {
             Column::Str(v) => Some(v.iter().cloned().map(Some).collect()),
-            Column::NullStr { values, mask } => Some(
+            Column::NullStr { values, mask, .. } => Some(
                 values
                     .iter()
                     .zip(mask.iter())
@@ -652,10 +699,7 @@ fn create_array(
     attrs: &Map<String, Value>,
 ) -> Result<()> {
     let spec = ArraySpec::new(vec![len], dtype, vec![chunk.min(len).max(1)]);
-    let doc = spec
-        .to_metadata(out.format())
-        .ok_or_else(|| out.err(path, "no zarr spelling for dtype"))?;
-    out.write_array_meta(path, &doc, attrs)
+    out.write_array(path, spec, attrs)
 }
 
 /// Writes elements `start..start + len` of a 1-D array.
@@ -764,8 +808,10 @@ pub fn create_column(out: &Store, path: &str, head: &Column, len: u64, chunk: u6
             array("values", DType::Bool, "array")?;
             array("mask", DType::Bool, "array")
         }
-        Column::NullStr { .. } => {
-            out.write_group(path, &attrs("nullable-string-array", "0.1.0"))?;
+        Column::NullStr { na, .. } => {
+            let mut a = attrs("nullable-string-array", "0.1.0");
+            a.insert("na-value".into(), json!(na.attr()));
+            out.write_group(path, &a)?;
             array("values", DType::String, "string-array")?;
             array("mask", DType::Bool, "array")
         }
@@ -801,7 +847,7 @@ pub fn write_column_rows(out: &Store, path: &str, column: &Column, start: u64) -
             store_bools(out, &sub("values"), start, values)?;
             store_bools(out, &sub("mask"), start, mask)
         }
-        Column::NullStr { values, mask } => {
+        Column::NullStr { values, mask, .. } => {
             store_strings(out, &sub("values"), start, values)?;
             store_bools(out, &sub("mask"), start, mask)
         }
@@ -812,6 +858,79 @@ pub fn write_column_rows(out: &Store, path: &str, column: &Column, start: u64) -
 pub fn write_column(out: &Store, path: &str, column: &Column, chunk: u64) -> Result<()> {
     create_column(out, path, column, column.len() as u64, chunk)?;
     write_column_rows(out, path, column, 0)
+}
+
+/// How a data frame's index is stored: as a `string-array`, or (pandas 3,
+/// anndata 0.13) as a `nullable-string-array` with this `na-value`.
+pub type IndexNa = Option<String>;
+
+/// The `na-value` of a frame's index when it is a `nullable-string-array`
+/// (`"NA"` when the attribute is absent, as anndata reads it).
+pub fn index_na(frame: &Element) -> IndexNa {
+    let col = frame.meta.attrs.get("_index").and_then(Value::as_str)?;
+    let e = frame.child(col)?;
+    (e.encoding == Encoding::NullableStringArray).then(|| {
+        e.meta
+            .attrs
+            .get("na-value")
+            .and_then(Value::as_str)
+            .unwrap_or("NA")
+            .to_string()
+    })
+}
+
+/// The index storage of a combined index: nullable (with the first
+/// input's `na-value`) when every input's is, as pandas keeps a `string`
+/// dtype only when all parts have it; else plain strings.
+pub fn common_index_na<'a>(each: impl IntoIterator<Item = &'a IndexNa>) -> IndexNa {
+    let mut first: IndexNa = None;
+    for (i, na) in each.into_iter().enumerate() {
+        match na {
+            None => return None,
+            Some(na) if i == 0 => first = Some(na.clone()),
+            Some(_) => {}
+        }
+    }
+    first
+}
+
+/// Creates an index array of `len` names at `path`, stored as `na` says.
+pub fn create_index(out: &Store, path: &str, na: &IndexNa, len: u64, chunk: u64) -> Result<()> {
+    match na {
+        None => create_string_array(out, path, len, chunk),
+        Some(na) => {
+            let mut a = attrs("nullable-string-array", "0.1.0");
+            a.insert("na-value".into(), json!(na));
+            out.write_group(path, &a)?;
+            create_string_array(out, &format!("{path}/values"), len, chunk)?;
+            create_array(
+                out,
+                &format!("{path}/mask"),
+                DType::Bool,
+                len,
+                chunk,
+                &attrs("array", "0.2.0"),
+            )
+        }
+    }
+}
+
+/// Writes index names at rows `start..` of an index made by [`create_index`].
+pub fn write_index_rows(
+    out: &Store,
+    path: &str,
+    na: &IndexNa,
+    start: u64,
+    names: Vec<String>,
+) -> Result<()> {
+    match na {
+        None => store_strings(out, path, start, &names),
+        Some(_) => {
+            let mask = vec![false; names.len()];
+            store_strings(out, &format!("{path}/values"), start, &names)?;
+            store_bools(out, &format!("{path}/mask"), start, &mask)
+        }
+    }
 }
 
 /// Writes a data frame group's attributes (its index column and column
@@ -834,14 +953,15 @@ pub fn write_frame_group(
 pub fn write_frame(
     out: &Store,
     path: &str,
-    index_name: Option<&str>,
+    (index_name, na): (Option<&str>, &IndexNa),
     index: &[String],
     columns: &[(String, Column)],
     chunk: u64,
 ) -> Result<()> {
     let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
     let index_path = write_frame_group(out, path, index_name, &names)?;
-    write_strings(out, &index_path, index, chunk)?;
+    create_index(out, &index_path, na, index.len() as u64, chunk)?;
+    write_index_rows(out, &index_path, na, 0, index.to_vec())?;
     for (name, col) in columns {
         write_column(out, &format!("{path}/{name}"), col, chunk)?;
     }

@@ -1034,7 +1034,8 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
             m.out_path
         )));
     }
-    let out = open(&plan.output)?;
+    let mut out = open(&plan.output)?;
+    out.set_sharding(plan.shard_inner_bytes);
     let idx = index_dtype_for(total, m.shape);
     let empty = Map::new();
     for (name, dtype, len, chunk) in [
@@ -1043,10 +1044,7 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         ("indptr", idx, m.shape[0] + 1, m.chunks[0]),
     ] {
         let spec = ArraySpec::new(vec![len], dtype, vec![chunk.min(len.max(1))]);
-        let doc = spec
-            .to_metadata(plan.format)
-            .ok_or_else(|| out.err(&m.out_path, "no zarr spelling for dtype"))?;
-        out.write_array_meta(&format!("{}/{name}", m.out_path), &doc, &empty)?;
+        out.write_array(&format!("{}/{name}", m.out_path), spec, &empty)?;
     }
     encode(&Offsets {
         block_start,

@@ -228,10 +228,7 @@ fn write_merged(out: &Store, path: &str, m: &Merged, chunk_bytes: u64) -> Result
     let array = |path: &str, shape: Vec<u64>, values: &Values, attrs| -> Result<()> {
         let chunks = chunk_shape_for(&shape, values.dtype().item_size(), chunk_bytes);
         let spec = ArraySpec::new(shape.clone(), values.dtype(), chunks);
-        let doc = spec
-            .to_metadata(out.format())
-            .ok_or_else(|| out.err(path, "no zarr spelling for dtype"))?;
-        out.write_array_meta(path, &doc, &attrs)?;
+        out.write_array(path, spec, &attrs)?;
         if !shape.contains(&0) {
             super::matrix::write_values(out, path, vec![0; shape.len()], shape, values)?;
         }

@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 use self::axis_frame::{FramePart, Text, write_axis_frame};
 use self::frame::{Column, read_column, write_frame};
 use self::index::{Join, Reindexer, check_unique, join_indices, read_strings};
-pub use self::options::{ConcatOptions, Merge, parse_size};
+pub use self::options::{ConcatOptions, Merge, Sharding, parse_size};
 use self::plan::{Axis, ConcatPlan, InputInfo, Space};
 pub use self::run::{PreparedConcat, prepare_concat};
 use self::tasks::MatrixLayout;
@@ -74,16 +74,60 @@ pub(crate) fn frame_index_element<'e>(
     let e = frame
         .child(col)
         .ok_or_else(|| store.err(&frame.path, format!("lacks its index column {col:?}")))?;
-    if !e
+    // pandas 3 (anndata 0.13) stores a string index as a
+    // `nullable-string-array`: its names are the `values` member, and no
+    // name may be missing.
+    let names = if e.encoding == Encoding::NullableStringArray {
+        let values = e
+            .child("values")
+            .ok_or_else(|| store.err(&e.path, "nullable-string-array lacks \"values\""))?;
+        let mask = e
+            .child("mask")
+            .ok_or_else(|| store.err(&e.path, "nullable-string-array lacks \"mask\""))?;
+        check_no_missing_names(store, mask)?;
+        values
+    } else {
+        e
+    };
+    if !names
         .array()
         .is_some_and(|a| a.dtype == DType::String && a.shape.len() == 1)
     {
-        return Err(store.err(
-            &e.path,
-            "index is not a 1-D string array (not supported yet)",
-        ));
+        let what = match e.encoding {
+            Encoding::NullableStringArray | Encoding::StringArray => "is not 1-D",
+            _ => "is not a string index (anndata writes obs and var names as strings)",
+        };
+        return Err(store.err(&names.path, format!("index {what}")));
     }
-    Ok((e, (col != "_index").then(|| col.to_string())))
+    Ok((names, (col != "_index").then(|| col.to_string())))
+}
+
+/// Fails if the mask of a `nullable-string-array` index marks any name
+/// missing (anndata cannot concatenate an index holding NaN either: its
+/// names must be strings). Read a block at a time.
+fn check_no_missing_names(store: &Store, mask: &Element) -> Result<()> {
+    let len = match mask.array() {
+        Some(a) if a.shape.len() == 1 => a.shape[0],
+        _ => return Err(store.err(&mask.path, "index mask is not a 1-D array")),
+    };
+    const BLOCK: u64 = 1 << 20;
+    let mut start = 0;
+    while start < len {
+        let n = BLOCK.min(len - start);
+        let dtype = mask.array().map(|a| a.dtype.clone()).unwrap_or(DType::Bool);
+        let values = matrix::read_values(store, &mask.path, &dtype, vec![start], vec![n])?;
+        if let Some(row) = values.nonzero_mask().iter().position(|&m| m) {
+            return Err(store.err(
+                &mask.path,
+                format!(
+                    "index name {} is missing (NaN); names must be strings",
+                    start + row as u64
+                ),
+            ));
+        }
+        start += n;
+    }
+    Ok(())
 }
 
 /// The names of a data frame's rows, and the index's name.
@@ -204,6 +248,10 @@ impl<'a> Planner<'a> {
         inputs: &'a [Input],
         out: Store,
     ) -> Result<Self> {
+        let mut out = out;
+        let (chunk_bytes, shard_inner_bytes) =
+            opts.write_units(out.format() == crate::anndata::ZarrFormat::V3);
+        out.set_sharding(shard_inner_bytes);
         let plan = ConcatPlan {
             output: out.root().to_path_buf(),
             format: out.format(),
@@ -211,6 +259,7 @@ impl<'a> Planner<'a> {
             inputs: Vec::new(),
             spaces: Vec::new(),
             matrices: Vec::new(),
+            shard_inner_bytes,
         };
         Ok(Planner {
             opts,
@@ -219,7 +268,7 @@ impl<'a> Planner<'a> {
             out,
             plan,
             shape: [0, 0],
-            chunk_bytes: opts.target_chunk_bytes(),
+            chunk_bytes,
         })
     }
 
@@ -368,6 +417,7 @@ impl<'a> Planner<'a> {
                     .as_ref()
                     .map(|sep| format!("{sep}{}", self.keys[i]))
                     .unwrap_or_default(),
+                index_na: frame::index_na(axis_frames[i]),
             })
             .collect();
         let axis_name = common_name(
@@ -410,10 +460,16 @@ impl<'a> Planner<'a> {
         };
         if main || axis.other_name() == "var" {
             frame::strings_to_categoricals(&mut other_columns);
+            let other_na = frame::common_index_na(
+                &other_frames
+                    .iter()
+                    .map(|f| frame::index_na(f))
+                    .collect::<Vec<_>>(),
+            );
             write_frame(
                 &self.out,
                 &at(axis.other_name()),
-                other_name.as_deref(),
+                (other_name.as_deref(), &other_na),
                 &joined,
                 &other_columns,
                 rows_chunk,

@@ -76,6 +76,8 @@ pub struct ConcatOptions {
     pub threads: usize,
     /// Output chunk size in bytes (default: chosen from the memory limit).
     pub chunk_bytes: Option<u64>,
+    /// Sharding of a zarr v3 output (ignored for v2).
+    pub sharding: Sharding,
     /// Replace an existing output.
     pub overwrite: bool,
     /// Continue an interrupted run from its `OUT.partial` (its journal of
@@ -106,6 +108,7 @@ impl ConcatOptions {
             memory_limit: 1 << 30,
             threads: 2,
             chunk_bytes: None,
+            sharding: Sharding::Auto,
             overwrite: false,
             resume: false,
         }
@@ -143,6 +146,19 @@ impl ConcatOptions {
         if self.chunk_bytes == Some(0) {
             return Err(Error::option("--chunk-mib must be positive"));
         }
+        if let Sharding::Bytes(shard) = self.sharding {
+            if shard == 0 {
+                return Err(Error::option("--shard-mib must be positive (0 is off)"));
+            }
+            if shard > self.memory_limit / 4 {
+                return Err(Error::option(format!(
+                    "--shard-mib {} is more than a quarter of --memory-limit ({} MiB): a shard is \
+                     assembled whole by one task",
+                    shard as f64 / (1 << 20) as f64,
+                    self.memory_limit >> 20
+                )));
+            }
+        }
         if self.label.as_deref() == Some("") {
             return Err(Error::option("--label must not be empty"));
         }
@@ -163,6 +179,34 @@ impl ConcatOptions {
         self.chunk_bytes
             .unwrap_or_else(|| (self.memory_limit / 32).clamp(256 << 10, 8 << 20))
     }
+
+    /// The size of the unit one write task owns (a chunk, or a shard when
+    /// `sharded`) and, when sharded, the smallest inner chunk.
+    ///
+    /// Automatic sharding keeps the unsharded units (so tasks and memory are
+    /// as without sharding) and splits each into inner chunks of an eighth;
+    /// `--shard-mib` makes the units that large, with inner chunks of the
+    /// target chunk size.
+    pub fn write_units(&self, sharded: bool) -> (u64, Option<u64>) {
+        let chunk = self.target_chunk_bytes();
+        match (sharded, self.sharding) {
+            (false, _) | (_, Sharding::Off) => (chunk, None),
+            (true, Sharding::Auto) => (chunk, Some(chunk / 8)),
+            (true, Sharding::Bytes(shard)) => (shard, Some(chunk.min(shard))),
+        }
+    }
+}
+
+/// How a zarr v3 output is sharded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Sharding {
+    /// As anndata 0.13 writes v3 (`auto_shard_zarr_v3`): every array
+    /// sharded; each task's unit is one shard.
+    Auto,
+    /// Shards of about this many bytes.
+    Bytes(u64),
+    /// No sharding.
+    Off,
 }
 
 /// Parses a size such as `512MiB`, `2GiB`, `100MB` or a plain byte count.

@@ -151,6 +151,9 @@ pub struct ConcatPlan {
     pub spaces: Vec<Space>,
     /// Output matrices.
     pub matrices: Vec<MatrixPlan>,
+    /// Arrays are sharded with inner chunks of at least this many bytes
+    /// (see [`crate::anndata::Store::set_sharding`]).
+    pub shard_inner_bytes: Option<u64>,
 }
 
 impl ConcatPlan {

@@ -356,11 +356,8 @@ impl Planner<'_> {
             self.out.write_group(out_path, &attrs)?;
         } else {
             let spec = ArraySpec::new(shape.to_vec(), dtype.clone(), chunks.to_vec());
-            let doc = spec
-                .to_metadata(self.out.format())
-                .ok_or_else(|| Error::option("no zarr spelling"))?;
             self.out
-                .write_array_meta(out_path, &doc, &group_attrs("array", "0.2.0"))?;
+                .write_array(out_path, spec, &group_attrs("array", "0.2.0"))?;
         }
         self.plan.matrices.push(m);
         Ok(())
