@@ -202,3 +202,20 @@ fn output_placement_is_checked() {
     let missing = dir.path().join("missing.zarr");
     expect_failure(&[&a, &missing], &[], &["missing.zarr", "no such file"]);
 }
+
+#[test]
+fn an_h5ad_output_is_refused_not_written_as_zarr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("atlas.h5ad");
+    let a = fixture("chunked_v2.zarr");
+    let res = anncat(&["concat", s(&a), s(&a), "-o", s(&out), "--quiet"]);
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(!res.status.success(), "h5ad output accepted");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(
+        err.contains("atlas.h5ad") && err.contains(".h5ad is not supported yet"),
+        "{err}"
+    );
+    assert!(!out.exists(), "something written at {out:?}");
+    assert!(!dir.path().join("atlas.h5ad.partial").exists());
+}

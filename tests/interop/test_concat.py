@@ -597,3 +597,41 @@ def test_v3_output_is_sharded_unless_asked_not_to(tmp_path):
     assert any(shard[0] > inner[0] for shard, inner in shards[None].values()), shards[None]
     assert shards["0.2"]["X/data"][0][0] > shards[None]["X/data"][0][0]
     assert shards["0.2"]["layers/dense"][0][0] > shards[None]["layers/dense"][0][0]
+
+
+def test_older_layouts_are_refused_naming_the_layout(tmp_path):
+    """Layouts anndata still reads with an OldFormatWarning: the 0.7-era
+    data frame (categories in `__categories`) and the pre-0.7 root without an
+    encoding-type. anncat refuses each with one line naming the layout."""
+    import json
+    import shutil
+    paths = write_all(SETS["csc"]("obs")[:2], tmp_path, fmt=2)
+    old_cats = tmp_path / "old_cats.zarr"
+    shutil.copytree(paths[0], old_cats)
+    obs_dir = old_cats / "obs"
+    attrs = json.loads((obs_dir / ".zattrs").read_text())
+    col = next(c for c in attrs["column-order"]
+               if json.loads((obs_dir / c / ".zattrs").read_text()).get("encoding-type") == "categorical")
+    # 0.7: the codes as the column, the categories in __categories/<col>.
+    (obs_dir / "__categories").mkdir()
+    (obs_dir / "__categories" / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+    shutil.move(obs_dir / col / "categories", obs_dir / "__categories" / col)
+    shutil.move(obs_dir / col / "codes", obs_dir / f"{col}.codes")
+    shutil.rmtree(obs_dir / col)
+    shutil.move(obs_dir / f"{col}.codes", obs_dir / col)
+    attrs["encoding-version"] = "0.1.0"
+    (obs_dir / ".zattrs").write_text(json.dumps(attrs))
+    (old_cats / ".zmetadata").unlink(missing_ok=True)
+    no_root = tmp_path / "pre07.zarr"
+    shutil.copytree(paths[0], no_root)
+    (no_root / ".zattrs").write_text(json.dumps({}))
+    (no_root / ".zmetadata").unlink(missing_ok=True)
+    for bad, words in ((old_cats, ["0.7-era", "__categories"]), (no_root, ["pre-0.7"])):
+        out = tmp_path / "out.zarr"
+        proc = run_anncat("concat", bad, paths[1], "-o", out, check=False)
+        assert proc.returncode != 0, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert str(bad) in lines[0] and all(w in lines[0] for w in words), lines[0]
+        assert "re-save" in lines[0], lines[0]
+        assert not out.exists()

@@ -179,6 +179,16 @@ impl Element {
 /// (metadata only), validating every element's structure.
 pub fn read_tree(store: &Store) -> Result<Element> {
     let root = read_element(store, "")?;
+    if root.encoding == Encoding::Plain
+        && root.child("obs").is_some()
+        && root.child("var").is_some()
+    {
+        return Err(store.err(
+            "",
+            "a pre-0.7 anndata layout (no encoding-type on the root) is not supported: re-save it \
+             with current anndata (anndata.read_zarr / read_h5ad, then write)",
+        ));
+    }
     if root.encoding != Encoding::AnnData {
         return Err(store.err(
             "",
@@ -297,6 +307,13 @@ fn validate(store: &Store, e: &Element) -> Result<()> {
             }
         }
         Encoding::DataFrame => {
+            if let Some(old) = e.child("__categories") {
+                return Err(store.err(
+                    &old.path,
+                    "a 0.7-era data frame (categories in __categories) is not supported: re-save \
+                     the store with current anndata",
+                ));
+            }
             let index = e
                 .meta
                 .attrs

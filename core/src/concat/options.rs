@@ -134,6 +134,17 @@ impl ConcatOptions {
                 }
             }
         }
+        if self
+            .output
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("h5ad"))
+        {
+            return Err(Error::option(format!(
+                "-o {}: writing .h5ad is not supported yet; write a .zarr output (anndata.read_zarr \
+                 opens it, and anndata can re-save it as .h5ad)",
+                self.output.display()
+            )));
+        }
         if self.memory_limit < MIN_MEMORY_LIMIT {
             return Err(Error::option(format!(
                 "--memory-limit must be at least {} MiB",
@@ -272,5 +283,14 @@ mod tests {
         o.keys = None;
         o.memory_limit = 1;
         assert!(o.validate().is_err());
+        let mut h5 = ConcatOptions::new(vec!["a".into()], "out.H5AD".into());
+        assert!(
+            h5.validate()
+                .expect_err("h5ad")
+                .to_string()
+                .contains(".h5ad is not supported yet")
+        );
+        h5.output = "out.zarr".into();
+        assert!(h5.validate().is_ok());
     }
 }
