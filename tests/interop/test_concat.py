@@ -486,7 +486,17 @@ def test_merge_of_other_axis_mappings_and_pairwise(tmp_path, merge, join):
             assert attrs["encoding-type"] == "csr_matrix"
 
 
-@pytest.mark.parametrize("merge", ["same", "unique", "first", "only"])
+ANNDATA_0_13 = tuple(int(x) for x in ad.__version__.split(".")[:2]) >= (0, 13)
+
+
+@pytest.mark.parametrize("merge", [
+    "same",
+    *(pytest.param(m, marks=pytest.mark.xfail(
+        ANNDATA_0_13, strict=True,
+        reason="open: pandas 3 reindexes a bool column with missing rows to the nullable "
+               "boolean dtype; anncat still writes pandas 2's object texts"))
+      for m in ("unique", "first", "only")),
+])
 def test_bool_var_columns_gaining_missing_rows(tmp_path, merge):
     """A bool var column (highly_variable) reindexed onto an outer join gains
     NaN: numpy object, which anndata stores as the texts True/False/nan."""
@@ -558,6 +568,8 @@ def _sharding(array_dir):
     """The `sharding_indexed` configuration of a v3 array, or None."""
     import json
     doc = json.loads((array_dir / "zarr.json").read_text())
+    if doc["node_type"] == "group":  # a nullable-string-array index (anndata 0.13)
+        return _sharding(array_dir / "values")
     for codec in doc.get("codecs", []):
         if codec["name"] == "sharding_indexed":
             return doc["chunk_grid"]["configuration"]["chunk_shape"], codec["configuration"]["chunk_shape"]
