@@ -33,12 +33,10 @@ venv="$(bash tests/interop/setup_venv.sh 0.12)"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     -W ignore::DeprecationWarning tests/interop
 
-# The concat suite, every input written by anndata 0.13. (The convert and
-# h5ad suites do not pass under 0.13 yet: see the README.)
-echo "== interop concat suite, Python 3.12 with $(grep -m1 '^anndata' tests/interop/requirements-0.13.txt) and pandas 3 (inputs written by 0.13)"
+echo "== interop suite, Python 3.12 with $(grep -m1 '^anndata' tests/interop/requirements-0.13.txt) and pandas 3 (inputs written by 0.13)"
 venv13="$(bash tests/interop/setup_venv.sh 0.13)"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv13/bin/python" -m pytest -q -p no:cacheprovider \
-    -W ignore::DeprecationWarning -W ignore::FutureWarning tests/interop/test_concat.py
+    -W ignore::DeprecationWarning -W ignore::FutureWarning tests/interop
 
 echo "== cluster-configs: the Slurm script, Kubernetes manifests and compose file run on a local cluster"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \

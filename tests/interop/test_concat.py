@@ -486,20 +486,11 @@ def test_merge_of_other_axis_mappings_and_pairwise(tmp_path, merge, join):
             assert attrs["encoding-type"] == "csr_matrix"
 
 
-ANNDATA_0_13 = tuple(int(x) for x in ad.__version__.split(".")[:2]) >= (0, 13)
-
-
-@pytest.mark.parametrize("merge", [
-    "same",
-    *(pytest.param(m, marks=pytest.mark.xfail(
-        ANNDATA_0_13, strict=True,
-        reason="open: pandas 3 reindexes a bool column with missing rows to the nullable "
-               "boolean dtype; anncat still writes pandas 2's object texts"))
-      for m in ("unique", "first", "only")),
-])
+@pytest.mark.parametrize("merge", ["same", "unique", "first", "only"])
 def test_bool_var_columns_gaining_missing_rows(tmp_path, merge):
     """A bool var column (highly_variable) reindexed onto an outer join gains
-    NaN: numpy object, which anndata stores as the texts True/False/nan."""
+    NaN: numpy object under anndata 0.12, which it stores as the texts
+    True/False/nan; pandas' nullable boolean under anndata 0.13."""
     rng = np.random.default_rng(9)
     names = [f"g{j}" for j in range(8)]
     adatas = []

@@ -65,8 +65,6 @@ impl ArraySpec {
                 let data_type = self.dtype.spelling(format)?;
                 let serializer = if self.dtype == DType::String {
                     json!({"name": "vlen-utf8", "configuration": {}})
-                } else if matches!(self.dtype, DType::Structured(_)) {
-                    json!({"name": "bytes"})
                 } else {
                     json!({"name": "bytes", "configuration": {"endian": "little"}})
                 };

@@ -15,6 +15,8 @@ enum Field {
     Numeric(DType),
     /// A fixed-length UTF-32 string of this many characters (`<U{n}`).
     Utf32(u64),
+    /// A fixed-length byte string of this many bytes (`|S{n}`).
+    Bytes(u64),
 }
 
 impl Field {
@@ -22,6 +24,7 @@ impl Field {
         match self {
             Field::Numeric(d) => d.item_size() as u64,
             Field::Utf32(n) => 4 * n,
+            Field::Bytes(n) => *n,
         }
     }
 }
@@ -39,7 +42,9 @@ impl Structured {
         let fields = match format {
             ZarrFormat::V2 => dtype.as_array()?,
             ZarrFormat::V3 => {
-                if dtype["name"] != "structured" {
+                // "structured" (zarr-python 3.1, fields as [name, type]
+                // pairs) or "struct" (zarr-python 3.4, fields as objects).
+                if dtype["name"] != "structured" && dtype["name"] != "struct" {
                     return None;
                 }
                 dtype["configuration"]["fields"].as_array()?
@@ -47,16 +52,19 @@ impl Structured {
         };
         let mut out = Vec::with_capacity(fields.len());
         for f in fields {
-            let pair = f.as_array()?;
-            if pair.len() != 2 {
-                return None; // sub-array fields are not supported
-            }
-            let name = pair[0].as_str()?.to_string();
+            let (name, t) = match f.as_array() {
+                Some(pair) if pair.len() == 2 => (pair[0].as_str()?.to_string(), &pair[1]),
+                Some(_) => return None, // sub-array fields are not supported
+                None => (f["name"].as_str()?.to_string(), &f["data_type"]),
+            };
+            let pair = [Value::Null, t.clone()];
             let field = match format {
                 ZarrFormat::V2 => {
                     let s = pair[1].as_str()?;
                     if let Some(n) = s.strip_prefix("<U") {
                         Field::Utf32(n.parse().ok()?)
+                    } else if let Some(n) = s.strip_prefix("|S") {
+                        Field::Bytes(n.parse().ok()?)
                     } else {
                         match DType::from_v2(&pair[1], &Value::Null) {
                             DType::Other(_) | DType::String => return None,
@@ -69,6 +77,8 @@ impl Structured {
                     if t["name"] == "fixed_length_utf32" {
                         let bytes = t["configuration"]["length_bytes"].as_u64()?;
                         Field::Utf32(bytes / 4)
+                    } else if t["name"] == "null_terminated_bytes" {
+                        Field::Bytes(t["configuration"]["length_bytes"].as_u64()?)
                     } else {
                         match DType::from_v3(t) {
                             DType::Other(_) | DType::String => return None,
@@ -100,6 +110,11 @@ impl Structured {
                     {"name": "fixed_length_utf32", "configuration": {"length_bytes": 4 * n}}
                 ]),
                 (ZarrFormat::V3, Field::Numeric(d)) => json!([name, d.v3_name()]),
+                (ZarrFormat::V2, Field::Bytes(n)) => json!([name, format!("|S{n}")]),
+                (ZarrFormat::V3, Field::Bytes(n)) => json!([
+                    name,
+                    {"name": "null_terminated_bytes", "configuration": {"length_bytes": n}}
+                ]),
             })
             .collect();
         match format {
@@ -151,6 +166,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_zarr_python_3_4s_struct_spelling() {
+        let t = json!({"name": "struct", "configuration": {"fields": [
+            {"name": "a", "data_type": "int32"},
+            {"name": "s", "data_type": {"name": "fixed_length_utf32", "configuration": {"length_bytes": 16}}},
+            {"name": "b", "data_type": {"name": "null_terminated_bytes", "configuration": {"length_bytes": 3}}},
+        ]}});
+        let s = Structured::parse(&t, ZarrFormat::V3).expect("struct");
+        assert_eq!(s.item_size(), 4 + 16 + 3);
+        assert_eq!(
+            s.spelling(ZarrFormat::V2),
+            json!([["a", "<i4"], ["s", "<U4"], ["b", "|S3"]])
+        );
+        let back = Structured::parse(&s.spelling(ZarrFormat::V3), ZarrFormat::V3).expect("v3");
+        assert_eq!(back, s);
+    }
+
+    #[test]
     fn translates_between_formats() {
         let v2 = json!([["a", "<U4"], ["b", "<i8"], ["c", "|b1"]]);
         let s = Structured::parse(&v2, ZarrFormat::V2).expect("parse v2");
@@ -162,7 +194,7 @@ mod tests {
         );
         let back = Structured::parse(&v3, ZarrFormat::V3).expect("parse v3");
         assert_eq!(back.spelling(ZarrFormat::V2), v2);
-        assert!(Structured::parse(&json!([["a", "|S3"]]), ZarrFormat::V2).is_none());
+        assert!(Structured::parse(&json!([["a", "<f8", [2]]]), ZarrFormat::V2).is_none());
         assert_eq!(base64_zeros(4), "AAAAAA==");
         assert_eq!(base64_zeros(3), "AAAA");
     }

@@ -402,6 +402,18 @@ impl Column {
         Ok(())
     }
 
+    /// anndata 0.13's reindexing: a bool column that gains missing rows
+    /// becomes pandas' nullable boolean (0.12 leaves numpy's object column).
+    pub fn bool_object_to_nullable(self) -> Column {
+        match self {
+            Column::BoolObject(v) => Column::NullBool {
+                mask: v.iter().map(Option::is_none).collect(),
+                values: v.into_iter().map(|b| b.unwrap_or(false)).collect(),
+            },
+            other => other,
+        }
+    }
+
     /// Takes rows by index (`None` = missing), as pandas `reindex` does:
     /// ints become float64 with NaN, categoricals get code -1, nullable
     /// columns get masked entries. Returns an error for the cases pandas

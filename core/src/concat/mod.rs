@@ -272,6 +272,18 @@ impl<'a> Planner<'a> {
         })
     }
 
+    /// Whether the inputs were written by anndata 0.13 with pandas 3 (every
+    /// input's obs index is a `nullable-string-array`), whose `concat`
+    /// differs from 0.12's where noted: anncat follows the version that
+    /// wrote the inputs.
+    pub(crate) fn written_by_0_13(&self) -> bool {
+        self.inputs.iter().all(|inp| {
+            inp.tree
+                .child("obs")
+                .is_some_and(|obs| frame::index_na(obs).is_some())
+        })
+    }
+
     /// Rows per block (and per chunk) of data frame columns: a block of
     /// strings costs about 64 bytes a row in memory.
     pub(crate) fn frame_block_rows(&self) -> u64 {
@@ -555,7 +567,10 @@ impl<'a> Planner<'a> {
                         format!("has {} rows but the index has {rows}", col.len()),
                     ));
                 }
-                let col = col.take(&idx).map_err(|err| self.fail(i, &e.path, err))?;
+                let mut col = col.take(&idx).map_err(|err| self.fail(i, &e.path, err))?;
+                if self.written_by_0_13() {
+                    col = col.bool_object_to_nullable();
+                }
                 cols.push((name, col));
             }
             per_input.push(cols);
