@@ -185,8 +185,8 @@ pub fn read_tree(store: &Store) -> Result<Element> {
     {
         return Err(store.err(
             "",
-            "a pre-0.7 anndata layout (no encoding-type on the root) is not supported: re-save it \
-             with current anndata (anndata.read_zarr / read_h5ad, then write)",
+            "not an AnnData store of anndata 0.7 or later (the root has no encoding-type): a \
+             pre-0.7 layout is not supported, re-save it with current anndata",
         ));
     }
     if root.encoding != Encoding::AnnData {
