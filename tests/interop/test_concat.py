@@ -15,6 +15,7 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from anndata.tests.helpers import assert_equal
 
@@ -638,3 +639,33 @@ def test_older_layouts_are_refused_naming_the_layout(tmp_path):
         assert str(bad) in lines[0] and all(w in lines[0] for w in words), lines[0]
         assert "re-save" in lines[0], lines[0]
         assert not out.exists()
+
+
+@pytest.mark.parametrize("axis", ["obs", "var"])
+@pytest.mark.parametrize("merge", ["same", "unique", "first", "only"])
+def test_data_frames_in_other_axis_mappings_under_merge(tmp_path, axis, merge):
+    """A data frame in varm (obsm along var) under every --merge strategy, as
+    anndata.concat merges it: reindexed onto the joined axis (new rows
+    missing), kept or dropped by pandas' DataFrame.equals."""
+    rng = np.random.default_rng(21)
+    names = [f"g{j}" for j in range(10)]
+    adatas = []
+    for i, sel in enumerate((names[:7], names[2:], names[:7])):
+        n = 5
+        shape = (n, len(sel)) if axis == "obs" else (len(sel), n)
+        a = ad.AnnData(X=rng.random(shape).astype(np.float32))
+        along, other = (a.obs, a.var) if axis == "obs" else (a.var, a.obs)
+        along.index = [f"c{i}_{k}" for k in range(n)]
+        other.index = sel
+        m = a.varm if axis == "obs" else a.obsm
+        length = np.array([float(int(g[1:]) * 10) for g in sel])
+        m["df"] = pd.DataFrame({"length": length, "chrom": [f"chr{int(g[1:]) % 3}" for g in sel],
+                                "hv": np.array([int(g[1:]) % 2 == 0 for g in sel])}, index=sel)
+        m["same_df"] = pd.DataFrame({"length": length}, index=sel)
+        if i == 1:
+            m["only_df"] = pd.DataFrame({"score": rng.normal(size=len(sel))}, index=sel)
+        if i == 2:
+            m["df"]["length"] = m["df"]["length"] + 1  # differs from input 0
+        adatas.append(a)
+    paths = write_all(adatas, tmp_path)
+    compare(paths, tmp_path, dict(axis=axis, join="outer", merge=merge))

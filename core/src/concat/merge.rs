@@ -8,6 +8,7 @@
 //! cells), so they are merged in memory.
 
 use super::Planner;
+use super::frame::{Column, IndexNa, read_column, write_frame};
 use super::index::{Join, Reindexer};
 use super::matrix::{index_dtype, index_dtype_for, read_csr_rows};
 use super::options::Merge;
@@ -23,6 +24,14 @@ use crate::error::Result;
 enum Merged {
     /// A dense 2-D array (row-major values).
     Dense { shape: [u64; 2], values: Values },
+    /// A data frame (in {other}m), its columns reindexed onto the joined
+    /// axis, which becomes its index.
+    Frame {
+        /// Rows.
+        rows: u64,
+        /// Columns in order.
+        columns: Vec<(String, Column)>,
+    },
     /// A sparse matrix as entries sorted in its format's major order.
     Sparse {
         csr: bool,
@@ -57,6 +66,7 @@ impl Merged {
     /// Non-zero entries as ((row, column), value), row-major.
     fn nonzero(&self) -> Result<Vec<((u64, u64), f64)>> {
         let mut out: Vec<((u64, u64), f64)> = match self {
+            Merged::Frame { .. } => Vec::new(),
             Merged::Dense { shape, values } => {
                 let Values::F64(v) = values.cast(&DType::Float64)? else {
                     return Ok(Vec::new());
@@ -86,6 +96,7 @@ impl Merged {
     fn shape(&self) -> [u64; 2] {
         match self {
             Merged::Dense { shape, .. } | Merged::Sparse { shape, .. } => *shape,
+            Merged::Frame { rows, columns } => [*rows, columns.len() as u64],
         }
     }
 
@@ -98,6 +109,15 @@ impl Merged {
             return Ok(false);
         }
         Ok(match (first, self) {
+            // pandas `DataFrame.equals`: same columns in order, each of the
+            // same dtype and values (NaN equal to NaN).
+            (Merged::Frame { columns: a, .. }, Merged::Frame { columns: b, .. }) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((na, ca), (nb, cb))| na == nb && ca.equals(cb))
+            }
+            (Merged::Frame { .. }, _) | (_, Merged::Frame { .. }) => false,
             (Merged::Dense { values: a, .. }, Merged::Dense { values: b, .. }) => {
                 values_equal(a, b)
             }
@@ -164,6 +184,8 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
     }
     let n = r.old_of_new.len() as u64;
     match m {
+        // Reindexed when read.
+        frame @ Merged::Frame { .. } => Ok(frame),
         Merged::Dense { shape, values } => {
             let cols: Vec<Option<u64>> = if both {
                 r.old_of_new
@@ -224,7 +246,13 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
 }
 
 /// Writes a 2-D element.
-fn write_merged(out: &Store, path: &str, m: &Merged, chunk_bytes: u64) -> Result<()> {
+fn write_merged(
+    out: &Store,
+    path: &str,
+    m: &Merged,
+    chunk_bytes: u64,
+    index: (&[String], &IndexNa),
+) -> Result<()> {
     let array = |path: &str, shape: Vec<u64>, values: &Values, attrs| -> Result<()> {
         let chunks = chunk_shape_for(&shape, values.dtype().item_size(), chunk_bytes);
         let spec = ArraySpec::new(shape.clone(), values.dtype(), chunks);
@@ -238,6 +266,16 @@ fn write_merged(out: &Store, path: &str, m: &Merged, chunk_bytes: u64) -> Result
         Merged::Dense { shape, values } => {
             array(path, shape.to_vec(), values, group_attrs("array", "0.2.0"))
         }
+        // Stored as anndata stores data frames outside obs / var: no
+        // strings_to_categoricals, indexed by the joined names.
+        Merged::Frame { columns, .. } => write_frame(
+            out,
+            path,
+            (None, index.1),
+            index.0,
+            columns,
+            chunk_bytes / 64,
+        ),
         Merged::Sparse {
             csr,
             shape,
@@ -336,7 +374,13 @@ impl<'a> Planner<'a> {
                 }
             };
             if let Some(m) = chosen {
-                write_merged(&self.out, &format!("{name}/{key}"), &m, self.chunk_bytes)?;
+                write_merged(
+                    &self.out,
+                    &format!("{name}/{key}"),
+                    &m,
+                    self.chunk_bytes,
+                    (&self.other_names, &self.other_index_na),
+                )?;
             }
         }
         Ok(())
@@ -348,6 +392,9 @@ impl<'a> Planner<'a> {
         let store = &self.inputs[i].store;
         let r = &self.plan.spaces[0].reindexers[i];
         let n_old = r.new_of_old.len() as u64;
+        if e.encoding == Encoding::DataFrame && !pairwise {
+            return self.load_merged_frame(i, e);
+        }
         let shape = super::matrix_shape(e).filter(|_| {
             matches!(
                 e.encoding,
@@ -402,6 +449,50 @@ impl<'a> Planner<'a> {
             }
         };
         reindex(m, r, pairwise).map_err(|err| store.err(&e.path, err))
+    }
+
+    /// A data frame in {other}m read whole (it spans the other axis only)
+    /// and reindexed onto the joined axis as pandas `reindex` does.
+    fn load_merged_frame(&self, i: usize, e: &Element) -> Result<Merged> {
+        let store = &self.inputs[i].store;
+        let r = &self.plan.spaces[0].reindexers[i];
+        let idx: Vec<Option<usize>> = r
+            .old_of_new
+            .iter()
+            .map(|&o| (o >= 0).then_some(o as usize))
+            .collect();
+        let rows = r.new_of_old.len();
+        let mut columns = Vec::new();
+        for name in super::frame_columns(e) {
+            let c = e
+                .child(&name)
+                .ok_or_else(|| store.err(&e.path, format!("lacks its column {name:?}")))?;
+            let col = read_column(store, c)?;
+            if col.len() != rows {
+                return Err(store.err(
+                    &c.path,
+                    format!("has {} rows but its axis has {rows} names", col.len()),
+                ));
+            }
+            let mut col = match &col {
+                // An object column gaining NaN, which anndata stores (outside
+                // obs / var) as the text "nan".
+                Column::Str(v) if idx.iter().any(Option::is_none) => Column::Str(
+                    idx.iter()
+                        .map(|i| i.map_or_else(|| "nan".to_string(), |i| v[i].clone()))
+                        .collect(),
+                ),
+                _ => col.take(&idx).map_err(|err| store.err(&c.path, err))?,
+            };
+            if self.written_by_0_13() {
+                col = col.bool_object_to_nullable();
+            }
+            columns.push((name, col));
+        }
+        Ok(Merged::Frame {
+            rows: idx.len() as u64,
+            columns,
+        })
     }
 }
 

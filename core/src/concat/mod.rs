@@ -239,6 +239,10 @@ pub(crate) struct Planner<'a> {
     pub(crate) plan: ConcatPlan,
     pub(crate) shape: [u64; 2],
     pub(crate) chunk_bytes: u64,
+    /// The joined other axis' names of the main object, and how its index
+    /// is stored (the index of merged {other}m data frames).
+    pub(crate) other_names: Vec<String>,
+    pub(crate) other_index_na: frame::IndexNa,
 }
 
 impl<'a> Planner<'a> {
@@ -269,6 +273,8 @@ impl<'a> Planner<'a> {
             plan,
             shape: [0, 0],
             chunk_bytes,
+            other_names: Vec::new(),
+            other_index_na: None,
         })
     }
 
@@ -385,6 +391,15 @@ impl<'a> Planner<'a> {
         }
         let other_names: Vec<Vec<String>> = other_idx.iter().map(|(n, _)| n.clone()).collect();
         let joined = join_indices(&other_names, join);
+        if main && self.opts.merge.is_some() {
+            self.other_names = joined.clone();
+            self.other_index_na = frame::common_index_na(
+                &other_frames
+                    .iter()
+                    .map(|f| frame::index_na(f))
+                    .collect::<Vec<_>>(),
+            );
+        }
         let reindexers: Vec<Reindexer> = other_names
             .iter()
             .map(|old| Reindexer::new(old, &joined))
