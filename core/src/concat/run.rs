@@ -15,6 +15,7 @@ use crate::anndata::Store;
 use crate::anndata::consolidate::consolidate;
 use crate::anndata::element::read_tree;
 use crate::anndata::sparse::check_all_sparse;
+use crate::anndata::store::io_reason;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TaskId, decode, encode};
 use crate::journal::{Journal, remaining_graph};
@@ -24,8 +25,67 @@ use crate::output::StagedOutput;
 #[derive(Debug, Serialize, Deserialize)]
 struct RunRecord {
     fingerprint: String,
+    /// What each input was when the run was planned (see [`input_identity`]).
+    inputs: Vec<(PathBuf, u64)>,
     graph: Graph,
     summary: ConcatSummary,
+}
+
+/// A digest of what an input is: the relative path, size and modification
+/// time of every file in it (a zarr store's metadata and chunks, or an
+/// `.h5ad` file). Sizes and times, rather than content hashes, so that
+/// checking a 100 GB input on resume costs one `stat` per file, not a read
+/// of every byte; any rewrite of a chunk, a metadata document or the file
+/// changes its time (and a changed shape its sizes).
+fn input_identity(path: &Path) -> Result<u64> {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    fn mix(h: &mut u64, bytes: &[u8]) {
+        for &b in bytes {
+            *h ^= u64::from(b);
+            *h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn walk(root: &Path, dir: &Path, h: &mut u64) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for e in entries {
+            let meta = e.metadata()?;
+            let p = e.path();
+            if meta.is_dir() {
+                walk(root, &p, h)?;
+            } else {
+                stamp(root, &p, &meta, h);
+            }
+        }
+        Ok(())
+    }
+    fn stamp(root: &Path, p: &Path, meta: &std::fs::Metadata, h: &mut u64) {
+        let rel = p.strip_prefix(root).unwrap_or(p);
+        mix(h, rel.as_os_str().as_encoded_bytes());
+        mix(h, &meta.len().to_le_bytes());
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        mix(h, &mtime.to_le_bytes());
+    }
+    let mut h = 0xcbf2_9ce4_8422_2325;
+    let read = |e: std::io::Error| Error::path(path, format!("cannot read: {}", io_reason(&e)));
+    let meta = std::fs::metadata(path).map_err(read)?;
+    if meta.is_dir() {
+        walk(path, path, &mut h).map_err(read)?;
+    } else {
+        stamp(path, path, &meta, &mut h);
+    }
+    Ok(h)
+}
+
+fn input_identities(opts: &ConcatOptions) -> Result<Vec<(PathBuf, u64)>> {
+    opts.inputs
+        .iter()
+        .map(|p| Ok((p.clone(), input_identity(p)?)))
+        .collect()
 }
 
 /// A planned concatenation whose graph is ready to run.
@@ -107,6 +167,7 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
         };
         let record = RunRecord {
             fingerprint: fingerprint(opts),
+            inputs: input_identities(opts)?,
             graph,
             summary,
         };
@@ -132,10 +193,30 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
 
 fn resume(staged: &StagedOutput, opts: &ConcatOptions) -> Result<Option<PreparedConcat>> {
     let file = scratch(&staged.partial_path).join("run.bin");
-    let Ok(bytes) = std::fs::read(&file) else {
-        return Ok(None);
+    // Only a missing record means the run died while planning; any other
+    // failure to read it stops the run and leaves the partial output alone.
+    let bytes = match std::fs::read(&file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::path(
+                &file,
+                format!(
+                    "cannot read the run record to resume: {} (the partial output is left as it is)",
+                    io_reason(&e)
+                ),
+            ));
+        }
     };
     let record: RunRecord = decode(&bytes)?;
+    for ((path, before), (current, now)) in record.inputs.iter().zip(input_identities(opts)?) {
+        if *path == current && *before != now {
+            return Err(Error::path(
+                path,
+                "cannot resume: this input changed since the run began (remove the partial output, or run without --resume)",
+            ));
+        }
+    }
     if record.fingerprint != fingerprint(opts) {
         return Err(Error::path(
             &staged.partial_path,
@@ -229,4 +310,80 @@ fn remove_temp_files(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir") {
+            let e = e.expect("entry");
+            let dest = to.join(e.file_name());
+            if e.file_type().expect("type").is_dir() {
+                copy_dir(&e.path(), &dest);
+            } else {
+                std::fs::copy(e.path(), &dest).expect("copy");
+            }
+        }
+    }
+
+    /// Two copies of a committed fixture and options writing `out.zarr`
+    /// beside them.
+    fn setup(dir: &Path) -> ConcatOptions {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chunked_v2.zarr");
+        let (a, b) = (dir.join("a.zarr"), dir.join("b.zarr"));
+        copy_dir(&fixture, &a);
+        copy_dir(&fixture, &b);
+        let mut opts = ConcatOptions::new(vec![a, b], dir.join("out.zarr"));
+        opts.index_unique = Some("-".into());
+        opts
+    }
+
+    #[test]
+    fn a_resume_refuses_an_input_that_changed_and_keeps_the_partial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = setup(dir.path());
+        // Planned, then "killed" before any task ran.
+        drop(prepare_concat(&opts).expect("plan"));
+        let partial = dir.path().join("out.zarr.partial");
+        assert!(partial.join(".anncat/run.bin").is_file());
+        opts.resume = true;
+        // Unchanged inputs: the run picks up where it was.
+        drop(prepare_concat(&opts).expect("resume of unchanged inputs"));
+        // One chunk of the second input rewritten with other bytes.
+        let attrs = dir.path().join("b.zarr/obs/.zattrs");
+        let mut text = std::fs::read_to_string(&attrs).expect("read");
+        text.push(' ');
+        std::fs::write(&attrs, text).expect("write");
+        let err = prepare_concat(&opts)
+            .expect_err("changed input")
+            .to_string();
+        assert!(
+            err.contains("b.zarr") && err.contains("input changed"),
+            "{err}"
+        );
+        assert!(partial.join(".anncat/run.bin").is_file(), "partial removed");
+    }
+
+    #[test]
+    fn an_unreadable_run_record_stops_the_resume_and_keeps_the_partial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = setup(dir.path());
+        drop(prepare_concat(&opts).expect("plan"));
+        let record = dir.path().join("out.zarr.partial/.anncat/run.bin");
+        // A record that cannot be read (here: a directory where the file was;
+        // permission bits do not stop root).
+        std::fs::remove_file(&record).expect("rm");
+        std::fs::create_dir(&record).expect("mkdir");
+        opts.resume = true;
+        let err = prepare_concat(&opts)
+            .expect_err("unreadable record")
+            .to_string();
+        assert!(err.contains("cannot read the run record"), "{err}");
+        assert!(record.is_dir(), "the partial output was touched");
+        assert!(dir.path().join("out.zarr.partial/.zgroup").is_file());
+    }
 }
