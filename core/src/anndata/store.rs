@@ -156,11 +156,6 @@ impl Store {
         self.shard_inner_bytes = inner_bytes.filter(|_| self.format == ZarrFormat::V3);
     }
 
-    /// Whether new arrays are sharded.
-    pub fn sharded(&self) -> bool {
-        self.shard_inner_bytes.is_some()
-    }
-
     /// Creates an array node from `spec` (sharded as [`Store::set_sharding`]
     /// says) with attributes `attrs`.
     pub fn write_array(

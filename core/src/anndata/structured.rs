@@ -57,23 +57,21 @@ impl Structured {
                 Some(_) => return None, // sub-array fields are not supported
                 None => (f["name"].as_str()?.to_string(), &f["data_type"]),
             };
-            let pair = [Value::Null, t.clone()];
             let field = match format {
                 ZarrFormat::V2 => {
-                    let s = pair[1].as_str()?;
+                    let s = t.as_str()?;
                     if let Some(n) = s.strip_prefix("<U") {
                         Field::Utf32(n.parse().ok()?)
                     } else if let Some(n) = s.strip_prefix("|S") {
                         Field::Bytes(n.parse().ok()?)
                     } else {
-                        match DType::from_v2(&pair[1], &Value::Null) {
+                        match DType::from_v2(t, &Value::Null) {
                             DType::Other(_) | DType::String => return None,
                             d => Field::Numeric(d),
                         }
                     }
                 }
                 ZarrFormat::V3 => {
-                    let t = &pair[1];
                     if t["name"] == "fixed_length_utf32" {
                         let bytes = t["configuration"]["length_bytes"].as_u64()?;
                         Field::Utf32(bytes / 4)

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 
 use super::column_concat::ColumnTarget;
 use super::frame::{
-    Categories, Column, ColumnReader, IndexNa, common_index_na, create_column, create_index,
-    write_column_rows, write_frame_group, write_index_rows,
+    Categories, Column, ColumnReader, IndexNa, common_index_na, create_column, index_column,
+    write_column_rows, write_frame_group,
 };
 use super::index::read_strings_range;
 use crate::anndata::Store;
@@ -211,8 +211,14 @@ pub(crate) fn write_axis_frame(
     let rows: Vec<u64> = parts.iter().map(|p| p.rows).collect();
     let total: u64 = rows.iter().sum();
 
-    let na = common_index_na(parts.iter().map(|p| &p.index_na));
-    create_index(out, &index_path, &na, total, block)?;
+    let na = common_index_na(parts.iter().map(|p| p.index_na));
+    create_column(
+        out,
+        &index_path,
+        &index_column(na, Vec::new()),
+        total,
+        block,
+    )?;
     for (start, end) in blocks(total, block) {
         let mut names = Vec::with_capacity((end - start) as usize);
         for (i, local, n) in pieces(&rows, start, end) {
@@ -220,7 +226,7 @@ pub(crate) fn write_axis_frame(
             let read = read_strings_range(p.store, &p.index.path, local, n)?;
             names.extend(read.into_iter().map(|s| s + &p.suffix));
         }
-        write_index_rows(out, &index_path, &na, start, names)?;
+        write_column_rows(out, &index_path, &index_column(na, names), start)?;
     }
 
     let axis = path.strip_prefix("raw/").unwrap_or(path);

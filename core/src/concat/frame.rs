@@ -872,76 +872,35 @@ pub fn write_column(out: &Store, path: &str, column: &Column, chunk: u64) -> Res
     write_column_rows(out, path, column, 0)
 }
 
-/// How a data frame's index is stored: as a `string-array`, or (pandas 3,
-/// anndata 0.13) as a `nullable-string-array` with this `na-value`.
-pub type IndexNa = Option<String>;
+/// How a data frame's index is stored: as a `string-array` (`None`), or
+/// (pandas 3, anndata 0.13) as a `nullable-string-array` with this `na-value`.
+pub type IndexNa = Option<NaValue>;
 
-/// The `na-value` of a frame's index when it is a `nullable-string-array`
-/// (`"NA"` when the attribute is absent, as anndata reads it).
+/// How a frame's index is stored (see [`IndexNa`]).
 pub fn index_na(frame: &Element) -> IndexNa {
     let col = frame.meta.attrs.get("_index").and_then(Value::as_str)?;
     let e = frame.child(col)?;
-    (e.encoding == Encoding::NullableStringArray).then(|| {
-        e.meta
-            .attrs
-            .get("na-value")
-            .and_then(Value::as_str)
-            .unwrap_or("NA")
-            .to_string()
-    })
+    (e.encoding == Encoding::NullableStringArray).then(|| NaValue::of(e))
 }
 
 /// The index storage of a combined index: nullable (with the first
 /// input's `na-value`) when every input's is, as pandas keeps a `string`
 /// dtype only when all parts have it; else plain strings.
-pub fn common_index_na<'a>(each: impl IntoIterator<Item = &'a IndexNa>) -> IndexNa {
-    let mut first: IndexNa = None;
-    for (i, na) in each.into_iter().enumerate() {
-        match na {
-            None => return None,
-            Some(na) if i == 0 => first = Some(na.clone()),
-            Some(_) => {}
-        }
-    }
-    first
+pub fn common_index_na(mut each: impl Iterator<Item = IndexNa>) -> IndexNa {
+    let first = each.next()??;
+    each.all(|na| na.is_some()).then_some(first)
 }
 
-/// Creates an index array of `len` names at `path`, stored as `na` says.
-pub fn create_index(out: &Store, path: &str, na: &IndexNa, len: u64, chunk: u64) -> Result<()> {
+/// Index names as the column they are stored as: made with
+/// [`create_column`] and written with [`write_column_rows`].
+pub fn index_column(na: IndexNa, names: Vec<String>) -> Column {
     match na {
-        None => create_string_array(out, path, len, chunk),
-        Some(na) => {
-            let mut a = attrs("nullable-string-array", "0.1.0");
-            a.insert("na-value".into(), json!(na));
-            out.write_group(path, &a)?;
-            create_string_array(out, &format!("{path}/values"), len, chunk)?;
-            create_array(
-                out,
-                &format!("{path}/mask"),
-                DType::Bool,
-                len,
-                chunk,
-                &attrs("array", "0.2.0"),
-            )
-        }
-    }
-}
-
-/// Writes index names at rows `start..` of an index made by [`create_index`].
-pub fn write_index_rows(
-    out: &Store,
-    path: &str,
-    na: &IndexNa,
-    start: u64,
-    names: Vec<String>,
-) -> Result<()> {
-    match na {
-        None => store_strings(out, path, start, &names),
-        Some(_) => {
-            let mask = vec![false; names.len()];
-            store_strings(out, &format!("{path}/values"), start, &names)?;
-            store_bools(out, &format!("{path}/mask"), start, &mask)
-        }
+        None => Column::Str(names),
+        Some(na) => Column::NullStr {
+            mask: vec![false; names.len()],
+            values: names,
+            na,
+        },
     }
 }
 
@@ -972,8 +931,7 @@ pub fn write_frame(
 ) -> Result<()> {
     let names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
     let index_path = write_frame_group(out, path, index_name, &names)?;
-    create_index(out, &index_path, na, index.len() as u64, chunk)?;
-    write_index_rows(out, &index_path, na, 0, index.to_vec())?;
+    write_column(out, &index_path, &index_column(*na, index.to_vec()), chunk)?;
     for (name, col) in columns {
         write_column(out, &format!("{path}/{name}"), col, chunk)?;
     }

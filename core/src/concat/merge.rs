@@ -8,7 +8,7 @@
 //! cells), so they are merged in memory.
 
 use super::Planner;
-use super::frame::{Column, IndexNa, read_column, write_frame};
+use super::frame::{Column, IndexNa, write_frame};
 use super::index::{Join, Reindexer};
 use super::matrix::{index_dtype, index_dtype_for, read_csr_rows};
 use super::options::Merge;
@@ -451,46 +451,12 @@ impl<'a> Planner<'a> {
         reindex(m, r, pairwise).map_err(|err| store.err(&e.path, err))
     }
 
-    /// A data frame in {other}m read whole (it spans the other axis only)
-    /// and reindexed onto the joined axis as pandas `reindex` does.
+    /// A data frame in {other}m, reindexed onto the joined axis.
     fn load_merged_frame(&self, i: usize, e: &Element) -> Result<Merged> {
-        let store = &self.inputs[i].store;
         let r = &self.plan.spaces[0].reindexers[i];
-        let idx: Vec<Option<usize>> = r
-            .old_of_new
-            .iter()
-            .map(|&o| (o >= 0).then_some(o as usize))
-            .collect();
-        let rows = r.new_of_old.len();
-        let mut columns = Vec::new();
-        for name in super::frame_columns(e) {
-            let c = e
-                .child(&name)
-                .ok_or_else(|| store.err(&e.path, format!("lacks its column {name:?}")))?;
-            let col = read_column(store, c)?;
-            if col.len() != rows {
-                return Err(store.err(
-                    &c.path,
-                    format!("has {} rows but its axis has {rows} names", col.len()),
-                ));
-            }
-            let mut col = match &col {
-                // An object column gaining NaN, which anndata stores (outside
-                // obs / var) as the text "nan".
-                Column::Str(v) if idx.iter().any(Option::is_none) => Column::Str(
-                    idx.iter()
-                        .map(|i| i.map_or_else(|| "nan".to_string(), |i| v[i].clone()))
-                        .collect(),
-                ),
-                _ => col.take(&idx).map_err(|err| store.err(&c.path, err))?,
-            };
-            if self.written_by_0_13() {
-                col = col.bool_object_to_nullable();
-            }
-            columns.push((name, col));
-        }
+        let columns = self.reindexed_frame(i, e, r, true)?;
         Ok(Merged::Frame {
-            rows: idx.len() as u64,
+            rows: r.old_of_new.len() as u64,
             columns,
         })
     }

@@ -391,14 +391,10 @@ impl<'a> Planner<'a> {
         }
         let other_names: Vec<Vec<String>> = other_idx.iter().map(|(n, _)| n.clone()).collect();
         let joined = join_indices(&other_names, join);
+        let other_na = frame::common_index_na(other_frames.iter().map(|f| frame::index_na(f)));
         if main && self.opts.merge.is_some() {
             self.other_names = joined.clone();
-            self.other_index_na = frame::common_index_na(
-                &other_frames
-                    .iter()
-                    .map(|f| frame::index_na(f))
-                    .collect::<Vec<_>>(),
-            );
+            self.other_index_na = other_na;
         }
         let reindexers: Vec<Reindexer> = other_names
             .iter()
@@ -487,12 +483,6 @@ impl<'a> Planner<'a> {
         };
         if main || axis.other_name() == "var" {
             frame::strings_to_categoricals(&mut other_columns);
-            let other_na = frame::common_index_na(
-                &other_frames
-                    .iter()
-                    .map(|f| frame::index_na(f))
-                    .collect::<Vec<_>>(),
-            );
             write_frame(
                 &self.out,
                 &at(axis.other_name()),
@@ -563,33 +553,11 @@ impl<'a> Planner<'a> {
         reindexers: &[Reindexer],
         strategy: Merge,
     ) -> Result<Vec<(String, Column)>> {
-        let mut per_input: Vec<Vec<(String, Column)>> = Vec::new();
-        for (i, f) in frames.iter().enumerate() {
-            let idx: Vec<Option<usize>> = reindexers[i]
-                .old_of_new
-                .iter()
-                .map(|&o| (o >= 0).then_some(o as usize))
-                .collect();
-            let mut cols = Vec::new();
-            for name in frame_columns(f) {
-                let Some(e) = f.child(&name) else { continue };
-                let col = read_column(&self.inputs[i].store, e)?;
-                let rows = reindexers[i].new_of_old.len();
-                if col.len() != rows {
-                    return Err(self.fail(
-                        i,
-                        &e.path,
-                        format!("has {} rows but the index has {rows}", col.len()),
-                    ));
-                }
-                let mut col = col.take(&idx).map_err(|err| self.fail(i, &e.path, err))?;
-                if self.written_by_0_13() {
-                    col = col.bool_object_to_nullable();
-                }
-                cols.push((name, col));
-            }
-            per_input.push(cols);
-        }
+        let per_input: Vec<Vec<(String, Column)>> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| self.reindexed_frame(i, f, &reindexers[i], false))
+            .collect::<Result<_>>()?;
         let lists: Vec<Vec<String>> = per_input
             .iter()
             .map(|c| c.iter().map(|(n, _)| n.clone()).collect())
@@ -616,6 +584,56 @@ impl<'a> Planner<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Input `i`'s data frame `frame` read whole (it spans the other axis
+    /// only) and reindexed onto the joined axis as anndata's reindexer does:
+    /// pandas `reindex`, and under anndata 0.13 a bool column gaining
+    /// missing rows becomes nullable. With `nan_text`, an object string
+    /// column gaining missing rows keeps them as the text "nan", as anndata
+    /// stores such frames outside obs / var.
+    pub(crate) fn reindexed_frame(
+        &self,
+        i: usize,
+        frame: &Element,
+        reindexer: &Reindexer,
+        nan_text: bool,
+    ) -> Result<Vec<(String, Column)>> {
+        let idx: Vec<Option<usize>> = reindexer
+            .old_of_new
+            .iter()
+            .map(|&o| (o >= 0).then_some(o as usize))
+            .collect();
+        let missing = idx.iter().any(Option::is_none);
+        let nullable_bools = self.written_by_0_13();
+        let rows = reindexer.new_of_old.len();
+        let mut columns = Vec::new();
+        for name in frame_columns(frame) {
+            let e = frame
+                .child(&name)
+                .ok_or_else(|| self.fail(i, &frame.path, format!("lacks its column {name:?}")))?;
+            let col = read_column(&self.inputs[i].store, e)?;
+            if col.len() != rows {
+                return Err(self.fail(
+                    i,
+                    &e.path,
+                    format!("has {} rows but the index has {rows}", col.len()),
+                ));
+            }
+            let mut col = match &col {
+                Column::Str(v) if nan_text && missing => Column::Str(
+                    idx.iter()
+                        .map(|i| i.map_or_else(|| "nan".to_string(), |i| v[i].clone()))
+                        .collect(),
+                ),
+                _ => col.take(&idx).map_err(|err| self.fail(i, &e.path, err))?,
+            };
+            if nullable_bools {
+                col = col.bool_object_to_nullable();
+            }
+            columns.push((name, col));
+        }
+        Ok(columns)
     }
 
     /// uns merged with `uns_merge` (empty without a strategy).

@@ -329,9 +329,10 @@ mod tests {
         }
     }
 
-    /// Two copies of a committed fixture and options writing `out.zarr`
-    /// beside them.
-    fn setup(dir: &Path) -> ConcatOptions {
+    /// Two copies of a committed fixture, and a run writing `out.zarr`
+    /// beside them planned and then "killed" before any task ran; returns
+    /// the options with `--resume`.
+    fn planned_then_killed(dir: &Path) -> ConcatOptions {
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chunked_v2.zarr");
         let (a, b) = (dir.join("a.zarr"), dir.join("b.zarr"));
@@ -339,18 +340,17 @@ mod tests {
         copy_dir(&fixture, &b);
         let mut opts = ConcatOptions::new(vec![a, b], dir.join("out.zarr"));
         opts.index_unique = Some("-".into());
+        drop(prepare_concat(&opts).expect("plan"));
+        assert!(dir.join("out.zarr.partial/.anncat/run.bin").is_file());
+        opts.resume = true;
         opts
     }
 
     #[test]
     fn a_resume_refuses_an_input_that_changed_and_keeps_the_partial() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut opts = setup(dir.path());
-        // Planned, then "killed" before any task ran.
-        drop(prepare_concat(&opts).expect("plan"));
+        let opts = planned_then_killed(dir.path());
         let partial = dir.path().join("out.zarr.partial");
-        assert!(partial.join(".anncat/run.bin").is_file());
-        opts.resume = true;
         // Unchanged inputs: the run picks up where it was.
         drop(prepare_concat(&opts).expect("resume of unchanged inputs"));
         // One chunk of the second input rewritten with other bytes.
@@ -371,14 +371,12 @@ mod tests {
     #[test]
     fn an_unreadable_run_record_stops_the_resume_and_keeps_the_partial() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut opts = setup(dir.path());
-        drop(prepare_concat(&opts).expect("plan"));
+        let opts = planned_then_killed(dir.path());
         let record = dir.path().join("out.zarr.partial/.anncat/run.bin");
         // A record that cannot be read (here: a directory where the file was;
         // permission bits do not stop root).
         std::fs::remove_file(&record).expect("rm");
         std::fs::create_dir(&record).expect("mkdir");
-        opts.resume = true;
         let err = prepare_concat(&opts)
             .expect_err("unreadable record")
             .to_string();
