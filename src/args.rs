@@ -62,7 +62,7 @@ pub enum ParseError {
     Config(crate::config::ConfigError),
 }
 
-/// Concatenate AnnData zarr stores out of core.
+/// Concatenate AnnData stores (zarr or .h5ad) out of core.
 #[derive(Debug, Parser)]
 #[command(name = "anncat", version, about)]
 pub struct Cli {
@@ -85,11 +85,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rewrite a store in the other zarr format and/or with new chunking.
+    /// Rewrite a store as zarr v2, zarr v3 (new chunking too) or .h5ad.
     Convert {
-        /// The input AnnData zarr store.
+        /// The input AnnData store (zarr or .h5ad).
         input: PathBuf,
-        /// The output store (written as OUTPUT.partial, renamed when complete).
+        /// The output: a .zarr store, or a .h5ad file (written as OUTPUT.partial, renamed when complete).
         #[arg(short, long)]
         output: PathBuf,
         /// Output zarr format (default: the input's).
@@ -122,7 +122,8 @@ pub struct ConcatArgs {
     /// Input stores, in order; write KEY=PATH to give each its key.
     #[arg(required = true)]
     pub inputs: Vec<String>,
-    /// The output store (written as OUTPUT.partial, renamed when complete).
+    /// The output: NAME.zarr, or NAME.h5ad (staged as zarr, then written as one HDF5 file);
+    /// written as OUTPUT.partial and renamed when complete.
     #[arg(short, long)]
     pub output: PathBuf,
     /// Axis to concatenate along: obs (0) or var (1).

@@ -57,10 +57,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 overwrite,
             };
             let summary = convert(&input, &output, &opts)?;
+            let format = match summary.zarr_format {
+                0 => "h5ad".to_string(),
+                n => format!("zarr v{n}"),
+            };
             eprintln!(
-                "anncat: wrote {} (zarr v{}): {} groups, {} arrays ({} copied verbatim), {} chunks encoded",
+                "anncat: wrote {} ({format}): {} groups, {} arrays ({} copied verbatim), {} chunks encoded",
                 output.display(),
-                summary.zarr_format,
                 summary.groups,
                 summary.arrays,
                 summary.arrays_copied_verbatim,

@@ -204,18 +204,54 @@ fn output_placement_is_checked() {
 }
 
 #[test]
-fn an_h5ad_output_is_refused_not_written_as_zarr() {
+fn an_h5ad_output_is_one_hdf5_file_and_other_names_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("atlas.h5ad");
     let a = fixture("chunked_v2.zarr");
-    let res = anncat(&["concat", s(&a), s(&a), "-o", s(&out), "--quiet"]);
+    let res = anncat(&[
+        "concat",
+        s(&a),
+        s(&a),
+        "-o",
+        s(&out),
+        "--quiet",
+        "--index-unique",
+        "-",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let head = std::fs::read(&out).expect("h5ad written as a file");
+    assert_eq!(&head[..8], b"\x89HDF\r\n\x1a\n", "not an HDF5 file");
+    assert!(!dir.path().join("atlas.h5ad.partial").exists());
+    // It reads back as an input: concatenating it with itself doubles it.
+    let again = dir.path().join("again.zarr");
+    let res = anncat(&[
+        "concat",
+        s(&out),
+        s(&out),
+        "-o",
+        s(&again),
+        "--quiet",
+        "--index-unique",
+        "-",
+    ]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+
+    let odd = dir.path().join("atlas.out");
+    let res = anncat(&["concat", s(&a), s(&a), "-o", s(&odd), "--quiet"]);
     let err = String::from_utf8_lossy(&res.stderr).into_owned();
-    assert!(!res.status.success(), "h5ad output accepted");
+    assert!(!res.status.success(), "an output named .out accepted");
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     assert!(
-        err.contains("atlas.h5ad") && err.contains(".h5ad is not supported yet"),
+        err.contains("atlas.out") && err.contains(".zarr or .h5ad"),
         "{err}"
     );
-    assert!(!out.exists(), "something written at {out:?}");
-    assert!(!dir.path().join("atlas.h5ad.partial").exists());
+    assert!(!odd.exists() && !dir.path().join("atlas.out.partial").exists());
 }

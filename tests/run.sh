@@ -30,13 +30,17 @@ cargo run --release --locked --example custom_graph
 
 echo "== interop suite, Python 3.11 with $(grep -m1 '^anndata' tests/interop/requirements.txt) and pandas 2"
 venv="$(bash tests/interop/setup_venv.sh 0.12)"
-ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider -n 2 \
     -W ignore::DeprecationWarning tests/interop
 
 echo "== interop suite, Python 3.12 with $(grep -m1 '^anndata' tests/interop/requirements-0.13.txt) and pandas 3 (inputs written by 0.13)"
 venv13="$(bash tests/interop/setup_venv.sh 0.13)"
-ANNCAT_BIN="$repo/target/release/anncat" "$venv13/bin/python" -m pytest -q -p no:cacheprovider \
+ANNCAT_BIN="$repo/target/release/anncat" "$venv13/bin/python" -m pytest -q -p no:cacheprovider -n 2 \
     -W ignore::DeprecationWarning -W ignore::FutureWarning tests/interop
+
+echo "== anndata's own tests/test_concatenate_disk.py with anncat as concat_on_disk (0.12.19, then 0.13.4)"
+ANNCAT_BIN="$repo/target/release/anncat" bash tests/anndata_suite/run.sh 0.12 -n 2
+ANNCAT_BIN="$repo/target/release/anncat" bash tests/anndata_suite/run.sh 0.13 -n 2
 
 echo "== cluster-configs: the Slurm script, Kubernetes manifests and compose file run on a local cluster"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \

@@ -10,11 +10,12 @@ use zarrs::array::{ArrayBytes, ArraySubset};
 use crate::anndata::consolidate::consolidate;
 use crate::anndata::dtype::DType;
 use crate::anndata::element::{Element, read_tree};
+use crate::anndata::h5_write::write_h5ad;
 use crate::anndata::layout::{ArraySpec, chunk_shape_for, shard_shape_for};
 use crate::anndata::sparse::check_all_sparse;
 use crate::anndata::store::{ArrayMeta, NodeKind, Store, ZarrFormat, io_reason};
 use crate::error::{Error, Result};
-use crate::output::StagedOutput;
+use crate::output::{StagedOutput, is_h5ad};
 
 /// Options of a conversion.
 #[derive(Debug, Clone, Default)]
@@ -66,13 +67,16 @@ pub struct ConvertSummary {
     pub arrays_copied_verbatim: usize,
     /// Output chunks (or shards) encoded.
     pub chunks_written: u64,
-    /// The output's zarr format.
+    /// The output's zarr format (0 for an `.h5ad` output).
     pub zarr_format: u8,
 }
 
 /// Converts the AnnData store `input` into a new store at `output`.
 pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertSummary> {
     let src = Store::open(input)?;
+    if is_h5ad(output) {
+        return convert_to_h5ad(&src, input, output, opts);
+    }
     let format = opts.zarr_format.unwrap_or(src.format());
     opts.validate(format)?;
     let tree = read_tree(&src)?;
@@ -88,6 +92,32 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
         consolidate(&dst)?;
         Ok(summary)
     })();
+    staged.finish(result)
+}
+
+/// Writes the store `src` (read from `input`) as the `.h5ad` file `output`.
+fn convert_to_h5ad(
+    src: &Store,
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+) -> Result<ConvertSummary> {
+    if opts.zarr_format.is_some() || opts.chunk_bytes.is_some() || opts.shard_bytes.is_some() {
+        return Err(Error::option(format!(
+            "-o {}: --zarr-format, --chunk-mib and --shard-mib apply to zarr outputs, not .h5ad",
+            output.display()
+        )));
+    }
+    let tree = read_tree(src)?;
+    check_all_sparse(src, &tree)?;
+    let staged = StagedOutput::prepare(output, &[input], opts.overwrite)?;
+    let result = write_h5ad(src, &staged.partial_path).map(|written| ConvertSummary {
+        groups: written.groups,
+        arrays: written.datasets,
+        arrays_copied_verbatim: 0,
+        chunks_written: written.chunks,
+        zarr_format: 0,
+    });
     staged.finish(result)
 }
 

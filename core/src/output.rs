@@ -17,6 +17,12 @@ pub struct StagedOutput {
     overwrite: bool,
 }
 
+/// Whether `path` names an `.h5ad` file (by its extension).
+pub fn is_h5ad(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("h5ad"))
+}
+
 impl StagedOutput {
     /// Checks `output` against the `inputs` and prepares a fresh staging
     /// path: the output may not be an input or lie inside one, may not exist
@@ -86,7 +92,12 @@ impl StagedOutput {
             ));
         }
         if partial_path.exists() {
-            std::fs::remove_dir_all(&partial_path).map_err(|e| {
+            let removed = if partial_path.is_dir() {
+                std::fs::remove_dir_all(&partial_path)
+            } else {
+                std::fs::remove_file(&partial_path)
+            };
+            removed.map_err(|e| {
                 Error::path(
                     &partial_path,
                     format!("cannot remove stale partial output: {}", io_reason(&e)),
@@ -106,6 +117,37 @@ impl StagedOutput {
     /// Makes the finished output visible: replaces an existing output when
     /// allowed, then renames the staging directory into place.
     pub fn commit(self) -> Result<PathBuf> {
+        self.remove_existing()?;
+        std::fs::rename(&self.partial_path, &self.final_path).map_err(|e| {
+            Error::path(
+                &self.final_path,
+                format!("cannot move output into place: {}", io_reason(&e)),
+            )
+        })?;
+        Ok(self.final_path)
+    }
+
+    /// Makes a finished single-file output visible: `file` (written inside
+    /// the staging directory) is renamed to the final path, replacing an
+    /// existing output when allowed, and the staging directory is removed.
+    pub fn commit_file(self, file: &Path) -> Result<PathBuf> {
+        self.remove_existing()?;
+        std::fs::rename(file, &self.final_path).map_err(|e| {
+            Error::path(
+                &self.final_path,
+                format!("cannot move output into place: {}", io_reason(&e)),
+            )
+        })?;
+        std::fs::remove_dir_all(&self.partial_path).map_err(|e| {
+            Error::path(
+                &self.partial_path,
+                format!("cannot remove the staging directory: {}", io_reason(&e)),
+            )
+        })?;
+        Ok(self.final_path)
+    }
+
+    fn remove_existing(&self) -> Result<()> {
         if self.overwrite && self.final_path.exists() {
             let removed = if self.final_path.is_dir() {
                 std::fs::remove_dir_all(&self.final_path)
@@ -119,13 +161,7 @@ impl StagedOutput {
                 )
             })?;
         }
-        std::fs::rename(&self.partial_path, &self.final_path).map_err(|e| {
-            Error::path(
-                &self.final_path,
-                format!("cannot move output into place: {}", io_reason(&e)),
-            )
-        })?;
-        Ok(self.final_path)
+        Ok(())
     }
 
     /// Ends a run that wrote into the staging directory: commits it when
@@ -145,7 +181,11 @@ impl StagedOutput {
 
     /// Removes the staging directory after a failure (best effort).
     pub fn abandon(&self) {
-        let _ = std::fs::remove_dir_all(&self.partial_path);
+        if self.partial_path.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.partial_path);
+        } else {
+            let _ = std::fs::remove_file(&self.partial_path);
+        }
     }
 }
 

@@ -48,15 +48,24 @@ def inputs_for(input_dir, name, axis, fmt):
     return _written[key]
 
 
-def expected_results(paths, opts, tmp_path, fmt):
-    """Python's answer twice: in memory, and as `write_zarr` stores it."""
-    adatas = [ad.read_zarr(p) for p in paths]
+def read_store(path):
+    """An AnnData store as anndata reads it, by its extension."""
+    return ad.read_h5ad(path) if str(path).endswith(".h5ad") else ad.read_zarr(path)
+
+
+def expected_results(paths, opts, tmp_path, fmt, ext="zarr"):
+    """Python's answer twice: in memory, and as anndata stores it in the
+    output's format (`write_zarr` or `write_h5ad`)."""
+    adatas = [read_store(p) for p in paths]
     kwargs = {k: v for k, v in opts.items() if v is not None}
     result = ad.concat(adatas, **kwargs)
     ad.settings.zarr_write_format = fmt
-    out = tmp_path / "expected.zarr"
-    result.write_zarr(out)
-    return result, ad.read_zarr(out)
+    out = tmp_path / f"expected.{ext}"
+    if ext == "h5ad":
+        result.write_h5ad(out)
+    else:
+        result.write_zarr(out)
+    return result, read_store(out)
 
 
 def assert_matches_python(expected, got):
@@ -90,15 +99,18 @@ def cli_args(opts):
     return args
 
 
-def check_case(input_dir, tmp_path, name, fmt, opts, chunk_mib="0.002"):
+def check_case(input_dir, tmp_path, name, fmt, opts, chunk_mib="0.002", ext="zarr"):
     axis = opts.get("axis", "obs")
     paths = inputs_for(input_dir, name, axis, fmt)
     if opts.get("keys") is not None:
         opts = dict(opts, keys=opts["keys"][: len(paths)])
-    out = tmp_path / "out.zarr"
+    out = tmp_path / f"out.{ext}"
     run_anncat("concat", *paths, "-o", out, "--chunk-mib", chunk_mib, "--quiet", *cli_args(opts))
-    got = ad.read_zarr(out)
-    expected = assert_matches_python(expected_results(paths, opts, tmp_path, fmt), got)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*names are not unique")
+        got = read_store(out)
+    expected = assert_matches_python(expected_results(paths, opts, tmp_path, fmt, ext), got)
     for attr in ("obs", "var"):
         assert list(getattr(expected, attr).columns) == list(getattr(got, attr).columns), attr
         assert getattr(expected, attr).index.name == getattr(got, attr).index.name, attr
@@ -143,6 +155,13 @@ def matrix():
 @pytest.mark.parametrize("name,fmt,opts", matrix())
 def test_concat_matrix(input_dir, tmp_path, name, fmt, opts):
     check_case(input_dir, tmp_path, name, fmt, opts)
+
+
+@pytest.mark.parametrize("name,fmt,opts", matrix()[::6])
+def test_h5ad_output_matrix(input_dir, tmp_path, name, fmt, opts):
+    """A sixth of the matrix again, written as .h5ad (staged in zarr, then
+    streamed into one HDF5 file) and read with `read_h5ad`."""
+    check_case(input_dir, tmp_path, name, fmt, opts, ext="h5ad")
 
 
 @pytest.mark.parametrize("chunk_mib", ["0.0005", "0.01", "4"])

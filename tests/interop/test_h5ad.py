@@ -188,6 +188,15 @@ def test_record_arrays(tmp_path):
     run_anncat("concat", src, src, "-o", cat, "--index-unique", "-", "--uns-merge", "same", "--quiet")
     got = ad.read_zarr(cat).uns["rec"]
     assert list(got["name"]) == ["x", "yy", "gène"] and list(got["i"]) == [0, 1, 2]
+    # ... and written to .h5ad as compound datasets anndata reads back.
+    cat_h5 = tmp_path / "cat.h5ad"
+    run_anncat("concat", src, src, "-o", cat_h5, "--index-unique", "-", "--uns-merge", "same", "--quiet")
+    got = ad.read_h5ad(cat_h5).uns["rec"]
+    assert list(got["name"]) == ["x", "yy", "gène"] and list(got["i"]) == [0, 1, 2]
+    assert list(got["f"]) == [0.5, 1.5, 2.5] and list(got["ok"]) == [True, False, True]
+    back = tmp_path / "back.h5ad"
+    run_anncat("convert", out, "-o", back)
+    assert_equal(ad.read_h5ad(src), ad.read_h5ad(back))
 
     # Fixed-length string fields (older writers) read as text too.
     with h5py.File(src, "r+") as f:

@@ -15,7 +15,9 @@ use std::cell::RefCell;
 use hdf5::types::{CompoundField, CompoundType, FixedAscii, H5Type, TypeDescriptor, VarLenUnicode};
 use serde_json::{Value, json};
 
+use super::dtype::DType;
 use super::h5::{Elem, FixedRead, LeBytes, NumberRead, with_fixed_size};
+use super::structured::{Field as StructField, Structured};
 
 thread_local! {
     /// The field the next one-member read names.
@@ -211,4 +213,169 @@ pub fn read_records(ds: &hdf5::Dataset, ct: &CompoundType) -> Result<Records, St
         record_size,
         bytes,
     })
+}
+
+/// The HDF5 type of a numeric record field, as h5py makes it.
+fn field_type(d: &DType) -> Option<TypeDescriptor> {
+    use hdf5::types::{FloatSize, IntSize};
+    Some(match d {
+        DType::Bool => TypeDescriptor::Boolean,
+        DType::Int8 => TypeDescriptor::Integer(IntSize::U1),
+        DType::Int16 => TypeDescriptor::Integer(IntSize::U2),
+        DType::Int32 => TypeDescriptor::Integer(IntSize::U4),
+        DType::Int64 => TypeDescriptor::Integer(IntSize::U8),
+        DType::UInt8 => TypeDescriptor::Unsigned(IntSize::U1),
+        DType::UInt16 => TypeDescriptor::Unsigned(IntSize::U2),
+        DType::UInt32 => TypeDescriptor::Unsigned(IntSize::U4),
+        DType::UInt64 => TypeDescriptor::Unsigned(IntSize::U8),
+        DType::Float32 => TypeDescriptor::Float(FloatSize::U4),
+        DType::Float64 => TypeDescriptor::Float(FloatSize::U8),
+        _ => return None,
+    })
+}
+
+/// Writes the named field of every record from `T` values.
+fn write_field<T: H5Type>(ds: &hdf5::Dataset, name: &str, values: Vec<T>) -> Result<(), String> {
+    FIELD.with(|f| *f.borrow_mut() = name.to_string());
+    let values: Vec<Field<T>> = values.into_iter().map(Field).collect();
+    ds.write_raw(&values)
+        .map_err(|e| format!("field {name}: {e}"))
+}
+
+/// One little-endian value of a record field.
+struct FieldValues<'a> {
+    ds: &'a hdf5::Dataset,
+    name: &'a str,
+    records: &'a [u8],
+    record_size: usize,
+    offset: usize,
+}
+
+impl FieldValues<'_> {
+    fn column<const N: usize>(&self) -> impl Iterator<Item = [u8; N]> + '_ {
+        self.records.chunks_exact(self.record_size).map(|r| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(&r[self.offset..self.offset + N]);
+            b
+        })
+    }
+}
+
+macro_rules! numeric_field {
+    ($values:expr, $t:ty) => {
+        write_field::<$t>(
+            $values.ds,
+            $values.name,
+            $values
+                .column::<{ std::mem::size_of::<$t>() }>()
+                .map(<$t>::from_le_bytes)
+                .collect(),
+        )
+    };
+}
+
+/// Creates the compound dataset `name` in `group` holding `rows` records
+/// of dtype `s`, packed little-endian in `records` as zarr stores them.
+/// String fields become variable-length UTF-8, as anndata writes them.
+pub fn write_records(
+    group: &hdf5::Group,
+    name: &str,
+    s: &Structured,
+    rows: usize,
+    records: &[u8],
+) -> Result<hdf5::Dataset, String> {
+    let record_size = s.item_size() as usize;
+    if records.len() != rows * record_size {
+        return Err(format!(
+            "records hold {} bytes, not {rows} of {record_size}",
+            records.len()
+        ));
+    }
+    let mut members = Vec::with_capacity(s.fields().len());
+    let mut size = 0usize;
+    for (index, (field, kind)) in s.fields().iter().enumerate() {
+        let ty = match kind {
+            StructField::Numeric(d) => field_type(d).ok_or_else(|| {
+                format!(
+                    "record field {field} of dtype {} cannot be written to HDF5",
+                    d.display_name()
+                )
+            })?,
+            StructField::Utf32(_) => VarLenUnicode::type_descriptor(),
+            StructField::Bytes(_) => {
+                return Err(format!(
+                    "record field {field} holds byte strings, which anncat cannot write to .h5ad"
+                ));
+            }
+        };
+        let member_size = ty.size();
+        members.push(CompoundField {
+            name: field.clone(),
+            ty,
+            offset: size,
+            index,
+        });
+        size += member_size;
+    }
+    let compound = TypeDescriptor::Compound(CompoundType {
+        fields: members,
+        size,
+    });
+    // Packed, as h5py writes numpy's packed record dtypes.
+    let ds = group
+        .new_dataset_builder()
+        .packed(true)
+        .empty_as(&compound)
+        .shape(rows)
+        .create(name)
+        .map_err(|e| format!("cannot create the record dataset: {e}"))?;
+    let mut offset = 0usize;
+    for (field, kind) in s.fields() {
+        let values = FieldValues {
+            ds: &ds,
+            name: field,
+            records,
+            record_size,
+            offset,
+        };
+        match kind {
+            StructField::Numeric(DType::Bool) => write_field(
+                &ds,
+                field,
+                values.column::<1>().map(|b| BoolByte(b[0])).collect(),
+            ),
+            StructField::Numeric(DType::Int8) => numeric_field!(values, i8),
+            StructField::Numeric(DType::Int16) => numeric_field!(values, i16),
+            StructField::Numeric(DType::Int32) => numeric_field!(values, i32),
+            StructField::Numeric(DType::Int64) => numeric_field!(values, i64),
+            StructField::Numeric(DType::UInt8) => numeric_field!(values, u8),
+            StructField::Numeric(DType::UInt16) => numeric_field!(values, u16),
+            StructField::Numeric(DType::UInt32) => numeric_field!(values, u32),
+            StructField::Numeric(DType::UInt64) => numeric_field!(values, u64),
+            StructField::Numeric(DType::Float32) => numeric_field!(values, f32),
+            StructField::Numeric(DType::Float64) => numeric_field!(values, f64),
+            StructField::Utf32(chars) => {
+                let width = *chars as usize * 4;
+                let strings = records
+                    .chunks_exact(record_size)
+                    .map(|r| {
+                        let text: String = r[offset..offset + width]
+                            .chunks_exact(4)
+                            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                            .take_while(|&c| c != 0)
+                            .map(|c| char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER))
+                            .collect();
+                        text.parse::<VarLenUnicode>()
+                            .map_err(|_| format!("field {field}: a string holds a NUL character"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                write_field(&ds, field, strings)
+            }
+            StructField::Numeric(_) | StructField::Bytes(_) => {
+                Err(format!("record field {field} cannot be written to HDF5"))
+            }
+        }?;
+        offset += kind.size() as usize;
+    }
+    Ok(ds)
 }

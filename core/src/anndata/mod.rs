@@ -9,6 +9,7 @@ pub mod dtype;
 pub mod element;
 pub mod h5;
 mod h5_records;
+pub mod h5_write;
 pub mod layout;
 pub mod read;
 pub mod sparse;

@@ -10,7 +10,7 @@ use super::store::ZarrFormat;
 
 /// One field of a structured dtype.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Field {
+pub enum Field {
     /// A numeric or boolean field.
     Numeric(DType),
     /// A fixed-length UTF-32 string of this many characters (`<U{n}`).
@@ -20,7 +20,8 @@ enum Field {
 }
 
 impl Field {
-    fn size(&self) -> u64 {
+    /// Bytes the field takes in a record.
+    pub fn size(&self) -> u64 {
         match self {
             Field::Numeric(d) => d.item_size() as u64,
             Field::Utf32(n) => 4 * n,
@@ -88,6 +89,11 @@ impl Structured {
             out.push((name, field));
         }
         Some(Structured { fields: out })
+    }
+
+    /// The fields, named, in record order (packed, no padding).
+    pub fn fields(&self) -> &[(String, Field)] {
+        &self.fields
     }
 
     /// Bytes per record.

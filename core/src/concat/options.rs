@@ -134,16 +134,32 @@ impl ConcatOptions {
                 }
             }
         }
-        if self
+        let extension = self
             .output
             .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("h5ad"))
-        {
-            return Err(Error::option(format!(
-                "-o {}: writing .h5ad is not supported yet; write a .zarr output (anndata.read_zarr \
-                 opens it, and anndata can re-save it as .h5ad)",
-                self.output.display()
-            )));
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match extension.as_deref() {
+            Some("zarr") => {}
+            Some("h5ad") => {
+                if self.zarr_format.is_some() {
+                    return Err(Error::option(format!(
+                        "-o {}: --zarr-format applies to .zarr outputs, not .h5ad",
+                        self.output.display()
+                    )));
+                }
+                if !matches!(self.sharding, Sharding::Auto) {
+                    return Err(Error::option(format!(
+                        "-o {}: --shard-mib applies to zarr v3 outputs, not .h5ad",
+                        self.output.display()
+                    )));
+                }
+            }
+            _ => {
+                return Err(Error::option(format!(
+                    "-o {}: the output name must end in .zarr or .h5ad (it says which format to write)",
+                    self.output.display()
+                )));
+            }
         }
         if self.memory_limit < MIN_MEMORY_LIMIT {
             return Err(Error::option(format!(
@@ -269,7 +285,7 @@ mod tests {
 
     #[test]
     fn validation_catches_bad_keys_and_limits() {
-        let mut o = ConcatOptions::new(vec!["a".into(), "b".into()], "o".into());
+        let mut o = ConcatOptions::new(vec!["a".into(), "b".into()], "o.zarr".into());
         assert!(o.validate().is_ok());
         o.keys = Some(vec!["x".into(), "x".into()]);
         assert!(
@@ -284,11 +300,21 @@ mod tests {
         o.memory_limit = 1;
         assert!(o.validate().is_err());
         let mut h5 = ConcatOptions::new(vec!["a".into()], "out.H5AD".into());
+        assert!(h5.validate().is_ok());
+        h5.zarr_format = Some(crate::anndata::ZarrFormat::V3);
         assert!(
             h5.validate()
-                .expect_err("h5ad")
+                .expect_err("format")
                 .to_string()
-                .contains(".h5ad is not supported yet")
+                .contains("--zarr-format")
+        );
+        h5.zarr_format = None;
+        h5.output = "out.txt".into();
+        assert!(
+            h5.validate()
+                .expect_err("name")
+                .to_string()
+                .contains(".zarr or .h5ad")
         );
         h5.output = "out.zarr".into();
         assert!(h5.validate().is_ok());

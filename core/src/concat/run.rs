@@ -10,16 +10,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConcatOptions, ConcatSummary, Input, Planner};
+use super::{ConcatOptions, ConcatSummary, Input, Planner, Sharding};
 use crate::anndata::Store;
 use crate::anndata::consolidate::consolidate;
 use crate::anndata::element::read_tree;
+use crate::anndata::h5_write::write_h5ad;
 use crate::anndata::sparse::check_all_sparse;
 use crate::anndata::store::io_reason;
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TaskId, decode, encode};
 use crate::journal::{Journal, remaining_graph};
-use crate::output::StagedOutput;
+use crate::output::{StagedOutput, is_h5ad};
 
 /// What a run saves in `OUT.partial/.anncat/run.bin` to be resumable.
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,6 +128,11 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
+    if is_h5ad(&opts.output) {
+        // An .h5ad is staged as an unsharded zarr store, then written by
+        // one streaming HDF5 writer at the end.
+        abs.sharding = Sharding::Off;
+    }
     let opts = &abs;
     // 1. Open and validate every input before writing anything.
     let mut inputs = Vec::with_capacity(opts.inputs.len());
@@ -273,6 +279,14 @@ impl PreparedConcat {
             ..
         } = self;
         match result {
+            Ok(()) if is_h5ad(&staged.final_path) => {
+                // The zarr staging store (journal included) stays until the
+                // HDF5 file is whole, so a failure here can be resumed.
+                let file = scratch(&staged.partial_path).join("output.h5ad");
+                write_h5ad(&out, &file)?;
+                staged.commit_file(&file)?;
+                Ok(summary)
+            }
             Ok(()) => {
                 let done = (|| {
                     let dir = scratch(&staged.partial_path);
