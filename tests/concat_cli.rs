@@ -16,6 +16,17 @@ fn anncat(args: &[&str]) -> Output {
         .expect("run anncat")
 }
 
+/// Runs anncat, which must succeed; returns its output.
+fn anncat_ok(args: &[&str]) -> Output {
+    let res = anncat(args);
+    assert!(
+        res.status.success(),
+        "anncat {args:?}: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    res
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
@@ -184,7 +195,7 @@ fn output_placement_is_checked() {
     let res = anncat(&["concat", s(&input), "-o", s(&existing), "--quiet"]);
     assert!(!res.status.success() && String::from_utf8_lossy(&res.stderr).contains("--overwrite"));
     assert_eq!(std::fs::read(existing.join("keep")).expect("kept"), b"mine");
-    let res = anncat(&[
+    anncat_ok(&[
         "concat",
         s(&input),
         "-o",
@@ -192,11 +203,6 @@ fn output_placement_is_checked() {
         "--quiet",
         "--overwrite",
     ]);
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
     assert!(!existing.join("keep").exists());
 
     let missing = dir.path().join("missing.zarr");
@@ -208,41 +214,14 @@ fn an_h5ad_output_is_one_hdf5_file_and_other_names_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("atlas.h5ad");
     let a = fixture("chunked_v2.zarr");
-    let res = anncat(&[
-        "concat",
-        s(&a),
-        s(&a),
-        "-o",
-        s(&out),
-        "--quiet",
-        "--index-unique",
-        "-",
-    ]);
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    let twice = ["--quiet", "--index-unique", "-"];
+    anncat_ok(&[&["concat", s(&a), s(&a), "-o", s(&out)][..], &twice].concat());
     let head = std::fs::read(&out).expect("h5ad written as a file");
     assert_eq!(&head[..8], b"\x89HDF\r\n\x1a\n", "not an HDF5 file");
     assert!(!dir.path().join("atlas.h5ad.partial").exists());
     // It reads back as an input: concatenating it with itself doubles it.
     let again = dir.path().join("again.zarr");
-    let res = anncat(&[
-        "concat",
-        s(&out),
-        s(&out),
-        "-o",
-        s(&again),
-        "--quiet",
-        "--index-unique",
-        "-",
-    ]);
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    anncat_ok(&[&["concat", s(&out), s(&out), "-o", s(&again)][..], &twice].concat());
 
     let odd = dir.path().join("atlas.out");
     let res = anncat(&["concat", s(&a), s(&a), "-o", s(&odd), "--quiet"]);

@@ -11,7 +11,7 @@ use crate::anndata::consolidate::consolidate;
 use crate::anndata::dtype::DType;
 use crate::anndata::element::{Element, read_tree};
 use crate::anndata::h5_write::write_h5ad;
-use crate::anndata::layout::{ArraySpec, chunk_shape_for, shard_shape_for};
+use crate::anndata::layout::{ArraySpec, chunk_shape_for, shard_shape_for, unravel};
 use crate::anndata::sparse::check_all_sparse;
 use crate::anndata::store::{ArrayMeta, NodeKind, Store, ZarrFormat, io_reason};
 use crate::error::{Error, Result};
@@ -111,7 +111,7 @@ fn convert_to_h5ad(
     let tree = read_tree(src)?;
     check_all_sparse(src, &tree)?;
     let staged = StagedOutput::prepare(output, &[input], opts.overwrite)?;
-    let result = write_h5ad(src, &staged.partial_path).map(|written| ConvertSummary {
+    let result = write_h5ad(src, &tree, &staged.partial_path).map(|written| ConvertSummary {
         groups: written.groups,
         arrays: written.datasets,
         arrays_copied_verbatim: 0,
@@ -245,17 +245,6 @@ pub fn copy_array_data(src: &Store, dst: &Store, path: &str) -> Result<u64> {
     Ok(units)
 }
 
-/// Row-major unravel of a linear chunk number into grid indices.
-fn unravel(mut linear: u64, grid: &[u64]) -> Vec<u64> {
-    let mut out = vec![0; grid.len()];
-    for d in (0..grid.len()).rev() {
-        let n = grid[d].max(1);
-        out[d] = linear % n;
-        linear /= n;
-    }
-    out
-}
-
 /// Copies every file of the node at `path` (metadata and chunks) byte for
 /// byte, each through a temporary file and a rename.
 fn copy_verbatim(src: &Store, dst: &Store, path: &str) -> Result<()> {
@@ -291,13 +280,6 @@ fn copy_dir(from: &Path, to: &Path) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unravel_is_row_major() {
-        assert_eq!(unravel(0, &[2, 3]), vec![0, 0]);
-        assert_eq!(unravel(4, &[2, 3]), vec![1, 1]);
-        assert_eq!(unravel(0, &[]), Vec::<u64>::new());
-    }
 
     #[test]
     fn shards_need_v3() {

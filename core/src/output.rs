@@ -17,6 +17,15 @@ pub struct StagedOutput {
     overwrite: bool,
 }
 
+/// Removes `path`, a directory (with everything in it) or a file.
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
 /// Whether `path` names an `.h5ad` file (by its extension).
 pub fn is_h5ad(path: &Path) -> bool {
     path.extension()
@@ -92,12 +101,7 @@ impl StagedOutput {
             ));
         }
         if partial_path.exists() {
-            let removed = if partial_path.is_dir() {
-                std::fs::remove_dir_all(&partial_path)
-            } else {
-                std::fs::remove_file(&partial_path)
-            };
-            removed.map_err(|e| {
+            remove_path(&partial_path).map_err(|e| {
                 Error::path(
                     &partial_path,
                     format!("cannot remove stale partial output: {}", io_reason(&e)),
@@ -149,12 +153,7 @@ impl StagedOutput {
 
     fn remove_existing(&self) -> Result<()> {
         if self.overwrite && self.final_path.exists() {
-            let removed = if self.final_path.is_dir() {
-                std::fs::remove_dir_all(&self.final_path)
-            } else {
-                std::fs::remove_file(&self.final_path)
-            };
-            removed.map_err(|e| {
+            remove_path(&self.final_path).map_err(|e| {
                 Error::path(
                     &self.final_path,
                     format!("cannot replace existing output: {}", io_reason(&e)),
@@ -181,11 +180,7 @@ impl StagedOutput {
 
     /// Removes the staging directory after a failure (best effort).
     pub fn abandon(&self) {
-        if self.partial_path.is_dir() {
-            let _ = std::fs::remove_dir_all(&self.partial_path);
-        } else {
-            let _ = std::fs::remove_file(&self.partial_path);
-        }
+        let _ = remove_path(&self.partial_path);
     }
 }
 

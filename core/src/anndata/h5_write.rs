@@ -20,8 +20,9 @@ use zarrs::array::{Array, ArraySubset, ElementOwned};
 
 use super::backend::Backend;
 use super::dtype::DType;
-use super::element::{Element, read_tree};
+use super::element::Element;
 use super::h5_records::{BoolByte, write_records};
+use super::layout::unravel;
 use super::store::{ArrayMeta, NodeKind, Store};
 use crate::error::{Error, Result};
 
@@ -39,15 +40,16 @@ pub struct H5WriteSummary {
     pub chunks: u64,
 }
 
-/// Writes the AnnData store `src` as a new HDF5 file at `dest` (replacing
-/// any file there). `dest` is written in place: callers stage it and rename.
-pub fn write_h5ad(src: &Store, dest: &Path) -> Result<H5WriteSummary> {
-    let tree = read_tree(src)?;
+/// Writes the AnnData store `src`, whose element tree is `tree` (from
+/// [`read_tree`](super::element::read_tree)), as a new HDF5 file at `dest`
+/// (replacing any file there). `dest` is written in place: callers stage it
+/// and rename.
+pub fn write_h5ad(src: &Store, tree: &Element, dest: &Path) -> Result<H5WriteSummary> {
     let file = hdf5::File::create(dest)
         .map_err(|e| Error::path(dest, format!("cannot create the HDF5 file: {e}")))?;
     let mut summary = H5WriteSummary::default();
     let writer = Writer { src, dest };
-    writer.group(&file, &tree, &mut summary)?;
+    writer.group(&file, tree, &mut summary)?;
     file.flush()
         .map_err(|e| Error::path(dest, format!("cannot flush the HDF5 file: {e}")))?;
     file.close()
@@ -196,14 +198,7 @@ impl Copy<'_> {
     fn strings(&self) -> Result<(hdf5::Dataset, u64)> {
         let ds = self.create::<VarLenUnicode>()?;
         let chunks = self.stream(&ds, |values: Vec<String>| {
-            values
-                .into_iter()
-                .map(|s| {
-                    s.parse::<VarLenUnicode>().map_err(|_| {
-                        format!("the string {s:?} holds a NUL character, which HDF5 strings cannot")
-                    })
-                })
-                .collect()
+            values.iter().map(|s| text(s)).collect()
         })?;
         Ok((ds, chunks))
     }
@@ -285,20 +280,36 @@ fn hyperslab(subset: &ArraySubset) -> Selection {
     Selection::from(Hyperslab::from(dims))
 }
 
-/// Row-major unravel of a linear chunk number into grid indices.
-fn unravel(mut linear: u64, grid: &[u64]) -> Vec<u64> {
-    let mut out = vec![0; grid.len()];
-    for d in (0..grid.len()).rev() {
-        let n = grid[d].max(1);
-        out[d] = linear % n;
-        linear /= n;
-    }
-    out
-}
-
+/// A string as HDF5's variable-length UTF-8, which cannot hold NUL.
 fn text(s: &str) -> std::result::Result<VarLenUnicode, String> {
     s.parse::<VarLenUnicode>()
-        .map_err(|_| format!("{s:?} holds a NUL character"))
+        .map_err(|_| format!("the string {s:?} holds a NUL character, which HDF5 strings cannot"))
+}
+
+/// Creates the scalar attribute `name` holding `value`.
+fn scalar_attr<T: hdf5::H5Type>(
+    loc: &hdf5::Location,
+    name: &str,
+    value: &T,
+) -> std::result::Result<(), String> {
+    loc.new_attr::<T>()
+        .shape(())
+        .create(name)
+        .and_then(|a| a.write_scalar(value))
+        .map_err(|e| e.to_string())
+}
+
+/// Creates the 1-D attribute `name` holding `values`.
+fn list_attr<T: hdf5::H5Type>(
+    loc: &hdf5::Location,
+    name: &str,
+    values: &[T],
+) -> std::result::Result<(), String> {
+    loc.new_attr_builder()
+        .with_data(values)
+        .create(name)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Writes one JSON attribute as h5py writes the Python value anndata sets:
@@ -306,44 +317,14 @@ fn text(s: &str) -> std::result::Result<VarLenUnicode, String> {
 /// number as int64 or float64, a list as a 1-D array of one of those (an
 /// empty list as an empty float64 array, as numpy makes of `[]`).
 fn write_attr(loc: &hdf5::Location, name: &str, value: &Value) -> std::result::Result<(), String> {
-    let e = |err: hdf5::Error| err.to_string();
     match value {
-        Value::String(s) => {
-            let v = text(s)?;
-            loc.new_attr::<VarLenUnicode>()
-                .shape(())
-                .create(name)
-                .and_then(|a| a.write_scalar(&v))
-                .map_err(e)
-        }
-        Value::Bool(b) => loc
-            .new_attr::<bool>()
-            .shape(())
-            .create(name)
-            .and_then(|a| a.write_scalar(b))
-            .map_err(e),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                loc.new_attr::<i64>()
-                    .shape(())
-                    .create(name)
-                    .and_then(|a| a.write_scalar(&i))
-                    .map_err(e)
-            } else if let Some(u) = n.as_u64() {
-                loc.new_attr::<u64>()
-                    .shape(())
-                    .create(name)
-                    .and_then(|a| a.write_scalar(&u))
-                    .map_err(e)
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                loc.new_attr::<f64>()
-                    .shape(())
-                    .create(name)
-                    .and_then(|a| a.write_scalar(&f))
-                    .map_err(e)
-            }
-        }
+        Value::String(s) => scalar_attr(loc, name, &text(s)?),
+        Value::Bool(b) => scalar_attr(loc, name, b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => scalar_attr(loc, name, &i),
+            (None, Some(u)) => scalar_attr(loc, name, &u),
+            (None, None) => scalar_attr(loc, name, &n.as_f64().unwrap_or(f64::NAN)),
+        },
         Value::Array(items) => write_list_attr(loc, name, items),
         Value::Null | Value::Object(_) => Err(format!(
             "a JSON {} attribute cannot be stored in HDF5",
@@ -357,53 +338,32 @@ fn write_list_attr(
     name: &str,
     items: &[Value],
 ) -> std::result::Result<(), String> {
-    let e = |err: hdf5::Error| err.to_string();
     if items.is_empty() {
         return loc
             .new_attr::<f64>()
             .shape(0)
             .create(name)
             .map(drop)
-            .map_err(e);
+            .map_err(|e| e.to_string());
     }
     if items.iter().all(Value::is_string) {
         let strings = items
             .iter()
             .map(|v| text(v.as_str().unwrap_or_default()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        return loc
-            .new_attr_builder()
-            .with_data(&strings)
-            .create(name)
-            .map(drop)
-            .map_err(e);
+        return list_attr(loc, name, &strings);
     }
     if items.iter().all(Value::is_boolean) {
         let bools: Vec<bool> = items.iter().map(|v| v.as_bool() == Some(true)).collect();
-        return loc
-            .new_attr_builder()
-            .with_data(&bools)
-            .create(name)
-            .map(drop)
-            .map_err(e);
+        return list_attr(loc, name, &bools);
     }
     if items.iter().all(Value::is_i64) {
         let ints: Vec<i64> = items.iter().filter_map(Value::as_i64).collect();
-        return loc
-            .new_attr_builder()
-            .with_data(&ints)
-            .create(name)
-            .map(drop)
-            .map_err(e);
+        return list_attr(loc, name, &ints);
     }
     if items.iter().all(Value::is_number) {
         let floats: Vec<f64> = items.iter().filter_map(Value::as_f64).collect();
-        return loc
-            .new_attr_builder()
-            .with_data(&floats)
-            .create(name)
-            .map(drop)
-            .map_err(e);
+        return list_attr(loc, name, &floats);
     }
     Err("a list of mixed or nested values cannot be stored in HDF5".to_string())
 }

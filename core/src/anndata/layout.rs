@@ -194,9 +194,27 @@ pub fn shard_shape_for(
     shard
 }
 
+/// Row-major unravel of a linear chunk number into grid indices.
+pub fn unravel(mut linear: u64, grid: &[u64]) -> Vec<u64> {
+    let mut out = vec![0; grid.len()];
+    for d in (0..grid.len()).rev() {
+        let n = grid[d].max(1);
+        out[d] = linear % n;
+        linear /= n;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unravel_is_row_major() {
+        assert_eq!(unravel(0, &[2, 3]), vec![0, 0]);
+        assert_eq!(unravel(4, &[2, 3]), vec![1, 1]);
+        assert_eq!(unravel(0, &[]), Vec::<u64>::new());
+    }
 
     #[test]
     fn chunk_shape_keeps_rows_whole_when_they_fit() {

@@ -283,7 +283,7 @@ impl PreparedConcat {
                 // The zarr staging store (journal included) stays until the
                 // HDF5 file is whole, so a failure here can be resumed.
                 let file = scratch(&staged.partial_path).join("output.h5ad");
-                write_h5ad(&out, &file)?;
+                write_h5ad(&out, &read_tree(&out)?, &file)?;
                 staged.commit_file(&file)?;
                 Ok(summary)
             }
