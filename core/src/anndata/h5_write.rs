@@ -376,7 +376,7 @@ mod tests {
     fn hyperslab_covers_the_subset() {
         let subset = ArraySubset::new_with_start_shape(vec![2, 0], vec![3, 4]).expect("subset");
         let sel = hyperslab(&subset);
-        assert_eq!(sel.out_shape(&[10, 4]).expect("shape"), vec![3, 4]);
+        assert_eq!(sel.out_shape([10, 4]).expect("shape"), vec![3, 4]);
     }
 
     #[test]
@@ -395,15 +395,24 @@ mod tests {
         for (k, v) in attrs.as_object().expect("object") {
             write_attr(&file, k, v).expect(k);
         }
-        let s: VarLenUnicode = file.attr("encoding-type").unwrap().read_scalar().unwrap();
+        let s: VarLenUnicode = file
+            .attr("encoding-type")
+            .expect("encoding-type")
+            .read_scalar()
+            .expect("read");
         assert_eq!(s.as_str(), "dataframe");
-        let b: bool = file.attr("ordered").unwrap().read_scalar().unwrap();
+        let b: bool = file
+            .attr("ordered")
+            .expect("ordered")
+            .read_scalar()
+            .expect("read");
         assert!(b);
-        let shape: Vec<i64> = file.attr("shape").unwrap().read_raw().unwrap();
+        let shape: Vec<i64> = file.attr("shape").expect("shape").read_raw().expect("read");
         assert_eq!(shape, vec![3, 4]);
-        let names: Vec<VarLenUnicode> = file.attr("names").unwrap().read_raw().unwrap();
+        let names: Vec<VarLenUnicode> =
+            file.attr("names").expect("names").read_raw().expect("read");
         assert_eq!(names[1].as_str(), "b");
-        assert_eq!(file.attr("column-order").unwrap().size(), 0);
+        assert_eq!(file.attr("column-order").expect("column-order").size(), 0);
         let err = write_attr(&file, "x", &serde_json::json!({"a": 1})).expect_err("object");
         assert!(err.contains("object"), "{err}");
     }
