@@ -149,10 +149,7 @@ pub fn run_concat(
         Ok(()) => Ok(prepared.finish(Ok(()), false)?),
         Err(e) => {
             let message = format!("{e:#}");
-            let _ = prepared.finish(
-                Err(anncat_core::Error::option(message.clone())),
-                keep_partial,
-            );
+            let _ = prepared.finish(Err(anncat_core::Error::Task(message.clone())), keep_partial);
             Err(anyhow::anyhow!(message))
         }
     }

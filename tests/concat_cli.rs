@@ -32,7 +32,9 @@ fn s(p: &Path) -> &str {
 }
 
 /// Runs a concat that must fail and checks the error and the aftermath.
-fn expect_failure(inputs: &[&Path], extra: &[&str], must_mention: &[&str]) {
+/// Runs a concat that must fail, checks the error is one line mentioning
+/// each of `must_mention` and that nothing was left behind; returns it.
+fn expect_failure(inputs: &[&Path], extra: &[&str], must_mention: &[&str]) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out.zarr");
     let before: Vec<_> = inputs
@@ -63,6 +65,7 @@ fn expect_failure(inputs: &[&Path], extra: &[&str], must_mention: &[&str]) {
         .map(|p| snapshot(p))
         .collect();
     assert!(before == after, "an input was modified");
+    err
 }
 
 #[test]
@@ -121,14 +124,32 @@ fn concat_of_fixtures_works_and_reports() {
 fn duplicate_keys_and_bad_options_are_refused() {
     let a = fixture("chunked_v2.zarr");
     let b = fixture("chunked_v3.zarr");
-    expect_failure(&[&a, &b], &["--keys", "x,x"], &["duplicate key \"x\""]);
-    expect_failure(&[&a, &b], &["--keys", "x"], &["1 keys given for 2 inputs"]);
-    expect_failure(&[&a, &b], &["--axis", "diagonal"], &["--axis"]);
-    expect_failure(&[&a, &b], &["--join", "left"], &["--join"]);
-    expect_failure(&[&a, &b], &["--merge", "most"], &["merge strategy"]);
-    expect_failure(&[&a, &b], &["--memory-limit", "1KiB"], &["--memory-limit"]);
-    expect_failure(&[&a, &b], &["--memory-limit", "lots"], &["invalid size"]);
-    expect_failure(&[&a, &b], &["--fill-value", "abc"], &["--fill-value"]);
+    let option = |extra: &[&str], what: &str| {
+        expect_failure(&[&a, &b], extra, &["invalid option", what]);
+    };
+    option(&["--keys", "x,x"], "duplicate key \"x\"");
+    option(&["--keys", "x"], "1 keys given for 2 inputs");
+    option(&["--axis", "diagonal"], "--axis");
+    option(&["--join", "left"], "--join");
+    option(&["--merge", "most"], "merge strategy");
+    option(&["--memory-limit", "1KiB"], "--memory-limit");
+    option(&["--memory-limit", "lots"], "invalid size");
+    option(&["--fill-value", "abc"], "--fill-value");
+}
+
+#[test]
+fn data_problems_name_the_element_and_are_not_called_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let no_x = dir.path().join("no_x.zarr");
+    copy_tree(&fixture("chunked_v2.zarr"), &no_x);
+    std::fs::remove_dir_all(no_x.join("X")).expect("remove X");
+    std::fs::remove_file(no_x.join(".zmetadata")).ok();
+    let err = expect_failure(
+        &[&fixture("chunked_v3.zarr"), &no_x],
+        &[],
+        &["X", "some inputs have X and others do not"],
+    );
+    assert!(!err.contains("invalid option"), "{err}");
 }
 
 #[test]

@@ -33,6 +33,20 @@ pub enum Error {
     /// A network address that is malformed or does not resolve.
     #[error("{0}")]
     Address(String),
+    /// Data the inputs hold that cannot be combined as asked (incompatible
+    /// dtypes or kinds across inputs); the message names the element.
+    #[error("{0}")]
+    Data(String),
+    /// A task graph that cannot run: a duplicate id, an unknown dependency
+    /// or kernel, a cycle, or a task larger than the memory limit.
+    #[error("task graph: {0}")]
+    Graph(String),
+    /// A task that failed while it ran (the message carries what failed).
+    #[error("{0}")]
+    Task(String),
+    /// A broken invariant of anncat itself: a bug, never the user's input.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -57,6 +71,21 @@ impl Error {
     /// An error about an option given by the user.
     pub fn option(message: impl std::fmt::Display) -> Self {
         Error::Option(one_line(&message.to_string()))
+    }
+
+    /// Data that cannot be combined; `message` names the element.
+    pub fn data(message: impl std::fmt::Display) -> Self {
+        Error::Data(one_line(&message.to_string()))
+    }
+
+    /// A task graph that cannot run.
+    pub fn graph(message: impl std::fmt::Display) -> Self {
+        Error::Graph(one_line(&message.to_string()))
+    }
+
+    /// A broken invariant of anncat itself.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        Error::Internal(one_line(&message.to_string()))
     }
 }
 
@@ -87,5 +116,19 @@ mod tests {
         assert_eq!(e.to_string(), "/data/a.zarr: obs/_index: bad; chunk");
         let root = Error::element(Path::new("a.zarr"), "", "not an AnnData store");
         assert_eq!(root.to_string(), "a.zarr: /: not an AnnData store");
+    }
+
+    #[test]
+    fn each_kind_says_what_it_is() {
+        assert_eq!(
+            Error::option("--join x").to_string(),
+            "invalid option: --join x"
+        );
+        assert_eq!(
+            Error::data("obs/a: incompatible").to_string(),
+            "obs/a: incompatible"
+        );
+        assert_eq!(Error::graph("cycle").to_string(), "task graph: cycle");
+        assert_eq!(Error::internal("x").to_string(), "internal error: x");
     }
 }

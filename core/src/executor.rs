@@ -78,7 +78,7 @@ impl LocalExecutor {
             tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
         for t in tasks {
             if !self.budget.admits(t.memory_bytes) {
-                return Err(Error::option(format!(
+                return Err(Error::graph(format!(
                     "task {} ({}) needs about {} MiB, more than the memory limit of {} MiB: raise --memory-limit",
                     t.id,
                     t.label,
@@ -87,7 +87,7 @@ impl LocalExecutor {
                 )));
             }
             if registry.get(&t.kernel).is_none() {
-                return Err(Error::option(format!(
+                return Err(Error::graph(format!(
                     "task {} uses unknown kernel \"{}\"",
                     t.id, t.kernel
                 )));
@@ -123,7 +123,7 @@ impl LocalExecutor {
         });
         let mut state = state
             .into_inner()
-            .map_err(|_| Error::option("executor state poisoned"))?;
+            .map_err(|_| Error::internal("executor state poisoned"))?;
         if let Some(e) = state.error.take() {
             return Err(e);
         }
@@ -190,13 +190,13 @@ impl LocalExecutor {
                             .cloned()
                             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                             .unwrap_or_default();
-                        Err(Error::option(format!(
+                        Err(Error::Task(format!(
                             "internal error in task {} ({}): {what}",
                             task.id, task.label
                         )))
                     })
                 }
-                None => Err(Error::option(format!("unknown kernel \"{}\"", task.kernel))),
+                None => Err(Error::graph(format!("unknown kernel \"{}\"", task.kernel))),
             };
             drop(inputs);
             let written = crate::kernel::take_bytes_written();
@@ -268,7 +268,7 @@ mod tests {
             },
         );
         r.register("fail", |_: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> {
-            Err(Error::option("boom"))
+            Err(Error::Task("boom".into()))
         });
         r
     }

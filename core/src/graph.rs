@@ -39,15 +39,15 @@ pub struct TaskSpec {
 /// Encodes a value with the wire / argument encoding (bincode, standard config).
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|e| Error::option(format!("cannot encode task data: {e}")))
+        .map_err(|e| Error::internal(format!("cannot encode task data: {e}")))
 }
 
 /// Decodes a value encoded by [`encode`]; the input must be consumed whole.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map_err(|e| Error::option(format!("cannot decode task data: {e}")))?;
+        .map_err(|e| Error::internal(format!("cannot decode task data: {e}")))?;
     if used != bytes.len() {
-        return Err(Error::option("cannot decode task data: trailing bytes"));
+        return Err(Error::internal("cannot decode task data: trailing bytes"));
     }
     Ok(value)
 }
@@ -111,10 +111,7 @@ impl Graph {
         let mut index = HashMap::with_capacity(self.tasks.len());
         for (i, t) in self.tasks.iter().enumerate() {
             if index.insert(t.id, i).is_some() {
-                return Err(Error::option(format!(
-                    "task graph: duplicate task id {}",
-                    t.id
-                )));
+                return Err(Error::graph(format!("duplicate task id {}", t.id)));
             }
         }
         let mut indegree = vec![0usize; self.tasks.len()];
@@ -122,10 +119,7 @@ impl Graph {
         for (i, t) in self.tasks.iter().enumerate() {
             for d in &t.deps {
                 let &j = index.get(d).ok_or_else(|| {
-                    Error::option(format!(
-                        "task graph: task {} depends on unknown task {d}",
-                        t.id
-                    ))
+                    Error::graph(format!("task {} depends on unknown task {d}", t.id))
                 })?;
                 indegree[i] += 1;
                 dependents[j].push(i);
@@ -145,7 +139,7 @@ impl Graph {
             }
         }
         if order.len() != self.tasks.len() {
-            return Err(Error::option("task graph: dependency cycle"));
+            return Err(Error::graph("dependency cycle"));
         }
         Ok(order)
     }

@@ -213,6 +213,53 @@ def test_input_with_zero_rows(tmp_path):
     compare(paths, tmp_path, dict(join="outer", label="batch"), fmt=3)
 
 
+# Columns of a zero-row input stored with another dtype than the same
+# column of the inputs with rows (pandas' empty columns are float64 or
+# object; a hand-made store may hold anything).
+EMPTY_COLUMN_DTYPES = {
+    "int_as_float": ("i", np.array([], dtype=np.float64)),
+    "int_as_text": ("i", np.array([], dtype=object)),
+    "float_as_int8": ("f", np.array([], dtype=np.int8)),
+    "bool_as_float": ("b", np.array([], dtype=np.float64)),
+    "bool_as_text": ("b", np.array([], dtype=object)),
+    "text_as_float": ("s", np.array([], dtype=np.float64)),
+    "category_as_float": ("c", np.array([], dtype=np.float64)),
+    "category_of_other_values": ("c", pd.Categorical([], categories=["q"])),
+    "int_as_category": ("i", pd.Categorical([], categories=["q"])),
+}
+
+
+@pytest.mark.parametrize("empty_first", [False, True])
+@pytest.mark.parametrize("case", sorted(EMPTY_COLUMN_DTYPES))
+def test_zero_row_input_with_other_column_dtypes(tmp_path, case, empty_first):
+    """anndata.concat's dtype for a column that a zero-row input stores with
+    another dtype, or a one-line refusal naming the column where anndata
+    cannot store its own answer."""
+    column, empty_values = EMPTY_COLUMN_DTYPES[case]
+    obs = pd.DataFrame({"i": [1, 2, 3], "f": [0.5, 1.5, 2.5], "b": [True, False, True],
+                        "s": ["x", "y", "z"], "c": pd.Categorical(["a", "b", "a"])},
+                       index=["c0", "c1", "c2"])
+    full = ad.AnnData(X=np.ones((3, 2), dtype=np.float32), obs=obs)
+    empty_obs = obs.iloc[:0].copy()
+    empty_obs[column] = pd.Series(empty_values, index=empty_obs.index)
+    empty = ad.AnnData(X=np.ones((0, 2), dtype=np.float32), obs=empty_obs)
+    adatas = [empty, full] if empty_first else [full, empty]
+    paths = write_all(adatas, tmp_path, fmt=3)
+    try:
+        expected = expected_results(paths, dict(join="outer"), tmp_path, 3)
+    except Exception as e:  # anndata cannot store its own result
+        out = tmp_path / "out.zarr"
+        proc = run_anncat("concat", *paths, "-o", out, "--quiet", check=False)
+        assert proc.returncode != 0, f"anndata fails ({e}) but anncat wrote {out}"
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert f"obs/{column}" in proc.stderr, proc.stderr
+        assert not out.exists()
+        return
+    out = tmp_path / "out.zarr"
+    run_anncat("concat", *paths, "-o", out, "--quiet")
+    assert_matches_python(expected, ad.read_zarr(out))
+
+
 def test_chunks_that_do_not_line_up(tmp_path):
     import make_fixtures
     paths = []

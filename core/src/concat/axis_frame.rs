@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use super::column_concat::ColumnTarget;
+use super::column_concat::{ColumnTarget, Pandas};
 use super::frame::{
     Categories, Column, ColumnReader, IndexNa, common_index_na, create_column, index_column,
     write_column_rows, write_frame_group,
@@ -109,7 +109,7 @@ impl Source<'_> {
     }
 
     /// The output kind of this column.
-    fn target(&self, rows: &[u64], block: u64, text: Text) -> Result<ColumnTarget> {
+    fn target(&self, rows: &[u64], block: u64, text: Text, pandas: Pandas) -> Result<ColumnTarget> {
         let readers = match self {
             Source::Label(keys) => return Ok(ColumnTarget::label(keys.clone())),
             Source::Stored(readers) => readers,
@@ -123,7 +123,7 @@ impl Source<'_> {
             .zip(rows)
             .map(|(h, &n)| (h.as_ref(), n))
             .collect();
-        let target = ColumnTarget::decide(&decide)?;
+        let target = ColumnTarget::decide(&decide, pandas)?;
         if text == Text::Keep {
             return Ok(target.keeping_text());
         }
@@ -210,6 +210,11 @@ pub(crate) fn write_axis_frame(
     let index_path = write_frame_group(out, path, index_name, &names)?;
     let rows: Vec<u64> = parts.iter().map(|p| p.rows).collect();
     let total: u64 = rows.iter().sum();
+    let pandas = if parts.iter().all(|p| p.index_na.is_some()) {
+        Pandas::V3
+    } else {
+        Pandas::V2
+    };
 
     let na = common_index_na(parts.iter().map(|p| p.index_na));
     create_column(
@@ -232,10 +237,10 @@ pub(crate) fn write_axis_frame(
     let axis = path.strip_prefix("raw/").unwrap_or(path);
     for (name, source) in &sources {
         let target = source
-            .target(&rows, block, text)
-            .map_err(|e| Error::option(format!("{axis}/{name}: {e}")))?;
+            .target(&rows, block, text, pandas)
+            .map_err(|e| Error::data(format!("{axis}/{name}: {e}")))?;
         let col_path = format!("{path}/{name}");
-        let in_column = |e: Error| Error::option(format!("{axis}/{name}: {e}"));
+        let in_column = |e: Error| Error::data(format!("{axis}/{name}: {e}"));
         create_column(out, &col_path, &target.empty()?, total, block)?;
         source.each_block(&rows, block, |start, read| {
             let mut col = target.empty()?;

@@ -29,6 +29,10 @@ pub enum ColumnTarget {
     /// Object strings stored as they are, missing ones as the text "nan"
     /// (what zarr's vlen-utf8 codec makes of NaN in an object column).
     StrNanText,
+    /// Numbers as Python's `str` writes them: the object column pandas
+    /// makes of numbers beside a zero-row input's strings, which anndata
+    /// stores as a string array (never a categorical: they are not strings).
+    NumberText(NumberText),
     /// A categorical.
     Cat {
         /// The output categories.
@@ -38,6 +42,53 @@ pub enum ColumnTarget {
         /// Position of each category.
         pos: CategoryPositions,
     },
+}
+
+/// How [`ColumnTarget::NumberText`] spells each number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberText {
+    /// Integers in decimal.
+    Int,
+    /// Floats as Python's `repr` (`1.0`, `0.5`, `1e+20`, `nan`).
+    Float,
+    /// Booleans as `True` / `False`.
+    Bool,
+}
+
+/// Whose `pd.concat` rules apply where pandas 2 and 3 differ: the pandas the
+/// inputs were written with (pandas 3: every input's index is a
+/// `nullable-string-array`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pandas {
+    /// pandas 2 (anndata 0.12 and earlier).
+    V2,
+    /// pandas 3 (anndata 0.13).
+    V3,
+}
+
+/// Python's `repr` of a float.
+pub fn python_float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    // Shortest round-trip digits, as Python; its exponent rule decides the form.
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if f == 0.0 || (-4..16).contains(&exp) {
+        let plain = format!("{f}");
+        if plain.contains('.') {
+            plain
+        } else {
+            plain + ".0"
+        }
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    }
 }
 
 /// Where each output category is, by value.
@@ -73,7 +124,7 @@ fn number_category_dtype(cats: &[&Values]) -> Result<DType> {
         return Ok(DType::Bool);
     }
     if bools > 0 {
-        return Err(Error::option(
+        return Err(Error::data(
             "categoricals with boolean and numeric categories are not supported",
         ));
     }
@@ -174,7 +225,7 @@ fn promote_all(dtypes: impl Iterator<Item = DType>) -> Result<Option<DType>> {
         out = Some(match out {
             None => d,
             Some(prev) => {
-                promote(&prev, &d).ok_or_else(|| Error::option("incompatible column dtypes"))?
+                promote(&prev, &d).ok_or_else(|| Error::data("incompatible column dtypes"))?
             }
         });
     }
@@ -241,12 +292,83 @@ impl ColumnTarget {
     /// Decides the output kind from each input's column (only its kind,
     /// dtype and categories are looked at, so empty heads will do; `None`:
     /// the input lacks the column and contributes `n` missing rows).
-    pub fn decide(parts: &[(Option<&Column>, u64)]) -> Result<ColumnTarget> {
+    pub fn decide(parts: &[(Option<&Column>, u64)], pandas: Pandas) -> Result<ColumnTarget> {
+        match Self::despite_empty_inputs(parts, pandas) {
+            Some(target) => Ok(target),
+            None => Self::decide_kinds(parts),
+        }
+    }
+
+    /// pandas' answer where the inputs with rows agree on a kind and only
+    /// zero-row inputs store the column with another: an empty float column
+    /// (what pandas makes of an empty column) leaves a categorical or a
+    /// string column as it is; empty strings or categoricals beside numbers
+    /// make an object column of numbers. `None`: no such rule applies.
+    fn despite_empty_inputs(
+        parts: &[(Option<&Column>, u64)],
+        pandas: Pandas,
+    ) -> Option<ColumnTarget> {
+        let empties: Vec<&Column> = parts
+            .iter()
+            .filter(|(_, n)| *n == 0)
+            .filter_map(|(c, _)| *c)
+            .collect();
+        let with_rows: Vec<(Option<&Column>, u64)> = parts
+            .iter()
+            .map(|&(c, n)| if n == 0 { (None, 0) } else { (c, n) })
+            .collect();
+        if empties.is_empty() || with_rows.iter().all(|(c, _)| c.is_none()) {
+            return None;
+        }
+        let target = Self::decide_kinds(&with_rows).ok()?;
+        let has_missing = parts.iter().any(|(c, n)| c.is_none() && *n > 0);
+        let float = |c: &&Column| matches!(c, Column::Num(v) if matches!(v.dtype(), DType::Float32 | DType::Float64));
+        let number = |c: &&Column| matches!(c, Column::Num(_));
+        let textual = |c: &&Column| {
+            matches!(
+                c,
+                Column::Str(_) | Column::NullStr { .. } | Column::Cat { .. }
+            )
+        };
+        let text = |d: &DType| match d {
+            DType::Bool => NumberText::Bool,
+            DType::Float32 | DType::Float64 => NumberText::Float,
+            _ => NumberText::Int,
+        };
+        let first_is_empty_float = parts
+            .iter()
+            .find_map(|(c, n)| c.map(|c| *n == 0 && float(&c)))
+            .unwrap_or(false);
+        Some(match target {
+            ColumnTarget::Cat { .. } if empties.iter().all(float) => target,
+            ColumnTarget::Str | ColumnTarget::NullStr(_) if empties.iter().all(number) => {
+                ColumnTarget::Str
+            }
+            ColumnTarget::Num(DType::Bool) if !has_missing && empties.iter().all(float) => {
+                match pandas {
+                    Pandas::V2 => ColumnTarget::NumberText(NumberText::Float),
+                    Pandas::V3 if first_is_empty_float => ColumnTarget::Num(DType::Float64),
+                    Pandas::V3 => ColumnTarget::NumberText(NumberText::Bool),
+                }
+            }
+            ColumnTarget::Num(d)
+                if !has_missing
+                    && empties.iter().any(textual)
+                    && empties.iter().all(|c| number(c) || textual(c)) =>
+            {
+                ColumnTarget::NumberText(text(&d))
+            }
+            _ => return None,
+        })
+    }
+
+    /// [`ColumnTarget::decide`] by kinds alone, zero-row inputs included.
+    fn decide_kinds(parts: &[(Option<&Column>, u64)]) -> Result<ColumnTarget> {
         let present: Vec<&Column> = parts.iter().filter_map(|(c, _)| *c).collect();
         let has_missing = parts.iter().any(|(c, n)| c.is_none() && *n > 0);
         let all = |f: fn(&Column) -> bool| present.iter().all(|c| f(c));
         if present.is_empty() {
-            return Err(Error::option("internal: column missing from every input"));
+            return Err(Error::internal("column missing from every input"));
         }
         let cats: Vec<(&Categories, bool)> = present
             .iter()
@@ -289,7 +411,7 @@ impl ColumnTarget {
                     Some((categories, ordered)) => {
                         Ok(ColumnTarget::cat(Categories::Num(categories), ordered))
                     }
-                    None => Err(Error::option(
+                    None => Err(Error::data(
                         "ordered categoricals of numbers whose categories differ become \
                          an object column of numbers, which anndata stores as text: not supported",
                     )),
@@ -347,7 +469,7 @@ impl ColumnTarget {
                 .unwrap_or(NaValue::Na);
             return Ok(ColumnTarget::NullStr(na));
         }
-        Err(Error::option(format!(
+        Err(Error::data(format!(
             "cannot concatenate data frame columns of these kinds yet: {}",
             present
                 .iter()
@@ -455,13 +577,21 @@ impl ColumnTarget {
     pub fn conform(&self, piece: Option<&Column>, n: usize) -> Result<Column> {
         let missing = || vec![None; n];
         let mismatch = |c: &Column| {
-            Error::option(format!(
-                "internal: a {} column does not fit the planned output",
+            Error::internal(format!(
+                "a {} column does not fit the planned output",
                 kind_name(c)
             ))
         };
+        if piece.is_some_and(Column::is_empty) {
+            // A zero-row input's column, whatever its kind.
+            return self.conform(None, 0);
+        }
         Ok(match (self, piece) {
             (ColumnTarget::Num(d), Some(Column::Num(v))) => Column::Num(v.cast(d)?),
+            (ColumnTarget::NumberText(spelling), Some(Column::Num(v))) => {
+                Column::Str(number_texts(v, *spelling)?)
+            }
+            (ColumnTarget::NumberText(_), None) if n == 0 => Column::Str(Vec::new()),
             (ColumnTarget::Num(d), None) => {
                 Column::Num(Values::empty(d)?.take(&missing(), Scalar::Float(f64::NAN)))
             }
@@ -504,8 +634,8 @@ impl ColumnTarget {
             (ColumnTarget::Str, Some(c)) => {
                 let strings = optional_strings(c).ok_or_else(|| mismatch(c))?;
                 if strings.iter().any(Option::is_none) {
-                    return Err(Error::option(
-                        "internal: missing strings in a column planned without them",
+                    return Err(Error::internal(
+                        "missing strings in a column planned without them",
                     ));
                 }
                 Column::Str(strings.into_iter().flatten().collect())
@@ -574,19 +704,42 @@ impl ColumnTarget {
             }
             (_, Some(c)) => return Err(mismatch(c)),
             (_, None) => {
-                return Err(Error::option(
-                    "internal: missing rows in a column planned without them",
+                return Err(Error::internal(
+                    "missing rows in a column planned without them",
                 ));
             }
         })
     }
 }
 
+/// Each number of `v` as Python's `str` spells it.
+fn number_texts(v: &Values, spelling: NumberText) -> Result<Vec<String>> {
+    Ok(match (v, spelling) {
+        (Values::Bool(b), NumberText::Bool) => b
+            .iter()
+            .map(|&b| if b { "True" } else { "False" }.to_string())
+            .collect(),
+        (_, NumberText::Float) => match v.cast(&DType::Float64)? {
+            Values::F64(f) => f.into_iter().map(python_float_repr).collect(),
+            _ => return Err(Error::internal("a float cast gave no floats")),
+        },
+        (_, _) => match v.cast(&DType::Int64) {
+            Ok(Values::I64(i)) if !matches!(v.dtype(), DType::UInt64) => {
+                i.into_iter().map(|i| i.to_string()).collect()
+            }
+            _ => match v {
+                Values::U64(u) => u.iter().map(|u| u.to_string()).collect(),
+                _ => return Err(Error::internal("integers expected")),
+            },
+        },
+    })
+}
+
 /// Concatenates one column held in memory across inputs (`None`: the input
 /// lacks the column and contributes `n` missing rows).
 pub fn concat_column(parts: &[(Option<&Column>, usize)]) -> Result<Column> {
     let heads: Vec<(Option<&Column>, u64)> = parts.iter().map(|(c, n)| (*c, *n as u64)).collect();
-    let mut target = ColumnTarget::decide(&heads)?;
+    let mut target = ColumnTarget::decide(&heads, Pandas::V2)?;
     if target.needs_distinct() {
         let mut distinct = HashSet::new();
         let rows: usize = parts
@@ -752,8 +905,71 @@ mod tests {
         // Ordered categoricals that disagree fall back to strings.
         let (a, b) = (ordered(&["a", "b"]), ordered(&["b", "a"]));
         assert!(matches!(
-            ColumnTarget::decide(&[(Some(&a), 1), (Some(&b), 1)]).expect("decide"),
+            ColumnTarget::decide(&[(Some(&a), 1), (Some(&b), 1)], Pandas::V2).expect("decide"),
             ColumnTarget::Str
         ));
+    }
+
+    #[test]
+    fn zero_row_inputs_of_another_kind_follow_pandas() {
+        let ints = Column::Num(Values::I64(vec![1, 2]));
+        let bools = Column::Num(Values::Bool(vec![true, false]));
+        let no_floats = Column::Num(Values::F64(Vec::new()));
+        let no_strings = Column::Str(Vec::new());
+        let cat = Column::Cat {
+            codes: vec![0, 1],
+            categories: cs(&["a", "b"]),
+            ordered: false,
+        };
+        let texts = |parts: &[(Option<&Column>, usize)], pandas| {
+            let heads: Vec<_> = parts.iter().map(|(c, n)| (*c, *n as u64)).collect();
+            let t = ColumnTarget::decide(&heads, pandas).expect("decide");
+            let mut out = t.empty().expect("empty");
+            for (c, n) in parts {
+                out.append(t.conform(*c, *n).expect("conform"))
+                    .expect("append");
+            }
+            out
+        };
+        let strs = |v: &[&str]| Column::Str(s(v));
+        // Numbers beside empty strings: an object column of numbers.
+        let got = texts(&[(Some(&ints), 2), (Some(&no_strings), 0)], Pandas::V2);
+        assert!(got == strs(&["1", "2"]), "{got:?}");
+        let got = texts(&[(Some(&no_strings), 0), (Some(&bools), 2)], Pandas::V3);
+        assert!(got == strs(&["True", "False"]), "{got:?}");
+        // Booleans beside an empty float column differ between pandas 2 and 3.
+        let got = texts(&[(Some(&bools), 2), (Some(&no_floats), 0)], Pandas::V2);
+        assert!(got == strs(&["1.0", "0.0"]), "{got:?}");
+        let got = texts(&[(Some(&bools), 2), (Some(&no_floats), 0)], Pandas::V3);
+        assert!(got == strs(&["True", "False"]), "{got:?}");
+        let got = texts(&[(Some(&no_floats), 0), (Some(&bools), 2)], Pandas::V3);
+        assert!(got == Column::Num(Values::F64(vec![1.0, 0.0])), "{got:?}");
+        // A categorical keeps its kind beside an empty float column.
+        let got = texts(&[(Some(&no_floats), 0), (Some(&cat), 2)], Pandas::V2);
+        assert!(got == cat, "{got:?}");
+        // Without a rule (or with missing rows) the refusal stands.
+        let heads = [(Some(&ints), 2), (Some(&no_strings), 0), (None, 3)];
+        assert!(ColumnTarget::decide(&heads, Pandas::V2).is_err());
+        assert!(ColumnTarget::decide(&[(Some(&ints), 2), (Some(&cat), 2)], Pandas::V2).is_err());
+    }
+
+    #[test]
+    fn floats_are_spelled_as_python_does() {
+        let cases = [
+            (1.0, "1.0"),
+            (0.5, "0.5"),
+            (-2.25, "-2.25"),
+            (1e20, "1e+20"),
+            (1.5e-5, "1.5e-05"),
+            (1e16, "1e+16"),
+            (123456789012345.0, "123456789012345.0"),
+            (0.0001, "0.0001"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(python_float_repr(f), want, "{f}");
+        }
     }
 }

@@ -394,9 +394,7 @@ impl Column {
                 m.extend(n);
             }
             _ => {
-                return Err(Error::option(
-                    "internal: appending columns of different kinds",
-                ));
+                return Err(Error::internal("appending columns of different kinds"));
             }
         }
         Ok(())

@@ -150,7 +150,7 @@ impl Reindexer {
 
 /// An error for names that cannot be joined.
 pub fn join_error(message: impl std::fmt::Display) -> Error {
-    Error::option(message)
+    Error::data(message)
 }
 
 #[cfg(test)]

@@ -295,7 +295,7 @@ fn dense_copy(
     for (i, local, first) in blocks {
         let src = m.sources[i]
             .as_ref()
-            .ok_or_else(|| Error::option("internal: source"))?;
+            .ok_or_else(|| Error::internal("source"))?;
         let store = open(&src.store)?;
         let n_along = local.end - local.start;
         let (start, shape) = match m.stack {
@@ -1029,8 +1029,8 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         None
     };
     if total > m.max_nnz {
-        return Err(Error::option(format!(
-            "internal: {} holds {total} entries, more than planned",
+        return Err(Error::internal(format!(
+            "{} holds {total} entries, more than planned",
             m.out_path
         )));
     }
@@ -1058,7 +1058,7 @@ fn sparse_indptr(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     let (counts, offsets): (Vec<u32>, Offsets) = match inputs {
         [c, o] => (decode(c)?, decode(o)?),
         [o] => (Vec::new(), decode(o)?),
-        _ => return Err(Error::option("internal: indptr task inputs")),
+        _ => return Err(Error::internal("indptr task inputs")),
     };
     let first = t.block * m.chunks[0];
     let last = ((t.block + 1) * m.chunks[0]).min(m.shape[0] + 1);
@@ -1082,7 +1082,7 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     let m = &plan.matrices[t.matrix];
     let offsets: Offsets = match inputs {
         [o] => decode(o)?,
-        _ => return Err(Error::option("internal: data task inputs")),
+        _ => return Err(Error::internal("data task inputs")),
     };
     let total = *offsets.block_start.last().unwrap_or(&0);
     let lo = t.block * m.chunks[1];

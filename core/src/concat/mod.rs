@@ -509,7 +509,7 @@ impl<'a> Planner<'a> {
         let xs: Vec<Option<&Element>> = views.iter().map(|v| v.group.child("X")).collect();
         if xs.iter().any(Option::is_some) {
             if xs.iter().any(Option::is_none) {
-                return Err(Error::option(
+                return Err(Error::data(
                     "some inputs have X and others do not (anndata cannot concatenate that either)",
                 ));
             }

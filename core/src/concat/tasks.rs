@@ -224,7 +224,7 @@ impl Planner<'_> {
             dtype = Some(match dtype {
                 None => d,
                 Some(prev) => promote(&prev, &d)
-                    .ok_or_else(|| Error::option(format!("{out_path}: incompatible dtypes")))?,
+                    .ok_or_else(|| Error::data(format!("{out_path}: incompatible dtypes")))?,
             });
         }
         let dtype = dtype.unwrap_or(DType::Float64);

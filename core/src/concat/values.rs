@@ -121,13 +121,13 @@ pub fn promote(a: &DType, b: &DType) -> Option<DType> {
 /// with `fill` (`pandas.core.dtypes.cast.maybe_promote`).
 pub fn fill_promote(dtype: &DType, fill: Scalar) -> Result<DType> {
     let (kind, bits) = rank(dtype).ok_or_else(|| {
-        Error::option(format!(
+        Error::data(format!(
             "cannot fill missing entries of a {} array",
             dtype.display_name()
         ))
     })?;
     let unsupported = || {
-        Error::option(format!(
+        Error::data(format!(
             "filling a {} array with {:?} gives numpy object dtype, which anndata cannot store in zarr",
             dtype.display_name(),
             fill
@@ -272,7 +272,7 @@ impl Values {
             DType::Float32 => Values::F32(vec![0.0; n]),
             DType::Float64 => Values::F64(vec![0.0; n]),
             other => {
-                return Err(Error::option(format!(
+                return Err(Error::data(format!(
                     "unsupported numeric dtype {}",
                     other.display_name()
                 )));
@@ -310,7 +310,7 @@ impl Values {
     /// Decodes little-endian array bytes of `dtype`.
     pub fn from_array_bytes(dtype: &DType, bytes: &ArrayBytes<'_>) -> Result<Values> {
         let ArrayBytes::Fixed(raw) = bytes else {
-            return Err(Error::option("expected fixed-size numeric data"));
+            return Err(Error::data("expected fixed-size numeric data"));
         };
         macro_rules! le {
             ($t:ty, $n:expr) => {
@@ -332,7 +332,7 @@ impl Values {
             DType::Float32 => Values::F32(le!(f32, 4)),
             DType::Float64 => Values::F64(le!(f64, 8)),
             other => {
-                return Err(Error::option(format!(
+                return Err(Error::data(format!(
                     "unsupported numeric dtype {}",
                     other.display_name()
                 )));
@@ -389,7 +389,7 @@ impl Values {
             DType::UInt64 => Values::U64(convert(v, float)),
             DType::Float32 => Values::F32(convert(v, true)),
             DType::Float64 => Values::F64(convert(v, true)),
-            other => return Err(Error::option(format!("unsupported numeric dtype {}", other.display_name()))),
+            other => return Err(Error::data(format!("unsupported numeric dtype {}", other.display_name()))),
         }))
     }
 
@@ -417,7 +417,7 @@ impl Values {
             ($($var:ident),*) => {
                 match (self, other) {
                     $((Values::$var(a), Values::$var(b)) => a.extend_from_slice(b),)*
-                    _ => return Err(Error::option("internal: appending values of different dtypes")),
+                    _ => return Err(Error::internal("appending values of different dtypes")),
                 }
             };
         }
@@ -432,7 +432,7 @@ impl Values {
             ($($var:ident),*) => {
                 match (self, other) {
                     $((Values::$var(a), Values::$var(b)) => a.extend_from_slice(&b[from..to]),)*
-                    _ => return Err(Error::option("internal: appending values of different dtypes")),
+                    _ => return Err(Error::internal("appending values of different dtypes")),
                 }
             };
         }
