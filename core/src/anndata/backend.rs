@@ -17,6 +17,33 @@ pub enum Backend {
     Zarr(AtomicFsStore),
     /// An HDF5 (`.h5ad`) file, read-only.
     H5(H5Store),
+    /// Another backend read under other names: keys under `virtual_prefix`
+    /// are read from under `real_prefix` (an anndata 0.7 store's
+    /// `__categories/<column>`, whose `__` names zarr reserves, read as
+    /// `<column>/categories`). Read-only.
+    Aliased {
+        /// The backend holding the data.
+        inner: std::sync::Arc<Backend>,
+        /// The prefix keys are asked under (ends in `/`).
+        virtual_prefix: String,
+        /// The prefix they are stored under (ends in `/`).
+        real_prefix: String,
+    },
+}
+
+impl Backend {
+    /// `key` as stored in an [`Backend::Aliased`] backend's inner one.
+    fn real_key(
+        virtual_prefix: &str,
+        real_prefix: &str,
+        key: &StoreKey,
+    ) -> Result<StoreKey, StorageError> {
+        match key.as_str().strip_prefix(virtual_prefix) {
+            Some(rest) => StoreKey::new(format!("{real_prefix}{rest}"))
+                .map_err(|e| StorageError::Other(e.to_string())),
+            None => Ok(key.clone()),
+        }
+    }
 }
 
 fn not_listed() -> StorageError {
@@ -36,6 +63,14 @@ impl ReadableStorageTraits for Backend {
         match self {
             Backend::Zarr(s) => s.get_partial_many(key, byte_ranges),
             Backend::H5(s) => s.get_partial_many(key, byte_ranges),
+            Backend::Aliased {
+                inner,
+                virtual_prefix,
+                real_prefix,
+            } => inner.get_partial_many(
+                &Self::real_key(virtual_prefix, real_prefix, key)?,
+                byte_ranges,
+            ),
         }
     }
 
@@ -43,6 +78,11 @@ impl ReadableStorageTraits for Backend {
         match self {
             Backend::Zarr(s) => s.size_key(key),
             Backend::H5(s) => s.size_key(key),
+            Backend::Aliased {
+                inner,
+                virtual_prefix,
+                real_prefix,
+            } => inner.size_key(&Self::real_key(virtual_prefix, real_prefix, key)?),
         }
     }
 
@@ -50,6 +90,7 @@ impl ReadableStorageTraits for Backend {
         match self {
             Backend::Zarr(s) => s.supports_get_partial(),
             Backend::H5(s) => s.supports_get_partial(),
+            Backend::Aliased { inner, .. } => inner.supports_get_partial(),
         }
     }
 }
@@ -58,7 +99,7 @@ impl WritableStorageTraits for Backend {
     fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
         match self {
             Backend::Zarr(s) => s.set(key, value),
-            Backend::H5(_) => Err(read_only(key.as_str())),
+            Backend::H5(_) | Backend::Aliased { .. } => Err(read_only(key.as_str())),
         }
     }
 
@@ -69,21 +110,21 @@ impl WritableStorageTraits for Backend {
     ) -> Result<(), StorageError> {
         match self {
             Backend::Zarr(s) => s.set_partial_many(key, offset_values),
-            Backend::H5(_) => Err(read_only(key.as_str())),
+            Backend::H5(_) | Backend::Aliased { .. } => Err(read_only(key.as_str())),
         }
     }
 
     fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
         match self {
             Backend::Zarr(s) => s.erase(key),
-            Backend::H5(_) => Err(read_only(key.as_str())),
+            Backend::H5(_) | Backend::Aliased { .. } => Err(read_only(key.as_str())),
         }
     }
 
     fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
         match self {
             Backend::Zarr(s) => s.erase_prefix(prefix),
-            Backend::H5(_) => Err(read_only(prefix.as_str())),
+            Backend::H5(_) | Backend::Aliased { .. } => Err(read_only(prefix.as_str())),
         }
     }
 
@@ -96,28 +137,28 @@ impl ListableStorageTraits for Backend {
     fn list(&self) -> Result<StoreKeys, StorageError> {
         match self {
             Backend::Zarr(s) => s.list(),
-            Backend::H5(_) => Err(not_listed()),
+            Backend::H5(_) | Backend::Aliased { .. } => Err(not_listed()),
         }
     }
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
         match self {
             Backend::Zarr(s) => s.list_prefix(prefix),
-            Backend::H5(_) => Err(not_listed()),
+            Backend::H5(_) | Backend::Aliased { .. } => Err(not_listed()),
         }
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
         match self {
             Backend::Zarr(s) => s.list_dir(prefix),
-            Backend::H5(_) => Err(not_listed()),
+            Backend::H5(_) | Backend::Aliased { .. } => Err(not_listed()),
         }
     }
 
     fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
         match self {
             Backend::Zarr(s) => s.size_prefix(prefix),
-            Backend::H5(_) => Err(not_listed()),
+            Backend::H5(_) | Backend::Aliased { .. } => Err(not_listed()),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod h5;
 mod h5_records;
 pub mod h5_write;
 pub mod layout;
+pub mod legacy;
 pub mod read;
 pub mod sparse;
 pub mod store;

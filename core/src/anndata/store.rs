@@ -13,6 +13,7 @@ use super::atomic_store::{AtomicFsStore, write_atomic};
 use super::backend::Backend;
 use super::dtype::DType;
 use super::h5::{H5Store, is_hdf5};
+use super::legacy::Overlay;
 use super::structured::raw_bits_view;
 use crate::error::{Error, Result};
 
@@ -90,6 +91,8 @@ pub struct Store {
     /// Arrays created through [`Store::write_array`] are sharded (v3 only)
     /// with inner chunks of at least this many bytes.
     shard_inner_bytes: Option<u64>,
+    /// An anndata 0.7 store seen as the current layout (see [`Overlay`]).
+    legacy: Option<Arc<Overlay>>,
 }
 
 impl Store {
@@ -98,12 +101,14 @@ impl Store {
         let meta = std::fs::metadata(path).map_err(|e| Error::path(path, io_reason(&e)))?;
         if meta.is_file() && is_hdf5(path) {
             let h5 = H5Store::open(path).map_err(|e| Error::path(path, e))?;
-            return Ok(Store {
+            return Store {
                 root: path.to_path_buf(),
                 format: ZarrFormat::V2,
                 storage: Arc::new(Backend::H5(h5)),
                 shard_inner_bytes: None,
-            });
+                legacy: None,
+            }
+            .with_legacy_overlay();
         }
         if !meta.is_dir() {
             return Err(Error::path(
@@ -127,12 +132,22 @@ impl Store {
             ));
         };
         let storage = AtomicFsStore::new(path).map_err(|e| Error::path(path, e))?;
-        Ok(Store {
+        Store {
             root: path.to_path_buf(),
             format,
             storage: Arc::new(Backend::Zarr(storage)),
             shard_inner_bytes: None,
-        })
+            legacy: None,
+        }
+        .with_legacy_overlay()
+    }
+
+    /// Adds the overlay of an anndata 0.7 store (zarr v2 or h5ad).
+    fn with_legacy_overlay(mut self) -> Result<Store> {
+        if self.format == ZarrFormat::V2 {
+            self.legacy = Overlay::detect(&self)?.map(Arc::new);
+        }
+        Ok(self)
     }
 
     /// Creates a new, empty store directory (it must not exist yet; its
@@ -146,6 +161,7 @@ impl Store {
             format,
             storage: Arc::new(Backend::Zarr(storage)),
             shard_inner_bytes: None,
+            legacy: None,
         })
     }
 
@@ -197,12 +213,13 @@ impl Store {
     pub fn h5(&self) -> Option<&H5Store> {
         match self.storage.as_ref() {
             Backend::H5(h) => Some(h),
-            Backend::Zarr(_) => None,
+            Backend::Zarr(_) | Backend::Aliased { .. } => None,
         }
     }
 
     /// The directory of the node at `path` (`""` is the root).
     pub fn node_dir(&self, path: &str) -> PathBuf {
+        let path = self.real_path(path);
         if path.is_empty() {
             self.root.clone()
         } else {
@@ -249,8 +266,25 @@ impl Store {
         }
     }
 
+    /// The stored node behind `path` (they differ only where an anndata
+    /// 0.7 store's categorical is seen as the current layout).
+    fn real_path<'a>(&'a self, path: &'a str) -> &'a str {
+        match &self.legacy {
+            Some(overlay) => overlay.real_path(path),
+            None => path,
+        }
+    }
+
     /// Reads the metadata of the node at `path`, or `None` if there is none.
     pub fn node(&self, path: &str) -> Result<Option<NodeMeta>> {
+        match &self.legacy {
+            Some(overlay) => overlay.node(self, path),
+            None => self.stored_node(path),
+        }
+    }
+
+    /// The metadata of the node stored at `path`, as stored.
+    pub(crate) fn stored_node(&self, path: &str) -> Result<Option<NodeMeta>> {
         let dir = self.node_dir(path);
         match self.format {
             ZarrFormat::V3 => {
@@ -375,6 +409,14 @@ impl Store {
 
     /// Names of the child nodes of the group at `path`, sorted.
     pub fn children(&self, path: &str) -> Result<Vec<String>> {
+        match &self.legacy {
+            Some(overlay) => overlay.children(self, path),
+            None => self.stored_children(path),
+        }
+    }
+
+    /// Names of the child nodes stored in the group at `path`, sorted.
+    pub(crate) fn stored_children(&self, path: &str) -> Result<Vec<String>> {
         if let Some(h5) = self.h5() {
             return h5
                 .children(path)
@@ -410,7 +452,18 @@ impl Store {
     /// Structured (record) arrays, which zarrs cannot decode, open as raw
     /// bits of the record size so their bytes can still be moved.
     pub fn array(&self, path: &str) -> Result<Array<Backend>> {
-        let node_path = format!("/{path}");
+        let real = self.real_path(path);
+        if real.split('/').any(|part| part.starts_with("__")) {
+            // zarr reserves names starting with `__`: read it under `path`.
+            let aliased = Backend::Aliased {
+                inner: self.storage.clone(),
+                virtual_prefix: format!("{path}/"),
+                real_prefix: format!("{real}/"),
+            };
+            return Array::open(Arc::new(aliased), &format!("/{path}"))
+                .map_err(|e| self.err(path, format!("cannot open array: {e}")));
+        }
+        let node_path = format!("/{real}");
         let opened = Array::open(self.storage.clone(), &node_path);
         let open_err = match opened {
             Ok(array) => return Ok(array),
