@@ -431,3 +431,50 @@ fn sigterm_stops_the_scheduler_and_its_workers_cleanly() {
         assert!(status.success(), "process {i} exited with {status}");
     }
 }
+
+#[test]
+fn a_second_run_on_the_same_output_is_refused_and_the_first_finishes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (reference, _) = reference(dir.path());
+    let out = dir.path().join("out.zarr");
+    let lock = dir.path().join("out.zarr.lock");
+    let mut procs = Procs::default();
+    let (err, _) = log(dir.path(), "first");
+    let first = procs.add(
+        Command::new(BIN)
+            .args(concat_args(&out, &["--workers", "1"]))
+            .env("ANNCAT_TEST_TASK_DELAY_MS", "15")
+            .stderr(err)
+            .spawn()
+            .expect("first run"),
+    );
+    let pid = procs.0[first].id();
+    wait_for("the first run to start writing", Duration::from_secs(60), || {
+        journal_len(&out) > 0
+    });
+    for extra in [&[][..], &["--overwrite"][..], &["--resume"][..]] {
+        let mut args = concat_args(&out, &["--workers", "1"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = Command::new(BIN).args(args).output().expect("second run");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "a second run {extra:?} succeeded");
+        assert!(
+            err.contains(&format!("another run (pid {pid} on ")) && err.contains("out.zarr"),
+            "{extra:?}: {err}"
+        );
+        assert!(journal_len(&out) > 0, "{extra:?} removed the live partial output");
+    }
+    let status = procs.0[first].wait().expect("wait");
+    assert!(status.success(), "the first run failed");
+    assert_same_tree(&out, &reference);
+    assert!(!lock.exists(), "lock file left behind");
+    // A lock file left by a dead run is taken over.
+    std::fs::write(&lock, "pid 999999 on a-host-long-gone\n").expect("stale lock");
+    let o = Command::new(BIN)
+        .args(concat_args(&out, &["--workers", "1", "--overwrite"]))
+        .output()
+        .expect("third run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_tree(&out, &reference);
+}

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod journal;
 pub mod kernel;
 pub mod output;
+pub mod output_lock;
 pub mod protocol;
 
 pub use error::{Error, Result};

@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crate::anndata::store::io_reason;
+use crate::output_lock::OutputLock;
 use crate::error::{Error, Result};
 
 /// Where an output is staged while it is written, and where it lands.
@@ -15,6 +18,8 @@ pub struct StagedOutput {
     /// `FINAL.partial`, where everything is written first.
     pub partial_path: PathBuf,
     overwrite: bool,
+    /// The exclusive lock on the output, held until the run ends.
+    _lock: Arc<OutputLock>,
 }
 
 /// Removes `path`, a directory (with everything in it) or a file.
@@ -90,12 +95,17 @@ impl StagedOutput {
         partial_name.push(".partial");
         // Absolute: kernels in other processes write here.
         let partial_path = parent_abs.join(partial_name);
+        // Before anything is removed: another run may be writing here.
+        let mut lock_name = name.to_os_string();
+        lock_name.push(".lock");
+        let lock = Arc::new(OutputLock::acquire(&parent_abs.join(lock_name), output)?);
         if resume && partial_path.is_dir() {
             return Ok((
                 StagedOutput {
                     final_path: output.to_path_buf(),
                     partial_path,
                     overwrite,
+                    _lock: lock,
                 },
                 true,
             ));
@@ -113,6 +123,7 @@ impl StagedOutput {
                 final_path: output.to_path_buf(),
                 partial_path,
                 overwrite,
+                _lock: lock,
             },
             false,
         ))

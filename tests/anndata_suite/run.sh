@@ -35,7 +35,10 @@ filterwarnings =
     ignore::anndata._warnings.OldFormatWarning
     ignore::anndata._warnings.ExperimentalFeatureWarning
 INI
-export ANNCAT_BIN="${ANNCAT_BIN:-$repo/target/release/anncat}"
+ANNCAT_BIN="$(realpath "${ANNCAT_BIN:-$repo/target/release/anncat}")"
+export ANNCAT_BIN
+export ANNCAT_SUITE_CALLS="$work/anncat-calls.log"
+rm -f "$ANNCAT_SUITE_CALLS"
 export PYTHONPATH="$here:$repo/python${PYTHONPATH:+:$PYTHONPATH}"
 cd "$work"
 echo "anndata $version: tests/test_concatenate_disk.py with anncat ($ANNCAT_BIN)" >&2
