@@ -450,9 +450,11 @@ fn a_second_run_on_the_same_output_is_refused_and_the_first_finishes() {
             .expect("first run"),
     );
     let pid = procs.0[first].id();
-    wait_for("the first run to start writing", Duration::from_secs(60), || {
-        journal_len(&out) > 0
-    });
+    wait_for(
+        "the first run to start writing",
+        Duration::from_secs(60),
+        || journal_len(&out) > 0,
+    );
     for extra in [&[][..], &["--overwrite"][..], &["--resume"][..]] {
         let mut args = concat_args(&out, &["--workers", "1"]);
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -463,7 +465,10 @@ fn a_second_run_on_the_same_output_is_refused_and_the_first_finishes() {
             err.contains(&format!("another run (pid {pid} on ")) && err.contains("out.zarr"),
             "{extra:?}: {err}"
         );
-        assert!(journal_len(&out) > 0, "{extra:?} removed the live partial output");
+        assert!(
+            journal_len(&out) > 0,
+            "{extra:?} removed the live partial output"
+        );
     }
     let status = procs.0[first].wait().expect("wait");
     assert!(status.success(), "the first run failed");

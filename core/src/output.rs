@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::anndata::store::io_reason;
-use crate::output_lock::OutputLock;
 use crate::error::{Error, Result};
+use crate::output_lock::OutputLock;
 
 /// Where an output is staged while it is written, and where it lands.
 #[derive(Debug, Clone)]

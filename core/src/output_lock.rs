@@ -32,7 +32,10 @@ impl OutputLock {
     /// the run (pid and host) that holds it.
     pub fn acquire(lock_path: &Path, output: &Path) -> Result<OutputLock> {
         let fail = |what: &str, e: &std::io::Error| {
-            Error::path(lock_path, format!("cannot {what} the output lock: {}", io_reason(e)))
+            Error::path(
+                lock_path,
+                format!("cannot {what} the output lock: {}", io_reason(e)),
+            )
         };
         loop {
             let file = OpenOptions::new()

@@ -148,6 +148,9 @@ struct Job {
     name: String,
     staged: Vec<TaskSpec>,
     tasks: Vec<Task>,
+    /// Task id -> index, for graphs whose ids are not their positions (a
+    /// resumed graph lacks its finished tasks); `None` when they are.
+    index: Option<HashMap<TaskId, u32>>,
     done: usize,
     started: bool,
     participants: Vec<WorkerId>,
@@ -439,6 +442,7 @@ impl SchedulerState {
                 name,
                 staged: Vec::new(),
                 tasks: Vec::new(),
+                index: None,
                 done: 0,
                 started: false,
                 participants: Vec::new(),
@@ -549,6 +553,8 @@ impl SchedulerState {
             }
         }
         j.tasks = tasks;
+        let dense = index.iter().all(|(id, &i)| id.0 == u64::from(i));
+        j.index = (!dense).then_some(index);
         if j.tasks.is_empty() {
             self.finish_job(job, comm);
         }
@@ -931,15 +937,18 @@ impl SchedulerState {
 }
 
 fn index_of(job: &Job, task: TaskId) -> Option<u32> {
-    // Graphs built with `Graph::add` number tasks 0..n in order; others are searched.
-    let i = task.0 as usize;
-    if job.tasks.get(i).is_some_and(|t| t.spec.id == task) {
-        return Some(i as u32);
+    // Graphs built with `Graph::add` number tasks 0..n in order; others
+    // (a resumed graph) are looked up.
+    match &job.index {
+        Some(index) => index.get(&task).copied(),
+        None => {
+            let i = task.0 as usize;
+            job.tasks
+                .get(i)
+                .is_some_and(|t| t.spec.id == task)
+                .then_some(i as u32)
+        }
     }
-    job.tasks
-        .iter()
-        .position(|t| t.spec.id == task)
-        .map(|p| p as u32)
 }
 
 /// A finished task's output just became unavailable: dependents waiting on

@@ -497,3 +497,45 @@ fn a_job_failed_while_scheduling_leaves_no_reservation_behind() {
         "no reservation of the failed job is left"
     );
 }
+
+#[test]
+fn a_resumed_graph_of_100k_tasks_runs_with_ids_looked_up_not_searched() {
+    // 300k tasks in threes: x and a finished before the resume, b depends
+    // on a. The remaining graph drops every x, so its ids are not positions.
+    let mut g = Graph::new();
+    let mut done_before = std::collections::HashMap::new();
+    for _ in 0..100_000 {
+        let x = g.add("k", &(), vec![], 1, "x").expect("add");
+        let a = g.add("k", &(), vec![], 1, "a").expect("add");
+        g.add("k", &(), vec![a], 1, "b").expect("add");
+        done_before.insert(x, vec![7u8]);
+        done_before.insert(a, vec![7u8]);
+    }
+    let remaining = anncat_core::journal::remaining_graph(&g, &done_before);
+    assert_eq!(
+        remaining.len(),
+        200_000,
+        "each b still needs its a's output"
+    );
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig::default());
+    let mut r = Recorder::default();
+    for w in 0..4 {
+        s.on_worker_joined(WorkerId(w), info(1 << 40, 256), now, &mut r);
+    }
+    start(&mut s, &mut r, &remaining, Want::Sinks);
+    let mut rounds = 0;
+    while !r.finished() {
+        let runs = r.take_runs();
+        assert!(!runs.is_empty(), "stalled: {:?}", r.failure());
+        for (w, a) in runs {
+            s.on_task_reports(w, vec![done(a.key)], &mut r);
+        }
+        s.schedule(&mut r);
+        r.to_clients
+            .retain(|(_, m)| matches!(m, ToClient::JobFinished { .. }));
+        rounds += 1;
+        assert!(rounds < 1_000_000, "did not converge");
+    }
+    assert_eq!(s.job_count(), 0);
+}
