@@ -85,11 +85,13 @@ pub fn run_concat(
             (None, None) => unreachable!("in-process runs returned above"),
         };
         let graph = prepared.remaining();
-        let labels: HashMap<TaskId, (String, String)> = graph
+        let labels: HashMap<TaskId, (String, String, u64)> = graph
             .tasks()
             .iter()
-            .map(|t| (t.id, (t.label.clone(), t.kernel.clone())))
+            .map(|t| (t.id, (t.label.clone(), t.kernel.clone(), t.memory_bytes)))
             .collect();
+        let work_total: u64 = graph.tasks().iter().map(|t| t.memory_bytes).sum();
+        let mut work_done = 0u64;
         let mut journal = prepared.journal()?;
         let cpu_before = crate::report::process_cpu_seconds();
         let job = client.submit("concat", &graph, Want::All)?;
@@ -111,7 +113,8 @@ pub fn run_concat(
                 };
                 journal_error = recorded.and(synced).err();
             }
-            let (label, kernel) = labels.get(&d.task).cloned().unwrap_or_default();
+            let (label, kernel, work) = labels.get(&d.task).cloned().unwrap_or_default();
+            work_done += work;
             report.task(d, &label, &kernel);
             progress(&Progress {
                 done,
@@ -119,6 +122,8 @@ pub fn run_concat(
                 label,
                 elapsed_s: started.elapsed().as_secs_f64(),
                 bytes_written: written,
+                work_done,
+                work_total,
             });
         });
         journal.sync()?;

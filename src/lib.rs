@@ -26,6 +26,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod distributed;
+pub mod progress;
 pub mod report;
 
 pub use anncat_core as core;

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anncat::args::{Cli, Command, ParseError, mib_to_bytes};
+use anncat::progress::{ProgressDisplay, ProgressMode};
 use anncat::run_concat;
 use anncat_core::anndata::ZarrFormat;
 use anncat_core::convert::{ConvertOptions, convert};
@@ -14,23 +15,6 @@ use anncat_core::inspect::{inspect, render_text};
 // Workers measure their tasks' allocations exactly.
 #[global_allocator]
 static ALLOCATOR: anncat_worker::CountingAllocator = anncat_worker::CountingAllocator;
-
-/// Draws task progress on one stderr line.
-fn draw_progress(p: &Progress) {
-    let rate = p.done as f64 / p.elapsed_s.max(1e-3);
-    let eta = (p.total - p.done) as f64 / rate.max(1e-9);
-    let mib = p.bytes_written as f64 / (1024.0 * 1024.0);
-    eprint!(
-        "\ranncat: {}/{} tasks ({:.0}%), {:.1} MiB written ({:.1} MiB/s), {:.1}s elapsed, ETA {:.1}s   ",
-        p.done,
-        p.total,
-        100.0 * p.done as f64 / p.total.max(1) as f64,
-        mib,
-        mib / p.elapsed_s.max(1e-3),
-        p.elapsed_s,
-        eta
-    );
-}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -77,16 +61,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Concat(args) => {
             let (opts, run, quiet) = (*args).into_options()?;
-            let show = !quiet && std::io::stderr().is_terminal();
-            let progress = |p: &Progress| {
-                if show {
-                    draw_progress(p);
-                }
+            let mode = if quiet {
+                ProgressMode::Off
+            } else if std::io::stderr().is_terminal() {
+                ProgressMode::Redraw
+            } else {
+                // ANNCAT_PROGRESS_INTERVAL_S: for tests, which cannot wait 30 s.
+                let interval_s = std::env::var("ANNCAT_PROGRESS_INTERVAL_S")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(30.0);
+                ProgressMode::Log { interval_s }
             };
+            let display = ProgressDisplay::new(mode);
+            let progress = |p: &Progress| display.update(p);
             let summary = run_concat(&opts, &run, &progress)?;
-            if show {
-                eprintln!();
-            }
+            display.finish();
             if !quiet {
                 eprintln!(
                     "anncat: wrote {} ({} obs x {} vars; {} tasks; matrices: {})",

@@ -483,3 +483,38 @@ fn a_second_run_on_the_same_output_is_refused_and_the_first_finishes() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_same_tree(&out, &reference);
 }
+
+#[test]
+fn progress_is_logged_in_lines_of_80_columns_when_stderr_is_not_a_terminal() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("out.zarr");
+    let o = Command::new(BIN)
+        .args(concat_args(&out, &["--workers", "1"]))
+        .env("ANNCAT_TEST_TASK_DELAY_MS", "5")
+        .env("ANNCAT_PROGRESS_INTERVAL_S", "0.2")
+        .output()
+        .expect("concat");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("ETA")).collect();
+    assert!(lines.len() >= 2, "no progress lines:\n{err}");
+    let mut last = -1.0;
+    for l in &lines {
+        assert!(l.chars().count() <= 80 && !l.contains('\r'), "{l:?}");
+        let pct: f64 = l
+            .trim_start_matches("anncat: ")
+            .split('%')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a percentage first");
+        assert!(pct >= last, "progress went back: {lines:?}");
+        last = pct;
+    }
+    assert!(
+        err.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("anncat: wrote")),
+        "{err}"
+    );
+}

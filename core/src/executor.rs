@@ -38,6 +38,12 @@ pub struct Progress {
     pub elapsed_s: f64,
     /// Bytes written to storage so far (as kernels record them).
     pub bytes_written: u64,
+    /// Bytes of work finished: the memory estimates (the data each task
+    /// holds) of the finished tasks. The ETA comes from these, not from task
+    /// counts, since tasks differ in size by orders of magnitude.
+    pub work_done: u64,
+    /// Bytes of work in the whole graph.
+    pub work_total: u64,
 }
 
 /// Runs graphs in this process.
@@ -59,6 +65,7 @@ struct State {
     reserved: u64,
     done: usize,
     written: u64,
+    work_done: u64,
     error: Option<Error>,
 }
 
@@ -112,6 +119,7 @@ impl LocalExecutor {
             reserved: 0,
             done: 0,
             written: 0,
+            work_done: 0,
             error: None,
         });
         let wake = Condvar::new();
@@ -147,6 +155,7 @@ impl LocalExecutor {
         let tasks = graph.tasks();
         let index: HashMap<TaskId, usize> =
             tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        let work_total: u64 = tasks.iter().map(|t| t.memory_bytes).sum();
         let Ok(mut guard) = state.lock() else { return };
         loop {
             if guard.error.is_some() || guard.done == tasks.len() {
@@ -210,6 +219,7 @@ impl LocalExecutor {
                 Ok(output) => {
                     guard.done += 1;
                     guard.written += written;
+                    guard.work_done += task.memory_bytes;
                     guard.outputs[i] = Some(Arc::new(output));
                     for d in &task.deps {
                         let j = index[d];
@@ -231,6 +241,8 @@ impl LocalExecutor {
                         label: task.label.clone(),
                         elapsed_s: started.elapsed().as_secs_f64(),
                         bytes_written: guard.written,
+                        work_done: guard.work_done,
+                        work_total,
                     });
                 }
                 Err(e) => {
