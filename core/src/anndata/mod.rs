@@ -13,6 +13,7 @@ pub mod h5_write;
 pub mod layout;
 pub mod legacy;
 pub mod read;
+pub mod sandbox;
 pub mod sparse;
 pub mod store;
 pub mod structured;

@@ -153,7 +153,7 @@ impl Store {
     /// Creates a new, empty store directory (it must not exist yet; its
     /// parent must). Nothing is written inside it.
     pub fn create(path: &Path, format: ZarrFormat) -> Result<Store> {
-        std::fs::create_dir(path)
+        super::sandbox::create_dir(path)
             .map_err(|e| Error::path(path, format!("cannot create output: {}", io_reason(&e))))?;
         let storage = AtomicFsStore::new(path).map_err(|e| Error::path(path, e))?;
         Ok(Store {
@@ -550,6 +550,10 @@ fn u64_list(v: &Value) -> Option<Vec<u64>> {
 
 /// An I/O error's reason without the "(os error N)" noise.
 pub fn io_reason(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref() {
+        // A message of anncat's own (such as an `--allow-write` refusal).
+        return inner.to_string();
+    }
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),

@@ -23,6 +23,7 @@ use super::in_order::read_bytes;
 use super::matrix::{index_dtype, write_values};
 use super::values::Values;
 use crate::anndata::layout::ArraySpec;
+use crate::anndata::sandbox;
 use crate::anndata::{DType, Store, ZarrFormat};
 use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
@@ -88,8 +89,8 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
 }
 
 fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
-    crate::anndata::atomic_store::check_write_allowed(&t.spill_dir)
-        .map_err(|e| io_err(&t.spill_dir, "cannot write", e))?;
+    // Refused up front, before any reading, if outside --allow-write.
+    sandbox::create_dir_all(&t.spill_dir).map_err(|e| io_err(&t.spill_dir, "cannot create", e))?;
     let store = Store::open(&t.store)?;
     let ip_path = format!("{}/indptr", t.path);
     let ncols = store.array(&ip_path)?.shape()[0].saturating_sub(1);
@@ -105,13 +106,12 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
     let data_path = format!("{}/data", t.path);
     let dtype = index_dtype(&store, &data_path)?;
     let item = dtype.item_size();
-    std::fs::create_dir_all(&t.spill_dir).map_err(|e| io_err(&t.spill_dir, "cannot create", e))?;
     let parts = t.bounds.len().saturating_sub(1);
     // Records gather in a buffer per part, written out when full.
     let mut files = Vec::with_capacity(parts);
     for k in 0..parts {
         let tmp = spill_file(&t.spill_dir, k).with_extension("tmp");
-        let f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
+        let f = sandbox::create_file(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
         files.push((tmp, f, Vec::with_capacity(SPILL_BUFFER)));
     }
     let rec = record_bytes(item);
@@ -172,7 +172,7 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
             .map_err(|e| io_err(&tmp, "cannot write spill file", e))?;
         drop(f);
         let dest = spill_file(&t.spill_dir, k);
-        std::fs::rename(&tmp, &dest).map_err(|e| io_err(&dest, "cannot write spill file", e))?;
+        sandbox::rename(&tmp, &dest).map_err(|e| io_err(&dest, "cannot write spill file", e))?;
     }
     encode(&counts)
 }
@@ -229,10 +229,10 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
     drop(values);
     // Idempotent: a re-run replaces what an earlier attempt left.
     if t.out.exists() {
-        std::fs::remove_dir_all(&t.out).map_err(|e| io_err(&t.out, "cannot replace", e))?;
+        sandbox::remove_dir_all(&t.out).map_err(|e| io_err(&t.out, "cannot replace", e))?;
     }
     if let Some(parent) = t.out.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, "cannot create", e))?;
+        sandbox::create_dir_all(parent).map_err(|e| io_err(parent, "cannot create", e))?;
     }
     let out = Store::create(&t.out, ZarrFormat::V3)?;
     let empty = Map::new();
@@ -259,8 +259,8 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
         write_values(&out, &path, vec![0], vec![len], &values)?;
     }
     let marker = t.out.join(COMPLETE);
-    std::fs::write(&marker, b"").map_err(|e| io_err(&marker, "cannot write", e))?;
+    sandbox::write(&marker, b"").map_err(|e| io_err(&marker, "cannot write", e))?;
     // Removed while its pages are likely still unwritten: the disk never sees it.
-    std::fs::remove_file(&t.spill).map_err(|e| io_err(&t.spill, "cannot remove spill file", e))?;
+    sandbox::remove_file(&t.spill).map_err(|e| io_err(&t.spill, "cannot remove spill file", e))?;
     Ok(Vec::new())
 }
