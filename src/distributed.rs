@@ -140,10 +140,23 @@ pub fn run_concat(
                     prepared.partial_path().display()
                 ))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                // Every finished task is journaled: whatever stopped the run
+                // (a task failing, workers lost, the memory limit), a resume
+                // continues from there, with new resources if need be.
+                keep_partial = true;
+                Err(anyhow::anyhow!(
+                    "{e}; {} kept: rerun with --resume to continue",
+                    prepared.partial_path().display()
+                ))
+            }
         };
         if let Some(e) = journal_error {
-            return Err(e.into());
+            keep_partial = true;
+            return Err(anyhow::anyhow!(
+                "{e}; {} kept: free the space or fix the cause, then rerun with --resume to continue",
+                prepared.partial_path().display()
+            ));
         }
         result
     })();

@@ -99,10 +99,13 @@ pub struct PreparedConcat {
     summary: ConcatSummary,
 }
 
-/// Identifies the options that shape the plan (not threads or flags).
+/// Identifies the options that shape the output's bytes. Not threads, flags
+/// or the memory limit: a resume runs the recorded plan (its chunks were
+/// sized from the first run's limit), so "raise the limit and resume" works.
 fn fingerprint(opts: &ConcatOptions) -> String {
     let mut o = opts.clone();
     o.threads = 0;
+    o.memory_limit = 0;
     o.overwrite = false;
     o.resume = false;
     o.inputs = o
@@ -380,6 +383,21 @@ mod tests {
             "{err}"
         );
         assert!(partial.join(".anncat/run.bin").is_file(), "partial removed");
+    }
+
+    #[test]
+    fn a_resume_may_change_the_memory_limit_and_threads_but_not_the_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut opts = planned_then_killed(dir.path());
+        let planned = prepare_concat(&opts).expect("resume").remaining().len();
+        opts.memory_limit *= 4;
+        opts.threads += 3;
+        let resumed = prepare_concat(&opts).expect("resume with a higher limit");
+        assert_eq!(resumed.remaining().len(), planned, "the recorded plan runs");
+        drop(resumed);
+        opts.join = crate::concat::index::Join::Outer;
+        let err = prepare_concat(&opts).expect_err("another join").to_string();
+        assert!(err.contains("other inputs or options"), "{err}");
     }
 
     #[test]
