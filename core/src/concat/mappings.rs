@@ -2,6 +2,7 @@
 //! joined positionally on their second dimension, pairwise matrices placed
 //! block-diagonally, and the other axis' mappings merged by strategy.
 
+use super::awkward::concat_awkward;
 use super::axis_frame::{FramePart, Text, write_axis_frame};
 use super::index::{Join, Reindexer};
 use super::plan::{Axis, Space};
@@ -56,6 +57,25 @@ impl<'a> Planner<'a> {
                 .iter()
                 .map(|g| g.and_then(|g| g.child(&key)))
                 .collect();
+            if els
+                .iter()
+                .flatten()
+                .any(|e| e.encoding == Encoding::AwkwardArray)
+            {
+                let with_stores: Vec<_> = self
+                    .inputs
+                    .iter()
+                    .zip(&els)
+                    .map(|(inp, e)| (&inp.store, *e))
+                    .collect();
+                concat_awkward(
+                    &self.out,
+                    &at(&format!("{m_name}/{key}")),
+                    &with_stores,
+                    self.opts.join,
+                )?;
+                continue;
+            }
             if els
                 .iter()
                 .flatten()

@@ -8,6 +8,7 @@
 //! own whole output chunks. The graph runs on an executor (in-process here);
 //! the output is consolidated and renamed into place only when complete.
 
+mod awkward;
 mod axis_frame;
 pub mod column_concat;
 mod csc;

@@ -1,0 +1,104 @@
+"""Awkward arrays in obsm (concatenated along obs) and varm (along var):
+anncat's output equals anndata.concat of the same inputs, for zarr v2, v3
+and h5ad inputs, both joins; what anncat does not concatenate is refused in
+one line naming the element."""
+
+from __future__ import annotations
+
+import awkward as ak
+import anndata as ad
+import numpy as np
+import pytest
+from anndata.tests.helpers import assert_equal
+
+from conftest import run_anncat
+from test_concat import cli_args, expected_results, read_store
+
+
+def _inputs(axis: str, seed: int = 0) -> list[ad.AnnData]:
+    """Four inputs (one with zero rows) holding the same three awkward
+    types: ragged ints, records with a ragged field, optional lists."""
+    rng = np.random.default_rng(seed)
+    adatas = []
+    for i, n in enumerate((4, 0, 7, 5)):
+        m_rows = max(n, 3)  # a zero-row input: a slice, which keeps the form
+        counts = rng.integers(0, 4, size=m_rows)
+        ragged = ak.unflatten(rng.integers(0, 9, size=int(counts.sum())).astype(np.int64), counts)
+        rec = ak.zip({"a": np.arange(m_rows, dtype=np.int64),
+                      "b": ak.unflatten(np.arange(int(counts.sum()), dtype=np.float64) / 2, counts)},
+                     depth_limit=1)
+        opt = ak.Array([None if k % 3 == 1 else [k, k + 1] for k in range(m_rows)])
+        ragged, rec, opt = ragged[:n], rec[:n], opt[:n]
+        x = np.ones((n, 3), dtype=np.float32)
+        a = ad.AnnData(X=x if axis == "obs" else x.T.copy())
+        names = [f"c{i}_{k}" for k in range(n)]
+        if axis == "obs":
+            a.obs_names = names
+            a.var_names = ["g0", "g1", "g2"]
+            m = a.obsm
+        else:
+            a.var_names = names
+            a.obs_names = ["c0", "c1", "c2"]
+            m = a.varm
+        m["ragged"] = ragged
+        m["rec"] = rec
+        m["opt"] = opt
+        adatas.append(a)
+    return adatas
+
+
+def _write(adatas, d, fmt):
+    paths = []
+    for i, a in enumerate(adatas):
+        if fmt == "h5ad":
+            p = d / f"in{i}.h5ad"
+            a.write_h5ad(p)
+        else:
+            ad.settings.zarr_write_format = fmt
+            p = d / f"in{i}.zarr"
+            a.write_zarr(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("join", ["inner", "outer"])
+@pytest.mark.parametrize("axis", ["obs", "var"])
+@pytest.mark.parametrize("fmt", [2, 3, "h5ad"])
+def test_awkward_arrays_concatenate_as_anndata_does(tmp_path, fmt, axis, join):
+    paths = _write(_inputs(axis), tmp_path, fmt)
+    opts = dict(axis=axis, join=join)
+    out = tmp_path / "out.zarr"
+    run_anncat("concat", *paths, "-o", out, "--quiet", "--chunk-mib", "0.001", *cli_args(opts))
+    got = ad.read_zarr(out)
+    in_memory, stored = expected_results(paths, opts, tmp_path, 2 if fmt == "h5ad" else fmt)
+    assert_equal(stored, got)
+    m = got.obsm if axis == "obs" else got.varm
+    assert sorted(m.keys()) == ["opt", "ragged", "rec"]
+    assert ak.to_list(m["ragged"]) == ak.to_list((in_memory.obsm if axis == "obs" else in_memory.varm)["ragged"])
+
+
+def test_h5ad_output_holds_the_awkward_arrays(tmp_path):
+    paths = _write(_inputs("obs", seed=3), tmp_path, 3)
+    out = tmp_path / "out.h5ad"
+    run_anncat("concat", *paths, "-o", out, "--quiet")
+    _, stored = expected_results(paths, {}, tmp_path, 3, ext="h5ad")
+    assert_equal(stored, read_store(out))
+
+
+def test_what_anncat_does_not_concatenate_is_refused_naming_it(tmp_path):
+    adatas = _inputs("obs")
+    # A key one input lacks (anndata makes an option type of it).
+    del adatas[2].obsm["ragged"]
+    paths = _write(adatas, tmp_path, 2)
+    out = tmp_path / "out.zarr"
+    proc = run_anncat("concat", *paths, "-o", out, "--join", "outer", check=False)
+    assert proc.returncode != 0 and "obsm/ragged" in proc.stderr and "not supported" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+    # Forms that differ between inputs.
+    adatas = _inputs("obs")
+    adatas[0].obsm["ragged"] = ak.values_astype(adatas[0].obsm["ragged"], np.float32)
+    (tmp_path / "forms").mkdir()
+    paths = _write(adatas, tmp_path / "forms", 2)
+    proc = run_anncat("concat", *paths, "-o", out, check=False)
+    assert proc.returncode != 0 and "obsm/ragged" in proc.stderr and "forms" in proc.stderr, proc.stderr
+    assert not out.exists()
