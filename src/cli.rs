@@ -42,6 +42,11 @@ pub struct WorkerArgs {
     /// start or after losing it) before exiting; 0: exit when it is lost.
     #[arg(long, default_value_t = 30)]
     pub reconnect_timeout: u64,
+    /// Seconds to keep dialling the scheduler before first joining it
+    /// (default: --reconnect-timeout). A busy scheduler that many workers
+    /// dial at once may time some handshakes out.
+    #[arg(long)]
+    pub join_timeout: Option<u64>,
 }
 
 impl WorkerArgs {
@@ -55,6 +60,7 @@ impl WorkerArgs {
         config.advertise = self.advertise;
         config.name = self.name;
         config.reconnect_timeout = Duration::from_secs(self.reconnect_timeout);
+        config.join_timeout = self.join_timeout.map(Duration::from_secs);
         config.validate()?;
         Ok(config)
     }

@@ -10,6 +10,9 @@ use anncat_core::protocol::ClusterFile;
 use anncat_net::TransportTuning;
 use anncat_scheduler::{Client, SchedulerConfig, SchedulerHandle, ServerConfig};
 
+/// How long local workers have to start and join the scheduler.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The program a local cluster runs as its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerProgram {
@@ -148,9 +151,12 @@ impl LocalCluster {
                 .arg(config.memory_limit.to_string())
                 .arg("--threads")
                 .arg(config.threads.to_string())
-                // A local worker lives and dies with this process' scheduler.
+                // A local worker lives and dies with this process' scheduler,
+                // but keeps dialling it while many workers start at once.
                 .arg("--reconnect-timeout")
                 .arg("0")
+                .arg("--join-timeout")
+                .arg(STARTUP_TIMEOUT.as_secs().to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
             for d in &config.allow_write {
@@ -161,7 +167,7 @@ impl LocalCluster {
             })?;
             cluster.children.push(child);
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let connected = cluster
                 .scheduler
@@ -180,7 +186,8 @@ impl LocalCluster {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "local workers did not register within 60 s ({connected} of {})",
+                "local workers did not register within {} s ({connected} of {})",
+                STARTUP_TIMEOUT.as_secs(),
                 config.workers
             );
             std::thread::sleep(Duration::from_millis(10));

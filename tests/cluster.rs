@@ -520,3 +520,100 @@ fn progress_is_logged_in_lines_of_80_columns_when_stderr_is_not_a_terminal() {
         "{err}"
     );
 }
+
+/// Runs `anncat concat --workers n` to the end, holding its worker pids so
+/// they are killed if the test fails; its stderr and report.
+fn run_local_workers(dir: &Path, n: usize) -> (std::process::ExitStatus, String, PathBuf) {
+    let out = dir.join(format!("out{n}.zarr"));
+    let rep = dir.join(format!("report{n}.json"));
+    let (err, err_path) = log(dir, &format!("concat{n}"));
+    let mut procs = Procs::default();
+    let n_text = n.to_string();
+    let rp = rep.to_string_lossy().into_owned();
+    let concat = procs.add(
+        Command::new(BIN)
+            .args(concat_args(&out, &["--workers", &n_text, "--report", &rp]))
+            .stderr(err)
+            .spawn()
+            .expect("concat"),
+    );
+    let pid = procs.0[concat].id();
+    let mut workers = Pids(Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        for w in children_of(pid) {
+            if !workers.0.contains(&w) {
+                workers.0.push(w);
+            }
+        }
+        if let Ok(Some(status)) = procs.0[concat].try_wait() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--workers {n} did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    (status, stderr, out)
+}
+
+/// Issue 16 item 3: with more than ~30 workers a heartbeat timer cancelled
+/// the worker's half-read control frame and the next read started
+/// mid-frame ("peer sent a frame of 101331076 bytes"). 128 and 256 local
+/// workers on loopback now give the output of one process.
+#[test]
+fn hundreds_of_local_workers_give_the_output_of_one_process() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (reference, _) = reference(dir.path());
+    for n in [128, 256] {
+        let (status, stderr, out) = run_local_workers(dir.path(), n);
+        assert!(status.success(), "--workers {n}: {stderr}");
+        assert_same_tree(&out, &reference);
+        let r = report(&dir.path().join(format!("report{n}.json")));
+        let workers = r["workers"].as_array().expect("workers");
+        // The run starts once all n joined; the report lists those that
+        // took part (460 tasks do not reach every one of 256).
+        assert!(
+            workers.len() > n / 2 && workers.len() <= n,
+            "{} of {n} workers took part: {stderr}",
+            workers.len()
+        );
+        assert!(lost_workers(&r).is_empty(), "none was lost: {stderr}");
+    }
+}
+
+/// Issue 16 item 10: on a loaded machine, killing one worker must not make
+/// the survivor look dead. CPU hogs (two per core) run beside the workers;
+/// three times over, one of two workers is SIGKILLed and the run finishes
+/// with the undisturbed output, having lost only the killed worker.
+#[test]
+fn a_killed_worker_on_a_loaded_machine_does_not_fail_the_run() {
+    let _serial = serial();
+    let mut hogs = Procs::default();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for _ in 0..2 * cores {
+        hogs.add(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("a CPU hog"),
+        );
+    }
+    for trial in 0..3 {
+        let mut run = DisturbedRun::start(2);
+        let victim = run.busiest_worker();
+        let killed = run.procs.0[victim].id();
+        run.procs.0[victim].kill().expect("SIGKILL a worker");
+        let r = run.finish_identical();
+        let lost = lost_workers(&r);
+        assert_eq!(
+            lost.len(),
+            1,
+            "trial {trial}: only the killed worker is lost: {r}"
+        );
+        assert_eq!(lost[0]["pid"], killed, "trial {trial}");
+    }
+}

@@ -129,8 +129,39 @@ impl FrameReader {
     }
 
     /// The next frame, or `None` at the end of the stream.
+    ///
+    /// Not cancel-safe: a frame is two `read_exact` calls, so dropping this
+    /// future half-way (as a losing `tokio::select!` branch does) loses the
+    /// bytes read so far and the next read starts mid-frame. A loop that
+    /// selects over frames and other events reads them through
+    /// [`FrameReader::into_channel`] instead.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         read_frame(&mut self.recv, self.max).await
+    }
+
+    /// Moves the stream into a task of its own that reads frame after frame
+    /// into a channel of `depth` frames: receiving from the channel is
+    /// cancel-safe, so it may sit in a `tokio::select!`. The channel ends
+    /// after the stream does; a read error is its last item.
+    pub fn into_channel<T>(mut self, depth: usize) -> tokio::sync::mpsc::Receiver<Result<T>>
+    where
+        T: DeserializeOwned + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
+        tokio::spawn(async move {
+            loop {
+                let item = match self.next::<T>().await {
+                    Ok(Some(frame)) => Ok(frame),
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                };
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    break;
+                }
+            }
+        });
+        rx
     }
 }
 
@@ -247,5 +278,64 @@ mod tests {
         let buf = encode(&(1u32, "abc".to_string())).expect("encode");
         let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
         assert_eq!(len, buf.len() - 4);
+    }
+
+    /// Frames read through [`FrameReader::into_channel`] survive a
+    /// `select!` whose other branch (a 1 ms timer, as a heartbeat) wins
+    /// again and again while large frames arrive in pieces: every frame
+    /// comes through whole and in order.
+    #[tokio::test]
+    async fn a_channel_reader_loses_no_frame_to_a_select() {
+        use crate::tls::{Identity, TransportTuning, client_endpoint, connect, server_endpoint};
+        let id = Identity::generate(&["127.0.0.1".into()]).expect("id");
+        let tuning = TransportTuning::default();
+        let server = server_endpoint(([127, 0, 0, 1], 0).into(), &id, &tuning).expect("server");
+        let addr = server.local_addr().expect("addr");
+        const FRAMES: usize = 64;
+        let sender = tokio::spawn(async move {
+            let conn = server
+                .accept()
+                .await
+                .expect("incoming")
+                .await
+                .expect("conn");
+            let (send, _recv) = conn.accept_bi().await.expect("stream");
+            let mut w = FrameWriter::new(send);
+            for i in 0..FRAMES {
+                w.send(&vec![i as u8; 300_000]).await.expect("send");
+            }
+            w.finish();
+            conn.closed().await;
+        });
+        let client = client_endpoint().expect("client");
+        let conn = connect(&client, addr, "127.0.0.1", &id.certificate, &tuning)
+            .await
+            .expect("connect");
+        let (mut send, recv) = conn.open_bi().await.expect("open");
+        send.write_all(b"").await.expect("open the stream");
+        write_frame(&mut send, &0u8)
+            .await
+            .expect("announce the stream");
+        let mut frames = FrameReader::new(recv, 1 << 20).into_channel::<Vec<u8>>(4);
+        let mut timer = tokio::time::interval(std::time::Duration::from_millis(1));
+        let (mut got, mut ticks) = (0usize, 0u64);
+        loop {
+            tokio::select! {
+                f = frames.recv() => match f {
+                    Some(Ok(bytes)) => {
+                        assert_eq!(bytes.len(), 300_000, "frame {got}");
+                        assert!(bytes.iter().all(|&b| b == got as u8), "frame {got}");
+                        got += 1;
+                    }
+                    Some(Err(e)) => panic!("frame {got}: {e}"),
+                    None => break,
+                },
+                _ = timer.tick() => ticks += 1,
+            }
+        }
+        assert_eq!(got, FRAMES);
+        assert!(ticks > 0);
+        conn.close(0u32.into(), b"done");
+        sender.abort();
     }
 }

@@ -319,6 +319,12 @@ async fn serve(
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {
+                // Heartbeats that arrived while this loop was busy count
+                // before anyone is judged hung: a slow scheduler is not a
+                // dead worker.
+                while let Ok(ev) = events.try_recv() {
+                    handle_event(&mut state, &mut comm, ev);
+                }
                 state.on_tick(Instant::now(), &mut comm);
                 state.schedule(&mut comm);
             }

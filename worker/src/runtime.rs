@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     /// start, or after losing it) before giving up; zero: one attempt, and
     /// exit when the connection is lost.
     pub reconnect_timeout: Duration,
+    /// How long to keep dialling before the first join (`None`: as
+    /// `reconnect_timeout`).
+    pub join_timeout: Option<Duration>,
 }
 
 impl WorkerConfig {
@@ -78,6 +81,7 @@ impl WorkerConfig {
             tuning: TransportTuning::default(),
             heartbeat: Duration::from_millis(250),
             reconnect_timeout: Duration::from_secs(30),
+            join_timeout: None,
         }
     }
 
@@ -167,7 +171,7 @@ struct Shared {
     endpoint: quinn::Endpoint,
     outputs: Mutex<HashMap<TaskKey, Arc<Vec<u8>>>>,
     peers: Mutex<HashMap<WorkerId, PeerInfo>>,
-    peer_conns: tokio::sync::Mutex<HashMap<WorkerId, Arc<PeerConn>>>,
+    peer_conns: Mutex<HashMap<WorkerId, Arc<PeerConn>>>,
     exec: Mutex<ExecState>,
     wake: Condvar,
     stop: AtomicBool,
@@ -200,7 +204,9 @@ impl Shared {
         if let Ok(mut p) = self.peers.lock() {
             p.clear();
         }
-        self.peer_conns.lock().await.clear();
+        if let Ok(mut conns) = self.peer_conns.lock() {
+            conns.clear();
+        }
     }
 
     fn in_use(&self) -> u64 {
@@ -281,7 +287,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
         endpoint: endpoint.clone(),
         outputs: Mutex::new(HashMap::new()),
         peers: Mutex::new(HashMap::new()),
-        peer_conns: tokio::sync::Mutex::new(HashMap::new()),
+        peer_conns: Mutex::new(HashMap::new()),
         exec: Mutex::new(ExecState::default()),
         wake: Condvar::new(),
         stop: AtomicBool::new(false),
@@ -342,14 +348,13 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     let mut joined_before = false;
     let result = loop {
         match join(&config, &endpoint, &scheduler_cert, &hello).await {
-            Ok((id, conn, mut writer, mut reader)) => {
+            Ok((id, conn, writer, reader)) => {
                 if joined_before {
                     eprintln!("anncat worker: joined the scheduler again as worker {id}");
                 }
                 joined_before = true;
                 shared.me.store(id, Ordering::Relaxed);
-                let end = session(&config, &shared, &mut writer, &mut reader, &mut done_rx).await;
-                writer.finish();
+                let end = session(&config, &shared, writer, reader, &mut done_rx).await;
                 shared.end_session().await;
                 // A scheduler that stopped closes with code 0: a shutdown,
                 // even if its Shutdown frame did not arrive first.
@@ -381,7 +386,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                 }
             }
             Err(e @ WorkerError::Refused(_)) => break Err(e),
-            Err(e) if unreachable_since.elapsed() >= config.reconnect_timeout => {
+            Err(e) if unreachable_since.elapsed() >= patience(&config, joined_before) => {
                 break Err(if joined_before {
                     WorkerError::SchedulerLost(format!(
                         "gave up after {} s: {e}",
@@ -398,6 +403,14 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     shared.wake.notify_all();
     endpoint.close(0u32.into(), b"worker stopped");
     result
+}
+
+/// How long to keep dialling a scheduler that cannot be reached.
+fn patience(config: &WorkerConfig, joined_before: bool) -> Duration {
+    match config.join_timeout {
+        Some(t) if !joined_before => t,
+        _ => config.reconnect_timeout,
+    }
 }
 
 /// Pause between attempts to reach the scheduler.
@@ -440,22 +453,35 @@ async fn join(
     Ok((id, conn, writer, reader))
 }
 
+/// Frames from the scheduler buffered ahead of the session loop.
+const INBOX_DEPTH: usize = 64;
+
 /// Serves one session: runs what the scheduler assigns and reports back.
 /// `Ok` when the scheduler said shut down, an error when the connection
 /// was lost.
+///
+/// The control stream has one reader task and one writer task (frame reads
+/// are not cancel-safe, so none sits in the `select!` below), and the
+/// heartbeat is a task of its own that only takes short locks: nothing the
+/// session loop waits on (a peer being dialled, a burst of results) can
+/// delay a heartbeat.
 async fn session(
     config: &WorkerConfig,
     shared: &Arc<Shared>,
-    writer: &mut FrameWriter,
-    reader: &mut FrameReader,
+    writer: FrameWriter,
+    reader: FrameReader,
     done_rx: &mut mpsc::UnboundedReceiver<Event>,
 ) -> Result<()> {
     let current = shared.current_session();
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let lost = |e: String| WorkerError::SchedulerLost(e);
+    let mut inbox = reader.into_channel::<ToWorker>(INBOX_DEPTH);
+    let (outbox, mut writer_ended) = spawn_writer(writer);
+    let heartbeat = tokio::spawn(heartbeats(config.heartbeat, shared.clone(), outbox.clone()));
+    let _stop_heartbeats = AbortOnDrop(heartbeat);
     loop {
         tokio::select! {
-            msg = reader.next::<ToWorker>() => match msg {
-                Ok(Some(ToWorker::Run(assignments))) => {
+            msg = inbox.recv() => match msg {
+                Some(Ok(ToWorker::Run(assignments))) => {
                     for a in assignments {
                         if let Some(inputs) = local_inputs(shared, &a) {
                             // Everything is here: no fetch, straight to the queue.
@@ -469,33 +495,31 @@ async fn session(
                         }
                     }
                 }
-                Ok(Some(ToWorker::Release(keys))) => {
+                Some(Ok(ToWorker::Release(keys))) => {
                     if let Ok(mut outputs) = shared.outputs.lock() {
                         for k in keys {
                             outputs.remove(&k);
                         }
                     }
                 }
-                Ok(Some(ToWorker::Peers(peers))) => {
+                Some(Ok(ToWorker::Peers(peers))) => {
                     if let Ok(mut map) = shared.peers.lock() {
                         for p in peers {
                             map.insert(p.id, p);
                         }
                     }
                 }
-                Ok(Some(ToWorker::PeerGone(id))) => {
+                Some(Ok(ToWorker::PeerGone(id))) => {
                     if let Ok(mut map) = shared.peers.lock() {
                         map.remove(&id);
                     }
-                    shared.peer_conns.lock().await.remove(&id);
+                    if let Ok(mut conns) = shared.peer_conns.lock() {
+                        conns.remove(&id);
+                    }
                 }
-                Ok(Some(ToWorker::Shutdown)) => return Ok(()),
-                Ok(None) => {
-                    return Err(WorkerError::SchedulerLost(
-                        "the scheduler closed the connection".into(),
-                    ));
-                }
-                Err(e) => return Err(WorkerError::SchedulerLost(e.to_string())),
+                Some(Ok(ToWorker::Shutdown)) => return Ok(()),
+                None => return Err(lost("the scheduler closed the connection".into())),
+                Some(Err(e)) => return Err(lost(e.to_string())),
             },
             Some(first) = done_rx.recv() => {
                 let (mut started, mut reports) = (Vec::new(), Vec::new());
@@ -517,33 +541,77 @@ async fn session(
                     }
                     next = done_rx.try_recv().ok();
                 }
-                if !started.is_empty() {
-                    writer
-                        .send(&FromWorker::Started(started))
-                        .await
-                        .map_err(|e| WorkerError::SchedulerLost(e.to_string()))?;
+                if !started.is_empty() && outbox.send(FromWorker::Started(started)).is_err() {
+                    return Err(lost(writer_error(&mut writer_ended).await));
                 }
-                if !reports.is_empty() {
-                    writer
-                        .send(&FromWorker::Finished(reports))
-                        .await
-                        .map_err(|e| WorkerError::SchedulerLost(e.to_string()))?;
+                if !reports.is_empty() && outbox.send(FromWorker::Finished(reports)).is_err() {
+                    return Err(lost(writer_error(&mut writer_ended).await));
                 }
             }
-            _ = heartbeat.tick() => {
-                let running = shared.exec.lock().map(|e| e.running).unwrap_or(0);
-                let in_use = shared.in_use();
-                let hb = Heartbeat {
-                    rss: shared.rss.load(Ordering::Relaxed),
-                    allocated: governor::allocated(),
-                    running: running as u32,
-                    paused: running > 0 && shared.governor.paused(in_use),
-                };
-                writer
-                    .send(&FromWorker::Heartbeat(hb))
-                    .await
-                    .map_err(|e| WorkerError::SchedulerLost(e.to_string()))?;
+            ended = &mut writer_ended => {
+                return Err(lost(ended.unwrap_or_else(|e| e.to_string())));
             }
+        }
+    }
+}
+
+/// Aborts a task when dropped (a session's heartbeat task, whichever way
+/// the session ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Moves the control stream's sending half into a task fed by a channel;
+/// the task ends with the reason sending failed, or when every sender is
+/// gone (then it finishes the stream).
+fn spawn_writer(
+    mut writer: FrameWriter,
+) -> (
+    mpsc::UnboundedSender<FromWorker>,
+    tokio::task::JoinHandle<String>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<FromWorker>();
+    let task = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if let Err(e) = writer.send(&msg).await {
+                return e.to_string();
+            }
+        }
+        writer.finish();
+        "the session ended".to_string()
+    });
+    (tx, task)
+}
+
+/// Why the writer task ended (it has, or is about to: its channel closed).
+async fn writer_error(ended: &mut tokio::task::JoinHandle<String>) -> String {
+    ended.await.unwrap_or_else(|e| e.to_string())
+}
+
+/// Sends a heartbeat every `every` until the session's writer is gone.
+async fn heartbeats(
+    every: Duration,
+    shared: Arc<Shared>,
+    outbox: mpsc::UnboundedSender<FromWorker>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let running = shared.exec.lock().map(|e| e.running).unwrap_or(0);
+        let in_use = shared.in_use();
+        let hb = Heartbeat {
+            rss: shared.rss.load(Ordering::Relaxed),
+            allocated: governor::allocated(),
+            running: running as u32,
+            paused: running > 0 && shared.governor.paused(in_use),
+        };
+        if outbox.send(FromWorker::Heartbeat(hb)).is_err() {
+            return;
         }
     }
 }
@@ -774,7 +842,9 @@ async fn fetch(
         Ok(Some(PeerReply::Data(bytes))) => Ok(Arc::new(bytes)),
         Ok(Some(PeerReply::Missing)) => Err(format!("worker {holder} no longer holds {key}")),
         Ok(None) | Err(_) => {
-            shared.peer_conns.lock().await.remove(&holder);
+            if let Ok(mut conns) = shared.peer_conns.lock() {
+                conns.remove(&holder);
+            }
             Err(format!(
                 "lost the connection to worker {holder} fetching {key}"
             ))
@@ -786,9 +856,16 @@ async fn peer_conn(
     shared: &Arc<Shared>,
     holder: WorkerId,
 ) -> std::result::Result<Arc<PeerConn>, String> {
-    let mut conns = shared.peer_conns.lock().await;
-    if let Some(c) = conns.get(&holder) {
-        return Ok(c.clone());
+    // The map is never locked across an await: dialling a peer that died
+    // takes seconds, and nothing else may wait for that. (Two fetches may
+    // both dial a new peer; the second connection is dropped.)
+    if let Some(c) = shared
+        .peer_conns
+        .lock()
+        .ok()
+        .and_then(|conns| conns.get(&holder).cloned())
+    {
+        return Ok(c);
     }
     let info = shared
         .peers
@@ -818,8 +895,11 @@ async fn peer_conn(
         max_reply: max,
         _hello: (w, r),
     });
-    conns.insert(holder, pc.clone());
-    Ok(pc)
+    let mut conns = shared
+        .peer_conns
+        .lock()
+        .map_err(|_| format!("worker {holder}: peer table poisoned"))?;
+    Ok(conns.entry(holder).or_insert(pc).clone())
 }
 
 async fn serve_peers(shared: Arc<Shared>) {
