@@ -39,6 +39,21 @@ pub fn take_bytes_written() -> u64 {
     WRITTEN.with(|w| w.replace(0))
 }
 
+/// A kernel followed by a check of its own (see
+/// [`KernelRegistry::finish_each_with`]).
+struct Then {
+    inner: Arc<dyn Kernel>,
+    after: fn() -> Result<()>,
+}
+
+impl Kernel for Then {
+    fn run(&self, args: &[u8], inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
+        let output = self.inner.run(args, inputs)?;
+        (self.after)()?;
+        Ok(output)
+    }
+}
+
 /// The built-in kernel whose output is its arguments: stands in for a task
 /// whose output is already known (a resumed run's finished tasks).
 pub const CONST_KERNEL: &str = "anncat.const";
@@ -74,8 +89,74 @@ impl KernelRegistry {
         self.kernels.insert(name.to_string(), Arc::new(kernel));
     }
 
+    /// Makes every kernel registered so far call `after` once it has run
+    /// successfully; an error from `after` fails the task. (The concat
+    /// kernels make their writes durable this way before they are reported
+    /// done.)
+    pub fn finish_each_with(&mut self, after: fn() -> Result<()>) {
+        for kernel in self.kernels.values_mut() {
+            *kernel = Arc::new(Then {
+                inner: kernel.clone(),
+                after,
+            });
+        }
+    }
+
     /// The kernel registered as `name`.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Kernel>> {
         self.kernels.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static AFTER_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    fn count() -> Result<()> {
+        AFTER_CALLS.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn refuse() -> Result<()> {
+        Err(Error::Task("not durable".into()))
+    }
+
+    #[test]
+    fn finish_each_with_runs_after_success_only_and_its_error_fails_the_task() {
+        let mut r = KernelRegistry::new();
+        r.register("fail", |_: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> {
+            Err(Error::Task("kernel failed".into()))
+        });
+        r.finish_each_with(count);
+        let const_kernel = r.get(CONST_KERNEL).expect("const");
+        assert_eq!(const_kernel.run(b"ab", &[]).expect("run"), b"ab");
+        assert_eq!(AFTER_CALLS.load(Ordering::SeqCst), 1);
+        assert!(r.get("fail").expect("fail").run(b"", &[]).is_err());
+        assert_eq!(AFTER_CALLS.load(Ordering::SeqCst), 1, "not after a failure");
+        r.finish_each_with(refuse);
+        let e = r
+            .get(CONST_KERNEL)
+            .expect("const")
+            .run(b"", &[])
+            .expect_err("refused");
+        assert!(e.to_string().contains("not durable"), "{e}");
+    }
+
+    #[test]
+    fn the_concat_kernels_leave_no_write_unsynced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("chunk");
+        std::fs::write(&f, b"x").expect("write");
+        crate::anndata::durable::note_written(&f);
+        let r = crate::concat::matrix::kernels();
+        r.get(CONST_KERNEL)
+            .expect("const")
+            .run(b"", &[])
+            .expect("run");
+        assert!(!crate::anndata::durable::has_unsynced_writes());
     }
 }

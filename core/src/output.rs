@@ -133,12 +133,7 @@ impl StagedOutput {
     /// allowed, then renames the staging directory into place.
     pub fn commit(self) -> Result<PathBuf> {
         self.remove_existing()?;
-        std::fs::rename(&self.partial_path, &self.final_path).map_err(|e| {
-            Error::path(
-                &self.final_path,
-                format!("cannot move output into place: {}", io_reason(&e)),
-            )
-        })?;
+        durable_rename(&self.partial_path, &self.final_path)?;
         Ok(self.final_path)
     }
 
@@ -147,12 +142,7 @@ impl StagedOutput {
     /// existing output when allowed, and the staging directory is removed.
     pub fn commit_file(self, file: &Path) -> Result<PathBuf> {
         self.remove_existing()?;
-        std::fs::rename(file, &self.final_path).map_err(|e| {
-            Error::path(
-                &self.final_path,
-                format!("cannot move output into place: {}", io_reason(&e)),
-            )
-        })?;
+        durable_rename(file, &self.final_path)?;
         std::fs::remove_dir_all(&self.partial_path).map_err(|e| {
             Error::path(
                 &self.partial_path,
@@ -193,6 +183,22 @@ impl StagedOutput {
     pub fn abandon(&self) {
         let _ = remove_path(&self.partial_path);
     }
+}
+
+/// Renames a finished output into place so that, once this returns, a
+/// power loss leaves either no output or the whole of it: the output's
+/// file system is flushed first, the parent directory after.
+fn durable_rename(from: &Path, to: &Path) -> Result<()> {
+    let failed = |e: std::io::Error| {
+        Error::path(
+            to,
+            format!("cannot move output into place: {}", io_reason(&e)),
+        )
+    };
+    crate::anndata::durable::sync_file_system(from).map_err(failed)?;
+    std::fs::rename(from, to).map_err(failed)?;
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty());
+    crate::anndata::durable::sync_dir(parent.unwrap_or(Path::new("."))).map_err(failed)
 }
 
 #[cfg(test)]

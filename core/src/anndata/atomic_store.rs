@@ -84,8 +84,9 @@ pub fn check_write_allowed(path: &Path) -> std::io::Result<()> {
     ))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary sibling, fsync'd data,
-/// then a rename over the destination. Parent directories are created.
+/// Writes `bytes` to `path` atomically: a temporary sibling, then a rename
+/// over the destination. Parent directories are created. The write is made
+/// durable by [`super::durable::sync_written`] at the end of the task.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     check_write_allowed(path)?;
     let parent = path.parent().unwrap_or_else(|| Path::new("."));
@@ -104,7 +105,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.flush()?;
         drop(f);
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        super::durable::note_written(path);
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -6,6 +6,7 @@ pub mod atomic_store;
 pub mod backend;
 pub mod consolidate;
 pub mod dtype;
+pub mod durable;
 pub mod element;
 pub mod h5;
 mod h5_records;

@@ -24,20 +24,25 @@ pub fn create_dir(path: &Path) -> std::io::Result<()> {
 /// `std::fs::File::create`, inside the allowed directories.
 pub fn create_file(path: &Path) -> std::io::Result<File> {
     check_write_allowed(path)?;
+    super::durable::note_written(path);
     File::create(path)
 }
 
 /// `std::fs::write`, inside the allowed directories.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     check_write_allowed(path)?;
-    std::fs::write(path, bytes)
+    std::fs::write(path, bytes)?;
+    super::durable::note_written(path);
+    Ok(())
 }
 
 /// `std::fs::rename`, both ends inside the allowed directories.
 pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
     check_write_allowed(from)?;
     check_write_allowed(to)?;
-    std::fs::rename(from, to)
+    std::fs::rename(from, to)?;
+    super::durable::note_written(to);
+    Ok(())
 }
 
 /// `std::fs::remove_file`, inside the allowed directories.

@@ -45,6 +45,8 @@ pub struct MatrixTask {
 pub fn kernels() -> KernelRegistry {
     let mut registry = KernelRegistry::new();
     register(&mut registry);
+    // A task is done (and journaled) only once what it wrote is durable.
+    registry.finish_each_with(crate::anndata::durable::sync_written);
     registry
 }
 
