@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::graph::{TaskId, TaskSpec};
 
 /// Bumped on every incompatible change; checked when a peer says hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Identifies a worker for the lifetime of a scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -225,6 +225,9 @@ pub struct TaskReport {
 pub struct Heartbeat {
     /// Resident set of the worker process (bytes).
     pub rss: u64,
+    /// The kernel's high-water mark of that resident set since the worker
+    /// started (`VmHWM`, bytes; 0 where the system does not say).
+    pub peak_rss: u64,
     /// Bytes currently allocated through the counting allocator.
     pub allocated: u64,
     /// Tasks running now.

@@ -278,7 +278,7 @@ impl SchedulerState {
         if let Some(w) = self.workers.get_mut(&id) {
             w.last_heartbeat = now;
             w.paused = hb.paused;
-            w.peak_rss = w.peak_rss.max(hb.rss);
+            w.peak_rss = w.peak_rss.max(hb.rss).max(hb.peak_rss);
             if w.samples.len() >= MAX_SAMPLES {
                 let mut keep = false;
                 w.samples.retain(|_| {

@@ -146,6 +146,19 @@ impl RssProbe {
     }
 }
 
+/// The kernel's high-water mark of this process' resident set (`VmHWM`
+/// in `/proc/self/status`), in bytes; 0 where it is not available.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
+}
+
 /// How often the RSS sampler runs.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -248,5 +261,15 @@ mod tests {
     #[test]
     fn rss_probe_reads_something() {
         assert!(RssProbe::new().rss() > 0);
+    }
+
+    #[test]
+    fn the_peak_is_at_least_the_current_resident_set() {
+        let now = RssProbe::new().rss();
+        let peak = peak_rss();
+        assert!(
+            peak > 0 && peak + (4 << 20) >= now,
+            "peak {peak}, now {now}"
+        );
     }
 }

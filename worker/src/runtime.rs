@@ -476,8 +476,8 @@ async fn session(
     let lost = |e: String| WorkerError::SchedulerLost(e);
     let mut inbox = reader.into_channel::<ToWorker>(INBOX_DEPTH);
     let (outbox, mut writer_ended) = spawn_writer(writer);
-    let heartbeat = tokio::spawn(heartbeats(config.heartbeat, shared.clone(), outbox.clone()));
-    let _stop_heartbeats = AbortOnDrop(heartbeat);
+    let beats = tokio::spawn(heartbeats(config.heartbeat, shared.clone(), outbox.clone()));
+    let _stop_heartbeats = AbortOnDrop(beats);
     loop {
         tokio::select! {
             msg = inbox.recv() => match msg {
@@ -544,7 +544,12 @@ async fn session(
                 if !started.is_empty() && outbox.send(FromWorker::Started(started)).is_err() {
                     return Err(lost(writer_error(&mut writer_ended).await));
                 }
-                if !reports.is_empty() && outbox.send(FromWorker::Finished(reports)).is_err() {
+                // The memory peak as of these tasks' ends, so the job's
+                // report has it even when it finishes before the next beat.
+                if !reports.is_empty()
+                    && (outbox.send(FromWorker::Heartbeat(heartbeat(shared))).is_err()
+                        || outbox.send(FromWorker::Finished(reports)).is_err())
+                {
                     return Err(lost(writer_error(&mut writer_ended).await));
                 }
             }
@@ -602,17 +607,25 @@ async fn heartbeats(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let running = shared.exec.lock().map(|e| e.running).unwrap_or(0);
-        let in_use = shared.in_use();
-        let hb = Heartbeat {
-            rss: shared.rss.load(Ordering::Relaxed),
-            allocated: governor::allocated(),
-            running: running as u32,
-            paused: running > 0 && shared.governor.paused(in_use),
-        };
-        if outbox.send(FromWorker::Heartbeat(hb)).is_err() {
+        if outbox
+            .send(FromWorker::Heartbeat(heartbeat(&shared)))
+            .is_err()
+        {
             return;
         }
+    }
+}
+
+/// This worker's memory and load now.
+fn heartbeat(shared: &Shared) -> Heartbeat {
+    let running = shared.exec.lock().map(|e| e.running).unwrap_or(0);
+    let in_use = shared.in_use();
+    Heartbeat {
+        rss: shared.rss.load(Ordering::Relaxed),
+        peak_rss: governor::peak_rss(),
+        allocated: governor::allocated(),
+        running: running as u32,
+        paused: running > 0 && shared.governor.paused(in_use),
     }
 }
 

@@ -90,6 +90,11 @@ pub struct MatrixSource {
     pub origin: (PathBuf, String),
     /// Bytes of the element's stored values (for memory estimates).
     pub bytes: u64,
+    /// Decoded bytes of the largest stored chunk a reader of this source
+    /// must hold at once (a dense chunk; for sparse, one chunk each of
+    /// data, indices and indptr): a task reading any part of it decodes it
+    /// whole.
+    pub read_chunk_bytes: u64,
     /// A converted CSC input: the CSR parts holding its rows (each a store
     /// with a CSR group `m` of rows `rows[0]..rows[1]`), in row order.
     pub parts: Vec<CsrPart>,

@@ -256,6 +256,17 @@ impl Planner<'_> {
             };
             max_nnz += stored;
             let bytes = stored * d.item_size() as u64;
+            let chunk_of = |a: &crate::anndata::store::ArrayMeta| {
+                a.chunks.iter().product::<u64>() * a.dtype.item_size().max(1) as u64
+            };
+            let read_chunk_bytes = match kind {
+                SourceKind::Dense => e.array().map_or(0, chunk_of),
+                _ => ["data", "indices", "indptr"]
+                    .iter()
+                    .filter_map(|c| e.child(c).and_then(Element::array))
+                    .map(chunk_of)
+                    .sum(),
+            };
             let origin = (store.clone(), e.path.clone());
             let source = match kind {
                 SourceKind::Csc => {
@@ -282,6 +293,7 @@ impl Planner<'_> {
                         dtype: d.clone(),
                         origin,
                         bytes,
+                        read_chunk_bytes,
                         parts,
                     }
                 }
@@ -292,6 +304,7 @@ impl Planner<'_> {
                     dtype: d.clone(),
                     origin,
                     bytes,
+                    read_chunk_bytes,
                     parts: Vec::new(),
                 },
             };
@@ -344,6 +357,7 @@ impl Planner<'_> {
                 .collect(),
             diagonal,
         };
+        self.check_read_chunks_fit(&m)?;
         // Skeleton.
         if sparse {
             let encoding = if transposed {
@@ -361,6 +375,53 @@ impl Planner<'_> {
         }
         self.plan.matrices.push(m);
         Ok(())
+    }
+
+    /// Refuses, before any work, a matrix whose inputs are stored in
+    /// chunks too large to decode within the memory limit: the message
+    /// names the input, the element and the limit it would need.
+    fn check_read_chunks_fit(&self, m: &MatrixPlan) -> Result<()> {
+        let Some(s) = m
+            .sources
+            .iter()
+            .flatten()
+            .max_by_key(|s| s.read_chunk_bytes)
+        else {
+            return Ok(());
+        };
+        let need = if m.sparse {
+            sparse_block_bytes(m, self.chunk_bytes) * 2
+        } else {
+            dense_task_bytes(m, self.chunk_bytes)
+        };
+        // A worker's own baseline counts against its limit (see README).
+        const WORKER_BASELINE: u64 = 32 << 20;
+        let budget = self.opts.memory_limit.saturating_sub(WORKER_BASELINE);
+        if need <= budget {
+            return Ok(());
+        }
+        // The limit that would do: the input chunk's share is fixed, the
+        // rest grows with the output chunks a larger limit gives.
+        let read_part = 2 * largest_read_chunk(m);
+        let rest = need.saturating_sub(read_part).max(1);
+        let mut enough = need;
+        for _ in 0..8 {
+            let mut at = self.opts.clone();
+            at.memory_limit = enough;
+            let scale = at.target_chunk_bytes() as f64 / self.chunk_bytes.max(1) as f64;
+            enough = read_part + (rest as f64 * scale.max(1.0)) as u64;
+        }
+        Err(Error::element(
+            &s.origin.0,
+            &s.origin.1,
+            format!(
+                "stored in chunks of {} MiB decoded; a task reading one needs about {} MiB, more than --memory-limit {} MiB: raise --memory-limit to at least {} MiB, or rechunk the input",
+                s.read_chunk_bytes.div_ceil(1 << 20),
+                need.div_ceil(1 << 20),
+                self.opts.memory_limit >> 20,
+                (enough + WORKER_BASELINE).div_ceil(1 << 20) + 8,
+            ),
+        ))
     }
 
     /// The task graph of every planned matrix.
@@ -431,9 +492,7 @@ impl Planner<'_> {
             }
             let item = m.dtype.item_size() as u64;
             if m.sparse {
-                let block_bytes =
-                    m.chunks[0].max(1) * (m.max_nnz / m.shape[0].max(1) + 1) * (item + 24) * 2
-                        + self.chunk_bytes * 4;
+                let block_bytes = sparse_block_bytes(m, self.chunk_bytes);
                 let mut counts = Vec::new();
                 for b in 0..matrix::n_blocks(m) {
                     counts.push(g.add(
@@ -477,14 +536,13 @@ impl Planner<'_> {
             } else {
                 let rows = m.shape[0].div_ceil(m.chunks[0]);
                 let cols = m.shape[1].div_ceil(m.chunks[1]);
-                let chunk_bytes = m.chunks[0] * m.chunks[1] * item;
                 for r in 0..rows {
                     for c in 0..cols {
                         g.add(
                             "concat.dense_chunk",
                             &task(r, c),
                             pre.clone(),
-                            chunk_bytes * 4 + self.chunk_bytes * 2,
+                            dense_task_bytes(m, self.chunk_bytes),
                             format!("{}: chunk {r}.{c}", m.out_path),
                         )?;
                     }
@@ -493,4 +551,32 @@ impl Planner<'_> {
         }
         Ok(g)
     }
+}
+
+/// The largest input chunk any source of `m` makes a reader decode.
+fn largest_read_chunk(m: &MatrixPlan) -> u64 {
+    m.sources
+        .iter()
+        .flatten()
+        .map(|s| s.read_chunk_bytes)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Memory estimate of one dense output chunk's task: the output chunk and
+/// its pieces, read blocks, and an input chunk decoded whole (its stored
+/// and decoded bytes).
+fn dense_task_bytes(m: &MatrixPlan, chunk_bytes: u64) -> u64 {
+    let out_chunk = m.chunks[0] * m.chunks[1] * m.dtype.item_size() as u64;
+    out_chunk * 4 + chunk_bytes * 2 + largest_read_chunk(m) * 2
+}
+
+/// Memory estimate of one block of rows of a sparse matrix: its entries
+/// (values, indices and offsets, twice), read blocks, and one decoded chunk
+/// each of the inputs' data, indices and indptr.
+fn sparse_block_bytes(m: &MatrixPlan, chunk_bytes: u64) -> u64 {
+    let item = m.dtype.item_size() as u64;
+    m.chunks[0].max(1) * (m.max_nnz / m.shape[0].max(1) + 1) * (item + 24) * 2
+        + chunk_bytes * 4
+        + largest_read_chunk(m)
 }
