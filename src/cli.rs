@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anncat_core::concat::parse_size;
 use anncat_core::kernel::KernelRegistry;
-use anncat_core::protocol::ClusterFile;
+use anncat_net::ClusterFile;
 use anncat_net::Identity;
 use anncat_net::tls::certificate_names;
 use anncat_scheduler::{SchedulerHandle, ServerConfig, check_host_name, new_secret};
@@ -127,7 +127,7 @@ impl SchedulerArgs {
                         "invalid option: --advertise cannot be combined with --key-file (the names are in the certificate keygen made)"
                     );
                 }
-                let (host, port) = anncat_core::protocol::split_host_port(&cluster.address)
+                let (host, port) = anncat_net::cluster_file::split_host_port(&cluster.address)
                     .ok_or_else(|| {
                         anyhow::anyhow!(
                             "{}: address {:?} is not HOST:PORT",
@@ -232,12 +232,13 @@ pub struct KeygenArgs {
 impl KeygenArgs {
     /// Writes the cluster file and the key.
     pub fn run(self) -> anyhow::Result<()> {
-        let (host, _) = anncat_core::protocol::split_host_port(&self.address).ok_or_else(|| {
-            anyhow::anyhow!(
-                "invalid option: --address {:?} is not HOST:PORT",
-                self.address
-            )
-        })?;
+        let (host, _) =
+            anncat_net::cluster_file::split_host_port(&self.address).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid option: --address {:?} is not HOST:PORT",
+                    self.address
+                )
+            })?;
         check_host_name(host)?;
         for path in [&self.cluster_file, &self.key_file] {
             if path.exists() && !self.overwrite {
@@ -262,7 +263,7 @@ impl KeygenArgs {
             certificate: identity.certificate_pem(),
             secret: new_secret()?,
         };
-        anncat_core::protocol::write_private(&self.key_file, identity.key_pem().as_bytes())
+        anncat_net::cluster_file::write_private(&self.key_file, identity.key_pem().as_bytes())
             .map_err(|e| {
                 anyhow::anyhow!("{}: cannot write key file: {e}", self.key_file.display())
             })?;

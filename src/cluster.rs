@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anncat_core::protocol::ClusterFile;
+use anncat_net::ClusterFile;
 use anncat_net::TransportTuning;
 use anncat_scheduler::{Client, SchedulerConfig, SchedulerHandle, ServerConfig};
 

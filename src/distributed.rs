@@ -1,5 +1,6 @@
-//! `anncat concat` on a cluster: plan (or pick up an interrupted run),
-//! start a local cluster or connect to a running one, submit the graph,
+//! `anncat concat`, in this process or on a cluster: plan (or pick up an
+//! interrupted run), run the graph on threads of this process, a local
+//! cluster or a running one (one [`Executor`] either way),
 //! journal every finished task into `OUT.partial` as it completes, and
 //! finish the output. When the scheduler is lost mid-run the partial output
 //! stays, and `--resume` continues it.
@@ -8,12 +9,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anncat_core::concat::{ConcatOptions, ConcatSummary, concat, prepare_concat};
-use anncat_core::executor::Progress;
+use anncat_core::concat::matrix::kernels;
+use anncat_core::concat::{ConcatOptions, ConcatSummary, prepare_concat};
+use anncat_core::executor::{Executor, InProcess, LocalExecutor, MemoryBudget, Progress};
 use anncat_core::graph::TaskId;
-use anncat_core::protocol::{ClusterFile, Want};
+use anncat_core::protocol::Want;
+use anncat_net::ClusterFile;
 use anncat_net::TransportTuning;
-use anncat_scheduler::{Client, SchedulerError};
+use anncat_scheduler::Client;
 
 use crate::cluster::{LocalCluster, LocalClusterConfig};
 use crate::report::{ReportBuilder, write_report};
@@ -44,20 +47,9 @@ pub fn run_concat(
     run: &RunOptions,
     progress: &(dyn Fn(&Progress) + Sync),
 ) -> anyhow::Result<ConcatSummary> {
-    let local_config = match &run.cluster {
-        ClusterChoice::InProcess => {
-            anyhow::ensure!(
-                run.report.is_none(),
-                "invalid option: --report needs a cluster (not --workers 0)"
-            );
-            return Ok(concat(opts, progress)?);
-        }
-        ClusterChoice::Local(c) => {
-            c.validate()?;
-            Some(c.clone())
-        }
-        ClusterChoice::Remote(_) => None,
-    };
+    if let ClusterChoice::Local(c) = &run.cluster {
+        c.validate()?;
+    }
     let cluster_file = match &run.cluster {
         ClusterChoice::Remote(path) => Some(ClusterFile::read(path)?),
         _ => None,
@@ -68,8 +60,21 @@ pub fn run_concat(
     let mut keep_partial = resumed;
     let result = (|| -> anyhow::Result<()> {
         let mut _local = None;
-        let mut client = match (local_config, cluster_file) {
-            (Some(mut config), _) => {
+        // One way to run the job, whatever runs it: the journal, report,
+        // progress and --resume below are the same for all three.
+        let mut executor: Box<dyn Executor> = match (&run.cluster, cluster_file) {
+            (ClusterChoice::InProcess, _) => Box::new(InProcess {
+                executor: LocalExecutor {
+                    threads: opts.threads,
+                    budget: MemoryBudget {
+                        limit_bytes: opts.memory_limit,
+                    },
+                },
+                registry: in_process_kernels(),
+                name: format!("in-process/{}", std::process::id()),
+            }),
+            (ClusterChoice::Local(config), _) => {
+                let mut config = config.clone();
                 let root = prepared
                     .partial_path()
                     .parent()
@@ -79,10 +84,12 @@ pub fn run_concat(
                 let cluster = LocalCluster::start(config)?;
                 let client = cluster.client()?;
                 _local = Some(cluster);
-                client
+                Box::new(client)
             }
-            (None, Some(file)) => Client::connect(&file, &TransportTuning::default())?,
-            (None, None) => unreachable!("in-process runs returned above"),
+            (ClusterChoice::Remote(_), Some(file)) => {
+                Box::new(Client::connect(&file, &TransportTuning::default())?)
+            }
+            (ClusterChoice::Remote(_), None) => unreachable!("the cluster file was read above"),
         };
         let graph = prepared.remaining();
         let labels: HashMap<TaskId, (String, String, u64)> = graph
@@ -94,13 +101,12 @@ pub fn run_concat(
         let mut work_done = 0u64;
         let mut journal = prepared.journal()?;
         let cpu_before = crate::report::process_cpu_seconds();
-        let job = client.submit("concat", &graph, Want::All)?;
         let total = graph.len();
         let started = Instant::now();
         let mut last_sync = Instant::now();
         let (mut done, mut written) = (0usize, 0u64);
         let mut journal_error = None;
-        let waited = client.wait(job, &mut |d| {
+        let waited = executor.run_job("concat", &graph, Want::All, &mut |d| {
             done += 1;
             written += d.stats.written_bytes;
             if journal_error.is_none() {
@@ -129,16 +135,14 @@ pub fn run_concat(
         journal.sync()?;
         report.coordinator_cpu(crate::report::process_cpu_seconds() - cpu_before);
         let result = match waited {
-            Ok(r) => {
+            Ok(mut r) => {
+                if matches!(run.cluster, ClusterChoice::InProcess) {
+                    for w in &mut r.workers {
+                        w.peak_rss = crate::report::process_peak_rss();
+                    }
+                }
                 report.workers(r.workers);
                 Ok(())
-            }
-            Err(SchedulerError::Lost(why)) => {
-                keep_partial = true;
-                Err(anyhow::anyhow!(
-                    "lost the connection to the scheduler ({why}); {} kept: rerun with --resume to continue",
-                    prepared.partial_path().display()
-                ))
             }
             Err(e) => {
                 // Every finished task is journaled: whatever stopped the run
@@ -171,4 +175,24 @@ pub fn run_concat(
             Err(anyhow::anyhow!(message))
         }
     }
+}
+
+/// The concat kernels for threads of this process; with the test hook
+/// `ANNCAT_TEST_TASK_DELAY_MS` (as workers have it) every task takes at
+/// least that long, so a test can act mid-run.
+fn in_process_kernels() -> anncat_core::kernel::KernelRegistry {
+    let mut registry = kernels();
+    if std::env::var_os("ANNCAT_TEST_TASK_DELAY_MS").is_some() {
+        registry.finish_each_with(test_task_delay);
+    }
+    registry
+}
+
+fn test_task_delay() -> anncat_core::Result<()> {
+    let ms = std::env::var("ANNCAT_TEST_TASK_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(ms));
+    Ok(())
 }

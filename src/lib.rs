@@ -2,13 +2,16 @@
 //! Dask-like distributed task-graph executor.
 //!
 //! The facade over the workspace's crates:
-//! - [`core`]: the AnnData model, zarr I/O, the concat planner, task graphs
-//!   and kernels (no sockets);
+//! - [`exec`]: task graphs, kernels, the [`Executor`] trait with the
+//!   in-process [`InProcess`], the journal and the wire messages (serde and
+//!   bincode only);
+//! - [`core`]: the AnnData model, zarr and h5ad I/O, the concat planner and
+//!   its kernels (no sockets; re-exports `exec`'s modules);
 //! - [`scheduler`]: the scheduling state machine, the QUIC scheduler and the
 //!   [`Client`];
 //! - [`worker`]: worker processes with a memory governor;
 //! - [`LocalCluster`]: a scheduler plus worker processes on this machine;
-//! - [`run_concat`]: `anncat concat` on a cluster, journaled and resumable.
+//! - [`run_concat`]: `anncat concat` on any executor, journaled and resumable.
 //!
 //! Submitting your own graph:
 //!
@@ -32,8 +35,10 @@ pub mod report;
 pub use anncat_core as core;
 pub use anncat_core::graph::{Graph, TaskId, decode, encode};
 pub use anncat_core::kernel::{Kernel, KernelRegistry};
+pub use anncat_exec as exec;
+pub use anncat_exec::executor::{Executor, InProcess, JobResult, LocalExecutor, MemoryBudget};
 pub use anncat_scheduler as scheduler;
-pub use anncat_scheduler::{Client, JobResult};
+pub use anncat_scheduler::Client;
 pub use anncat_worker as worker;
 pub use cluster::{LocalCluster, LocalClusterConfig, WorkerProgram};
 pub use distributed::{ClusterChoice, RunOptions, run_concat};

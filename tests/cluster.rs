@@ -617,3 +617,60 @@ fn a_killed_worker_on_a_loaded_machine_does_not_fail_the_run() {
         assert_eq!(lost[0]["pid"], killed, "trial {trial}");
     }
 }
+
+/// Issue 17: `--workers 0` runs through the same executor interface as a
+/// cluster, so it writes a run report and journals every task: killed
+/// mid-run, `--resume` finishes it with the output of an undisturbed run.
+#[test]
+fn the_in_process_executor_reports_journals_and_resumes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (reference, total) = reference(dir.path());
+    let out = dir.path().join("out.zarr");
+    let rep = dir.path().join("report.json");
+    let rp = rep.to_string_lossy().into_owned();
+    let mut procs = Procs::default();
+    let (err, _) = log(dir.path(), "concat-in-process");
+    let concat = procs.add(
+        Command::new(BIN)
+            .args(concat_args(&out, &["--workers", "0", "--report", &rp]))
+            .env("ANNCAT_TEST_TASK_DELAY_MS", "15")
+            .stderr(err)
+            .spawn()
+            .expect("concat"),
+    );
+    wait_for("progress", Duration::from_secs(60), || {
+        journal_len(&out) > 1500
+    });
+    procs.0[concat].kill().expect("SIGKILL anncat concat");
+    let _ = procs.0[concat].wait();
+    let o = Command::new(BIN)
+        .args(concat_args(
+            &out,
+            &["--workers", "0", "--resume", "--report", &rp],
+        ))
+        .output()
+        .expect("resume");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_tree(&out, &reference);
+    let r = report(&rep);
+    let tasks = r["tasks"].as_array().expect("tasks");
+    let rerun = tasks
+        .iter()
+        .filter(|t| !t["label"].as_str().unwrap_or("").ends_with("(journaled)"))
+        .count();
+    assert!(
+        rerun > 0 && rerun < total,
+        "the resume redid {rerun} of {total} tasks"
+    );
+    let workers = r["workers"].as_array().expect("workers");
+    assert_eq!(workers.len(), 1, "{r}");
+    assert!(
+        workers[0]["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("in-process"),
+        "{r}"
+    );
+    assert!(workers[0]["peak_rss"].as_u64().unwrap_or(0) > 0, "{r}");
+}

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anncat_core::protocol::{ClusterFile, Hello, PROTOCOL_VERSION, Welcome, WorkerInfo};
+use anncat_core::protocol::{Hello, PROTOCOL_VERSION, Welcome, WorkerInfo};
+use anncat_net::ClusterFile;
 use anncat_net::frame::{HELLO_MAX_BYTES, read_frame, write_frame};
 use anncat_net::hello::read_hello;
 use anncat_net::tls::{client_endpoint, connect, server_endpoint};

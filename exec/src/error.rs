@@ -1,9 +1,10 @@
-//! The error type of `anncat-core`: every failure names the store and the
-//! element it concerns, in one line.
+//! The error type of anncat's library crates (`anncat-exec`, and
+//! `anncat-core` above it): every failure names the store and the element
+//! it concerns, in one line, and says what kind of failure it is.
 
 use std::path::{Path, PathBuf};
 
-/// Result alias used throughout `anncat-core`.
+/// Result alias used throughout the library crates.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while reading, planning or writing.
@@ -90,7 +91,7 @@ impl Error {
 }
 
 /// Collapses a multi-line message (some library errors span lines) to one line.
-pub(crate) fn one_line(message: &str) -> String {
+pub fn one_line(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for (i, part) in message
         .lines()
@@ -104,6 +105,26 @@ pub(crate) fn one_line(message: &str) -> String {
         out.push_str(part);
     }
     out
+}
+
+/// An I/O error's reason without the "(os error N)" noise; a message of
+/// anncat's own (such as an `--allow-write` refusal) as it is.
+pub fn io_reason(e: &std::io::Error) -> String {
+    if let Some(inner) = e.get_ref() {
+        return inner.to_string();
+    }
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        std::io::ErrorKind::AlreadyExists => "already exists".to_string(),
+        _ => {
+            let s = e.to_string();
+            match s.find(" (os error") {
+                Some(i) => s[..i].to_string(),
+                None => s,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,14 +2,103 @@
 //! a task only when its dependencies are done and its memory estimate fits
 //! in what the [`MemoryBudget`] has left. It is the executor for tests and
 //! for `--workers 0`, and the reference the distributed one must match.
+//!
+//! [`Executor`] is the one way to run a job: this executor (with its
+//! kernels, as [`InProcess`]) and a cluster client both implement it, so
+//! the journal, the report, progress and `--resume` built on it work the
+//! same for either.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TaskId};
 use crate::kernel::KernelRegistry;
+use crate::protocol::{TaskDone, TaskStats, Want, WorkerId, WorkerSummary};
+
+/// What a finished job gives back.
+#[derive(Debug, Default)]
+pub struct JobResult {
+    /// The outputs that were asked for, by task.
+    pub outputs: HashMap<TaskId, Vec<u8>>,
+    /// The workers that ran its tasks.
+    pub workers: Vec<WorkerSummary>,
+}
+
+/// Runs whole jobs: threads of this process ([`InProcess`]) or a cluster
+/// (the scheduler crate's client).
+pub trait Executor {
+    /// Runs `graph` to its end, calling `on_done` for every finished task
+    /// in the order they finish (with its output when `want` asks for it);
+    /// the wanted outputs and the workers that took part. Stops at the
+    /// first failing task.
+    fn run_job(
+        &mut self,
+        name: &str,
+        graph: &Graph,
+        want: Want,
+        on_done: &mut (dyn FnMut(&TaskDone) + Send),
+    ) -> Result<JobResult>;
+}
+
+/// [`LocalExecutor`] with its kernels: an [`Executor`] whose one "worker"
+/// is this process.
+#[derive(Debug, Clone)]
+pub struct InProcess {
+    /// The executor.
+    pub executor: LocalExecutor,
+    /// The kernels its tasks run.
+    pub registry: KernelRegistry,
+    /// The name in reports.
+    pub name: String,
+}
+
+impl Executor for InProcess {
+    fn run_job(
+        &mut self,
+        _name: &str,
+        graph: &Graph,
+        want: Want,
+        on_done: &mut (dyn FnMut(&TaskDone) + Send),
+    ) -> Result<JobResult> {
+        let wanted = |id: TaskId, sink: bool| match &want {
+            Want::All => true,
+            Want::Sinks => sink,
+            Want::Tasks(ids) => ids.contains(&id),
+        };
+        let on_done = Mutex::new(on_done);
+        let outputs = Mutex::new(HashMap::new());
+        self.executor
+            .run_observed(graph, &self.registry, &|_, done, sink| {
+                let mut done = done.clone();
+                if !wanted(done.task, sink) {
+                    done.output = None;
+                } else if let (Some(out), Ok(mut outputs)) = (&done.output, outputs.lock()) {
+                    outputs.insert(done.task, out.clone());
+                }
+                if let Ok(mut f) = on_done.lock() {
+                    f(&done);
+                }
+            })?;
+        Ok(JobResult {
+            outputs: outputs.into_inner().unwrap_or_default(),
+            workers: vec![WorkerSummary {
+                id: 0,
+                name: self.name.clone(),
+                pid: std::process::id(),
+                memory_limit: self.executor.budget.limit_bytes,
+                ..WorkerSummary::default()
+            }],
+        })
+    }
+}
+
+fn wall_s() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// A byte budget shared by the tasks running at one time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +167,19 @@ impl LocalExecutor {
         registry: &KernelRegistry,
         progress: &(dyn Fn(&Progress) + Sync),
     ) -> Result<HashMap<TaskId, Arc<Vec<u8>>>> {
+        self.run_observed(graph, registry, &|p, _, _| progress(p))
+    }
+
+    /// [`LocalExecutor::run`], telling `observe` of every finished task:
+    /// the progress, what finished (with its output), and whether nothing
+    /// depends on it. `observe` runs under the executor's lock, in the
+    /// order tasks finish.
+    pub fn run_observed(
+        &self,
+        graph: &Graph,
+        registry: &KernelRegistry,
+        observe: &(dyn Fn(&Progress, &TaskDone, bool) + Sync),
+    ) -> Result<HashMap<TaskId, Arc<Vec<u8>>>> {
         graph.validate()?;
         let tasks = graph.tasks();
         let n = tasks.len();
@@ -126,7 +228,7 @@ impl LocalExecutor {
         let started = Instant::now();
         std::thread::scope(|scope| {
             for _ in 0..self.threads.max(1) {
-                scope.spawn(|| self.work(graph, registry, &state, &wake, progress, started));
+                scope.spawn(|| self.work(graph, registry, &state, &wake, observe, started));
             }
         });
         let mut state = state
@@ -149,7 +251,7 @@ impl LocalExecutor {
         registry: &KernelRegistry,
         state: &Mutex<State>,
         wake: &Condvar,
-        progress: &(dyn Fn(&Progress) + Sync),
+        observe: &(dyn Fn(&Progress, &TaskDone, bool) + Sync),
         started: Instant,
     ) {
         let tasks = graph.tasks();
@@ -187,6 +289,7 @@ impl LocalExecutor {
                 .filter_map(|d| guard.outputs[index[d]].clone())
                 .collect();
             drop(guard);
+            let start_s = wall_s();
             let result = match registry.get(&task.kernel) {
                 Some(kernel) => {
                     // A panicking kernel must fail its task, not wedge the pool.
@@ -217,6 +320,18 @@ impl LocalExecutor {
             guard.reserved -= task.memory_bytes;
             match result {
                 Ok(output) => {
+                    let done = TaskDone {
+                        task: task.id,
+                        worker: WorkerId(0),
+                        stats: TaskStats {
+                            start_s,
+                            end_s: wall_s(),
+                            output_bytes: output.len() as u64,
+                            written_bytes: written,
+                            ..TaskStats::default()
+                        },
+                        output: Some(output.clone()),
+                    };
                     guard.done += 1;
                     guard.written += written;
                     guard.work_done += task.memory_bytes;
@@ -235,15 +350,20 @@ impl LocalExecutor {
                             guard.ready.push_back(k);
                         }
                     }
-                    progress(&Progress {
-                        done: guard.done,
-                        total: tasks.len(),
-                        label: task.label.clone(),
-                        elapsed_s: started.elapsed().as_secs_f64(),
-                        bytes_written: guard.written,
-                        work_done: guard.work_done,
-                        work_total,
-                    });
+                    let sink = guard.dependents[i].is_empty();
+                    observe(
+                        &Progress {
+                            done: guard.done,
+                            total: tasks.len(),
+                            label: task.label.clone(),
+                            elapsed_s: started.elapsed().as_secs_f64(),
+                            bytes_written: guard.written,
+                            work_done: guard.work_done,
+                            work_total,
+                        },
+                        &done,
+                        sink,
+                    );
                 }
                 Err(e) => {
                     if guard.error.is_none() {

@@ -145,18 +145,4 @@ mod tests {
             .expect_err("refused");
         assert!(e.to_string().contains("not durable"), "{e}");
     }
-
-    #[test]
-    fn the_concat_kernels_leave_no_write_unsynced() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("chunk");
-        std::fs::write(&f, b"x").expect("write");
-        crate::anndata::durable::note_written(&f);
-        let r = crate::concat::matrix::kernels();
-        r.get(CONST_KERNEL)
-            .expect("const")
-            .run(b"", &[])
-            .expect("run");
-        assert!(!crate::anndata::durable::has_unsynced_writes());
-    }
 }

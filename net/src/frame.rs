@@ -191,7 +191,7 @@ impl FrameWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anncat_core::protocol::{
+    use anncat_exec::protocol::{
         FromWorker, Hello, PeerReply, PeerRequest, ToClient, ToScheduler, ToWorker, Welcome,
     };
     use proptest::prelude::*;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anncat_core::protocol::{Hello, Welcome};
+use anncat_exec::protocol::{Hello, Welcome};
 use quinn::Connection;
 
 use crate::error::{NetError, Result};

@@ -2,14 +2,14 @@
 //! completions back (with the outputs it asked for), and can cancel. The
 //! API is blocking; the client runs its own small runtime.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use anncat_core::graph::{Graph, TaskId};
-use anncat_core::protocol::{
-    ClusterFile, Hello, JobId, PROTOCOL_VERSION, TaskDone, ToClient, ToScheduler, Want,
-    WorkerSummary,
+use anncat_exec::executor::Executor;
+use anncat_exec::graph::Graph;
+use anncat_exec::protocol::{
+    Hello, JobId, PROTOCOL_VERSION, TaskDone, ToClient, ToScheduler, Want,
 };
+use anncat_net::cluster_file::ClusterFile;
 use anncat_net::frame::CONTROL_MAX_BYTES;
 use anncat_net::hello::say_hello;
 use anncat_net::tls::{client_endpoint, connect, der_of_pem};
@@ -21,13 +21,32 @@ use crate::error::{Result, SchedulerError};
 /// Tasks per `AddTasks` frame.
 const BATCH: usize = 4096;
 
-/// What a finished job gives back.
-#[derive(Debug, Default)]
-pub struct JobResult {
-    /// The outputs that were asked for, by task.
-    pub outputs: HashMap<TaskId, Vec<u8>>,
-    /// The workers that ran its tasks.
-    pub workers: Vec<WorkerSummary>,
+pub use anncat_exec::executor::JobResult;
+
+impl Executor for Client {
+    fn run_job(
+        &mut self,
+        name: &str,
+        graph: &Graph,
+        want: Want,
+        on_done: &mut (dyn FnMut(&TaskDone) + Send),
+    ) -> anncat_exec::Result<JobResult> {
+        let job = self.submit(name, graph, want).map_err(job_error)?;
+        self.wait(job, on_done).map_err(job_error)
+    }
+}
+
+/// A cluster's failure as an executor error: the job's own message, or
+/// why the scheduler was lost.
+fn job_error(e: SchedulerError) -> anncat_exec::Error {
+    match e {
+        SchedulerError::Lost(why) => {
+            anncat_exec::Error::Task(format!("lost the connection to the scheduler ({why})"))
+        }
+        SchedulerError::Job(message) => anncat_exec::Error::Task(message),
+        SchedulerError::Core(e) => e,
+        other => anncat_exec::Error::Task(other.to_string()),
+    }
 }
 
 /// A connection to a scheduler.

@@ -8,7 +8,7 @@ pub enum SchedulerError {
     Net(#[from] anncat_net::NetError),
     /// Core failure (cluster file, graph).
     #[error(transparent)]
-    Core(#[from] anncat_core::Error),
+    Core(#[from] anncat_exec::Error),
     /// The job failed; the message names the task and its cause.
     #[error("{0}")]
     Job(String),

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anncat_core::protocol::{
-    ClientId, ClusterFile, FromWorker, Hello, ToClient, ToScheduler, ToWorker, WorkerId,
-    WorkerInfo, check_hello,
+use anncat_exec::protocol::{
+    ClientId, FromWorker, Hello, ToClient, ToScheduler, ToWorker, WorkerId, WorkerInfo,
 };
+use anncat_net::cluster_file::{ClusterFile, check_hello};
 use anncat_net::frame::CONTROL_MAX_BYTES;
 use anncat_net::hello::read_hello;
 use anncat_net::tls::{certificate_names, server_endpoint};
@@ -283,7 +283,7 @@ async fn serve(
                 .cloned()
                 .unwrap_or_else(|| local.ip().to_string());
             let cluster = ClusterFile {
-                address: anncat_core::protocol::host_port(&host, local.port()),
+                address: anncat_net::cluster_file::host_port(&host, local.port()),
                 certificate: identity.certificate_pem(),
                 secret: secret.clone(),
             };

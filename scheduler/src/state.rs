@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use anncat_core::graph::{Graph, TaskId, TaskSpec};
-use anncat_core::protocol::{
+use anncat_exec::graph::{Graph, TaskId, TaskSpec};
+use anncat_exec::protocol::{
     Assignment, ClientId, FailureKind, Heartbeat, InputRef, JobId, PeerInfo, TaskDone, TaskKey,
     TaskOutcome, TaskReport, ToClient, ToWorker, Want, WorkerId, WorkerInfo, WorkerSummary,
 };

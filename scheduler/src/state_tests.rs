@@ -1,7 +1,7 @@
 //! Scheduler state-machine tests with a recording [`Comm`]: no network.
 
 use super::*;
-use anncat_core::protocol::TaskStats;
+use anncat_exec::protocol::TaskStats;
 
 #[derive(Default)]
 struct Recorder {
@@ -511,7 +511,7 @@ fn a_resumed_graph_of_100k_tasks_runs_with_ids_looked_up_not_searched() {
         done_before.insert(x, vec![7u8]);
         done_before.insert(a, vec![7u8]);
     }
-    let remaining = anncat_core::journal::remaining_graph(&g, &done_before);
+    let remaining = anncat_exec::journal::remaining_graph(&g, &done_before);
     assert_eq!(
         remaining.len(),
         200_000,

@@ -1,13 +1,13 @@
 //! `anncat-worker`: a worker process of anncat's distributed executor.
 //!
 //! [`runtime::run_worker`] joins a cluster and runs tasks with the kernels
-//! of a [`KernelRegistry`](anncat_core::kernel::KernelRegistry) under a
+//! of a [`KernelRegistry`](anncat_exec::kernel::KernelRegistry) under a
 //! memory limit enforced by the [`governor`]. A worker binary with its own
 //! kernels is a few lines:
 //!
 //! ```no_run
-//! use anncat_core::kernel::KernelRegistry;
-//! use anncat_core::protocol::ClusterFile;
+//! use anncat_exec::kernel::KernelRegistry;
+//! use anncat_net::ClusterFile;
 //! use anncat_worker::{WorkerConfig, run_worker};
 //!
 //! let mut kernels = KernelRegistry::new();

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anncat_core::kernel::{KernelRegistry, take_bytes_written};
-use anncat_core::protocol::{
-    Assignment, ClusterFile, FailureKind, FromWorker, Heartbeat, Hello, PROTOCOL_VERSION, PeerInfo,
-    PeerReply, PeerRequest, TaskKey, TaskOutcome, TaskReport, TaskStats, ToWorker, WorkerId,
-    WorkerInfo, check_hello,
+use anncat_exec::kernel::{KernelRegistry, take_bytes_written};
+use anncat_exec::protocol::{
+    Assignment, FailureKind, FromWorker, Heartbeat, Hello, PROTOCOL_VERSION, PeerInfo, PeerReply,
+    PeerRequest, TaskKey, TaskOutcome, TaskReport, TaskStats, ToWorker, WorkerId, WorkerInfo,
 };
+use anncat_net::cluster_file::{ClusterFile, check_hello};
 use anncat_net::frame::CONTROL_MAX_BYTES;
 use anncat_net::hello::{read_hello, say_hello};
 use anncat_net::tls::{certificate_names, connect, der_of_pem, server_endpoint};
@@ -234,7 +234,7 @@ pub fn run_worker(config: WorkerConfig, registry: KernelRegistry) -> Result<()> 
     }));
     governor::keep_freed_memory();
     // Tasks write only under the allowed directories (none: nothing at all).
-    anncat_core::anndata::atomic_store::restrict_writes(&config.allow_write);
+    anncat_exec::write_roots::restrict_writes(&config.allow_write);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -246,7 +246,7 @@ pub fn run_worker(config: WorkerConfig, registry: KernelRegistry) -> Result<()> 
 async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     let advertise_ip = match &config.advertise {
         Some(name) => Some(
-            anncat_core::protocol::resolve_address(&format!("{name}:0"))
+            anncat_net::cluster_file::resolve_address(&format!("{name}:0"))
                 .map_err(|e| WorkerError::Setup(format!("--advertise: {e}")))?
                 .ip(),
         ),

@@ -548,22 +548,4 @@ fn u64_list(v: &Value) -> Option<Vec<u64>> {
     v.as_array()?.iter().map(Value::as_u64).collect()
 }
 
-/// An I/O error's reason without the "(os error N)" noise.
-pub fn io_reason(e: &std::io::Error) -> String {
-    if let Some(inner) = e.get_ref() {
-        // A message of anncat's own (such as an `--allow-write` refusal).
-        return inner.to_string();
-    }
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        std::io::ErrorKind::AlreadyExists => "already exists".to_string(),
-        _ => {
-            let s = e.to_string();
-            match s.find(" (os error") {
-                Some(i) => s[..i].to_string(),
-                None => s,
-            }
-        }
-    }
-}
+pub use crate::error::io_reason;

@@ -1155,3 +1155,22 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     )?;
     Ok(Vec::new())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_concat_kernels_leave_no_write_unsynced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("chunk");
+        std::fs::write(&f, b"x").expect("write");
+        crate::anndata::durable::note_written(&f);
+        let r = kernels();
+        r.get(crate::kernel::CONST_KERNEL)
+            .expect("const")
+            .run(b"", &[])
+            .expect("run");
+        assert!(!crate::anndata::durable::has_unsynced_writes());
+    }
+}
