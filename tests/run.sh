@@ -12,6 +12,18 @@ bash scripts/install-system-deps.sh
 echo "== build (release)"
 cargo build --release --locked --workspace --all-targets
 
+echo "== design rules: the executor side links neither HDF5 nor zarrs; no source file over 700 lines"
+for p in anncat-exec anncat-net anncat-scheduler anncat-worker; do
+    heavy="$(cargo tree --locked -p "$p" -e normal | grep -ciE 'hdf5|zarrs' || true)"
+    if [ "$heavy" != 0 ]; then
+        echo "$p depends on HDF5 or zarrs (see ARCHITECTURE.md)" >&2
+        exit 1
+    fi
+done
+long="$(find . -name '*.rs' -not -path './target/*' -not -path './tests/*' -not -name '*_tests.rs' \
+    -exec wc -l {} + | awk '$2 != "total" && $1 > 700')"
+[ -z "$long" ] || { echo "source files over 700 lines (split them by role): $long" >&2; exit 1; }
+
 echo "== the README's example command"
 example="$(grep -m1 '^    bash scripts/install-system-deps.sh && cargo run --release -- concat' README.md | sed 's/^    //')"
 [ -n "$example" ] || { echo "README example command not found" >&2; exit 1; }

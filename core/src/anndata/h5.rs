@@ -29,6 +29,10 @@ use super::structured::base64_zeros;
 use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{Bytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
 
+mod decode;
+
+use decode::*;
+
 /// Target size of one virtual chunk.
 const CHUNK_TARGET_BYTES: u64 = 4 << 20;
 
@@ -479,141 +483,6 @@ impl VirtualArray {
     }
 }
 
-/// A full chunk of `full` elements from the values read, padded with the
-/// fill value.
-fn fill_chunk(elem: Elem, full: u64, values: Values) -> Vec<u8> {
-    match values {
-        Values::Strings(strings) => {
-            // vlen-utf8: element count, then (length, bytes) per element.
-            let mut out =
-                Vec::with_capacity(4 + strings.iter().map(|s| s.len() + 4).sum::<usize>());
-            out.extend_from_slice(&(full as u32).to_le_bytes());
-            for s in &strings {
-                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
-            for _ in strings.len() as u64..full {
-                out.extend_from_slice(&0u32.to_le_bytes());
-            }
-            out
-        }
-        Values::Bytes(mut bytes) => {
-            bytes.resize((full * elem.size()) as usize, 0);
-            bytes
-        }
-    }
-}
-
-/// The strings of `ds` read as `T` (a selection, or all of it).
-fn read_text<T: hdf5::H5Type>(
-    ds: &hdf5::Container,
-    selection: Option<Selection>,
-    bytes: impl Fn(&T) -> &[u8],
-) -> Result<Vec<String>, String> {
-    let a: ArrayD<T> = match selection {
-        Some(s) => ds.as_reader().read_slice(s),
-        None => ds.read_dyn::<T>(),
-    }
-    .map_err(|e| e.to_string())?;
-    a.iter().map(|v| utf8(bytes(v))).collect()
-}
-
-/// Fixed-length strings of a dataset or attribute.
-struct FixedText<'a> {
-    ds: &'a hdf5::Container,
-    selection: Option<Selection>,
-    ascii: bool,
-}
-
-impl FixedRead for FixedText<'_> {
-    type Out = Result<Vec<String>, String>;
-
-    fn read<const N: usize>(self) -> Self::Out {
-        if self.ascii {
-            read_text::<FixedAscii<N>>(self.ds, self.selection, |s| s.as_bytes())
-        } else {
-            read_text::<FixedUnicode<N>>(self.ds, self.selection, |s| s.as_bytes())
-        }
-    }
-}
-
-/// Reads strings of `ds` (all of it when `selection` is `None`).
-fn read_strings(
-    ds: &hdf5::Container,
-    elem: Elem,
-    selection: Option<Selection>,
-) -> Result<Vec<String>, String> {
-    match elem {
-        Elem::VarStr { ascii: false } => {
-            read_text::<VarLenUnicode>(ds, selection, |s| s.as_bytes())
-        }
-        Elem::VarStr { ascii: true } => read_text::<VarLenAscii>(ds, selection, |s| s.as_bytes()),
-        Elem::FixedStr { ascii, len } => with_fixed_size(
-            len,
-            FixedText {
-                ds,
-                selection,
-                ascii,
-            },
-        )
-        .unwrap_or_else(|| {
-            Err(format!(
-                "fixed-length strings of {len} bytes are longer than anncat reads"
-            ))
-        }),
-        _ => Err("not a string".into()),
-    }
-}
-
-/// An attribute as JSON (strings, numbers, booleans and arrays of them);
-/// `None` for types anncat does not use.
-fn attr_json(attr: &hdf5::Attribute) -> Option<Value> {
-    let desc = attr.dtype().ok()?.to_descriptor().ok()?;
-    let elem = Elem::of(&desc)?;
-    let scalar = attr.is_scalar();
-    let values: Vec<Value> = if elem.is_string() {
-        read_strings(attr, elem, None)
-            .ok()?
-            .into_iter()
-            .map(Value::String)
-            .collect()
-    } else {
-        match elem {
-            // Through a byte: a file value other than 0 or 1 must not become
-            // a Rust bool.
-            Elem::Bool => attr
-                .read_raw::<BoolByte>()
-                .ok()?
-                .into_iter()
-                .map(|b| Value::Bool(b.0 != 0))
-                .collect(),
-            Elem::F32 | Elem::F64 => attr
-                .read_raw::<f64>()
-                .ok()?
-                .into_iter()
-                .map(|v| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-                .collect(),
-            Elem::U64 => attr
-                .read_raw::<u64>()
-                .ok()?
-                .into_iter()
-                .map(Value::from)
-                .collect(),
-            _ => attr
-                .read_raw::<i64>()
-                .ok()?
-                .into_iter()
-                .map(Value::from)
-                .collect(),
-        }
-    };
-    if scalar {
-        values.into_iter().next()
-    } else {
-        Some(Value::Array(values))
-    }
-}
-
 /// A read-only zarrs storage over one `.h5ad` file.
 pub struct H5Store {
     path: PathBuf,
@@ -777,72 +646,5 @@ impl ReadableStorageTraits for H5Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn value_json(s: &H5Store, key: &str) -> Value {
-        serde_json::from_slice(&s.value(key).expect("read").expect("present")).expect("json")
-    }
-
-    #[test]
-    fn hdf5_objects_read_as_zarr_v2_keys() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("t.h5ad");
-        {
-            let f = hdf5::File::create(&path).expect("create");
-            let g = f.create_group("obs").expect("group");
-            let kind: VarLenUnicode = "dataframe".parse().expect("str");
-            g.new_attr::<VarLenUnicode>()
-                .create("encoding-type")
-                .expect("attr")
-                .write_scalar(&kind)
-                .expect("write");
-            let n = g
-                .new_dataset::<i32>()
-                .chunk(4)
-                .shape(10)
-                .create("n")
-                .expect("dataset");
-            n.write(&ndarray::Array1::from_iter(0..10)).expect("write");
-            let names: Vec<VarLenUnicode> = ["a", "bb", "ccc"]
-                .iter()
-                .map(|s| s.parse().expect("str"))
-                .collect();
-            g.new_dataset_builder()
-                .with_data(&names)
-                .create("_index")
-                .expect("names");
-        }
-        assert!(is_hdf5(&path));
-        let s = H5Store::open(&path).expect("open");
-        assert_eq!(s.children("obs").expect("children"), ["_index", "n"]);
-        assert_eq!(value_json(&s, "obs/.zgroup")["zarr_format"], 2);
-        assert_eq!(value_json(&s, "obs/.zattrs")["encoding-type"], "dataframe");
-        let meta = value_json(&s, "obs/n/.zarray");
-        assert_eq!(meta["shape"], json!([10]));
-        assert_eq!(meta["dtype"], "<i4");
-        let chunk = s.value("obs/n/0").expect("read").expect("chunk");
-        let expected: Vec<u8> = (0..10i32).flat_map(i32::to_le_bytes).collect();
-        assert_eq!(chunk, expected);
-        assert_eq!(s.value("obs/n/1").expect("read"), None, "past the end");
-        assert_eq!(
-            value_json(&s, "obs/_index/.zarray")["filters"][0]["id"],
-            "vlen-utf8"
-        );
-        let strings = s.value("obs/_index/0").expect("read").expect("chunk");
-        let mut want = 3u32.to_le_bytes().to_vec();
-        for t in ["a", "bb", "ccc"] {
-            want.extend((t.len() as u32).to_le_bytes());
-            want.extend(t.as_bytes());
-        }
-        assert_eq!(strings, want);
-        assert_eq!(s.value("obs/nothing/.zarray").expect("read"), None);
-        let text = dir.path().join("notes.h5ad");
-        std::fs::write(&text, "not hdf5").expect("write");
-        assert!(!is_hdf5(&text));
-        let cut = dir.path().join("cut.h5ad");
-        let bytes = std::fs::read(&path).expect("read");
-        std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
-        assert!(H5Store::open(&cut).expect_err("truncated").contains("HDF5"));
-    }
-}
+#[path = "h5_tests.rs"]
+mod tests;
