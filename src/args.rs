@@ -161,9 +161,10 @@ pub struct ConcatArgs {
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]
     pub zarr_format: Option<u8>,
     /// Memory limit of each worker process, e.g. 512MiB (with --workers 0:
-    /// the budget of the tasks running at once).
-    #[arg(long, default_value = "1GiB")]
-    pub memory_limit: String,
+    /// the budget of the tasks running at once). Default 1GiB; with
+    /// --cluster-file, the smallest limit of the cluster's workers.
+    #[arg(long)]
+    pub memory_limit: Option<String>,
     /// Local worker processes to start (default: number of cores; 0 runs
     /// the tasks on threads of this process).
     #[arg(long)]
@@ -257,7 +258,7 @@ impl ConcatArgs {
             }
         };
         opts.zarr_format = self.zarr_format.map(ZarrFormat::from_number).transpose()?;
-        opts.memory_limit = parse_size(&self.memory_limit)?;
+        opts.memory_limit = parse_size(self.memory_limit.as_deref().unwrap_or("1GiB"))?;
         opts.threads = threads;
         opts.chunk_bytes = mib_to_bytes("chunk-mib", self.chunk_mib)?;
         opts.sharding = match self.shard_mib {
@@ -279,6 +280,8 @@ impl ConcatArgs {
             }),
         };
         let run = RunOptions {
+            fit_cluster_budgets: matches!(cluster, ClusterChoice::Remote(_))
+                && self.memory_limit.is_none(),
             cluster,
             report: self.report,
         };

@@ -39,6 +39,11 @@ pub struct RunOptions {
     pub cluster: ClusterChoice,
     /// Write a run report (JSON, and an SVG timeline beside it) here.
     pub report: Option<PathBuf>,
+    /// On a running cluster, size the plan (chunks, the memory check) for
+    /// the smallest memory limit of its connected workers, not for
+    /// `ConcatOptions::memory_limit` (what `anncat concat --cluster-file`
+    /// does when `--memory-limit` is not given).
+    pub fit_cluster_budgets: bool,
 }
 
 /// Runs `opts` as `run` says.
@@ -54,15 +59,28 @@ pub fn run_concat(
         ClusterChoice::Remote(path) => Some(ClusterFile::read(path)?),
         _ => None,
     };
+    let mut remote = match cluster_file {
+        Some(file) => Some(Client::connect(&file, &TransportTuning::default())?),
+        None => None,
+    };
+    let mut opts = opts.clone();
+    if run.fit_cluster_budgets
+        && let Some(client) = remote.as_mut()
+        && let Some(&smallest) = client.worker_limits()?.first()
+    {
+        opts.memory_limit = smallest;
+    }
+    let opts = &opts;
     let prepared = prepare_concat(opts)?;
     let resumed = !prepared.finished_before().is_empty();
     let mut report = ReportBuilder::new();
+    report.planned_for(opts.memory_limit);
     let mut keep_partial = resumed;
     let result = (|| -> anyhow::Result<()> {
         let mut _local = None;
         // One way to run the job, whatever runs it: the journal, report,
         // progress and --resume below are the same for all three.
-        let mut executor: Box<dyn Executor> = match (&run.cluster, cluster_file) {
+        let mut executor: Box<dyn Executor> = match (&run.cluster, remote.take()) {
             (ClusterChoice::InProcess, _) => Box::new(InProcess {
                 executor: LocalExecutor {
                     threads: opts.threads,
@@ -86,10 +104,8 @@ pub fn run_concat(
                 _local = Some(cluster);
                 Box::new(client)
             }
-            (ClusterChoice::Remote(_), Some(file)) => {
-                Box::new(Client::connect(&file, &TransportTuning::default())?)
-            }
-            (ClusterChoice::Remote(_), None) => unreachable!("the cluster file was read above"),
+            (ClusterChoice::Remote(_), Some(client)) => Box::new(client),
+            (ClusterChoice::Remote(_), None) => unreachable!("connected above"),
         };
         let graph = prepared.remaining();
         let labels: HashMap<TaskId, (String, String, u64)> = graph

@@ -37,6 +37,8 @@ pub struct RunReport {
     /// CPU seconds the coordinating process (scheduler and client; with a
     /// local cluster, the `anncat concat` process) spent while the graph ran.
     pub coordinator_cpu_s: f64,
+    /// The per-worker memory limit the plan's tasks were sized for (bytes).
+    pub planned_memory_limit: u64,
 }
 
 /// Collects a report while a run goes.
@@ -60,6 +62,11 @@ impl ReportBuilder {
             worker: d.worker.0,
             stats: d.stats.clone(),
         });
+    }
+
+    /// Sets the memory limit the plan was sized for.
+    pub fn planned_for(&mut self, memory_limit: u64) {
+        self.report.planned_memory_limit = memory_limit;
     }
 
     /// Sets the coordinating process' CPU seconds during the run.

@@ -587,7 +587,10 @@ fn hundreds_of_local_workers_give_the_output_of_one_process() {
         // which is what the identical output above checks.
         assert!(!stderr.contains("frame of"), "--workers {n}: {stderr}");
         let lost = lost_workers(&r).len();
-        assert!(lost <= n / 8, "--workers {n}: {lost} workers lost: {stderr}");
+        assert!(
+            lost <= n / 8,
+            "--workers {n}: {lost} workers lost: {stderr}"
+        );
     }
 }
 
@@ -679,4 +682,84 @@ fn the_in_process_executor_reports_journals_and_resumes() {
         "{r}"
     );
     assert!(workers[0]["peak_rss"].as_u64().unwrap_or(0) > 0, "{r}");
+}
+
+/// Issue 17: on a running cluster, `anncat concat` without `--memory-limit`
+/// sizes its plan for the smallest limit of the connected workers (not the
+/// 1 GiB default); with `--memory-limit` it uses that.
+#[test]
+fn a_cluster_run_is_planned_for_its_workers_memory_limits() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut procs = Procs::default();
+    let (cluster, _) = start_scheduler(&mut procs, dir.path(), "cluster");
+    let (err, _) = log(dir.path(), "worker-96");
+    procs.add(
+        Command::new(BIN)
+            .args([
+                "worker",
+                "--memory-limit",
+                "96MiB",
+                "--reconnect-timeout",
+                "2",
+            ])
+            .arg("--cluster-file")
+            .arg(&cluster)
+            .arg("--allow-write")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("worker"),
+    );
+    start_worker(&mut procs, dir.path(), &cluster, 0); // 256 MiB
+    let cf = cluster.to_string_lossy().into_owned();
+    let planned = |extra: &[&str], name: &str| -> (u64, Vec<u64>) {
+        let out = dir.path().join(format!("{name}.zarr"));
+        let rep = dir.path().join(format!("{name}.json"));
+        let rp = rep.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--cluster-file",
+            cf.as_str(),
+            "--quiet",
+            "--report",
+            rp.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let _ = std::fs::remove_dir_all(&out);
+        let o = Command::new(BIN)
+            .args(concat_args(&out, &args))
+            .output()
+            .expect("concat");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r = report(&rep);
+        let budgets: Vec<u64> = r["workers"]
+            .as_array()
+            .expect("workers")
+            .iter()
+            .filter_map(|w| w["memory_limit"].as_u64())
+            .collect();
+        let planned = r["planned_memory_limit"].as_u64().expect("planned limit");
+        (planned, budgets)
+    };
+    // Until both workers have joined the plan may see only the larger one.
+    // A worker's limit as the scheduler knows it is its task budget (its
+    // --memory-limit less its own baseline).
+    let mut fitted = (0, Vec::new());
+    for _ in 0..100 {
+        fitted = planned(&[], "fitted");
+        if fitted.1.len() == 2 && fitted.0 < 96 << 20 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (plan, budgets) = fitted;
+    assert_eq!(budgets.len(), 2, "both workers took part");
+    assert_eq!(
+        Some(&plan),
+        budgets.iter().min(),
+        "planned for the smallest worker"
+    );
+    assert!(plan < 96 << 20 && plan > 32 << 20, "{plan}");
+    assert_eq!(planned(&["--memory-limit", "200MiB"], "given").0, 200 << 20);
 }

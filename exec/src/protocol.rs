@@ -282,6 +282,10 @@ pub enum ToScheduler {
         /// The job.
         job: JobId,
     },
+    /// What memory limits do the connected workers have? The scheduler
+    /// answers [`ToClient::WorkerLimits`] (a client sizes its plan's chunks
+    /// for the workers that will run it).
+    WorkerLimits,
 }
 
 /// One task's end, as a client sees it.
@@ -342,6 +346,8 @@ pub enum ToClient {
         /// Why.
         error: String,
     },
+    /// The memory limit (bytes) of every connected worker.
+    WorkerLimits(Vec<u64>),
 }
 
 /// A peer's request for a task output (worker → worker).

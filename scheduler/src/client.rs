@@ -143,6 +143,23 @@ impl Client {
         }
     }
 
+    /// The memory limits of the workers connected now (smallest first;
+    /// empty when none has joined yet).
+    pub fn worker_limits(&mut self) -> Result<Vec<u64>> {
+        let writer = self.writer.clone();
+        let reader = &mut self.reader;
+        self.rt.block_on(async move {
+            writer.lock().await.send(&ToScheduler::WorkerLimits).await?;
+            loop {
+                match reader.next::<ToClient>().await? {
+                    Some(ToClient::WorkerLimits(limits)) => return Ok(limits),
+                    Some(_) => continue,
+                    None => return Err(lost()),
+                }
+            }
+        })
+    }
+
     /// Submits `graph` as a job; returns its id. Outputs in `want` come back.
     pub fn submit(&mut self, name: &str, graph: &Graph, want: Want) -> Result<JobId> {
         graph.validate()?;

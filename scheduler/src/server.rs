@@ -378,6 +378,7 @@ fn handle_event(state: &mut SchedulerState, comm: &mut NetComm, ev: Event) {
             ToScheduler::AddTasks { job, tasks } => state.on_add_tasks(id, job, tasks, comm),
             ToScheduler::Start { job, want } => state.on_start(id, job, want, comm),
             ToScheduler::Cancel { job } => state.on_cancel(id, job, comm),
+            ToScheduler::WorkerLimits => state.on_worker_limits(id, comm),
         },
         Event::ClientLost(id) => {
             comm.clients.remove(&id);

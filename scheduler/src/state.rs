@@ -302,6 +302,13 @@ impl SchedulerState {
         }
     }
 
+    /// A client asked for the connected workers' memory limits.
+    pub fn on_worker_limits(&mut self, client: ClientId, comm: &mut dyn Comm) {
+        let mut limits: Vec<u64> = self.workers.values().map(|w| w.info.memory_limit).collect();
+        limits.sort_unstable();
+        comm.to_client(client, ToClient::WorkerLimits(limits));
+    }
+
     /// Drops workers whose heartbeats stopped.
     pub fn on_tick(&mut self, now: Instant, comm: &mut dyn Comm) {
         let hung: Vec<WorkerId> = self
