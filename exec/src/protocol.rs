@@ -12,6 +12,29 @@ use crate::graph::{TaskId, TaskSpec};
 /// Bumped on every incompatible change; checked when a peer says hello.
 pub const PROTOCOL_VERSION: u32 = 2;
 
+/// Why a connection was closed: the application close code every side
+/// sends (QUIC carries it to the peer with a short reason text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum CloseCode {
+    /// A clean stop: the scheduler or worker is shutting down, or a test
+    /// is done. A worker that sees it from its scheduler exits quietly.
+    Shutdown = 0,
+    /// The hello was missing, malformed, or refused (version or secret).
+    BadHello = 1,
+    /// The scheduler dropped this worker (hung, or a protocol violation).
+    Dropped = 2,
+    /// A frame that was too large or did not decode.
+    BadFrame = 3,
+}
+
+impl CloseCode {
+    /// The code as sent on the wire.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
 /// Identifies a worker for the lifetime of a scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct WorkerId(pub u64);

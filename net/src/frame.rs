@@ -335,7 +335,10 @@ mod tests {
         }
         assert_eq!(got, FRAMES);
         assert!(ticks > 0);
-        conn.close(0u32.into(), b"done");
+        conn.close(
+            anncat_exec::protocol::CloseCode::Shutdown.code().into(),
+            b"done",
+        );
         sender.abort();
     }
 }

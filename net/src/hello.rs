@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anncat_exec::protocol::{Hello, Welcome};
+use anncat_exec::protocol::{CloseCode, Hello, Welcome};
 use quinn::Connection;
 
 use crate::error::{NetError, Result};
@@ -41,7 +41,7 @@ pub async fn say_hello(
     tokio::time::timeout(HELLO_TIMEOUT, exchange)
         .await
         .map_err(|_| {
-            conn.close(1u32.into(), b"no welcome");
+            conn.close(CloseCode::BadHello.code().into(), b"no welcome");
             NetError::Closed(format!(
                 "no answer to the hello within {} s",
                 HELLO_TIMEOUT.as_secs()
@@ -97,6 +97,6 @@ impl PendingHello {
         let _ = self.send.finish();
         // Give the refusal time to arrive before the connection goes.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.send.stopped()).await;
-        conn.close(1u32.into(), b"refused");
+        conn.close(CloseCode::BadHello.code().into(), b"refused");
     }
 }

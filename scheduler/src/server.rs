@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anncat_exec::protocol::{
-    ClientId, FromWorker, Hello, ToClient, ToScheduler, ToWorker, WorkerId, WorkerInfo,
+    ClientId, CloseCode, FromWorker, Hello, ToClient, ToScheduler, ToWorker, WorkerId, WorkerInfo,
 };
 use anncat_net::cluster_file::{ClusterFile, check_hello};
 use anncat_net::frame::CONTROL_MAX_BYTES;
@@ -148,7 +148,7 @@ impl Comm for NetComm {
                 "anncat scheduler: dropped worker {worker} ({}): {reason}",
                 conn.remote_address()
             );
-            conn.close(2u32.into(), reason.as_bytes());
+            conn.close(CloseCode::Dropped.code().into(), reason.as_bytes());
         }
     }
 }
@@ -344,7 +344,7 @@ async fn serve(
     }
     // Let the shutdown messages go out before the endpoint closes.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    endpoint.close(0u32.into(), b"scheduler stopped");
+    endpoint.close(CloseCode::Shutdown.code().into(), b"scheduler stopped");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
@@ -408,7 +408,7 @@ async fn handle_connection(
     next_id: Arc<AtomicU64>,
 ) {
     let Ok(pending) = read_hello(&conn).await else {
-        conn.close(1u32.into(), b"no valid hello");
+        conn.close(CloseCode::BadHello.code().into(), b"no valid hello");
         return;
     };
     let (version, given) = match &pending.hello {
@@ -470,7 +470,7 @@ async fn handle_connection(
                     Ok(None) => break "worker closed its connection".to_string(),
                     Err(e) => {
                         log_bad_frame(&conn, &format!("worker {wid}"), &e);
-                        conn.close(3u32.into(), e.to_string().as_bytes());
+                        conn.close(CloseCode::BadFrame.code().into(), e.to_string().as_bytes());
                         break e.to_string();
                     }
                 }
@@ -503,7 +503,7 @@ async fn handle_connection(
                     Ok(None) => break,
                     Err(e) => {
                         log_bad_frame(&conn, &format!("client {}", cid.0), &e);
-                        conn.close(3u32.into(), e.to_string().as_bytes());
+                        conn.close(CloseCode::BadFrame.code().into(), e.to_string().as_bytes());
                         break;
                     }
                 }

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anncat_exec::kernel::{KernelRegistry, take_bytes_written};
 use anncat_exec::protocol::{
-    Assignment, FailureKind, FromWorker, Heartbeat, Hello, PROTOCOL_VERSION, PeerInfo, PeerReply,
-    PeerRequest, TaskKey, TaskOutcome, TaskReport, TaskStats, ToWorker, WorkerId, WorkerInfo,
+    Assignment, CloseCode, FailureKind, FromWorker, Heartbeat, Hello, PROTOCOL_VERSION, PeerInfo,
+    PeerReply, PeerRequest, TaskKey, TaskOutcome, TaskReport, TaskStats, ToWorker, WorkerId,
+    WorkerInfo,
 };
 use anncat_net::cluster_file::{ClusterFile, check_hello};
 use anncat_net::frame::CONTROL_MAX_BYTES;
@@ -366,7 +367,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                 // even if its Shutdown frame did not arrive first.
                 let stopped = matches!(
                     conn.close_reason(),
-                    Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == 0u32.into()
+                    Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == CloseCode::Shutdown.code().into()
                 );
                 match end {
                     Ok(()) => break Ok(()),
@@ -407,7 +408,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     };
     shared.stop.store(true, Ordering::Relaxed);
     shared.wake.notify_all();
-    endpoint.close(0u32.into(), b"worker stopped");
+    endpoint.close(CloseCode::Shutdown.code().into(), b"worker stopped");
     result
 }
 

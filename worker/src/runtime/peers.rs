@@ -142,7 +142,7 @@ pub(super) async fn serve_peers(shared: Arc<Shared>) {
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
             let Ok(pending) = read_hello(&conn).await else {
-                conn.close(1u32.into(), b"no valid hello");
+                conn.close(CloseCode::BadHello.code().into(), b"no valid hello");
                 return;
             };
             let check = match &pending.hello {
@@ -199,7 +199,7 @@ pub(super) async fn serve_requests(
             Err(e) => {
                 if matches!(e, NetError::FrameTooLarge { .. } | NetError::Malformed(_)) {
                     eprintln!("anncat worker: dropped peer {}: {e}", conn.remote_address());
-                    conn.close(3u32.into(), e.to_string().as_bytes());
+                    conn.close(CloseCode::BadFrame.code().into(), e.to_string().as_bytes());
                 }
                 return;
             }
