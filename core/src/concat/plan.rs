@@ -3,7 +3,6 @@
 //! (`OUT.partial/.anncat/plan.bin`) where every executor, in this process
 //! or another, loads it (once per process).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -178,19 +177,76 @@ impl ConcatPlan {
         Ok(file)
     }
 
-    /// Loads the plan at `file`, once per process.
+    /// Loads the plan at `file`. A process keeps the last
+    /// [`PLAN_CACHE_ENTRIES`] plans it loaded (a worker serves one run at a
+    /// time, rarely two), so the cache is bounded; its memory is allocated
+    /// like any other, so a worker's governor counts it in what the process
+    /// uses.
     pub fn load(file: &Path) -> Result<Arc<ConcatPlan>> {
-        static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<ConcatPlan>>>> = OnceLock::new();
-        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-        if let Some(plan) = cache.lock().ok().and_then(|c| c.get(file).cloned()) {
+        static CACHE: OnceLock<Mutex<Vec<(PathBuf, Arc<ConcatPlan>)>>> = OnceLock::new();
+        let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
+        if let Ok(mut c) = cache.lock()
+            && let Some(i) = c.iter().position(|(f, _)| f == file)
+        {
+            // Most recently used last.
+            let hit = c.remove(i);
+            let plan = hit.1.clone();
+            c.push(hit);
             return Ok(plan);
         }
         let bytes =
             std::fs::read(file).map_err(|e| Error::path(file, format!("cannot read plan: {e}")))?;
         let plan: Arc<ConcatPlan> = Arc::new(decode(&bytes)?);
         if let Ok(mut c) = cache.lock() {
-            c.insert(file.to_path_buf(), plan.clone());
+            c.retain(|(f, _)| f != file);
+            c.push((file.to_path_buf(), plan.clone()));
+            let over = c.len().saturating_sub(PLAN_CACHE_ENTRIES);
+            c.drain(..over);
         }
         Ok(plan)
+    }
+}
+
+/// Plans a process keeps loaded at most.
+pub const PLAN_CACHE_ENTRIES: usize = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(output: &Path) -> ConcatPlan {
+        ConcatPlan {
+            output: output.to_path_buf(),
+            format: ZarrFormat::V2,
+            axis: Axis::Obs,
+            inputs: Vec::new(),
+            spaces: Vec::new(),
+            matrices: Vec::new(),
+            shard_inner_bytes: None,
+        }
+    }
+
+    #[test]
+    fn the_plan_cache_keeps_the_last_few_plans_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: Vec<PathBuf> = (0..PLAN_CACHE_ENTRIES + 2)
+            .map(|i| {
+                let out = dir.path().join(format!("out{i}"));
+                std::fs::create_dir_all(out.join(".anncat")).expect("mkdir");
+                plan(&out).save().expect("save")
+            })
+            .collect();
+        let first = ConcatPlan::load(&files[0]).expect("load");
+        assert!(Arc::ptr_eq(
+            &first,
+            &ConcatPlan::load(&files[0]).expect("hit")
+        ));
+        for f in &files[1..] {
+            ConcatPlan::load(f).expect("load");
+        }
+        // The first was evicted: loading it again reads a new copy.
+        let again = ConcatPlan::load(&files[0]).expect("reload");
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert_eq!(again.output, first.output);
     }
 }
