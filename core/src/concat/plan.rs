@@ -183,7 +183,7 @@ impl ConcatPlan {
     /// like any other, so a worker's governor counts it in what the process
     /// uses.
     pub fn load(file: &Path) -> Result<Arc<ConcatPlan>> {
-        static CACHE: OnceLock<Mutex<Vec<(PathBuf, Arc<ConcatPlan>)>>> = OnceLock::new();
+        static CACHE: OnceLock<Mutex<PlanCache>> = OnceLock::new();
         let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
         if let Ok(mut c) = cache.lock()
             && let Some(i) = c.iter().position(|(f, _)| f == file)
@@ -206,6 +206,9 @@ impl ConcatPlan {
         Ok(plan)
     }
 }
+
+/// Loaded plans by file, least recently used first.
+type PlanCache = Vec<(PathBuf, Arc<ConcatPlan>)>;
 
 /// Plans a process keeps loaded at most.
 pub const PLAN_CACHE_ENTRIES: usize = 2;
