@@ -24,6 +24,9 @@ long="$(find . -name '*.rs' -not -path './target/*' -not -path './tests/*' -not 
     -exec wc -l {} + | awk '$2 != "total" && $1 > 700')"
 [ -z "$long" ] || { echo "source files over 700 lines (split them by role): $long" >&2; exit 1; }
 
+echo "== anncat-core without HDF5 (the hdf5 feature off): builds, and refuses .h5ad by name"
+cargo test --release --locked -p anncat-core --no-default-features --lib
+
 echo "== the README's example command"
 example="$(grep -m1 '^    bash scripts/install-system-deps.sh && cargo run --release -- concat' README.md | sed 's/^    //')"
 [ -n "$example" ] || { echo "README example command not found" >&2; exit 1; }

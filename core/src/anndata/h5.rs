@@ -42,29 +42,7 @@ const CHUNK_ROUNDING_CAP_BYTES: u64 = 64 << 20;
 /// Bytes a string element is assumed to take when sizing chunks.
 const STRING_GUESS_BYTES: u64 = 32;
 
-/// The HDF5 file signature, found at offset 0, 512, 1024, 2048, ...
-const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
-
-/// Whether `path` is a file that starts like HDF5 (at any user-block offset).
-pub fn is_hdf5(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let len = f.metadata().map_or(0, |m| m.len());
-    let mut offset = 0u64;
-    while offset + 8 <= len {
-        let mut buf = [0u8; 8];
-        if f.seek(SeekFrom::Start(offset)).is_err() || f.read_exact(&mut buf).is_err() {
-            return false;
-        }
-        if &buf == SIGNATURE {
-            return true;
-        }
-        offset = if offset == 0 { 512 } else { offset * 2 };
-    }
-    false
-}
+pub use super::hdf5_signature::is_hdf5;
 
 /// How the elements of a dataset are read and presented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,21 @@ pub mod consolidate;
 pub mod dtype;
 pub mod durable;
 pub mod element;
+#[cfg(feature = "hdf5")]
 pub mod h5;
+#[cfg(not(feature = "hdf5"))]
+#[path = "h5_absent.rs"]
+pub mod h5;
+#[cfg(feature = "hdf5")]
 mod h5_records;
+#[cfg(feature = "hdf5")]
 pub mod h5_write;
+/// Without the `hdf5` feature, writing `.h5ad` refuses (see [`h5`]).
+#[cfg(not(feature = "hdf5"))]
+pub mod h5_write {
+    pub use super::h5::{H5WriteSummary, write_h5ad};
+}
+mod hdf5_signature;
 pub mod layout;
 pub mod legacy;
 pub mod read;
