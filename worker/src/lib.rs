@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod governor;
+pub mod queue;
 pub mod runtime;
 
 pub use error::{Result, WorkerError};

@@ -8,7 +8,7 @@
 //! an earlier session (queued tasks, held outputs, late results) is dropped,
 //! since the scheduler gave it to others when it lost this worker.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Result, WorkerError};
 use crate::governor::{self, MemoryGovernor, RssProbe, SAMPLE_INTERVAL};
+use crate::queue::{ReadyTask, TaskQueue};
 
 mod peers;
 mod session;
@@ -129,19 +130,6 @@ fn wall_s() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-struct ReadyTask {
-    session: u64,
-    a: Assignment,
-    inputs: Vec<Arc<Vec<u8>>>,
-}
-
-#[derive(Default)]
-struct ExecState {
-    queue: VecDeque<ReadyTask>,
-    reserved: u64,
-    running: usize,
-}
-
 enum Event {
     Started(u64, TaskKey),
     Ended(Completion),
@@ -179,7 +167,7 @@ struct Shared {
     outputs: Mutex<HashMap<TaskKey, Arc<Vec<u8>>>>,
     peers: Mutex<HashMap<WorkerId, PeerInfo>>,
     peer_conns: Mutex<HashMap<WorkerId, Arc<PeerConn>>>,
-    exec: Mutex<ExecState>,
+    exec: Mutex<TaskQueue>,
     wake: Condvar,
     stop: AtomicBool,
     rss: AtomicU64,
@@ -203,7 +191,7 @@ impl Shared {
         self.me.store(NO_ID, Ordering::Relaxed);
         self.session.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut st) = self.exec.lock() {
-            st.queue.clear();
+            st.clear();
         }
         if let Ok(mut o) = self.outputs.lock() {
             o.clear();
@@ -295,7 +283,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
         outputs: Mutex::new(HashMap::new()),
         peers: Mutex::new(HashMap::new()),
         peer_conns: Mutex::new(HashMap::new()),
-        exec: Mutex::new(ExecState::default()),
+        exec: Mutex::new(TaskQueue::default()),
         wake: Condvar::new(),
         stop: AtomicBool::new(false),
         rss: AtomicU64::new(0),
@@ -383,7 +371,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                         // let them end before taking new work, so no write of
                         // an abandoned run can land after this worker rejoins.
                         let deadline = Instant::now() + config.reconnect_timeout;
-                        while shared.exec.lock().map(|e| e.running).unwrap_or(0) > 0
+                        while shared.exec.lock().map(|e| e.running()).unwrap_or(0) > 0
                             && Instant::now() < deadline
                         {
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -470,31 +458,15 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
                 if shared.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let admitted = st.queue.front().is_some_and(|t| {
-                    shared.governor.admits(
-                        t.a.memory_bytes,
-                        st.reserved,
-                        st.running,
-                        shared.in_use(),
-                    )
-                });
-                if admitted {
-                    break;
+                let session = shared.current_session();
+                if let Some(task) = st.admit(&shared.governor, shared.in_use(), session) {
+                    break task;
                 }
                 st = match shared.wake.wait_timeout(st, SAMPLE_INTERVAL) {
                     Ok((g, _)) => g,
                     Err(_) => return,
                 };
             }
-            let Some(task) = st.queue.pop_front() else {
-                continue;
-            };
-            if task.session != shared.current_session() {
-                continue;
-            }
-            st.reserved += task.a.memory_bytes;
-            st.running += 1;
-            task
         };
         let mem = task.a.memory_bytes;
         let _ = shared
@@ -508,8 +480,7 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
             governor::release_free_memory();
         }
         if let Ok(mut st) = shared.exec.lock() {
-            st.reserved -= mem;
-            st.running -= 1;
+            st.finish(mem);
         }
         shared.wake.notify_all();
         let _ = shared.done_tx.send(Event::Ended(completion));

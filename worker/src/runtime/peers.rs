@@ -38,7 +38,7 @@ pub(super) async fn fetch_and_queue(shared: Arc<Shared>, session: u64, a: Assign
         }
     }
     if let Ok(mut st) = shared.exec.lock() {
-        st.queue.push_back(ReadyTask { session, a, inputs });
+        st.push(ReadyTask { session, a, inputs });
     }
     shared.wake.notify_all();
 }

@@ -37,7 +37,7 @@ pub(super) async fn session(
                         if let Some(inputs) = local_inputs(shared, &a) {
                             // Everything is here: no fetch, straight to the queue.
                             if let Ok(mut st) = shared.exec.lock() {
-                                st.queue.push_back(ReadyTask { session: current, a, inputs });
+                                st.push(ReadyTask { session: current, a, inputs });
                             }
                             shared.wake.notify_one();
                         } else {
@@ -169,7 +169,7 @@ pub(super) async fn heartbeats(
 
 /// This worker's memory and load now.
 pub(super) fn heartbeat(shared: &Shared) -> Heartbeat {
-    let running = shared.exec.lock().map(|e| e.running).unwrap_or(0);
+    let running = shared.exec.lock().map(|e| e.running()).unwrap_or(0);
     let in_use = shared.in_use();
     Heartbeat {
         rss: shared.rss.load(Ordering::Relaxed),
