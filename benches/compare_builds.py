@@ -12,7 +12,8 @@ limit, and the example data cut into 460 tiny tasks (where per-task
 overhead shows). The new build runs twice: as it is (chunks made durable
 before they are journaled) and with `ANNCAT_TEST_NO_SYNC=1`, so the
 design's own cost is told apart from the cost of durability. Outputs must
-be byte-identical to the old build's.
+be byte-identical to the old build's. Every run starts after a `sync`, so
+no run pays for writing back the one before it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def measure(binary: Path, files: list[str], out: Path, join: str, extra: list[st
     json_out = out.with_suffix(".jsonl")
     json_out.unlink(missing_ok=True)
     env = dict(os.environ, **env_extra)
+    # Start from a clean page cache's worth of dirty data: a run's flushes
+    # must not pay for writing back the previous run's output.
+    os.sync()
     subprocess.run(
         [sys.executable, str(BENCH / "measure_cmd.py"), "--case", "builds", "--out", str(out), "--keep-output",
          "--in", *files, "--json-out", str(json_out), "--",

@@ -42,6 +42,7 @@ def measure(files: list[str], out: Path, join: str, extra: list[str], sync: bool
     json_out = out.with_suffix(".jsonl")
     json_out.unlink(missing_ok=True)
     env = dict(os.environ)
+    os.sync()  # no run pays for writing back the one before it
     if not sync:
         env["ANNCAT_TEST_NO_SYNC"] = "1"
     subprocess.run(

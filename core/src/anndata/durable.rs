@@ -48,7 +48,7 @@ pub fn sync_written() -> Result<()> {
 
 /// `ANNCAT_TEST_NO_SYNC=1`: skip the syncs, only so that
 /// `benches/durability.py` can measure what they cost. Never for real runs.
-fn measuring_without_sync() -> bool {
+pub fn measuring_without_sync() -> bool {
     static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SKIP.get_or_init(|| std::env::var_os("ANNCAT_TEST_NO_SYNC").is_some_and(|v| v == "1"))
 }
