@@ -21,16 +21,11 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
-import os
-import platform
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from h5ad_output import BENCH, MEM, REPO, SETS, run  # noqa: E402
+from bench_common import MEM, REPO, ensure_sets, machine, measure as measure_run  # noqa: E402
 
 CASES = [
     ("CSR obs outer, sparse 5000 (9 files)", "sparse5000", "*_csr.zarr", "outer", []),
@@ -40,22 +35,8 @@ CASES = [
 
 
 def measure(binary: Path, files: list[str], out: Path, join: str, extra: list[str], env_extra: dict) -> dict:
-    if out.exists():
-        shutil.rmtree(out)
-    json_out = out.with_suffix(".jsonl")
-    json_out.unlink(missing_ok=True)
-    env = dict(os.environ, **env_extra)
-    # Start from a clean page cache's worth of dirty data: a run's flushes
-    # must not pay for writing back the previous run's output.
-    os.sync()
-    subprocess.run(
-        [sys.executable, str(BENCH / "measure_cmd.py"), "--case", "builds", "--out", str(out), "--keep-output",
-         "--in", *files, "--json-out", str(json_out), "--",
-         str(binary), "concat", *files, "-o", str(out), "--join", join, "--workers", "2",
-         "--memory-limit", MEM, "--quiet", *extra],
-        check=True, text=True, capture_output=True, env=env)
-    lines = [line for line in json_out.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1])
+    args = ["--join", join, "--workers", "2", "--memory-limit", MEM, "--quiet", *extra]
+    return measure_run(binary, files, out, args, env_extra)
 
 
 def same_tree(a: Path, b: Path) -> bool:
@@ -75,11 +56,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--results", type=Path, default=REPO / "benches" / "DESIGN_STEP_RESULTS.md")
     args = p.parse_args()
-    for name, gen in SETS.items():
-        d = args.data / name
-        if not (d / "manifest.json").is_file():
-            print(f"generating {name} ...", flush=True)
-            run([sys.executable, str(BENCH / "gen_data.py"), *gen, "--out", str(d), "--seed", "0"])
+    ensure_sets(args.data)
     work = args.data / "runs-builds"
     work.mkdir(parents=True, exist_ok=True)
     variants = {"old": (args.old, {}), "new": (args.new, {}), "new_nosync": (args.new, {"ANNCAT_TEST_NO_SYNC": "1"})}
@@ -99,11 +76,9 @@ def main() -> int:
         rows.append({"case": case, **{f"{k}_s": v["wall_s"] for k, v in best.items()},
                      **{f"{k}_rss": v["peak_rss_mib"] for k, v in best.items()}, "identical": identical})
         print(json.dumps(rows[-1]), flush=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [
         f"# This build against {args.label}\n",
-        f"Produced by `benches/compare_builds.py` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
-        f"{platform.platform()}; warm page cache; best of {args.repeats}, builds alternating; "
+        f"Produced by `benches/compare_builds.py` on {machine()}; warm page cache; best of {args.repeats}, builds alternating; "
         f"`anncat concat --workers 2 --memory-limit {MEM}`. \"new, no flushes\" is this build with "
         "`ANNCAT_TEST_NO_SYNC=1` (measurement only): the change's own cost apart from durable chunks. "
         "Peak RSS: the largest single process.\n",

@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from h5ad_output import ANNCAT, BENCH, MEM, REPO, SETS, run  # noqa: E402
+from bench_common import ANNCAT, MEM, REPO, ensure_sets, machine, measure as measure_run  # noqa: E402
 
 CASES = [
     ("CSR obs outer, sparse 5000 (9 files)", "sparse5000", "*_csr.zarr", "outer", []),
@@ -37,22 +32,8 @@ CASES = [
 
 
 def measure(files: list[str], out: Path, join: str, extra: list[str], sync: bool) -> dict:
-    if out.exists():
-        shutil.rmtree(out)
-    json_out = out.with_suffix(".jsonl")
-    json_out.unlink(missing_ok=True)
-    env = dict(os.environ)
-    os.sync()  # no run pays for writing back the one before it
-    if not sync:
-        env["ANNCAT_TEST_NO_SYNC"] = "1"
-    subprocess.run(
-        [sys.executable, str(BENCH / "measure_cmd.py"), "--case", "durability", "--out", str(out),
-         "--in", *files, "--json-out", str(json_out), "--",
-         str(ANNCAT), "concat", *files, "-o", str(out), "--join", join,
-         "--memory-limit", MEM, "--quiet", *extra],
-        check=True, text=True, capture_output=True, env=env)
-    lines = [line for line in json_out.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1])
+    env = {} if sync else {"ANNCAT_TEST_NO_SYNC": "1"}
+    return measure_run(ANNCAT, files, out, ["--join", join, "--memory-limit", MEM, "--quiet", *extra], env, keep=False)
 
 
 def main() -> int:
@@ -62,12 +43,8 @@ def main() -> int:
     p.add_argument("--results", type=Path, default=REPO / "benches" / "DURABILITY_RESULTS.md")
     args = p.parse_args()
     if not ANNCAT.is_file():
-        run(["cargo", "build", "--release", "--locked"])
-    for name, gen in SETS.items():
-        d = args.data / name
-        if not (d / "manifest.json").is_file():
-            print(f"generating {name} ...", flush=True)
-            run([sys.executable, str(BENCH / "gen_data.py"), *gen, "--out", str(d), "--seed", "0"])
+        raise SystemExit(f"{ANNCAT}: build it first (cargo build --release --locked)")
+    ensure_sets(args.data)
     work = args.data / "runs-durability"
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -87,11 +64,9 @@ def main() -> int:
                      "sync_s": on["wall_s"], "nosync_s": off["wall_s"],
                      "out_mib": on["out_bytes"] / 2**20})
         print(json.dumps(rows[-1]), flush=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [
         "# The cost of durable chunks\n",
-        f"Produced by `benches/durability.py` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
-        f"{platform.platform()}; warm page cache; best of {args.repeats}, runs with and without the flushes "
+        f"Produced by `benches/durability.py` on {machine()}; warm page cache; best of {args.repeats}, runs with and without the flushes "
         f"alternating. `anncat concat --memory-limit {MEM}` with the default local cluster, zarr v2 output. "
         "With flushes (the default): one `syncfs` per task before it is reported done, and the output "
         "flushed around its final rename. Without: `ANNCAT_TEST_NO_SYNC=1`, for this measurement only.\n",

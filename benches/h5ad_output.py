@@ -18,24 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = (REPO / ".." / "shared" / "bench").resolve()
-ANNCAT = Path(os.environ.get("ANNCAT_BIN", REPO / "target" / "release" / "anncat"))
-MEM = "256MiB"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import ANNCAT, MEM, REPO, ensure_sets, machine, measure as measure_run, run  # noqa: E402
 
-# (set, generator arguments)
-SETS = {
-    "sparse5000": ["--size", "5000", "--runs", "3", "--kinds", "csr,csc"],
-    "dense6000": ["--size", "6000", "--runs", "3", "--kinds", "dense", "--dense-chunks", "auto"],
-}
 # (case, set, glob, join)
 CASES = [
     ("CSR obs outer, sparse 5000 (9 files)", "sparse5000", "*_csr.zarr", "outer"),
@@ -43,23 +31,9 @@ CASES = [
 ]
 
 
-def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=True, text=True, capture_output=True)
-
-
 def measure(files: list[str], out: Path, join: str, json_out: Path) -> dict:
     """One run of anncat concat under ../shared/bench/measure_cmd.py."""
-    if out.is_dir():
-        shutil.rmtree(out)
-    else:
-        out.unlink(missing_ok=True)
-    json_out.unlink(missing_ok=True)
-    run([sys.executable, str(BENCH / "measure_cmd.py"), "--case", out.suffix, "--out", str(out),
-         "--keep-output", "--in", *files, "--json-out", str(json_out), "--",
-         str(ANNCAT), "concat", *files, "-o", str(out), "--join", join,
-         "--memory-limit", MEM, "--quiet"])
-    lines = [line for line in json_out.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1])
+    return measure_run(ANNCAT, files, out, ["--join", join, "--memory-limit", MEM, "--quiet"])
 
 
 def same(zarr_out: Path, h5ad_out: Path) -> str:
@@ -91,11 +65,7 @@ def main() -> int:
     args = p.parse_args()
     if not ANNCAT.is_file():
         run(["cargo", "build", "--release", "--locked"])
-    for name, gen in SETS.items():
-        d = args.data / name
-        if not (d / "manifest.json").is_file():
-            print(f"generating {name} ...", flush=True)
-            run([sys.executable, str(BENCH / "gen_data.py"), *gen, "--out", str(d), "--seed", "0"])
+    ensure_sets(args.data)
     work = args.data / "runs-h5ad"
     work.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -116,11 +86,9 @@ def main() -> int:
             "same": same(work / "out.zarr", work / "out.h5ad"),
         })
         print(json.dumps(rows[-1]), flush=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [
         "# h5ad output against zarr output\n",
-        f"Produced by `benches/h5ad_output.py` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), "
-        f"{platform.platform()}; warm page cache; best of {args.repeats}, zarr and h5ad runs alternating. "
+        f"Produced by `benches/h5ad_output.py` on {machine()}; warm page cache; best of {args.repeats}, zarr and h5ad runs alternating. "
         f"`anncat concat --memory-limit {MEM}` with the default local cluster. Peak RSS: the largest single "
         "process (for h5ad, `anncat concat` runs the HDF5 writer itself after the workers stop). "
         "The h5ad output is uncompressed, as anndata's `write_h5ad` writes it by default; zarr v2 uses "

@@ -154,7 +154,7 @@ pub fn run_concat(
             Ok(mut r) => {
                 if matches!(run.cluster, ClusterChoice::InProcess) {
                     for w in &mut r.workers {
-                        w.peak_rss = crate::report::process_peak_rss();
+                        w.peak_rss = anncat_worker::governor::peak_rss();
                     }
                 }
                 report.workers(r.workers);

@@ -235,19 +235,6 @@ pub fn render_svg(report: &RunReport) -> String {
     s
 }
 
-/// The high-water mark of this process' resident set (`VmHWM`), bytes;
-/// 0 where the system does not say.
-pub fn process_peak_rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(0)
-}
-
 /// CPU seconds (user + system) this process has used, from /proc (0 where
 /// there is no /proc).
 pub fn process_cpu_seconds() -> f64 {
