@@ -115,12 +115,18 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(ParseError::Clap(e))
+            if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            // Bare `anncat` (or a subcommand-less call): the usage.
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
         Err(ParseError::Clap(e)) => {
-            // One line, like every other anncat error.
-            let rendered = e.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("anncat: error: invalid option: {first} (see anncat --help)");
+            eprintln!(
+                "anncat: error: invalid option: {}",
+                one_line_usage_error(&e)
+            );
             return ExitCode::from(2);
         }
     };
@@ -131,4 +137,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A clap usage error on one line, like every other anncat error, keeping
+/// what helps: the message, the missing arguments' names, clap's "did you
+/// mean" tip; the usage block and the `--help` hint become one pointer.
+fn one_line_usage_error(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:"))
+        .filter(|l| !l.is_empty())
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+        .collect();
+    let message = if parts.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        parts.join("; ")
+    };
+    format!("{message} (see anncat --help)")
 }

@@ -417,3 +417,24 @@ fn bad_options_and_outputs_are_refused() {
     assert!(!out.status.success() && stderr(&out).contains("inside input"));
     assert!(!inside.exists());
 }
+
+/// Usage errors keep what helps, on one line: the missing argument's name
+/// and clap's "did you mean"; bare `anncat` prints the usage. Exit 2.
+#[test]
+fn usage_errors_name_the_missing_argument_and_suggest_the_flag() {
+    let missing = anncat(&[&"concat", &"a.zarr", &"b.zarr"]);
+    let e = stderr(&missing);
+    assert_eq!(missing.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("--output"), "{e}");
+    let typo = anncat(&[&"concat", &"a.zarr", &"-o", &"o.zarr", &"--jion", &"outer"]);
+    let e = stderr(&typo);
+    assert_eq!(typo.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("'--jion'") && e.contains("'--join'"), "{e}");
+    let bare = anncat(&[]);
+    let e = stderr(&bare);
+    assert_eq!(bare.status.code(), Some(2), "{e}");
+    assert!(e.contains("Usage: anncat") && e.contains("concat"), "{e}");
+    assert!(!e.contains("invalid option"), "{e}");
+}
