@@ -123,6 +123,21 @@ fn inspect_lists_every_node_of_an_anndata_store() {
                 || !name.starts_with("edge")
         );
     }
+    // An .h5ad says it is HDF5, not "zarr v2".
+    let h5ad = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy/a07.h5ad");
+    let text = anncat(&[&"inspect", &h5ad]);
+    let first = String::from_utf8_lossy(&text.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        first.contains("h5ad: HDF5") && !first.contains("zarr"),
+        "{first}"
+    );
+    let json = anncat(&[&"inspect", &"--json", &h5ad]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert_eq!(report["container"], "hdf5");
 }
 
 #[test]

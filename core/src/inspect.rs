@@ -41,7 +41,9 @@ pub struct InspectRow {
 pub struct Inspection {
     /// The store path as given.
     pub store: String,
-    /// Zarr format (2 or 3).
+    /// What holds the store: `"zarr"` or `"hdf5"` (an `.h5ad` file).
+    pub container: String,
+    /// Zarr format (2 or 3; an `.h5ad` reads as zarr v2).
     pub zarr_format: u8,
     /// Every element, parents before children.
     pub elements: Vec<InspectRow>,
@@ -56,6 +58,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     collect(&store, &tree, 0, &mut elements);
     Ok(Inspection {
         store: path.display().to_string(),
+        container: if store.h5().is_some() { "hdf5" } else { "zarr" }.to_string(),
         zarr_format: store.format().number(),
         elements,
     })
@@ -206,7 +209,14 @@ pub fn render_text(ins: &Inspection) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = format!("{} (zarr v{})\n", ins.store, ins.zarr_format);
+    let mut out = if ins.container == "hdf5" {
+        format!(
+            "{} (h5ad: HDF5; chunks are anncat's read blocks)\n",
+            ins.store
+        )
+    } else {
+        format!("{} (zarr v{})\n", ins.store, ins.zarr_format)
+    };
     for row in rows {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
