@@ -16,15 +16,27 @@ use anncat_core::inspect::{inspect, render_text};
 #[global_allocator]
 static ALLOCATOR: anncat_worker::CountingAllocator = anncat_worker::CountingAllocator;
 
+/// Writes `text` to stdout; a reader that closed the pipe early (`| head`)
+/// ends the output quietly, as for any Unix tool.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect { store, json } => {
             let ins = inspect(&store)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&ins)?);
+            let text = if json {
+                serde_json::to_string_pretty(&ins)? + "\n"
             } else {
-                print!("{}", render_text(&ins));
-            }
+                render_text(&ins)
+            };
+            write_stdout(&text)?;
         }
         Command::Convert {
             input,

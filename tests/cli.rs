@@ -453,3 +453,43 @@ fn usage_errors_name_the_missing_argument_and_suggest_the_flag() {
     assert!(e.contains("Usage: anncat") && e.contains("concat"), "{e}");
     assert!(!e.contains("invalid option"), "{e}");
 }
+
+/// `anncat inspect --json | head -1`: the closed pipe ends the output
+/// quietly (exit 0), not with a panic.
+#[test]
+fn inspect_into_a_closed_pipe_exits_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    // A store whose listing is far larger than a pipe's buffer (64 KiB),
+    // so the writer is still writing when the reader goes away.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("many.zarr");
+    copy_tree(&fixture("chunked_v2.zarr"), &store);
+    for i in 0..3000 {
+        let g = store.join("uns").join(format!("entry_{i:04}"));
+        std::fs::create_dir_all(&g).expect("mkdir");
+        std::fs::write(g.join(".zgroup"), br#"{"zarr_format": 2}"#).expect("zgroup");
+        std::fs::write(
+            g.join(".zattrs"),
+            br#"{"encoding-type": "dict", "encoding-version": "0.1.0"}"#,
+        )
+        .expect("zattrs");
+    }
+    let _ = std::fs::remove_file(store.join(".zmetadata"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anncat"))
+        .args(["inspect", "--json"])
+        .arg(&store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("inspect");
+    // Read one byte, then close the pipe before the rest is written.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut one = [0u8; 1];
+    stdout.read_exact(&mut one).expect("first byte");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+}
