@@ -70,15 +70,18 @@ impl Executor for InProcess {
         let on_done = Mutex::new(on_done);
         let outputs = Mutex::new(HashMap::new());
         self.executor
-            .run_observed(graph, &self.registry, &|_, done, sink| {
-                let mut done = done.clone();
-                if !wanted(done.task, sink) {
-                    done.output = None;
-                } else if let (Some(out), Ok(mut outputs)) = (&done.output, outputs.lock()) {
-                    outputs.insert(done.task, out.clone());
-                }
+            .run_observed(graph, &self.registry, &|_, done, output, sink| {
+                // A copy of the output only where it is wanted, handed to
+                // `on_done` and then kept, as the cluster client does.
+                let done = TaskDone {
+                    output: wanted(done.task, sink).then(|| output.as_ref().clone()),
+                    ..done.clone()
+                };
                 if let Ok(mut f) = on_done.lock() {
                     f(&done);
+                }
+                if let (Some(out), Ok(mut outputs)) = (done.output, outputs.lock()) {
+                    outputs.insert(done.task, out);
                 }
             })?;
         Ok(JobResult {
@@ -99,6 +102,10 @@ fn wall_s() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+/// What [`LocalExecutor::run_observed`] calls for each finished task: the
+/// progress, what finished, its output, and whether it is a sink.
+pub type TaskObserver<'a> = dyn Fn(&Progress, &TaskDone, &Arc<Vec<u8>>, bool) + Sync + 'a;
 
 /// A byte budget shared by the tasks running at one time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,18 +174,19 @@ impl LocalExecutor {
         registry: &KernelRegistry,
         progress: &(dyn Fn(&Progress) + Sync),
     ) -> Result<HashMap<TaskId, Arc<Vec<u8>>>> {
-        self.run_observed(graph, registry, &|p, _, _| progress(p))
+        self.run_observed(graph, registry, &|p, _, _, _| progress(p))
     }
 
     /// [`LocalExecutor::run`], telling `observe` of every finished task:
-    /// the progress, what finished (with its output), and whether nothing
-    /// depends on it. `observe` runs under the executor's lock, in the
-    /// order tasks finish.
+    /// the progress, what finished (its `output` field left empty), its
+    /// output, and whether nothing depends on it. `observe` runs under the
+    /// executor's lock, in the order tasks finish; it copies an output only
+    /// if it keeps it.
     pub fn run_observed(
         &self,
         graph: &Graph,
         registry: &KernelRegistry,
-        observe: &(dyn Fn(&Progress, &TaskDone, bool) + Sync),
+        observe: &TaskObserver<'_>,
     ) -> Result<HashMap<TaskId, Arc<Vec<u8>>>> {
         graph.validate()?;
         let tasks = graph.tasks();
@@ -251,7 +259,7 @@ impl LocalExecutor {
         registry: &KernelRegistry,
         state: &Mutex<State>,
         wake: &Condvar,
-        observe: &(dyn Fn(&Progress, &TaskDone, bool) + Sync),
+        observe: &TaskObserver<'_>,
         started: Instant,
     ) {
         let tasks = graph.tasks();
@@ -330,12 +338,13 @@ impl LocalExecutor {
                             written_bytes: written,
                             ..TaskStats::default()
                         },
-                        output: Some(output.clone()),
+                        output: None,
                     };
                     guard.done += 1;
                     guard.written += written;
                     guard.work_done += task.memory_bytes;
-                    guard.outputs[i] = Some(Arc::new(output));
+                    let output = Arc::new(output);
+                    guard.outputs[i] = Some(output.clone());
                     for d in &task.deps {
                         let j = index[d];
                         guard.uses_left[j] -= 1;
@@ -362,6 +371,7 @@ impl LocalExecutor {
                             work_total,
                         },
                         &done,
+                        &output,
                         sink,
                     );
                 }
