@@ -55,13 +55,12 @@ pub fn run_concat(
     if let ClusterChoice::Local(c) = &run.cluster {
         c.validate()?;
     }
-    let cluster_file = match &run.cluster {
-        ClusterChoice::Remote(path) => Some(ClusterFile::read(path)?),
+    let mut remote = match &run.cluster {
+        ClusterChoice::Remote(path) => Some(Client::connect(
+            &ClusterFile::read(path)?,
+            &TransportTuning::default(),
+        )?),
         _ => None,
-    };
-    let mut remote = match cluster_file {
-        Some(file) => Some(Client::connect(&file, &TransportTuning::default())?),
-        None => None,
     };
     let mut opts = opts.clone();
     if run.fit_cluster_budgets
@@ -198,17 +197,15 @@ pub fn run_concat(
 /// least that long, so a test can act mid-run.
 fn in_process_kernels() -> anncat_core::kernel::KernelRegistry {
     let mut registry = kernels();
-    if std::env::var_os("ANNCAT_TEST_TASK_DELAY_MS").is_some() {
+    if anncat_worker::runtime::test_task_delay().is_some() {
         registry.finish_each_with(test_task_delay);
     }
     registry
 }
 
 fn test_task_delay() -> anncat_core::Result<()> {
-    let ms = std::env::var("ANNCAT_TEST_TASK_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    std::thread::sleep(Duration::from_millis(ms));
+    if let Some(delay) = anncat_worker::runtime::test_task_delay() {
+        std::thread::sleep(delay);
+    }
     Ok(())
 }

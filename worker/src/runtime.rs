@@ -187,7 +187,7 @@ impl Shared {
 
     /// Forgets the work of the session that ended: queued tasks, held
     /// outputs, peers (the scheduler reassigns all of it).
-    async fn end_session(&self) {
+    fn end_session(&self) {
         self.me.store(NO_ID, Ordering::Relaxed);
         self.session.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut st) = self.exec.lock() {
@@ -202,6 +202,14 @@ impl Shared {
         if let Ok(mut conns) = self.peer_conns.lock() {
             conns.clear();
         }
+    }
+
+    /// Queues a task whose inputs are all here and wakes a task thread.
+    fn enqueue(&self, task: ReadyTask) {
+        if let Ok(mut st) = self.exec.lock() {
+            st.push(task);
+        }
+        self.wake.notify_all();
     }
 
     fn in_use(&self) -> u64 {
@@ -350,12 +358,13 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                 joined_before = true;
                 shared.me.store(id, Ordering::Relaxed);
                 let end = session(&config, &shared, writer, reader, &mut done_rx).await;
-                shared.end_session().await;
+                shared.end_session();
                 // A scheduler that stopped closes with code 0: a shutdown,
                 // even if its Shutdown frame did not arrive first.
                 let stopped = matches!(
                     conn.close_reason(),
-                    Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == CloseCode::Shutdown.code().into()
+                    Some(quinn::ConnectionError::ApplicationClosed(ref c))
+                        if c.error_code == CloseCode::Shutdown.code().into()
                 );
                 match end {
                     Ok(()) => break Ok(()),
@@ -488,8 +497,8 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
 }
 
 /// Fault-injection hook for tests: `ANNCAT_TEST_TASK_DELAY_MS` makes every
-/// task take at least that long, so a test can act mid-run.
-fn test_task_delay() -> Option<Duration> {
+/// task take at least that long, so a test can act mid-run (read once).
+pub fn test_task_delay() -> Option<Duration> {
     static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
     *DELAY.get_or_init(|| {
         std::env::var("ANNCAT_TEST_TASK_DELAY_MS")

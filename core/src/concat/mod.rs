@@ -5,7 +5,8 @@
 //! before all inputs check out), computes both axes' names, the join and one
 //! reindexer per input, writes the annotations (obs / var), uns and the
 //! skeleton of every matrix, and emits a task graph whose write tasks each
-//! own whole output chunks. The graph runs on an executor (in-process here);
+//! own whole output chunks. The graph runs on any `Executor` (threads of one
+//! process or a cluster: see `anncat::run_concat`, over `prepare_concat`);
 //! the output is consolidated and renamed into place only when complete.
 
 mod awkward;
@@ -39,7 +40,6 @@ use self::tasks::MatrixLayout;
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::{DType, Store};
 use crate::error::{Error, Result};
-use crate::executor::{LocalExecutor, MemoryBudget, Progress};
 
 /// What a concatenation produced.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -201,24 +201,6 @@ pub(crate) fn group_attrs(encoding: &str, version: &str) -> Map<String, Value> {
     m.insert("encoding-type".into(), json!(encoding));
     m.insert("encoding-version".into(), json!(version));
     m
-}
-
-/// Runs a whole concatenation on the in-process executor.
-pub fn concat(
-    opts: &ConcatOptions,
-    progress: &(dyn Fn(&Progress) + Sync),
-) -> Result<ConcatSummary> {
-    let prepared = prepare_concat(opts)?;
-    let graph = prepared.remaining();
-    let registry = matrix::kernels();
-    let executor = LocalExecutor {
-        threads: opts.threads,
-        budget: MemoryBudget {
-            limit_bytes: opts.memory_limit,
-        },
-    };
-    let result = executor.run(&graph, &registry, progress).map(|_| ());
-    prepared.finish(result, false)
 }
 
 /// One AnnData-like object per input: the main object, or its raw.

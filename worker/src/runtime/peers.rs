@@ -37,10 +37,7 @@ pub(super) async fn fetch_and_queue(shared: Arc<Shared>, session: u64, a: Assign
             }
         }
     }
-    if let Ok(mut st) = shared.exec.lock() {
-        st.push(ReadyTask { session, a, inputs });
-    }
-    shared.wake.notify_all();
+    shared.enqueue(ReadyTask { session, a, inputs });
 }
 
 pub(super) async fn fetch(

@@ -36,10 +36,7 @@ pub(super) async fn session(
                     for a in assignments {
                         if let Some(inputs) = local_inputs(shared, &a) {
                             // Everything is here: no fetch, straight to the queue.
-                            if let Ok(mut st) = shared.exec.lock() {
-                                st.push(ReadyTask { session: current, a, inputs });
-                            }
-                            shared.wake.notify_one();
+                            shared.enqueue(ReadyTask { session: current, a, inputs });
                         } else {
                             let s = shared.clone();
                             tokio::spawn(async move { fetch_and_queue(s, current, a).await });
