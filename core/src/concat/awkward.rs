@@ -239,17 +239,12 @@ fn copy_node(
                         "awkward offsets that do not start at 0 (not packed) are not supported",
                     ));
                 }
-                let mut start = 1;
                 let mut last = 0;
-                while start <= n {
-                    let len = (n + 1 - start).min(BLOCK);
-                    let mut block = read_i64_range(p.store, &src, &DType::Int64, start, len)?;
+                at = copy_i64_blocks(p, &src, 1..n + 1, out, &dest, at, |block| {
                     last = *block.last().unwrap_or(&last);
                     block.iter_mut().for_each(|o| *o += shift);
-                    write_values(out, &dest, vec![at], vec![len], &Values::I64(block))?;
-                    at += len;
-                    start += len;
-                }
+                    Ok(())
+                })?;
                 inner.push(last as u64);
                 shift += last;
             }
@@ -263,32 +258,49 @@ fn copy_node(
             for (p, &n) in parts.iter().zip(lengths) {
                 let src = p.buffer(key, "index");
                 let mut valid = 0i64;
-                let mut start = 0;
-                while start < n {
-                    let len = (n - start).min(BLOCK);
-                    let mut block = read_i64_range(p.store, &src, &DType::Int64, start, len)?;
-                    for v in block.iter_mut() {
-                        if *v >= 0 {
-                            if *v != valid {
-                                return Err(p.store.err(
-                                    &src,
-                                    "an awkward option index that is not packed is not supported",
-                                ));
-                            }
-                            valid += 1;
-                            *v += shift;
+                at = copy_i64_blocks(p, &src, 0..n, out, &dest, at, |block| {
+                    for v in block.iter_mut().filter(|v| **v >= 0) {
+                        if *v != valid {
+                            return Err(p.store.err(
+                                &src,
+                                "an awkward option index that is not packed is not supported",
+                            ));
                         }
+                        valid += 1;
+                        *v += shift;
                     }
-                    write_values(out, &dest, vec![at], vec![len], &Values::I64(block))?;
-                    at += len;
-                    start += len;
-                }
+                    Ok(())
+                })?;
                 inner.push(valid as u64);
                 shift += valid;
             }
             copy_node(out, out_path, content, parts, &inner)
         }
     }
+}
+
+/// Copies entries `range` of the int64 buffer `src` of `p` to `dest` of
+/// `out` from entry `at`, a block at a time, letting `edit` change each
+/// block first (shift offsets, check an index); where the copy ended.
+fn copy_i64_blocks(
+    p: &Part<'_>,
+    src: &str,
+    range: std::ops::Range<u64>,
+    out: &Store,
+    dest: &str,
+    mut at: u64,
+    mut edit: impl FnMut(&mut [i64]) -> Result<()>,
+) -> Result<u64> {
+    let mut start = range.start;
+    while start < range.end {
+        let len = (range.end - start).min(BLOCK);
+        let mut block = read_i64_range(p.store, src, &DType::Int64, start, len)?;
+        edit(&mut block)?;
+        write_values(out, dest, vec![at], vec![len], &Values::I64(block))?;
+        at += len;
+        start += len;
+    }
+    Ok(at)
 }
 
 #[cfg(test)]

@@ -402,7 +402,7 @@ impl Planner<'_> {
         }
         // The limit that would do: the input chunk's share is fixed, the
         // rest grows with the output chunks a larger limit gives.
-        let read_part = 2 * largest_read_chunk(m);
+        let read_part = 2 * s.read_chunk_bytes;
         let rest = need.saturating_sub(read_part).max(1);
         let mut enough = need;
         for _ in 0..8 {
