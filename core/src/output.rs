@@ -195,14 +195,8 @@ fn durable_rename(from: &Path, to: &Path) -> Result<()> {
             format!("cannot move output into place: {}", io_reason(&e)),
         )
     };
-    let sync = !crate::anndata::durable::measuring_without_sync();
-    if sync {
-        crate::anndata::durable::sync_file_system(from).map_err(failed)?;
-    }
+    crate::anndata::durable::sync_file_system(from).map_err(failed)?;
     std::fs::rename(from, to).map_err(failed)?;
-    if !sync {
-        return Ok(());
-    }
     let parent = to.parent().filter(|p| !p.as_os_str().is_empty());
     crate::anndata::durable::sync_dir(parent.unwrap_or(Path::new("."))).map_err(failed)
 }
