@@ -26,10 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH = (REPO / ".." / "shared" / "bench").resolve()
-ANNCAT = Path(os.environ.get("ANNCAT_BIN", REPO / "target" / "release" / "anncat"))
-MEM = "256MiB"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import ANNCAT, BENCH, MEM, REPO  # noqa: E402
 
 # (name, generator args)
 SETS = {
