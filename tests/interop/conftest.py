@@ -40,3 +40,41 @@ def fixture_dir(tmp_path_factory):
             make_fixtures.write(a, path, fmt, shard)
             make_fixtures.post_write(name, path, fmt, shard)
     return out
+
+
+#: The anndata sdist whose tests/data/archives (files written by old
+#: anndata releases) the legacy-layout tests read.
+ARCHIVE_SDIST = "anndata-0.13.4"
+
+
+@pytest.fixture(scope="session")
+def anndata_archive(tmp_path_factory):
+    """A function giving the path of a file of anndata's own
+    tests/data/archives (e.g. "v0.5.0/adata.h5ad"), taken from the anndata
+    sdist, downloaded from the package registry into target/anndata-suite
+    (where tests/anndata_suite/run.sh keeps it too) unless already there."""
+    import tarfile
+
+    cache = REPO / "target" / "anndata-suite"
+    sdist = cache / f"{ARCHIVE_SDIST}.tar.gz"
+    if not sdist.is_file() or sdist.stat().st_size == 0:
+        # Downloaded beside the cache and moved in: parallel test workers
+        # never see half a file.
+        staging = Path(tmp_path_factory.mktemp("sdist"))
+        name, version = ARCHIVE_SDIST.split("-")
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+             f"{name}=={version}", "-d", str(staging)],
+            check=True,
+        )
+        cache.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / sdist.name, sdist)
+    out = Path(tmp_path_factory.mktemp("archives"))
+
+    def extract(member):
+        inner = f"{ARCHIVE_SDIST}/tests/data/archives/{member}"
+        with tarfile.open(sdist) as tar:
+            tar.extract(inner, out, filter="data")
+        return out / inner
+
+    return extract

@@ -673,6 +673,22 @@ def test_v3_output_is_sharded_unless_asked_not_to(tmp_path):
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy"
 
 
+def compare_legacy_texts(results, got, column):
+    """anndata 0.13 reads an old h5ad's string columns as str (0.12, and
+    both reading zarr: object), so its concat stores them otherwise; anncat
+    writes what 0.12 makes of them. Under 0.13 the column is compared as
+    values and then left out of the whole comparison."""
+    if int(ad.__version__.split(".")[1]) < 13:
+        return
+
+    def texts(values):
+        return [None if pd.isna(v) else str(v) for v in values]
+
+    got_texts = texts(got.obs.pop(column))
+    for r in results:
+        assert texts(r.obs.pop(column)) == got_texts
+
+
 @pytest.mark.parametrize("opts", [
     dict(join="outer", merge="same", uns_merge="same", label="batch"),
     dict(join="inner", merge="unique", uns_merge="first", index_unique="-", keys=["a", "b"]),
@@ -688,30 +704,73 @@ def test_anndata_07_stores_as_current_anndata_reads_them(tmp_path, pair, opts):
     run_anncat("concat", *paths, "-o", out, "--quiet", *cli_args(opts))
     got = ad.read_zarr(out)
     results = expected_results(paths, opts, tmp_path, 2)
-    if pair.endswith(".h5ad") and int(ad.__version__.split(".")[1]) >= 13:
-        # anndata 0.13 reads a 0.7 h5ad's string columns as str (0.12, and
-        # both reading zarr: object), so its concat stores them otherwise;
-        # anncat writes what 0.12 makes of them: the same values.
-        def texts(column):
-            return [None if pd.isna(v) else str(v) for v in column]
-        got_barcodes = texts(got.obs.pop("barcode"))
-        for r in results:
-            assert texts(r.obs.pop("barcode")) == got_barcodes
+    if pair.endswith(".h5ad"):
+        compare_legacy_texts(results, got, "barcode")
     expected = assert_matches_python(results, got)
     assert list(expected.obs.columns) == list(got.obs.columns)
     assert isinstance(got.obs["cell_type"].dtype, pd.CategoricalDtype) or opts.get("axis") == "var"
 
 
-@pytest.mark.parametrize("name", ["a06.h5ad", "a06s.h5ad", "a06.zarr"])
-def test_pre_07_stores_are_refused_naming_the_layout(tmp_path, name):
-    """anndata 0.6's layout (obs and var as record arrays, categories in
-    uns): one line naming the layout and how to re-save it."""
+PRE07_OPTS = [
+    dict(join="outer", merge="same", uns_merge="same", label="batch", pairwise=True),
+    dict(join="inner", merge="unique", uns_merge="first", index_unique="-", keys=["a", "b"]),
+    dict(axis="var", join="outer", merge="first"),
+]
+
+
+@pytest.mark.parametrize("opts", PRE07_OPTS)
+@pytest.mark.parametrize("pair", ["06.h5ad", "06s.h5ad"])
+def test_anndata_06_h5ad_as_current_anndata_reads_it(tmp_path, pair, opts):
+    """h5ad files written by anndata 0.6.22 (tests/fixtures/legacy: no
+    encodings at all, obs and var as record arrays, categories in
+    `uns/<column>_categories`, sparse matrices tagged `h5sparse_format`)
+    concatenate as anndata.concat of what anndata reads."""
+    paths = [LEGACY / f"a{pair}", LEGACY / f"b{pair}"]
     out = tmp_path / "out.zarr"
-    proc = run_anncat("concat", LEGACY / name, LEGACY / "b07.zarr", "-o", out, check=False)
+    run_anncat("concat", *paths, "-o", out, "--quiet", *cli_args(opts))
+    got = ad.read_zarr(out)
+    results = expected_results(paths, opts, tmp_path, 2)
+    columns = list(results[0].obs.columns)
+    assert list(got.obs.columns) == columns
+    if opts.get("axis") != "var":
+        compare_legacy_texts(results, got, "barcode")
+    assert_matches_python(results, got)
+    assert isinstance(got.obs["cell_type"].dtype, pd.CategoricalDtype) or opts.get("axis") == "var"
+
+
+@pytest.mark.parametrize("opts", PRE07_OPTS)
+def test_anndata_05_archive_as_current_anndata_reads_it(tmp_path, anndata_archive, opts):
+    """anndata's own pre-0.7 test file (scanpy's pbmc68k_reduced, written by
+    anndata 0.5/0.6: record-array obs, var, obsm and varm with sub-array
+    fields, `raw.X` / `raw.var`, record arrays and one-element byte strings
+    in uns, adjacency matrices in uns/neighbors) concatenated with itself
+    equals anndata.concat of what anndata reads, raw and obsp included."""
+    path = anndata_archive("v0.5.0/adata.h5ad")
+    opts = dict(opts)
+    if opts.get("axis") != "var":
+        opts.update(keys=["a", "b"], index_unique="-")
+    paths = [path, path]
+    out = tmp_path / "out.zarr"
+    run_anncat("concat", *paths, "-o", out, "--quiet", *cli_args(opts))
+    got = ad.read_zarr(out)
+    expected = assert_matches_python(expected_results(paths, opts, tmp_path, 2), got)
+    if opts.get("axis") != "var":
+        assert isinstance(got.obs["louvain"].dtype, pd.CategoricalDtype)
+        assert got.raw is not None and got.raw.shape == expected.raw.shape
+    if opts.get("pairwise"):
+        assert set(got.obsp) == {"connectivities", "distances"}
+
+
+def test_pre_07_zarr_is_refused_naming_the_layout(tmp_path):
+    """anndata 0.6's zarr layout (structured arrays and json2-encoded object
+    arrays, which zarr-python 3 and so anndata 0.13 cannot open either): one
+    line naming the layout and how to re-save it."""
+    out = tmp_path / "out.zarr"
+    proc = run_anncat("concat", LEGACY / "a06.zarr", LEGACY / "b07.zarr", "-o", out, check=False)
     assert proc.returncode != 0, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert name in lines[0] and "pre-0.7" in lines[0] and "re-save" in lines[0], lines[0]
+    assert "a06.zarr" in lines[0] and "pre-0.7" in lines[0] and "re-save" in lines[0], lines[0]
     assert not out.exists() and not (tmp_path / "out.zarr.partial").exists()
 
 

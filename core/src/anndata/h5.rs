@@ -16,22 +16,23 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use hdf5::types::{
-    FixedAscii, FixedUnicode, FloatSize, H5Type, IntSize, TypeDescriptor, VarLenAscii,
-    VarLenUnicode,
-};
+use hdf5::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenAscii, VarLenUnicode};
 use hdf5::{Hyperslab, Selection, SliceOrIndex};
 use ndarray::ArrayD;
 use serde_json::{Map, Value, json};
 
-use super::h5_records::{BoolByte, Records, read_records, utf8};
+use super::h5_records::{
+    BoolByte, FieldColumn, FieldValuesRead, Records, read_field_column, read_records, utf8,
+};
 use super::structured::base64_zeros;
 use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{Bytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
 
 mod decode;
+mod elem;
 
 use decode::*;
+pub(super) use elem::{Elem, FixedRead, LeBytes, NumberRead, with_fixed_size};
 
 /// Target size of one virtual chunk.
 const CHUNK_TARGET_BYTES: u64 = 4 << 20;
@@ -39,201 +40,7 @@ const CHUNK_TARGET_BYTES: u64 = 4 << 20;
 /// Largest virtual chunk made by rounding up to whole HDF5 chunks.
 const CHUNK_ROUNDING_CAP_BYTES: u64 = 64 << 20;
 
-/// Bytes a string element is assumed to take when sizing chunks.
-const STRING_GUESS_BYTES: u64 = 32;
-
 pub use super::hdf5_signature::is_hdf5;
-
-/// How the elements of a dataset are read and presented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Elem {
-    I8,
-    I16,
-    I32,
-    I64,
-    U8,
-    U16,
-    U32,
-    U64,
-    F32,
-    F64,
-    Bool,
-    /// Variable-length strings (UTF-8 or ASCII).
-    VarStr {
-        ascii: bool,
-    },
-    /// Fixed-length strings of this many bytes.
-    FixedStr {
-        ascii: bool,
-        len: usize,
-    },
-}
-
-impl Elem {
-    pub(super) fn of(desc: &TypeDescriptor) -> Option<Elem> {
-        Some(match desc {
-            TypeDescriptor::Integer(s) => match s {
-                IntSize::U1 => Elem::I8,
-                IntSize::U2 => Elem::I16,
-                IntSize::U4 => Elem::I32,
-                IntSize::U8 => Elem::I64,
-            },
-            TypeDescriptor::Unsigned(s) => match s {
-                IntSize::U1 => Elem::U8,
-                IntSize::U2 => Elem::U16,
-                IntSize::U4 => Elem::U32,
-                IntSize::U8 => Elem::U64,
-            },
-            TypeDescriptor::Float(FloatSize::U4) => Elem::F32,
-            TypeDescriptor::Float(FloatSize::U8) => Elem::F64,
-            TypeDescriptor::Boolean => Elem::Bool,
-            TypeDescriptor::VarLenUnicode => Elem::VarStr { ascii: false },
-            TypeDescriptor::VarLenAscii => Elem::VarStr { ascii: true },
-            TypeDescriptor::FixedAscii(n) => Elem::FixedStr {
-                ascii: true,
-                len: *n,
-            },
-            TypeDescriptor::FixedUnicode(n) => Elem::FixedStr {
-                ascii: false,
-                len: *n,
-            },
-            _ => return None,
-        })
-    }
-
-    /// The zarr v2 dtype string.
-    pub(super) fn zarr_dtype(self) -> &'static str {
-        match self {
-            Elem::I8 => "|i1",
-            Elem::I16 => "<i2",
-            Elem::I32 => "<i4",
-            Elem::I64 => "<i8",
-            Elem::U8 => "|u1",
-            Elem::U16 => "<u2",
-            Elem::U32 => "<u4",
-            Elem::U64 => "<u8",
-            Elem::F32 => "<f4",
-            Elem::F64 => "<f8",
-            Elem::Bool => "|b1",
-            Elem::VarStr { .. } | Elem::FixedStr { .. } => "|O",
-        }
-    }
-
-    /// Bytes per element in a decoded chunk (strings: a guess for sizing).
-    pub(super) fn size(self) -> u64 {
-        match self {
-            Elem::I8 | Elem::U8 | Elem::Bool => 1,
-            Elem::I16 | Elem::U16 => 2,
-            Elem::I32 | Elem::U32 | Elem::F32 => 4,
-            Elem::I64 | Elem::U64 | Elem::F64 => 8,
-            Elem::VarStr { .. } => STRING_GUESS_BYTES,
-            // Read at the next size anncat reads: that is what a value takes.
-            Elem::FixedStr { len, .. } => with_fixed_size(len, Size).unwrap_or(len) as u64,
-        }
-    }
-
-    fn is_string(self) -> bool {
-        matches!(self, Elem::VarStr { .. } | Elem::FixedStr { .. })
-    }
-
-    fn fill_value(self) -> Value {
-        match self {
-            Elem::Bool => Value::Bool(false),
-            Elem::VarStr { .. } | Elem::FixedStr { .. } => Value::String(String::new()),
-            Elem::F32 | Elem::F64 => json!(0.0),
-            _ => json!(0),
-        }
-    }
-
-    /// Runs `r` with the Rust type of a number or boolean element; `None`
-    /// for strings.
-    pub(super) fn read_numbers<R: NumberRead>(self, r: R) -> Option<R::Out> {
-        Some(match self {
-            Elem::I8 => r.read::<i8>(),
-            Elem::I16 => r.read::<i16>(),
-            Elem::I32 => r.read::<i32>(),
-            Elem::I64 => r.read::<i64>(),
-            Elem::U8 => r.read::<u8>(),
-            Elem::U16 => r.read::<u16>(),
-            Elem::U32 => r.read::<u32>(),
-            Elem::U64 => r.read::<u64>(),
-            Elem::F32 => r.read::<f32>(),
-            Elem::F64 => r.read::<f64>(),
-            // Through a byte: a file value other than 0 or 1 must not
-            // become a Rust bool.
-            Elem::Bool => r.read::<BoolByte>(),
-            Elem::VarStr { .. } | Elem::FixedStr { .. } => return None,
-        })
-    }
-}
-
-/// A number (or boolean) as read from HDF5 and stored in a zarr chunk.
-pub(super) trait LeBytes: H5Type + Copy {
-    /// Appends the little-endian bytes of `self` (a boolean: 0 or 1).
-    fn put(self, out: &mut Vec<u8>);
-}
-
-macro_rules! le_bytes {
-    ($($t:ty),*) => {
-        $(impl LeBytes for $t {
-            fn put(self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
-        })*
-    };
-}
-
-le_bytes!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
-
-impl LeBytes for BoolByte {
-    fn put(self, out: &mut Vec<u8>) {
-        out.push(u8::from(self.0 != 0));
-    }
-}
-
-/// A read generic over the element type (see [`Elem::read_numbers`]).
-pub(super) trait NumberRead {
-    /// What the read gives.
-    type Out;
-    /// Reads elements as `T`.
-    fn read<T: LeBytes>(self) -> Self::Out;
-}
-
-/// A read generic over the size of fixed-length strings, which HDF5
-/// converts to any longer fixed length (see [`with_fixed_size`]).
-pub(super) trait FixedRead {
-    /// What the read gives.
-    type Out;
-    /// Reads strings as `N` bytes each.
-    fn read<const N: usize>(self) -> Self::Out;
-}
-
-/// Runs `r` with the smallest size anncat reads fixed-length strings of
-/// `len` bytes at; `None` when they are longer than all of them.
-pub(super) fn with_fixed_size<R: FixedRead>(len: usize, r: R) -> Option<R::Out> {
-    macro_rules! sizes {
-        ($($n:literal),*) => {
-            $(if len <= $n {
-                return Some(r.read::<$n>());
-            })*
-        };
-    }
-    sizes!(
-        8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536
-    );
-    None
-}
-
-/// The size itself.
-struct Size;
-
-impl FixedRead for Size {
-    type Out = usize;
-
-    fn read<const N: usize>(self) -> usize {
-        N
-    }
-}
 
 /// What a dataset holds, as presented to zarr.
 enum Content {
@@ -244,6 +51,9 @@ enum Content {
     Null,
     /// A compound dataset (record array), read whole when opened.
     Records(Records),
+    /// One field of a compound dataset, read whole when opened: a column
+    /// of a pre-0.7 data frame, or an entry of a pre-0.7 obsm / varm.
+    Field(FieldColumn),
     /// A type anncat does not read: why, and the element size. The metadata
     /// still opens (as raw bytes), so the element is refused only if a task
     /// reads it.
@@ -347,7 +157,7 @@ impl VirtualArray {
             Content::Values(elem) => virtual_chunks(&ds, &shape, elem.size()),
             Content::Unsupported(_, size) => virtual_chunks(&ds, &shape, *size as u64),
             // Read whole: one chunk.
-            Content::Records(_) => shape.iter().map(|&d| d.max(1)).collect(),
+            Content::Records(_) | Content::Field(_) => shape.iter().map(|&d| d.max(1)).collect(),
             Content::Null => Vec::new(),
         };
         Ok(VirtualArray {
@@ -358,9 +168,34 @@ impl VirtualArray {
         })
     }
 
+    /// The field `name` of the compound dataset `ds`, seen as its own
+    /// array (`obs/n_genes` of a pre-0.7 `obs`); `None` if `ds` is not a
+    /// compound dataset with that field.
+    fn field(ds: hdf5::Dataset, name: &str) -> Result<Option<VirtualArray>, String> {
+        let desc = ds
+            .dtype()
+            .and_then(|t| t.to_descriptor())
+            .map_err(|e| format!("unreadable HDF5 type: {e}"))?;
+        let TypeDescriptor::Compound(ct) = desc else {
+            return Ok(None);
+        };
+        let Some(column) = read_field_column(&ds, &ct, name)? else {
+            return Ok(None);
+        };
+        let mut shape: Vec<u64> = ds.shape().iter().map(|&d| d as u64).collect();
+        shape.extend(&column.inner_shape);
+        let chunks = shape.iter().map(|&d| d.max(1)).collect();
+        Ok(Some(VirtualArray {
+            ds,
+            content: Content::Field(column),
+            shape,
+            chunks,
+        }))
+    }
+
     fn zarray(&self) -> Value {
         let (dtype, fill_value, filters) = match &self.content {
-            Content::Values(elem) => (
+            Content::Values(elem) | Content::Field(FieldColumn { elem, .. }) => (
                 json!(elem.zarr_dtype()),
                 elem.fill_value(),
                 if elem.is_string() {
@@ -410,6 +245,17 @@ impl VirtualArray {
                 let mut bytes = r.bytes.clone();
                 bytes.resize(full as usize * r.record_size, 0);
                 return Ok(Some(bytes));
+            }
+            Content::Field(column) => {
+                if index.iter().any(|&i| i != 0) {
+                    return Ok(None);
+                }
+                let full: u64 = self.chunks.iter().product::<u64>().max(1);
+                let values = match &column.values {
+                    FieldValuesRead::Bytes(b) => Values::Bytes(b.clone()),
+                    FieldValuesRead::Strings(s) => Values::Strings(s.clone()),
+                };
+                return Ok(Some(fill_chunk(column.elem, full, values)));
             }
             Content::Values(elem) => *elem,
         };
@@ -466,6 +312,10 @@ pub struct H5Store {
     path: PathBuf,
     file: hdf5::File,
     arrays: Mutex<HashMap<String, Arc<VirtualArray>>>,
+    /// A pre-0.7 file: a one-element fixed-length byte string array reads
+    /// as a scalar string, as anndata reads such a file (see
+    /// [`H5Store::read_singletons_as_scalars`]).
+    singleton_scalars: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for H5Store {
@@ -489,6 +339,7 @@ impl H5Store {
             path: path.to_path_buf(),
             file,
             arrays: Mutex::new(HashMap::new()),
+            singleton_scalars: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -517,10 +368,41 @@ impl H5Store {
         {
             return Ok(Some(a.clone()));
         }
-        let Ok(ds) = self.file.dataset(node) else {
-            return Ok(None);
+        let a = match self.file.dataset(node) {
+            Ok(ds) => {
+                let mut a = VirtualArray::new(ds)?;
+                let singleton = a.shape == [1]
+                    && matches!(
+                        a.content,
+                        Content::Values(Elem::FixedStr { ascii: true, .. })
+                    );
+                // Categories stay a list, as anndata's `_clean_uns` makes them.
+                if singleton
+                    && !node.ends_with("_categories")
+                    && self
+                        .singleton_scalars
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    a.shape = Vec::new();
+                    a.chunks = Vec::new();
+                }
+                Arc::new(a)
+            }
+            // A field of a compound dataset (`obs/n_genes` of a pre-0.7
+            // `obs` record array), seen as an array of its own.
+            Err(_) => {
+                let Some((parent, field)) = node.rsplit_once('/') else {
+                    return Ok(None);
+                };
+                let Ok(ds) = self.file.dataset(parent) else {
+                    return Ok(None);
+                };
+                match VirtualArray::field(ds, field)? {
+                    Some(a) => Arc::new(a),
+                    None => return Ok(None),
+                }
+            }
         };
-        let a = Arc::new(VirtualArray::new(ds)?);
         self.arrays
             .lock()
             .map_err(|_| "poisoned".to_string())?
@@ -538,6 +420,33 @@ impl H5Store {
                 Content::Unsupported(why, _) => Some(why.clone()),
                 _ => None,
             })
+    }
+
+    /// The field names of the compound dataset at `node`, in record order;
+    /// `None` if `node` is not a compound dataset.
+    pub fn compound_fields(&self, node: &str) -> Option<Vec<String>> {
+        let desc = self
+            .file
+            .dataset(node)
+            .ok()?
+            .dtype()
+            .ok()?
+            .to_descriptor()
+            .ok()?;
+        let TypeDescriptor::Compound(mut ct) = desc else {
+            return None;
+        };
+        ct.fields.sort_by_key(|f| f.index);
+        Some(ct.fields.into_iter().map(|f| f.name).collect())
+    }
+
+    /// From now on, a one-element array of fixed-length byte strings (but
+    /// `uns/<column>_categories`) reads as a 0-d string: anndata reads
+    /// pre-0.7 files, which stored `str` values so, that way. Called before
+    /// any array is opened.
+    pub fn read_singletons_as_scalars(&self) {
+        self.singleton_scalars
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Bytes the dataset at `node` takes in the file (0 for groups).

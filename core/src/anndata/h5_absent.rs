@@ -32,6 +32,16 @@ impl H5Store {
     }
 
     /// Never called (no value exists).
+    pub fn compound_fields(&self, _node: &str) -> Option<Vec<String>> {
+        match *self {}
+    }
+
+    /// Never called (no value exists).
+    pub fn read_singletons_as_scalars(&self) {
+        match *self {}
+    }
+
+    /// Never called (no value exists).
     pub fn stored_bytes(&self, _node: &str) -> u64 {
         match *self {}
     }

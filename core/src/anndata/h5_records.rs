@@ -22,6 +22,9 @@ use super::structured::{Field as StructField, Structured};
 thread_local! {
     /// The field the next one-member read names.
     static FIELD: RefCell<String> = const { RefCell::new(String::new()) };
+    /// The element count of the sub-array field the next [`SubArray`]
+    /// read names.
+    static COUNT: RefCell<usize> = const { RefCell::new(1) };
 }
 
 fn one_member(ty: TypeDescriptor, size: usize) -> TypeDescriptor {
@@ -35,6 +38,26 @@ fn one_member(ty: TypeDescriptor, size: usize) -> TypeDescriptor {
         }],
         size,
     })
+}
+
+/// One element of a sub-array field (`('X_pca', '<f4', (50,))`): the
+/// memory type is a record holding only that field, as an array of the
+/// count set in [`COUNT`], so one record fills that many `SubArray<T>`s.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct SubArray<T>(T);
+
+// SAFETY: only read through `read_into_raw` into a buffer of `records *
+// COUNT` elements (see `read_sub_array`): each record the library writes
+// is `COUNT` packed `T`s, exactly the descriptor's size.
+unsafe impl<T: H5Type> H5Type for SubArray<T> {
+    fn type_descriptor() -> TypeDescriptor {
+        let count = COUNT.with(|c| *c.borrow());
+        one_member(
+            TypeDescriptor::FixedArray(Box::new(T::type_descriptor()), count),
+            count * std::mem::size_of::<T>(),
+        )
+    }
 }
 
 /// A record holding only the named field, of type `T`.
@@ -51,7 +74,7 @@ unsafe impl<T: H5Type> H5Type for Field<T> {
 
 /// A boolean (HDF5's FALSE/TRUE enum) read as its byte, so a value other
 /// than 0 or 1 in a file never becomes a Rust `bool`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 #[repr(transparent)]
 pub(crate) struct BoolByte(pub u8);
 
@@ -157,6 +180,96 @@ fn read_column(ds: &hdf5::Dataset, field: &CompoundField) -> Result<Column, Stri
     }
 }
 
+/// The sub-array field `name` of `count` values per record, as `T`.
+fn read_sub_array<T: H5Type + Copy + Default>(
+    ds: &hdf5::Dataset,
+    name: &str,
+    count: usize,
+) -> Result<Vec<T>, String> {
+    FIELD.with(|f| *f.borrow_mut() = name.to_string());
+    COUNT.with(|c| *c.borrow_mut() = count);
+    let mut out = vec![SubArray(T::default()); ds.size() * count];
+    let read = ds.read_into_raw(&mut out);
+    COUNT.with(|c| *c.borrow_mut() = 1);
+    read.map_err(|e| format!("field {name}: {e}"))?;
+    Ok(out.into_iter().map(|v| v.0).collect())
+}
+
+/// A numeric sub-array field, little-endian.
+struct SubArrayField<'a> {
+    ds: &'a hdf5::Dataset,
+    name: &'a str,
+    count: usize,
+}
+
+impl NumberRead for SubArrayField<'_> {
+    type Out = Result<Vec<u8>, String>;
+
+    fn read<T: LeBytes>(self) -> Self::Out {
+        let mut out = Vec::new();
+        for v in read_sub_array::<T>(self.ds, self.name, self.count)? {
+            v.put(&mut out);
+        }
+        Ok(out)
+    }
+}
+
+/// One field of every record of a compound dataset, read whole: a
+/// pre-0.7 data frame's column or obsm entry.
+pub(super) struct FieldColumn {
+    /// How each value is presented.
+    pub elem: Elem,
+    /// The extents after the record axis (a sub-array field's shape).
+    pub inner_shape: Vec<u64>,
+    /// The values: numbers little-endian, or strings.
+    pub values: FieldValuesRead,
+}
+
+/// What [`read_field_column`] read.
+pub(super) enum FieldValuesRead {
+    /// Numbers or booleans, little-endian.
+    Bytes(Vec<u8>),
+    /// Strings.
+    Strings(Vec<String>),
+}
+
+/// Reads the field `name` of the compound dataset `ds` of type `ct`, or
+/// `None` if it has no such field.
+pub(super) fn read_field_column(
+    ds: &hdf5::Dataset,
+    ct: &CompoundType,
+    name: &str,
+) -> Result<Option<FieldColumn>, String> {
+    let Some(field) = ct.fields.iter().find(|f| f.name == name) else {
+        return Ok(None);
+    };
+    if let TypeDescriptor::FixedArray(inner, count) = &field.ty {
+        let elem = Elem::of(inner)
+            .filter(|e| !matches!(e, Elem::VarStr { .. } | Elem::FixedStr { .. }))
+            .ok_or_else(|| format!("record field {name} of type {} is not supported", field.ty))?;
+        let count = *count;
+        let bytes = elem
+            .read_numbers(SubArrayField { ds, name, count })
+            .unwrap_or_else(|| Err(format!("record field {name} is not numeric")))?;
+        return Ok(Some(FieldColumn {
+            elem,
+            inner_shape: vec![count as u64],
+            values: FieldValuesRead::Bytes(bytes),
+        }));
+    }
+    let elem = Elem::of(&field.ty)
+        .ok_or_else(|| format!("record field {name} of type {} is not supported", field.ty))?;
+    let values = match read_column(ds, field)? {
+        Column::Bytes(b, _, _) => FieldValuesRead::Bytes(b),
+        Column::Strings(s) => FieldValuesRead::Strings(s),
+    };
+    Ok(Some(FieldColumn {
+        elem,
+        inner_shape: Vec::new(),
+        values,
+    }))
+}
+
 /// A compound dataset read whole: its zarr v2 structured dtype, record
 /// size, and the packed records.
 pub struct Records {
@@ -180,12 +293,14 @@ pub fn read_records(ds: &hdf5::Dataset, ct: &CompoundType) -> Result<Records, St
         let (spelled, size) = match &column {
             Column::Bytes(_, size, dt) => ((*dt).to_string(), *size),
             Column::Strings(v) => {
-                let chars = v
-                    .iter()
-                    .map(|s| s.chars().count())
-                    .max()
-                    .unwrap_or(0)
-                    .max(1);
+                let longest = v.iter().map(|s| s.chars().count()).max().unwrap_or(0);
+                // A fixed-length field keeps its width (numpy reads `S{n}`
+                // as `U{n}`); a variable-length one takes its longest value.
+                let chars = match Elem::of(&f.ty) {
+                    Some(Elem::FixedStr { len, .. }) => len.max(longest),
+                    _ => longest,
+                }
+                .max(1);
                 (format!("<U{chars}"), chars * 4)
             }
         };

@@ -15,10 +15,12 @@
 //! is hidden. Every read of the store goes through [`Overlay::node`],
 //! [`Overlay::children`] and [`Overlay::real_path`].
 //!
-//! The pre-0.7 layout (anndata 0.6: obs and var as record arrays,
-//! categories in `uns/<column>_categories`) is recognised and refused by
-//! [`crate::anndata::read_tree`], naming it.
+//! The pre-0.7 layout of an h5ad (anndata 0.5 / 0.6: obs and var as
+//! record arrays, categories in `uns/<column>_categories`, `raw.X`) is
+//! seen as the current layout too, by [`pre07`]. A pre-0.7 zarr store is
+//! refused by [`crate::anndata::read_tree`], naming the layout.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value, json};
@@ -26,6 +28,8 @@ use serde_json::{Map, Value, json};
 use super::dtype::DType;
 use super::store::{NodeKind, NodeMeta, Store};
 use crate::error::Result;
+
+mod pre07;
 
 /// The anndata 0.7 layout of one store, seen as the current one.
 #[derive(Debug, Default)]
@@ -36,6 +40,11 @@ pub struct Overlay {
     moved: HashMap<String, String>,
     /// Stored groups hidden from listings (`<frame>/__categories`).
     hidden: HashSet<String>,
+    /// Virtual subtrees stored elsewhere: (virtual prefix, stored prefix),
+    /// e.g. a pre-0.7 `raw/X` stored as `raw.X`.
+    prefixes: Vec<(String, String)>,
+    /// Virtual children listed in a stored group besides its own.
+    extra_children: HashMap<String, Vec<String>>,
 }
 
 /// The data frames a 0.7 store can hold: obs, var, raw/var, and frames in
@@ -46,6 +55,9 @@ impl Overlay {
     /// The overlay for `store` when it is an anndata 0.7 store (obs a
     /// `dataframe` group of version 0.1.0), else `None`.
     pub fn detect(store: &Store) -> Result<Option<Overlay>> {
+        if let Some(overlay) = pre07::detect(store)? {
+            return Ok(Some(overlay));
+        }
         let is_07_frame = |meta: &NodeMeta| {
             matches!(meta.kind, NodeKind::Group)
                 && meta.attrs.get("encoding-type").and_then(Value::as_str) == Some("dataframe")
@@ -133,8 +145,21 @@ impl Overlay {
     }
 
     /// The stored node behind the (possibly virtual) `path`.
-    pub fn real_path<'a>(&'a self, path: &'a str) -> &'a str {
-        self.moved.get(path).map_or(path, String::as_str)
+    pub fn real_path<'a>(&'a self, path: &'a str) -> Cow<'a, str> {
+        if let Some(real) = self.moved.get(path) {
+            return Cow::Borrowed(real);
+        }
+        for (virt, real) in &self.prefixes {
+            if path == virt {
+                return Cow::Borrowed(real);
+            }
+            if let Some(rest) = path.strip_prefix(virt.as_str())
+                && rest.starts_with('/')
+            {
+                return Cow::Owned(format!("{real}{rest}"));
+            }
+        }
+        Cow::Borrowed(path)
     }
 
     /// The metadata of `path` as the current layout has it.
@@ -146,11 +171,14 @@ impl Overlay {
             }));
         }
         let moved = self.moved.contains_key(path);
-        let Some(mut meta) = store.stored_node(self.real_path(path))? else {
+        let Some(mut meta) = store.stored_node(&self.real_path(path))? else {
             return Ok(None);
         };
         if moved {
             meta.attrs = Map::new();
+        }
+        if !meta.attrs.contains_key("encoding-type") && pre07::sparse_group(&mut meta) {
+            return Ok(Some(meta));
         }
         if !meta.attrs.contains_key("encoding-type") {
             let (kind, version) = implied_encoding(path, &meta);
@@ -167,7 +195,12 @@ impl Overlay {
         if let Some((_, children)) = self.groups.get(path) {
             return Ok(children.clone());
         }
-        let mut names = store.stored_children(path)?;
+        let mut names = store.stored_children(&self.real_path(path))?;
+        if let Some(extra) = self.extra_children.get(path) {
+            names.extend(extra.iter().cloned());
+            names.sort();
+            names.dedup();
+        }
         names.retain(|n| {
             let child = if path.is_empty() {
                 n.clone()
@@ -185,6 +218,7 @@ fn implied_encoding(path: &str, meta: &NodeMeta) -> (&'static str, &'static str)
     match &meta.kind {
         NodeKind::Group if path.is_empty() => ("anndata", "0.1.0"),
         NodeKind::Group => ("dict", "0.1.0"),
+        NodeKind::Array(a) if matches!(a.dtype, DType::Structured(_)) => ("rec-array", "0.2.0"),
         NodeKind::Array(a) => {
             let text = matches!(a.dtype, DType::String) || is_fixed_text(&a.raw);
             match (a.shape.is_empty(), text) {
@@ -242,8 +276,40 @@ mod tests {
 
     #[test]
     #[cfg(feature = "hdf5")]
-    fn a_06_store_is_refused_naming_its_layout() {
-        let store = Store::open(&fixture("a06.h5ad")).expect("open");
+    fn a_06_h5ad_reads_as_the_current_layout() {
+        for name in ["a06.h5ad", "a06s.h5ad"] {
+            let store = Store::open(&fixture(name)).expect("open");
+            let tree = read_tree(&store).expect("tree");
+            let obs = tree.child("obs").expect("obs");
+            assert_eq!(obs.encoding, Encoding::DataFrame, "{name}");
+            assert_eq!(obs.meta.attrs["_index"], "index", "{name}");
+            let cell_type = obs.child("cell_type").expect("cell_type");
+            assert_eq!(cell_type.encoding, Encoding::Categorical, "{name}");
+            let codes = store.array("obs/cell_type/codes").expect("codes");
+            assert_eq!(codes.shape(), &[7], "{name}");
+            let categories = crate::concat::index::read_strings(&store, "obs/cell_type/categories")
+                .expect("categories");
+            assert_eq!(categories, ["B", "NK", "T", "unused_a"], "{name}");
+            let barcodes =
+                crate::concat::index::read_strings(&store, "obs/barcode").expect("barcode");
+            assert_eq!(barcodes[0], "A-BC00", "{name}");
+            // The categories are taken out of uns.
+            let uns = tree.child("uns").expect("uns");
+            assert!(uns.child("cell_type_categories").is_none(), "{name}");
+            assert!(uns.child("title").is_some(), "{name}");
+            let layer = tree.walk_find("layers/counts").expect("counts");
+            let x = tree.child("X").expect("X");
+            let sparse = [layer.encoding, x.encoding]
+                .into_iter()
+                .filter(|e| *e == Encoding::CsrMatrix)
+                .count();
+            assert_eq!(sparse, 1, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_06_zarr_is_refused_naming_its_layout() {
+        let store = Store::open(&fixture("a06.zarr")).expect("open");
         let err = read_tree(&store).expect_err("0.6").to_string();
         assert!(err.contains("pre-0.7") && err.contains("re-save"), "{err}");
     }

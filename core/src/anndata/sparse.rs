@@ -23,7 +23,21 @@ pub fn read_i64_range(
     let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
         .map_err(|e| store.err(path, e))?;
     let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
+    macro_rules! widened {
+        ($t:ty) => {
+            array
+                .retrieve_array_subset::<Vec<$t>>(&subset)
+                .map_err(err)?
+                .into_iter()
+                .map(i64::from)
+                .collect()
+        };
+    }
     Ok(match dtype {
+        DType::Int8 => widened!(i8),
+        DType::Int16 => widened!(i16),
+        DType::UInt8 => widened!(u8),
+        DType::UInt16 => widened!(u16),
         DType::Int32 => array
             .retrieve_array_subset::<Vec<i32>>(&subset)
             .map_err(err)?

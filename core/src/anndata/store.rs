@@ -223,7 +223,7 @@ impl Store {
         if path.is_empty() {
             self.root.clone()
         } else {
-            self.root.join(path)
+            self.root.join(path.as_ref())
         }
     }
 
@@ -268,10 +268,10 @@ impl Store {
 
     /// The stored node behind `path` (they differ only where an anndata
     /// 0.7 store's categorical is seen as the current layout).
-    fn real_path<'a>(&'a self, path: &'a str) -> &'a str {
+    fn real_path<'a>(&'a self, path: &'a str) -> std::borrow::Cow<'a, str> {
         match &self.legacy {
             Some(overlay) => overlay.real_path(path),
-            None => path,
+            None => std::borrow::Cow::Borrowed(path),
         }
     }
 

@@ -1,0 +1,264 @@
+//! The pre-0.7 layout of an h5ad (anndata 0.5 and 0.6), seen as the
+//! current one, as anndata 0.12 / 0.13 read it (`read_h5ad`'s backwards
+//! compatibility, `_clean_uns` and `_move_adj_mtx`):
+//!
+//! - `obs`, `var` and `raw.var` are compound datasets (record arrays) whose
+//!   first field is the index: each becomes a virtual `dataframe` group whose
+//!   columns are the fields, read through the h5ad store's field views
+//!   (`obs/n_genes` is the field `n_genes` of the dataset `obs`);
+//! - `obsm`, `varm` and `raw.varm`, when compound datasets, become `dict`
+//!   groups of their fields (a sub-array field is an `n x k` array);
+//! - a column with categories in `uns/<column>_categories` (and every code
+//!   below their count) becomes a categorical of those categories, and the
+//!   uns entry goes; obs and var are both tried, as anndata does;
+//! - `raw.X`, `raw.var` and `raw.varm` become the `raw` group;
+//! - groups tagged `h5sparse_format` are sparse matrices;
+//! - a one-element array of fixed-length byte strings is a `str` scalar;
+//! - `uns/neighbors/distances` and `connectivities` (2-D) move to obsp.
+
+use serde_json::{Map, Value, json};
+
+use super::Overlay;
+use crate::anndata::dtype::DType;
+use crate::anndata::sparse::read_i64_range;
+use crate::anndata::store::{NodeKind, NodeMeta, Store};
+use crate::error::Result;
+
+/// The data frames of the layout: (virtual path, stored path).
+const FRAMES: [(&str, &str); 3] = [("obs", "obs"), ("var", "var"), ("raw/var", "raw.var")];
+
+/// The mappings that may be compound datasets: (virtual path, stored path).
+const MAPPINGS: [(&str, &str); 3] = [("obsm", "obsm"), ("varm", "varm"), ("raw/varm", "raw.varm")];
+
+/// The adjacency matrices anndata moves from `uns/neighbors` to obsp.
+const ADJACENCY: [&str; 2] = ["connectivities", "distances"];
+
+fn attrs(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The overlay of a pre-0.7 h5ad (root without an encoding-type, `obs` a
+/// compound dataset), else `None`.
+pub(super) fn detect(store: &Store) -> Result<Option<Overlay>> {
+    let Some(h5) = store.h5() else {
+        return Ok(None);
+    };
+    match store.stored_node("")? {
+        Some(root) if !root.attrs.contains_key("encoding-type") => {}
+        _ => return Ok(None),
+    }
+    if h5.compound_fields("obs").is_none() {
+        return Ok(None);
+    }
+    h5.read_singletons_as_scalars();
+    let mut overlay = Overlay::default();
+    let mut frame_fields = Vec::new();
+    for (virt, stored) in FRAMES {
+        let Some(fields) = h5.compound_fields(stored) else {
+            continue;
+        };
+        let Some((index, columns)) = fields.split_first() else {
+            return Err(store.err(stored, "a pre-0.7 data frame with no fields"));
+        };
+        let attrs = attrs(json!({
+            "encoding-type": "dataframe",
+            "encoding-version": "0.2.0",
+            "_index": index,
+            "column-order": columns,
+        }));
+        overlay
+            .groups
+            .insert(virt.to_string(), (attrs, fields.clone()));
+        if virt != stored {
+            overlay
+                .prefixes
+                .push((virt.to_string(), stored.to_string()));
+        }
+        frame_fields.push((virt, columns.to_vec()));
+    }
+    for (virt, stored) in MAPPINGS {
+        if let Some(fields) = h5.compound_fields(stored) {
+            let attrs = attrs(json!({"encoding-type": "dict", "encoding-version": "0.1.0"}));
+            overlay.groups.insert(virt.to_string(), (attrs, fields));
+            if virt != stored {
+                overlay
+                    .prefixes
+                    .push((virt.to_string(), stored.to_string()));
+            }
+        }
+    }
+    add_raw(store, &mut overlay)?;
+    add_categoricals(store, &mut overlay, &frame_fields)?;
+    move_adjacency(store, &mut overlay)?;
+    Ok(Some(overlay))
+}
+
+/// `raw.X`, `raw.var` and `raw.varm` as the `raw` group.
+fn add_raw(store: &Store, overlay: &mut Overlay) -> Result<()> {
+    let mut members = Vec::new();
+    for name in ["X", "var", "varm"] {
+        let stored = format!("raw.{name}");
+        if store.stored_node(&stored)?.is_some() {
+            overlay.hidden.insert(stored.clone());
+            let virt = format!("raw/{name}");
+            if !overlay.prefixes.iter().any(|(v, _)| *v == virt) {
+                overlay.prefixes.push((virt, stored));
+            }
+            members.push(name.to_string());
+        }
+    }
+    if !members.is_empty() {
+        let attrs = attrs(json!({"encoding-type": "raw", "encoding-version": "0.1.0"}));
+        overlay.groups.insert("raw".into(), (attrs, members));
+        overlay
+            .extra_children
+            .entry(String::new())
+            .or_default()
+            .push("raw".into());
+    }
+    Ok(())
+}
+
+/// Columns whose categories are `uns/<column>_categories` (anndata's
+/// `_clean_uns`): a categorical where every code is below the count of
+/// categories; the uns entry is hidden once any frame takes it.
+fn add_categoricals(
+    store: &Store,
+    overlay: &mut Overlay,
+    frames: &[(&str, Vec<String>)],
+) -> Result<()> {
+    if !matches!(store.stored_node("uns")?, Some(m) if matches!(m.kind, NodeKind::Group)) {
+        return Ok(());
+    }
+    for entry in store.stored_children("uns")? {
+        if !entry.ends_with("_categories") {
+            continue;
+        }
+        let categories = format!("uns/{entry}");
+        let Some(NodeMeta {
+            kind: NodeKind::Array(cats),
+            ..
+        }) = store.stored_node(&categories)?
+        else {
+            continue;
+        };
+        // A lone fixed-length string reads as a scalar, which anndata wraps
+        // in a list: one category either way.
+        let count = cats.shape.first().copied().unwrap_or(1);
+        let column = entry.replace("_categories", "");
+        for (frame, columns) in frames {
+            // raw.var is not cleaned.
+            if *frame == "raw/var" || !columns.contains(&column) {
+                continue;
+            }
+            let path = format!("{frame}/{column}");
+            let Some(NodeMeta {
+                kind: NodeKind::Array(codes),
+                ..
+            }) = store.stored_node(&path)?
+            else {
+                continue;
+            };
+            let integer = matches!(
+                codes.dtype,
+                DType::Int8
+                    | DType::Int16
+                    | DType::Int32
+                    | DType::Int64
+                    | DType::UInt8
+                    | DType::UInt16
+                    | DType::UInt32
+                    | DType::UInt64
+            );
+            if !integer || codes.shape.len() != 1 {
+                continue;
+            }
+            let values = read_i64_range(store, &path, &codes.dtype, 0, codes.shape[0])?;
+            if values.iter().any(|&c| c >= count as i64) {
+                continue;
+            }
+            let attrs = attrs(json!({
+                "encoding-type": "categorical",
+                "encoding-version": "0.2.0",
+                "ordered": false,
+            }));
+            overlay.groups.insert(
+                path.clone(),
+                (attrs, vec!["categories".into(), "codes".into()]),
+            );
+            overlay.moved.insert(format!("{path}/codes"), path.clone());
+            overlay
+                .moved
+                .insert(format!("{path}/categories"), categories.clone());
+            overlay.hidden.insert(categories.clone());
+        }
+    }
+    Ok(())
+}
+
+/// `uns/neighbors/{distances,connectivities}` in obsp, when 2-D.
+fn move_adjacency(store: &Store, overlay: &mut Overlay) -> Result<()> {
+    let mut moved = Vec::new();
+    for name in ADJACENCY {
+        let stored = format!("uns/neighbors/{name}");
+        let two_d = match store.stored_node(&stored)? {
+            Some(NodeMeta {
+                kind: NodeKind::Array(a),
+                ..
+            }) => a.shape.len() == 2,
+            Some(mut meta) => sparse_group(&mut meta),
+            None => false,
+        };
+        if two_d {
+            overlay.hidden.insert(stored.clone());
+            overlay.prefixes.push((format!("obsp/{name}"), stored));
+            moved.push(name.to_string());
+        }
+    }
+    if moved.is_empty() {
+        return Ok(());
+    }
+    if matches!(store.stored_node("obsp")?, Some(m) if matches!(m.kind, NodeKind::Group)) {
+        overlay
+            .extra_children
+            .entry("obsp".into())
+            .or_default()
+            .extend(moved);
+    } else {
+        let attrs = attrs(json!({"encoding-type": "dict", "encoding-version": "0.1.0"}));
+        overlay.groups.insert("obsp".into(), (attrs, moved));
+        overlay
+            .extra_children
+            .entry(String::new())
+            .or_default()
+            .push("obsp".into());
+    }
+    Ok(())
+}
+
+/// Gives a group tagged `h5sparse_format` (a pre-0.7 sparse matrix) the
+/// encoding it has now; whether it was one.
+pub(super) fn sparse_group(meta: &mut NodeMeta) -> bool {
+    if !matches!(meta.kind, NodeKind::Group) {
+        return false;
+    }
+    let kind = match meta.attrs.get("h5sparse_format").and_then(Value::as_str) {
+        Some("csr") => "csr_matrix",
+        Some("csc") => "csc_matrix",
+        _ => return false,
+    };
+    let shape = meta
+        .attrs
+        .get("h5sparse_shape")
+        .cloned()
+        .unwrap_or(Value::Null);
+    meta.attrs
+        .insert("encoding-type".into(), Value::String(kind.into()));
+    meta.attrs
+        .insert("encoding-version".into(), Value::String("0.1.0".into()));
+    meta.attrs.insert("shape".into(), shape);
+    true
+}
