@@ -2,14 +2,18 @@
 //! along var), as `anndata.concat` gives them (`ak.concatenate` along the
 //! first axis, written with `ak.to_buffers(ak.to_packed(...))`).
 //!
-//! When every input holds the key with the same form, the result has that
-//! form, `length` is the sum, and each buffer is the inputs' buffers one
-//! after another: `offsets` shifted by the content before them, an option's
-//! `index` by the valid entries before them, everything else as it is. The
-//! buffers are copied a block at a time, so memory stays at a block
-//! whatever their size. What would need awkward's type merging (forms that
-//! differ, an input without the key, node kinds beyond lists, regular
-//! arrays, records, options and leaves, unpacked buffers) is refused in one
+//! The output's type is the one `ak.concatenate` gives the inputs' types
+//! (see [`form`]): an input lacking the key (outer join) adds `None`s and so
+//! an option type; under an inner join, records keep the fields every input
+//! has, as anndata selects them. Each output buffer is the inputs' buffers
+//! one after another: `offsets` shifted by the content before them, an
+//! option's `index` by the valid entries before them, numbers cast to the
+//! merged dtype; where an input's node differs from the output's (a
+//! non-option under an option, a regular array under a variable list) the
+//! buffer is made from its length. The buffers are copied a block at a
+//! time, so memory stays at a block whatever their size. What awkward can
+//! only merge into a union type, node kinds beyond lists, regular arrays,
+//! records, options and leaves, and unpacked buffers are refused in one
 //! line naming the element.
 
 use serde_json::{Map, Value, json};
@@ -23,67 +27,12 @@ use crate::anndata::sparse::read_i64_range;
 use crate::anndata::{DType, Element, Store};
 use crate::error::{Error, Result};
 
+mod form;
+
+use form::{Merged, Node, parse};
+
 /// Elements copied per read.
 const BLOCK: u64 = 1 << 20;
-
-/// One node of an awkward form, as far as anncat concatenates it.
-#[derive(Debug, Clone, PartialEq)]
-enum Node {
-    /// A leaf: `{key}-data`, `inner` values per entry.
-    Leaf { key: String, inner: u64 },
-    /// Variable-length lists: `{key}-offsets` (int64).
-    List { key: String, content: Box<Node> },
-    /// Fixed-size lists (no buffer).
-    Regular { size: u64, content: Box<Node> },
-    /// Records (no buffer).
-    Record { contents: Vec<Node> },
-    /// Missing values: `{key}-index` (int64, -1 where missing).
-    Option { key: String, content: Box<Node> },
-}
-
-/// Parses `form`, or says which part anncat does not concatenate.
-fn parse(form: &Value) -> std::result::Result<Node, String> {
-    let class = form["class"].as_str().unwrap_or("");
-    let key = || -> std::result::Result<String, String> {
-        form["form_key"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("a {class} node without a form_key"))
-    };
-    let content = || parse(&form["content"]).map(Box::new);
-    match class {
-        "NumpyArray" => {
-            let inner = form["inner_shape"]
-                .as_array()
-                .map(|dims| dims.iter().map(|d| d.as_u64().unwrap_or(0)).product())
-                .unwrap_or(1);
-            Ok(Node::Leaf { key: key()?, inner })
-        }
-        "ListOffsetArray" if form["offsets"] == "i64" => Ok(Node::List {
-            key: key()?,
-            content: content()?,
-        }),
-        "RegularArray" => Ok(Node::Regular {
-            size: form["size"]
-                .as_u64()
-                .ok_or("a RegularArray without a size")?,
-            content: content()?,
-        }),
-        "RecordArray" => Ok(Node::Record {
-            contents: form["contents"]
-                .as_array()
-                .ok_or("a RecordArray without contents")?
-                .iter()
-                .map(parse)
-                .collect::<std::result::Result<_, _>>()?,
-        }),
-        "IndexedOptionArray" if form["index"] == "i64" => Ok(Node::Option {
-            key: key()?,
-            content: content()?,
-        }),
-        other => Err(format!("awkward {other} nodes")),
-    }
-}
 
 /// One input's awkward array.
 struct Part<'a> {
@@ -99,70 +48,345 @@ impl Part<'_> {
 }
 
 /// Concatenates the awkward arrays `els` (one per input, `None`: the input
-/// lacks the key) into `out_path` of `out`.
+/// lacks the key) into `out_path` of `out`; `lengths[i]` is input `i`'s
+/// length along the axis (what a lacking input adds in `None`s).
 pub(crate) fn concat_awkward(
     out: &Store,
     out_path: &str,
     els: &[(&Store, Option<&Element>)],
+    lengths: &[u64],
     join: Join,
 ) -> Result<()> {
     let refuse = |why: String| Error::data(format!("{out_path}: {why}"));
-    if els.iter().any(|(_, e)| e.is_none()) {
-        return Err(refuse(
-            "an awkward array some inputs lack (anndata makes it an option type) is not supported yet"
-                .into(),
-        ));
-    }
-    let mut parts = Vec::new();
-    let mut forms = Vec::new();
-    for (store, e) in els {
-        let Some(e) = e else { continue };
+    let mut parts = Vec::with_capacity(els.len());
+    let mut nodes = Vec::with_capacity(els.len());
+    for ((store, e), &missing_len) in els.iter().zip(lengths) {
+        let Some(e) = e else {
+            parts.push(Part {
+                store,
+                path: "",
+                length: missing_len,
+            });
+            nodes.push(None);
+            continue;
+        };
         if e.encoding != crate::anndata::Encoding::AwkwardArray {
             return Err(refuse(
                 "cannot concatenate an awkward array with other array types (anndata refuses it too)"
                     .into(),
             ));
         }
-        let text = e.meta.attrs.get("form").and_then(Value::as_str);
-        let form: Value = text
+        let form: Value = e
+            .meta
+            .attrs
+            .get("form")
+            .and_then(Value::as_str)
             .and_then(|t| serde_json::from_str(t).ok())
             .ok_or_else(|| store.err(&e.path, "awkward-array form is not JSON text"))?;
         let length = e.meta.attrs.get("length").and_then(Value::as_u64);
         let length =
             length.ok_or_else(|| store.err(&e.path, "awkward-array length is not a count"))?;
-        forms.push((text.unwrap_or_default().to_string(), form));
+        let node = parse(&form).map_err(|what| refuse(format!("{what} are not supported yet")))?;
         parts.push(Part {
             store,
             path: &e.path,
             length,
         });
+        nodes.push(Some(node));
     }
-    let (form_text, form) = forms[0].clone();
-    if forms.iter().any(|(_, f)| *f != form) {
-        return Err(refuse(
-            "awkward arrays whose types (forms) differ between inputs are not supported yet".into(),
-        ));
+    if join == Join::Inner {
+        // anndata selects the fields every input has (`el[common]`, in the
+        // first input's order).
+        let mut present = nodes.iter().flatten();
+        if let Some(first) = present.next() {
+            let mut common = first.fields();
+            for n in present {
+                let fields = n.fields();
+                common.retain(|f| fields.contains(f));
+            }
+            for n in nodes.iter_mut().flatten() {
+                if n.fields() != common {
+                    *n = n.project(&common);
+                }
+            }
+        }
     }
-    let root = parse(&form).map_err(|what| refuse(format!("{what} are not supported yet")))?;
-    let top = match &root {
-        Node::Option { content, .. } => content.as_ref(),
+    let mut merged = Merged::Empty;
+    for n in &nodes {
+        let ty = n.as_ref().map_or_else(Merged::missing, Merged::of);
+        merged = merged.unify(ty).map_err(refuse)?;
+    }
+    let top = match &merged {
+        Merged::Option { content, .. } => content.as_ref(),
         other => other,
     };
-    if join == Join::Inner && matches!(top, Node::Leaf { inner: 1, .. }) {
+    if join == Join::Inner
+        && matches!(top, Merged::Leaf { inner_shape, .. } if inner_shape.is_empty())
+    {
         return Err(refuse(
             "a one-dimensional awkward array under an inner join (anndata fails: axis=1 is too deep)"
                 .into(),
         ));
     }
+    if matches!(merged, Merged::Empty) {
+        return Err(refuse(
+            "an awkward array with no type (every input lacks it)".into(),
+        ));
+    }
+    merged.assign_keys(&mut 0);
     let total: u64 = parts.iter().map(|p| p.length).sum();
     let mut attrs = Map::new();
     attrs.insert("length".into(), json!(total));
-    attrs.insert("form".into(), Value::String(form_text));
+    attrs.insert("form".into(), Value::String(merged.form().to_string()));
     attrs.insert("encoding-type".into(), json!("awkward-array"));
     attrs.insert("encoding-version".into(), json!("0.1.0"));
     out.write_group(out_path, &attrs)?;
-    let lengths: Vec<u64> = parts.iter().map(|p| p.length).collect();
-    copy_node(out, out_path, &root, &parts, &lengths)
+    let at: Vec<At<'_>> = parts
+        .iter()
+        .zip(&nodes)
+        .map(|(part, node)| At {
+            part,
+            node: node.as_ref(),
+            len: part.length,
+        })
+        .collect();
+    Copy { out, out_path }.node(&merged, &at)
+}
+
+/// One input at one node of the output: its node there (`None`: it has
+/// only `None`s above, or lacks the key) and its entry count there.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    part: &'a Part<'a>,
+    node: Option<&'a Node>,
+    len: u64,
+}
+
+impl<'a> At<'a> {
+    fn below(self, node: Option<&'a Node>, len: u64) -> At<'a> {
+        At {
+            part: self.part,
+            node,
+            len,
+        }
+    }
+
+    /// Fails unless this input has no entries here (it contributes none).
+    fn nothing(self, what: &str) -> Result<At<'a>> {
+        if self.len == 0 {
+            Ok(self.below(None, 0))
+        } else {
+            Err(Error::data(format!(
+                "{}: awkward node without the {what} the merged type needs",
+                self.part.path
+            )))
+        }
+    }
+}
+
+/// Writes the output's buffers.
+struct Copy<'o> {
+    out: &'o Store,
+    out_path: &'o str,
+}
+
+impl Copy<'_> {
+    /// Writes `node`'s buffers, and its children's, from the inputs `at`.
+    fn node(&self, node: &Merged, at: &[At<'_>]) -> Result<()> {
+        match node {
+            Merged::Empty => Ok(()),
+            Merged::Leaf {
+                key,
+                dtype,
+                inner_shape,
+                ..
+            } => self.leaf(key, dtype, inner_shape.iter().product(), at),
+            Merged::Regular { size, content, .. } => {
+                let inner = at
+                    .iter()
+                    .map(|a| match a.node {
+                        Some(Node::Regular { content, .. }) => {
+                            Ok(a.below(Some(content), a.len * size))
+                        }
+                        _ => a.nothing("fixed-size lists"),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                self.node(content, &inner)
+            }
+            Merged::Record {
+                fields, contents, ..
+            } => {
+                for (name, content) in fields.iter().zip(contents) {
+                    let inner = at
+                        .iter()
+                        .map(|a| match a.node.and_then(|n| n.field(name)) {
+                            Some(child) => Ok(a.below(Some(child), a.len)),
+                            None => a.nothing("record field"),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    self.node(content, &inner)?;
+                }
+                Ok(())
+            }
+            Merged::List { key, content, .. } => {
+                let inner = self.offsets(key, at)?;
+                self.node(content, &inner)
+            }
+            Merged::Option { key, content, .. } => {
+                let inner = self.index(key, at)?;
+                self.node(content, &inner)
+            }
+        }
+    }
+
+    /// A leaf's values, cast to `dtype`.
+    fn leaf(&self, key: &str, dtype: &DType, inner: u64, at: &[At<'_>]) -> Result<()> {
+        let dest = format!("{}/{key}-data", self.out_path);
+        let counts: Vec<u64> = at.iter().map(|a| a.len * inner).collect();
+        create_buffer(self.out, &dest, dtype, counts.iter().sum())?;
+        let mut to = 0;
+        for (a, &n) in at.iter().zip(&counts) {
+            if n == 0 {
+                continue;
+            }
+            let Some(Node::Leaf {
+                key: src_key,
+                dtype: src_dtype,
+                ..
+            }) = a.node
+            else {
+                a.nothing("values")?;
+                continue;
+            };
+            let src = a.part.buffer(src_key, "data");
+            let mut start = 0;
+            while start < n {
+                let len = (n - start).min(BLOCK);
+                let mut bytes = read_bytes(a.part.store, &src, start, len)?;
+                if src_dtype != dtype {
+                    bytes = Values::from_le_bytes(src_dtype, &bytes)?
+                        .into_cast(dtype)?
+                        .to_le_bytes();
+                }
+                write_bytes(self.out, &dest, to + start, bytes, dtype)?;
+                start += len;
+            }
+            to += n;
+        }
+        Ok(())
+    }
+
+    /// A variable list's offsets: copied and shifted from a list, made from
+    /// the size of a regular array. The inputs' entry counts below.
+    fn offsets<'a>(&self, key: &str, at: &[At<'a>]) -> Result<Vec<At<'a>>> {
+        let dest = format!("{}/{key}-offsets", self.out_path);
+        let total: u64 = at.iter().map(|a| a.len).sum();
+        create_buffer(self.out, &dest, &DType::Int64, total + 1)?;
+        write_values(self.out, &dest, vec![0], vec![1], &Values::I64(vec![0]))?;
+        let (mut to, mut shift) = (1u64, 0i64);
+        let mut inner = Vec::with_capacity(at.len());
+        for a in at {
+            match a.node {
+                Some(Node::List { key, content, .. }) => {
+                    let src = a.part.buffer(key, "offsets");
+                    let first = read_i64_range(a.part.store, &src, &DType::Int64, 0, 1)?;
+                    if first.first().copied().unwrap_or(0) != 0 {
+                        return Err(a.part.store.err(
+                            &src,
+                            "awkward offsets that do not start at 0 (not packed) are not supported",
+                        ));
+                    }
+                    let mut last = 0;
+                    to = copy_i64_blocks(
+                        a.part,
+                        &src,
+                        1..a.len + 1,
+                        self.out,
+                        &dest,
+                        to,
+                        |block| {
+                            last = *block.last().unwrap_or(&last);
+                            block.iter_mut().for_each(|o| *o += shift);
+                            Ok(())
+                        },
+                    )?;
+                    inner.push(a.below(Some(content), last as u64));
+                    shift += last;
+                }
+                Some(Node::Regular { size, content, .. }) => {
+                    let size = *size as i64;
+                    to = self.made_i64(&dest, to, a.len, |k| shift + (k as i64 + 1) * size)?;
+                    let len = a.len * size as u64;
+                    inner.push(a.below(Some(content), len));
+                    shift += len as i64;
+                }
+                _ => inner.push(a.nothing("lists")?),
+            }
+        }
+        Ok(inner)
+    }
+
+    /// An option's index: copied and shifted from an option; `0..n`
+    /// (shifted) for a node without missing values; -1 for an input that
+    /// lacks the key. The inputs' valid entry counts below.
+    fn index<'a>(&self, key: &str, at: &[At<'a>]) -> Result<Vec<At<'a>>> {
+        let dest = format!("{}/{key}-index", self.out_path);
+        create_buffer(
+            self.out,
+            &dest,
+            &DType::Int64,
+            at.iter().map(|a| a.len).sum(),
+        )?;
+        let (mut to, mut shift) = (0u64, 0i64);
+        let mut inner = Vec::with_capacity(at.len());
+        for a in at {
+            match a.node {
+                Some(Node::Option { key, content, .. }) => {
+                    let src = a.part.buffer(key, "index");
+                    let mut valid = 0i64;
+                    to = copy_i64_blocks(a.part, &src, 0..a.len, self.out, &dest, to, |block| {
+                        for v in block.iter_mut().filter(|v| **v >= 0) {
+                            if *v != valid {
+                                return Err(a.part.store.err(
+                                    &src,
+                                    "an awkward option index that is not packed is not supported",
+                                ));
+                            }
+                            valid += 1;
+                            *v += shift;
+                        }
+                        Ok(())
+                    })?;
+                    inner.push(a.below(Some(content), valid as u64));
+                    shift += valid;
+                }
+                Some(node) => {
+                    to = self.made_i64(&dest, to, a.len, |k| shift + k as i64)?;
+                    inner.push(a.below(Some(node), a.len));
+                    shift += a.len as i64;
+                }
+                None => {
+                    to = self.made_i64(&dest, to, a.len, |_| -1)?;
+                    inner.push(a.below(None, 0));
+                }
+            }
+        }
+        Ok(inner)
+    }
+
+    /// Writes `value(k)` for `k` in `0..n` to the int64 buffer `dest` from
+    /// entry `to`, a block at a time; where the writing ended.
+    fn made_i64(&self, dest: &str, mut to: u64, n: u64, value: impl Fn(u64) -> i64) -> Result<u64> {
+        let mut k = 0;
+        while k < n {
+            let len = (n - k).min(BLOCK);
+            let block: Vec<i64> = (k..k + len).map(&value).collect();
+            write_values(self.out, dest, vec![to], vec![len], &Values::I64(block))?;
+            to += len;
+            k += len;
+        }
+        Ok(to)
+    }
 }
 
 /// A 1-d output buffer of `len` entries of `dtype`.
@@ -172,111 +396,6 @@ fn create_buffer(out: &Store, path: &str, dtype: &DType, len: u64) -> Result<()>
     attrs.insert("encoding-type".into(), json!("array"));
     attrs.insert("encoding-version".into(), json!("0.2.0"));
     out.write_array(path, spec, &attrs)
-}
-
-/// Writes `node`'s buffers, and its children's, for inputs holding
-/// `lengths[i]` entries at this node.
-fn copy_node(
-    out: &Store,
-    out_path: &str,
-    node: &Node,
-    parts: &[Part<'_>],
-    lengths: &[u64],
-) -> Result<()> {
-    match node {
-        Node::Leaf { key, inner } => {
-            let name = format!("{key}-data");
-            let dtype = parts[0].store.node(&parts[0].buffer(key, "data"))?;
-            let dtype = match dtype.map(|m| m.kind) {
-                Some(crate::anndata::store::NodeKind::Array(a)) => a.dtype,
-                _ => {
-                    return Err(parts[0]
-                        .store
-                        .err(&parts[0].buffer(key, "data"), "missing buffer"));
-                }
-            };
-            let counts: Vec<u64> = lengths.iter().map(|n| n * inner).collect();
-            let dest = format!("{out_path}/{name}");
-            create_buffer(out, &dest, &dtype, counts.iter().sum())?;
-            let mut at = 0;
-            for (p, &n) in parts.iter().zip(&counts) {
-                let src = p.buffer(key, "data");
-                let mut start = 0;
-                while start < n {
-                    let len = (n - start).min(BLOCK);
-                    write_bytes(
-                        out,
-                        &dest,
-                        at + start,
-                        read_bytes(p.store, &src, start, len)?,
-                        &dtype,
-                    )?;
-                    start += len;
-                }
-                at += n;
-            }
-            Ok(())
-        }
-        Node::Regular { size, content } => {
-            let inner: Vec<u64> = lengths.iter().map(|n| n * size).collect();
-            copy_node(out, out_path, content, parts, &inner)
-        }
-        Node::Record { contents } => contents
-            .iter()
-            .try_for_each(|c| copy_node(out, out_path, c, parts, lengths)),
-        Node::List { key, content } => {
-            let dest = format!("{out_path}/{key}-offsets");
-            create_buffer(out, &dest, &DType::Int64, lengths.iter().sum::<u64>() + 1)?;
-            write_values(out, &dest, vec![0], vec![1], &Values::I64(vec![0]))?;
-            let (mut at, mut shift) = (1u64, 0i64);
-            let mut inner = Vec::with_capacity(parts.len());
-            for (p, &n) in parts.iter().zip(lengths) {
-                let src = p.buffer(key, "offsets");
-                let first = read_i64_range(p.store, &src, &DType::Int64, 0, 1)?;
-                if first.first().copied().unwrap_or(0) != 0 {
-                    return Err(p.store.err(
-                        &src,
-                        "awkward offsets that do not start at 0 (not packed) are not supported",
-                    ));
-                }
-                let mut last = 0;
-                at = copy_i64_blocks(p, &src, 1..n + 1, out, &dest, at, |block| {
-                    last = *block.last().unwrap_or(&last);
-                    block.iter_mut().for_each(|o| *o += shift);
-                    Ok(())
-                })?;
-                inner.push(last as u64);
-                shift += last;
-            }
-            copy_node(out, out_path, content, parts, &inner)
-        }
-        Node::Option { key, content } => {
-            let dest = format!("{out_path}/{key}-index");
-            create_buffer(out, &dest, &DType::Int64, lengths.iter().sum())?;
-            let (mut at, mut shift) = (0u64, 0i64);
-            let mut inner = Vec::with_capacity(parts.len());
-            for (p, &n) in parts.iter().zip(lengths) {
-                let src = p.buffer(key, "index");
-                let mut valid = 0i64;
-                at = copy_i64_blocks(p, &src, 0..n, out, &dest, at, |block| {
-                    for v in block.iter_mut().filter(|v| **v >= 0) {
-                        if *v != valid {
-                            return Err(p.store.err(
-                                &src,
-                                "an awkward option index that is not packed is not supported",
-                            ));
-                        }
-                        valid += 1;
-                        *v += shift;
-                    }
-                    Ok(())
-                })?;
-                inner.push(valid as u64);
-                shift += valid;
-            }
-            copy_node(out, out_path, content, parts, &inner)
-        }
-    }
 }
 
 /// Copies entries `range` of the int64 buffer `src` of `p` to `dest` of
@@ -301,39 +420,4 @@ fn copy_i64_blocks(
         start += len;
     }
     Ok(at)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forms_parse_into_the_nodes_anncat_concatenates() {
-        let form: Value = serde_json::from_str(
-            r#"{"class": "RecordArray", "fields": ["a", "b"], "contents": [
-                {"class": "NumpyArray", "primitive": "int64", "inner_shape": [], "parameters": {}, "form_key": "node1"},
-                {"class": "ListOffsetArray", "offsets": "i64", "content":
-                    {"class": "NumpyArray", "primitive": "float64", "inner_shape": [3], "parameters": {}, "form_key": "node3"},
-                 "parameters": {}, "form_key": "node2"}],
-               "parameters": {}, "form_key": "node0"}"#,
-        )
-        .expect("json");
-        let node = parse(&form).expect("parse");
-        let Node::Record { contents } = node else {
-            panic!("not a record: {node:?}");
-        };
-        assert_eq!(
-            contents[0],
-            Node::Leaf {
-                key: "node1".into(),
-                inner: 1
-            }
-        );
-        assert!(
-            matches!(&contents[1], Node::List { key, content } if key == "node2"
-            && **content == Node::Leaf { key: "node3".into(), inner: 3 })
-        );
-        let union: Value = serde_json::from_str(r#"{"class": "UnionArray"}"#).expect("json");
-        assert!(parse(&union).expect_err("union").contains("UnionArray"));
-    }
 }

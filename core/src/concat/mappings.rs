@@ -72,6 +72,7 @@ impl<'a> Planner<'a> {
                     &self.out,
                     &at(&format!("{m_name}/{key}")),
                     &with_stores,
+                    along,
                     self.opts.join,
                 )?;
                 continue;
