@@ -178,3 +178,48 @@ def test_what_anncat_does_not_concatenate_is_refused_naming_it(tmp_path):
     proc = run_anncat("concat", *paths, "-o", out, check=False)
     assert proc.returncode != 0 and "obsm/ragged" in proc.stderr and "union" in proc.stderr, proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("merge", ["same", "unique", "first", "only"])
+@pytest.mark.parametrize("join", ["inner", "outer"])
+@pytest.mark.parametrize("axis", ["obs", "var"])
+def test_awkward_arrays_in_the_merged_mapping(tmp_path, axis, join, merge):
+    """Awkward arrays in varm when stacking cells (obsm when stacking
+    genes), under every --merge strategy: reindexed onto the joined axis as
+    anndata reindexes them (an option type; a name an input lacks takes its
+    last row, as ak.pad_none(...)[-1] does), kept as ak.almost_equal says."""
+    rng = np.random.default_rng(11)
+    sets = (["g0", "g1", "g2"], ["g1", "g2", "g3"], ["g0", "g1", "g2"], ["g0", "g1", "g2"])
+    adatas = []
+    for i, genes in enumerate(sets):
+        n = 2
+        x = np.ones((n, len(genes)), dtype=np.float32)
+        a = ad.AnnData(X=x if axis == "obs" else x.T.copy())
+        cells = [f"c{i}_{k}" for k in range(n)]
+        if axis == "obs":
+            a.obs_names, a.var_names, m = cells, genes, a.varm
+        else:
+            a.var_names, a.obs_names, m = cells, genes, a.obsm
+        g = [int(name[1:]) for name in genes]
+        m["ragged"] = ak.Array([[k] * (k + 1) for k in g])
+        m["rec"] = ak.zip({"a": np.array(g, dtype=np.int64), "b": ak.Array([[k / 2] * k for k in g])},
+                          depth_limit=1)
+        m["opt"] = ak.Array([None if k == 1 else [float(k)] for k in g])
+        if i == 3:
+            m["ragged"] = ak.Array([[k + 100] for k in g])  # differs from input 0
+        if i == 0:
+            m["only0"] = ak.Array([[k, k] for k in g])
+        adatas.append(a)
+    paths = _write(adatas, tmp_path, 2)
+    opts = dict(axis=axis, join=join, merge=merge)
+    out = tmp_path / "out.zarr"
+    run_anncat("concat", *paths, "-o", out, "--quiet", *cli_args(opts))
+    got = ad.read_zarr(out)
+    in_memory, stored = expected_results(paths, opts, tmp_path, 2)
+    assert_equal(stored, got)
+    m = got.varm if axis == "obs" else got.obsm
+    expected_m = in_memory.varm if axis == "obs" else in_memory.obsm
+    assert sorted(m) == sorted(expected_m)
+    for key in m:
+        assert m[key].type == expected_m[key].type, key
+        assert ak.to_list(m[key]) == ak.to_list(expected_m[key]), key

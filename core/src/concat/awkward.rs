@@ -28,6 +28,9 @@ use crate::anndata::{DType, Element, Store};
 use crate::error::{Error, Result};
 
 mod form;
+mod value;
+
+pub(crate) use value::AwkwardValue;
 
 use form::{Merged, Node, parse};
 

@@ -8,6 +8,7 @@
 //! cells), so they are merged in memory.
 
 use super::Planner;
+use super::awkward::AwkwardValue;
 use super::frame::{Column, IndexNa, write_frame};
 use super::index::{Join, Reindexer};
 use super::matrix::{index_dtype, index_dtype_for, read_csr_rows};
@@ -32,6 +33,8 @@ enum Merged {
         /// Columns in order.
         columns: Vec<(String, Column)>,
     },
+    /// An awkward array (in {other}m), reindexed as anndata reindexes it.
+    Awkward(AwkwardValue),
     /// A sparse matrix as entries sorted in its format's major order.
     Sparse {
         csr: bool,
@@ -66,7 +69,7 @@ impl Merged {
     /// Non-zero entries as ((row, column), value), row-major.
     fn nonzero(&self) -> Result<Vec<((u64, u64), f64)>> {
         let mut out: Vec<((u64, u64), f64)> = match self {
-            Merged::Frame { .. } => Vec::new(),
+            Merged::Frame { .. } | Merged::Awkward(_) => Vec::new(),
             Merged::Dense { shape, values } => {
                 let Values::F64(v) = values.cast(&DType::Float64)? else {
                     return Ok(Vec::new());
@@ -97,6 +100,7 @@ impl Merged {
         match self {
             Merged::Dense { shape, .. } | Merged::Sparse { shape, .. } => *shape,
             Merged::Frame { rows, columns } => [*rows, columns.len() as u64],
+            Merged::Awkward(a) => [a.len(), 0],
         }
     }
 
@@ -118,6 +122,9 @@ impl Merged {
                         .all(|((na, ca), (nb, cb))| na == nb && ca.equals(cb))
             }
             (Merged::Frame { .. }, _) | (_, Merged::Frame { .. }) => false,
+            // `ak.almost_equal`.
+            (Merged::Awkward(a), Merged::Awkward(b)) => b.almost_equal(a),
+            (Merged::Awkward(_), _) | (_, Merged::Awkward(_)) => false,
             (Merged::Dense { values: a, .. }, Merged::Dense { values: b, .. }) => {
                 values_equal(a, b)
             }
@@ -185,7 +192,7 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
     let n = r.old_of_new.len() as u64;
     match m {
         // Reindexed when read.
-        frame @ Merged::Frame { .. } => Ok(frame),
+        read @ (Merged::Frame { .. } | Merged::Awkward(_)) => Ok(read),
         Merged::Dense { shape, values } => {
             let cols: Vec<Option<u64>> = if both {
                 r.old_of_new
@@ -263,6 +270,7 @@ fn write_merged(
         Ok(())
     };
     match m {
+        Merged::Awkward(a) => a.write(out, path),
         Merged::Dense { shape, values } => {
             array(path, shape.to_vec(), values, group_attrs("array", "0.2.0"))
         }
@@ -394,6 +402,16 @@ impl<'a> Planner<'a> {
         let n_old = r.new_of_old.len() as u64;
         if e.encoding == Encoding::DataFrame && !pairwise {
             return self.load_merged_frame(i, e);
+        }
+        if e.encoding == Encoding::AwkwardArray && !pairwise {
+            let a = AwkwardValue::load(store, e)?;
+            if a.len() != n_old {
+                return Err(store.err(
+                    &e.path,
+                    format!("has {} entries but its axis has {n_old} names", a.len()),
+                ));
+            }
+            return Ok(Merged::Awkward(a.reindexed(r)));
         }
         let shape = super::matrix_shape(e).filter(|_| {
             matches!(
