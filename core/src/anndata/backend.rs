@@ -29,6 +29,15 @@ pub enum Backend {
         /// The prefix they are stored under (ends in `/`).
         real_prefix: String,
     },
+    /// One array whose chunks are computed from another's (a field of a
+    /// record array, an array of a codec zarrs lacks). Read-only.
+    Derived(std::sync::Arc<dyn DerivedChunks>),
+}
+
+/// The chunks of a [`Backend::Derived`] array.
+pub trait DerivedChunks: std::fmt::Debug + Send + Sync {
+    /// The value of `key` (a chunk of the array), or `None` if there is none.
+    fn value(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
 }
 
 impl Backend {
@@ -71,6 +80,17 @@ impl ReadableStorageTraits for Backend {
                 &Self::real_key(virtual_prefix, real_prefix, key)?,
                 byte_ranges,
             ),
+            Backend::Derived(d) => {
+                let Some(value) = d.value(key.as_str())? else {
+                    return Ok(None);
+                };
+                let value = Bytes::from(value);
+                let len = value.len() as u64;
+                let parts: Vec<Result<Bytes, StorageError>> = byte_ranges
+                    .map(|r| Ok(value.slice(r.to_range_usize(len))))
+                    .collect();
+                Ok(Some(Box::new(parts.into_iter())))
+            }
         }
     }
 
@@ -83,6 +103,7 @@ impl ReadableStorageTraits for Backend {
                 virtual_prefix,
                 real_prefix,
             } => inner.size_key(&Self::real_key(virtual_prefix, real_prefix, key)?),
+            Backend::Derived(d) => Ok(d.value(key.as_str())?.map(|v| v.len() as u64)),
         }
     }
 
@@ -91,6 +112,7 @@ impl ReadableStorageTraits for Backend {
             Backend::Zarr(s) => s.supports_get_partial(),
             Backend::H5(s) => s.supports_get_partial(),
             Backend::Aliased { inner, .. } => inner.supports_get_partial(),
+            Backend::Derived(_) => false,
         }
     }
 }
@@ -99,7 +121,9 @@ impl WritableStorageTraits for Backend {
     fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
         match self {
             Backend::Zarr(s) => s.set(key, value),
-            Backend::H5(_) | Backend::Aliased { .. } => Err(read_only(key.as_str())),
+            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => {
+                Err(read_only(key.as_str()))
+            }
         }
     }
 
@@ -110,21 +134,27 @@ impl WritableStorageTraits for Backend {
     ) -> Result<(), StorageError> {
         match self {
             Backend::Zarr(s) => s.set_partial_many(key, offset_values),
-            Backend::H5(_) | Backend::Aliased { .. } => Err(read_only(key.as_str())),
+            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => {
+                Err(read_only(key.as_str()))
+            }
         }
     }
 
     fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
         match self {
             Backend::Zarr(s) => s.erase(key),
-            Backend::H5(_) | Backend::Aliased { .. } => Err(read_only(key.as_str())),
+            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => {
+                Err(read_only(key.as_str()))
+            }
         }
     }
 
     fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
         match self {
             Backend::Zarr(s) => s.erase_prefix(prefix),
-            Backend::H5(_) | Backend::Aliased { .. } => Err(read_only(prefix.as_str())),
+            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => {
+                Err(read_only(prefix.as_str()))
+            }
         }
     }
 
@@ -137,28 +167,28 @@ impl ListableStorageTraits for Backend {
     fn list(&self) -> Result<StoreKeys, StorageError> {
         match self {
             Backend::Zarr(s) => s.list(),
-            Backend::H5(_) | Backend::Aliased { .. } => Err(not_listed()),
+            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => Err(not_listed()),
         }
     }
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
         match self {
             Backend::Zarr(s) => s.list_prefix(prefix),
-            Backend::H5(_) | Backend::Aliased { .. } => Err(not_listed()),
+            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => Err(not_listed()),
         }
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
         match self {
             Backend::Zarr(s) => s.list_dir(prefix),
-            Backend::H5(_) | Backend::Aliased { .. } => Err(not_listed()),
+            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => Err(not_listed()),
         }
     }
 
     fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
         match self {
             Backend::Zarr(s) => s.size_prefix(prefix),
-            Backend::H5(_) | Backend::Aliased { .. } => Err(not_listed()),
+            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => Err(not_listed()),
         }
     }
 }

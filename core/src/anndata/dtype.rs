@@ -66,9 +66,10 @@ impl DType {
         }
         if let Value::String(s) = dtype {
             if s == "|O" {
-                let vlen = filters
-                    .as_array()
-                    .is_some_and(|f| f.iter().any(|f| f["id"] == "vlen-utf8"));
+                let vlen = filters.as_array().is_some_and(|f| {
+                    f.iter()
+                        .any(|f| f["id"] == "vlen-utf8" || f["id"] == "json2")
+                });
                 if vlen {
                     return DType::String;
                 }

@@ -185,9 +185,8 @@ pub fn read_tree(store: &Store) -> Result<Element> {
     {
         return Err(store.err(
             "",
-            "not an AnnData store of anndata 0.7 or later (the root has no encoding-type): the \
-             pre-0.7 zarr layout is not supported (zarr-python 3 cannot open it either), re-save \
-             it with current anndata",
+            "not an AnnData layout anncat knows (the root has no encoding-type, and obs is \
+             neither a data frame nor a pre-0.7 record array): re-save it with current anndata",
         ));
     }
     if root.encoding != Encoding::AnnData {

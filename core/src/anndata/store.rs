@@ -13,8 +13,9 @@ use super::atomic_store::{AtomicFsStore, write_atomic};
 use super::backend::Backend;
 use super::dtype::DType;
 use super::h5::{H5Store, is_hdf5};
-use super::legacy::Overlay;
-use super::structured::raw_bits_view;
+use super::legacy::views::{FieldView, Json2View, plain_v2_doc};
+use super::legacy::{Overlay, ZarrField};
+use super::structured::{Field, fixed_text_field, raw_bits_view};
 use crate::error::{Error, Result};
 
 /// The zarr format of a store.
@@ -142,6 +143,15 @@ impl Store {
         .with_legacy_overlay()
     }
 
+    /// This store seen through `overlay` (while an overlay is being built
+    /// and needs to read what it has so far).
+    pub(crate) fn with_overlay(&self, overlay: Overlay) -> Store {
+        Store {
+            legacy: Some(Arc::new(overlay)),
+            ..self.clone()
+        }
+    }
+
     /// Adds the overlay of an anndata 0.7 store (zarr v2 or h5ad).
     fn with_legacy_overlay(mut self) -> Result<Store> {
         if self.format == ZarrFormat::V2 {
@@ -213,7 +223,7 @@ impl Store {
     pub fn h5(&self) -> Option<&H5Store> {
         match self.storage.as_ref() {
             Backend::H5(h) => Some(h),
-            Backend::Zarr(_) | Backend::Aliased { .. } => None,
+            Backend::Zarr(_) | Backend::Aliased { .. } | Backend::Derived(_) => None,
         }
     }
 
@@ -340,7 +350,7 @@ impl Store {
         }
     }
 
-    fn parse_v2_array(&self, path: &str, doc: Value) -> Result<ArrayMeta> {
+    pub(crate) fn parse_v2_array(&self, path: &str, doc: Value) -> Result<ArrayMeta> {
         let shape = u64_list(&doc["shape"])
             .ok_or_else(|| self.err(path, "corrupt metadata: .zarray has no valid shape"))?;
         let chunks = u64_list(&doc["chunks"])
@@ -453,6 +463,9 @@ impl Store {
     /// bits of the record size so their bytes can still be moved.
     pub fn array(&self, path: &str) -> Result<Array<Backend>> {
         let real = self.real_path(path);
+        if let Some(f) = self.legacy.as_ref().and_then(|o| o.zarr_field(&real)) {
+            return self.field_view(&real, f);
+        }
         if real.split('/').any(|part| part.starts_with("__")) {
             // zarr reserves names starting with `__`: read it under `path`.
             let aliased = Backend::Aliased {
@@ -469,12 +482,25 @@ impl Store {
             Ok(array) => return Ok(array),
             Err(e) => e,
         };
-        let view = match self.node(path)? {
+        let view = match self.stored_node(&real)? {
             Some(NodeMeta {
                 kind: NodeKind::Array(meta),
                 ..
             }) if matches!(meta.dtype, DType::Structured(_)) => {
                 raw_bits_view(&meta.raw, self.format)
+            }
+            Some(NodeMeta {
+                kind: NodeKind::Array(meta),
+                ..
+            }) if is_json2(&meta.raw) => return self.json2_view(&real, &meta),
+            Some(NodeMeta {
+                kind: NodeKind::Array(meta),
+                ..
+            }) if self.format == ZarrFormat::V2 => {
+                if let Some(field) = fixed_text_field(&meta.raw["dtype"]) {
+                    return self.text_view(&real, &meta, field);
+                }
+                None
             }
             _ => None,
         };
@@ -488,6 +514,80 @@ impl Store {
         .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))?;
         Array::new_with_metadata(self.storage.clone(), &node_path, metadata)
             .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))
+    }
+
+    /// A field of a zarr record array as an array of its own.
+    fn field_view(&self, real: &str, f: &ZarrField) -> Result<Array<Backend>> {
+        let parent = self.array(&f.parent)?;
+        let view = FieldView {
+            parent,
+            prefix: format!("{real}/"),
+            offset: f.offset,
+            record: f.record,
+            field: f.field.clone(),
+        };
+        let metadata = serde_json::from_value(f.doc.clone())
+            .map(ArrayMetadata::V2)
+            .map_err(|e| self.err(real, format!("cannot open record field: {e}")))?;
+        Array::new_with_metadata(
+            Arc::new(Backend::Derived(Arc::new(view))),
+            &format!("/{real}"),
+            metadata,
+        )
+        .map_err(|e| self.err(real, format!("cannot open record field: {e}")))
+    }
+
+    /// A zarr v2 array of fixed-width text (`|S{n}`, `<U{n}`: anndata
+    /// 0.6's uns strings) as a variable-length string array.
+    fn text_view(&self, real: &str, meta: &ArrayMeta, field: Field) -> Result<Array<Backend>> {
+        let open_err =
+            |e: &dyn std::fmt::Display| self.err(real, format!("cannot open text array: {e}"));
+        let raw = raw_bits_view(&meta.raw, self.format)
+            .ok_or_else(|| open_err(&"not fixed-width text"))?;
+        let raw = serde_json::from_value(raw)
+            .map(ArrayMetadata::V2)
+            .map_err(|e| open_err(&e))?;
+        let parent = Array::new_with_metadata(self.storage.clone(), &format!("/{real}"), raw)
+            .map_err(|e| open_err(&e))?;
+        let view = FieldView {
+            parent,
+            prefix: format!("{real}/"),
+            offset: 0,
+            record: field.size() as usize,
+            field,
+        };
+        let doc = plain_v2_doc("|O", &meta.shape, &meta.chunks);
+        let metadata = serde_json::from_value(doc)
+            .map(ArrayMetadata::V2)
+            .map_err(|e| open_err(&e))?;
+        Array::new_with_metadata(
+            Arc::new(Backend::Derived(Arc::new(view))),
+            &format!("/{real}"),
+            metadata,
+        )
+        .map_err(|e| open_err(&e))
+    }
+
+    /// An object array of numcodecs' `json2` codec (anndata 0.6's zarr
+    /// strings) as a variable-length string array.
+    fn json2_view(&self, real: &str, meta: &ArrayMeta) -> Result<Array<Backend>> {
+        let view = Json2View {
+            inner: self.storage.clone(),
+            prefix: format!("{real}/"),
+            stored_prefix: format!("{real}/"),
+            compressor: meta.raw["compressor"].clone(),
+            chunk_len: meta.chunks.iter().product::<u64>().max(1) as usize,
+        };
+        let doc = plain_v2_doc("|O", &meta.shape, &meta.chunks);
+        let metadata = serde_json::from_value(doc)
+            .map(ArrayMetadata::V2)
+            .map_err(|e| self.err(real, format!("cannot open json2 array: {e}")))?;
+        Array::new_with_metadata(
+            Arc::new(Backend::Derived(Arc::new(view))),
+            &format!("/{real}"),
+            metadata,
+        )
+        .map_err(|e| self.err(real, format!("cannot open json2 array: {e}")))
     }
 
     /// Writes a group node with `attrs` (v2: `.zgroup` + `.zattrs`).
@@ -549,3 +649,10 @@ fn u64_list(v: &Value) -> Option<Vec<u64>> {
 }
 
 pub use crate::error::io_reason;
+
+/// Whether a zarr v2 array's metadata names numcodecs' `json2` codec.
+fn is_json2(raw: &Value) -> bool {
+    raw["filters"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f["id"] == "json2"))
+}

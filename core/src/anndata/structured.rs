@@ -128,6 +128,19 @@ impl Structured {
     }
 }
 
+/// The field a zarr v2 fixed-width text dtype (`|S{n}` bytes, `<U{n}`
+/// UTF-32) amounts to, or `None` for other dtypes.
+pub fn fixed_text_field(dtype: &Value) -> Option<Field> {
+    let s = dtype.as_str()?;
+    if let Some(n) = s.strip_prefix("|S") {
+        return n.parse().ok().filter(|&n| n > 0).map(Field::Bytes);
+    }
+    if let Some(n) = s.strip_prefix("<U") {
+        return n.parse().ok().filter(|&n| n > 0).map(Field::Utf32);
+    }
+    None
+}
+
 /// Rewrites an array metadata document of a structured array into one zarrs
 /// can use to move its bytes: the dtype becomes raw bits of the record size
 /// and the fill value zeros. `None` if the dtype is not a translatable
@@ -136,10 +149,13 @@ pub fn raw_bits_view(doc: &Value, format: ZarrFormat) -> Option<Value> {
     let mut view = doc.clone();
     match format {
         ZarrFormat::V2 => {
-            let s = Structured::parse(&doc["dtype"], format)?;
-            view["dtype"] = json!(format!("|V{}", s.item_size()));
-            if !view["fill_value"].is_string() {
-                view["fill_value"] = json!(base64_zeros(s.item_size()));
+            let size = match fixed_text_field(&doc["dtype"]) {
+                Some(field) => field.size(),
+                None => Structured::parse(&doc["dtype"], format)?.item_size(),
+            };
+            view["dtype"] = json!(format!("|V{size}"));
+            if !view["fill_value"].is_string() || fixed_text_field(&doc["dtype"]).is_some() {
+                view["fill_value"] = json!(base64_zeros(size));
             }
         }
         ZarrFormat::V3 => {

@@ -1,11 +1,13 @@
-//! The pre-0.7 layout of an h5ad (anndata 0.5 and 0.6), seen as the
-//! current one, as anndata 0.12 / 0.13 read it (`read_h5ad`'s backwards
-//! compatibility, `_clean_uns` and `_move_adj_mtx`):
+//! The pre-0.7 layout (anndata 0.5 and 0.6), in h5ad and zarr v2, seen as
+//! the current one, as anndata 0.12 / 0.13 read it (`read_h5ad` /
+//! `read_zarr`'s backwards compatibility, `_clean_uns` and
+//! `_move_adj_mtx`):
 //!
-//! - `obs`, `var` and `raw.var` are compound datasets (record arrays) whose
-//!   first field is the index: each becomes a virtual `dataframe` group whose
-//!   columns are the fields, read through the h5ad store's field views
-//!   (`obs/n_genes` is the field `n_genes` of the dataset `obs`);
+//! - `obs`, `var` and `raw.var` are record arrays (h5ad compound datasets,
+//!   zarr structured arrays) whose first field is the index: each becomes a
+//!   virtual `dataframe` group whose columns are the fields, read through
+//!   field views (`obs/n_genes` is the field `n_genes` of the array `obs`:
+//!   the h5ad store's own, [`super::views::FieldView`] in zarr);
 //! - `obsm`, `varm` and `raw.varm`, when compound datasets, become `dict`
 //!   groups of their fields (a sub-array field is an `n x k` array);
 //! - a column with categories in `uns/<column>_categories` (and every code
@@ -13,15 +15,18 @@
 //!   uns entry goes; obs and var are both tried, as anndata does;
 //! - `raw.X`, `raw.var` and `raw.varm` become the `raw` group;
 //! - groups tagged `h5sparse_format` are sparse matrices;
-//! - a one-element array of fixed-length byte strings is a `str` scalar;
+//! - in h5ad, a one-element array of fixed-length byte strings is a `str`
+//!   scalar (anndata's zarr reader has no such rule);
 //! - `uns/neighbors/distances` and `connectivities` (2-D) move to obsp.
 
 use serde_json::{Map, Value, json};
 
-use super::Overlay;
+use super::views::plain_v2_doc;
+use super::{Overlay, ZarrField};
 use crate::anndata::dtype::DType;
 use crate::anndata::sparse::read_i64_range;
 use crate::anndata::store::{NodeKind, NodeMeta, Store};
+use crate::anndata::structured::Field;
 use crate::error::Result;
 
 /// The data frames of the layout: (virtual path, stored path).
@@ -40,24 +45,68 @@ fn attrs(value: Value) -> Map<String, Value> {
     }
 }
 
-/// The overlay of a pre-0.7 h5ad (root without an encoding-type, `obs` a
-/// compound dataset), else `None`.
-pub(super) fn detect(store: &Store) -> Result<Option<Overlay>> {
-    let Some(h5) = store.h5() else {
+/// The field names of the record array stored at `path` (an h5ad compound
+/// dataset, a zarr structured array), or `None` if it is not one. In zarr,
+/// each field is also registered as an array of its own in `overlay`.
+fn record_fields(store: &Store, path: &str, overlay: &mut Overlay) -> Result<Option<Vec<String>>> {
+    if let Some(h5) = store.h5() {
+        // The h5ad store has field views of its own.
+        return Ok(h5.compound_fields(path));
+    }
+    let Some(NodeMeta {
+        kind: NodeKind::Array(a),
+        ..
+    }) = store.stored_node(path)?
+    else {
         return Ok(None);
     };
+    let DType::Structured(s) = &a.dtype else {
+        return Ok(None);
+    };
+    if a.shape.len() != 1 {
+        return Err(store.err(path, "a pre-0.7 record array that is not 1-dimensional"));
+    }
+    let record = s.item_size() as usize;
+    let mut offset = 0;
+    let mut names = Vec::with_capacity(s.fields().len());
+    for (name, field) in s.fields() {
+        let dtype = match field {
+            Field::Numeric(d) => d.v2_name().unwrap_or("|O"),
+            Field::Utf32(_) | Field::Bytes(_) => "|O",
+        };
+        overlay.zarr_fields.insert(
+            format!("{path}/{name}"),
+            ZarrField {
+                parent: path.to_string(),
+                offset,
+                record,
+                field: field.clone(),
+                doc: plain_v2_doc(dtype, &a.shape, &a.chunks),
+            },
+        );
+        offset += field.size() as usize;
+        names.push(name.clone());
+    }
+    Ok(Some(names))
+}
+
+/// The overlay of a pre-0.7 store (root without an encoding-type, `obs` a
+/// record array), else `None`.
+pub(super) fn detect(store: &Store) -> Result<Option<Overlay>> {
     match store.stored_node("")? {
         Some(root) if !root.attrs.contains_key("encoding-type") => {}
         _ => return Ok(None),
     }
-    if h5.compound_fields("obs").is_none() {
+    let mut overlay = Overlay::default();
+    if record_fields(store, "obs", &mut overlay)?.is_none() {
         return Ok(None);
     }
-    h5.read_singletons_as_scalars();
-    let mut overlay = Overlay::default();
+    if let Some(h5) = store.h5() {
+        h5.read_singletons_as_scalars();
+    }
     let mut frame_fields = Vec::new();
     for (virt, stored) in FRAMES {
-        let Some(fields) = h5.compound_fields(stored) else {
+        let Some(fields) = record_fields(store, stored, &mut overlay)? else {
             continue;
         };
         let Some((index, columns)) = fields.split_first() else {
@@ -80,7 +129,7 @@ pub(super) fn detect(store: &Store) -> Result<Option<Overlay>> {
         frame_fields.push((virt, columns.to_vec()));
     }
     for (virt, stored) in MAPPINGS {
-        if let Some(fields) = h5.compound_fields(stored) {
+        if let Some(fields) = record_fields(store, stored, &mut overlay)? {
             let attrs = attrs(json!({"encoding-type": "dict", "encoding-version": "0.1.0"}));
             overlay.groups.insert(virt.to_string(), (attrs, fields));
             if virt != stored {
@@ -91,7 +140,9 @@ pub(super) fn detect(store: &Store) -> Result<Option<Overlay>> {
         }
     }
     add_raw(store, &mut overlay)?;
-    add_categoricals(store, &mut overlay, &frame_fields)?;
+    // The columns are read through what the overlay has so far.
+    let probe = store.with_overlay(overlay.clone());
+    add_categoricals(&probe, &mut overlay, &frame_fields)?;
     move_adjacency(store, &mut overlay)?;
     Ok(Some(overlay))
 }
@@ -158,7 +209,7 @@ fn add_categoricals(
             let Some(NodeMeta {
                 kind: NodeKind::Array(codes),
                 ..
-            }) = store.stored_node(&path)?
+            }) = store.node(&path)?
             else {
                 continue;
             };
