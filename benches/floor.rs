@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use anncat_core::anndata::OutputStore;
 use anncat_core::anndata::layout::ArraySpec;
 use anncat_core::anndata::store::{NodeKind, Store};
 use anncat_core::anndata::{Element, read_tree};
@@ -55,7 +56,7 @@ fn byte_len(b: &ArrayBytes<'_>) -> u64 {
 
 /// Streams every chunk of `element` in `input` into `out`; returns the
 /// decoded bytes.
-fn copy_element(input: &Path, element: &str, out: &Store) -> u64 {
+fn copy_element(input: &Path, element: &str, out: &OutputStore) -> u64 {
     let store = Store::open(input).expect("open input");
     let tree = read_tree(&store).expect("read input");
     let target = tree
@@ -73,7 +74,7 @@ fn copy_element(input: &Path, element: &str, out: &Store) -> u64 {
         out.write_array_meta(&a.path, &doc, &a.meta.attrs)
             .expect("write metadata");
         let from = store.array(&a.path).expect("open input array");
-        let to = out.array(&a.path).expect("open output array");
+        let to = out.writable_array(&a.path).expect("open output array");
         total += chunk_indices(from.chunk_grid_shape())
             .into_par_iter()
             .map(|idx| {
@@ -105,7 +106,7 @@ fn main() {
     let mut bytes = 0;
     for (i, input) in inputs.iter().enumerate() {
         let probe = Store::open(Path::new(input)).expect("open input");
-        let out = Store::create(&scratch.path().join(format!("{i}.zarr")), probe.format())
+        let out = OutputStore::create(&scratch.path().join(format!("{i}.zarr")), probe.format())
             .expect("create scratch store");
         bytes += copy_element(Path::new(input), element, &out);
     }

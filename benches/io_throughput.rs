@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use anncat_core::anndata::OutputStore;
 use anncat_core::anndata::layout::ArraySpec;
 use anncat_core::anndata::store::{NodeKind, Store};
 use anncat_core::anndata::{Element, read_tree};
@@ -99,7 +100,7 @@ fn main() {
     let out_dir = tempfile::tempdir().expect("tempdir");
     let mut best_write = f64::MAX;
     for round in 0..repeats {
-        let out = Store::create(
+        let out = OutputStore::create(
             &out_dir.path().join(format!("w{round}.zarr")),
             store.format(),
         )
@@ -116,7 +117,7 @@ fn main() {
             let doc = spec.to_metadata(store.format()).expect("metadata");
             out.write_array_meta(&a.path, &doc, &a.meta.attrs)
                 .expect("write metadata");
-            let array = out.array(&a.path).expect("open output");
+            let array = out.writable_array(&a.path).expect("open output");
             chunks.par_iter().for_each(|(idx, bytes)| {
                 array.store_chunk(idx, bytes.clone()).expect("write chunk");
             });

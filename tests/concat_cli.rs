@@ -157,7 +157,7 @@ fn duplicate_names_on_the_joined_axis_are_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dup = dir.path().join("dup.zarr");
     copy_tree(&fixture("chunked_v2.zarr"), &dup);
-    let store = anncat_core::anndata::Store::open(&dup).expect("open");
+    let store = anncat_core::anndata::OutputStore::open(&dup).expect("open");
     let mut names: Vec<String> = (0..29).map(|i| format!("gene{i}")).collect();
     names[5] = "gene3".to_string();
     anncat_core::concat::frame::write_strings(&store, "var/_index", &names, 29)

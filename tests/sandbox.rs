@@ -4,7 +4,7 @@
 //! fixed once per process.
 
 use anncat_core::anndata::atomic_store::restrict_writes;
-use anncat_core::anndata::{Store, ZarrFormat, sandbox};
+use anncat_core::anndata::{OutputStore, ZarrFormat, sandbox};
 
 #[test]
 fn writes_and_deletes_outside_the_allowed_directories_are_refused() {
@@ -31,7 +31,7 @@ fn writes_and_deletes_outside_the_allowed_directories_are_refused() {
         victim.is_file() && !outside.exists(),
         "something was touched"
     );
-    let e = Store::create(&other.path().join("out.zarr"), ZarrFormat::V2)
+    let e = OutputStore::create(&other.path().join("out.zarr"), ZarrFormat::V2)
         .expect_err("store outside")
         .to_string();
     assert!(e.contains("--allow-write"), "{e}");

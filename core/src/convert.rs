@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 use zarrs::array::{ArrayBytes, ArraySubset};
 
+use crate::anndata::OutputStore;
 use crate::anndata::consolidate::consolidate;
 use crate::anndata::dtype::DType;
 use crate::anndata::element::{Element, read_tree};
@@ -83,7 +84,7 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
     check_all_sparse(&src, &tree)?;
     let staged = StagedOutput::prepare(output, &[input], opts.overwrite)?;
     let result = (|| {
-        let dst = Store::create(&staged.partial_path, format)?;
+        let dst = OutputStore::create(&staged.partial_path, format)?;
         let mut summary = ConvertSummary {
             zarr_format: format.number(),
             ..ConvertSummary::default()
@@ -125,7 +126,7 @@ fn convert_to_h5ad(
 /// `dst`, re-encoding arrays as `opts` and the output format require.
 pub fn copy_element(
     src: &Store,
-    dst: &Store,
+    dst: &OutputStore,
     e: &Element,
     opts: &ConvertOptions,
     summary: &mut ConvertSummary,
@@ -147,7 +148,12 @@ pub fn copy_element(
 }
 
 /// The output layout of one array under `opts`.
-fn output_spec(src: &Store, dst: &Store, meta: &ArrayMeta, opts: &ConvertOptions) -> ArraySpec {
+fn output_spec(
+    src: &Store,
+    dst: &OutputStore,
+    meta: &ArrayMeta,
+    opts: &ConvertOptions,
+) -> ArraySpec {
     let item = meta.dtype.item_size();
     let chunks = match opts.chunk_bytes {
         Some(bytes) => chunk_shape_for(&meta.shape, item, bytes),
@@ -175,7 +181,7 @@ fn output_spec(src: &Store, dst: &Store, meta: &ArrayMeta, opts: &ConvertOptions
 #[allow(clippy::too_many_arguments)]
 fn copy_array(
     src: &Store,
-    dst: &Store,
+    dst: &OutputStore,
     path: &str,
     meta: &ArrayMeta,
     attrs: &serde_json::Map<String, Value>,
@@ -213,9 +219,9 @@ fn copy_array(
 /// Copies the data of the array at `path` of `src` into the array of the
 /// same shape at `path` of `dst` (whose metadata exists), one output chunk
 /// or shard per step, in parallel. Returns the number of steps.
-pub fn copy_array_data(src: &Store, dst: &Store, path: &str) -> Result<u64> {
+pub fn copy_array_data(src: &Store, dst: &OutputStore, path: &str) -> Result<u64> {
     let input = src.array(path)?;
-    let output = dst.array(path)?;
+    let output = dst.writable_array(path)?;
     if input.shape() != output.shape() {
         return Err(dst.err(
             path,
@@ -247,7 +253,7 @@ pub fn copy_array_data(src: &Store, dst: &Store, path: &str) -> Result<u64> {
 
 /// Copies every file of the node at `path` (metadata and chunks) byte for
 /// byte, each through a temporary file and a rename.
-fn copy_verbatim(src: &Store, dst: &Store, path: &str) -> Result<()> {
+fn copy_verbatim(src: &Store, dst: &OutputStore, path: &str) -> Result<()> {
     copy_dir(&src.node_dir(path), &dst.node_dir(path))
         .map_err(|e| src.err(path, format!("cannot copy: {e}")))
 }

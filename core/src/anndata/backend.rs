@@ -1,10 +1,12 @@
-//! The storage behind a [`Store`](super::store::Store): a zarr directory
-//! (read and written atomically) or a read-only `.h5ad` file seen as zarr v2.
+//! The storage behind a [`Store`](super::store::Store): a zarr directory or
+//! an `.h5ad` file seen as zarr v2, for reading only (it implements no
+//! zarrs write trait: writes go through
+//! [`OutputStore`](super::output_store::OutputStore)).
 
 use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{
-    Bytes, ListableStorageTraits, MaybeBytesIterator, OffsetBytesIterator, ReadableStorageTraits,
-    StorageError, StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix, WritableStorageTraits,
+    Bytes, ListableStorageTraits, MaybeBytesIterator, ReadableStorageTraits, StorageError,
+    StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix,
 };
 
 use super::atomic_store::AtomicFsStore;
@@ -59,10 +61,6 @@ fn not_listed() -> StorageError {
     StorageError::Other("h5ad inputs are not listed by key".into())
 }
 
-fn read_only(what: &str) -> StorageError {
-    StorageError::Other(format!("{what}: .h5ad inputs are read-only"))
-}
-
 impl ReadableStorageTraits for Backend {
     fn get_partial_many<'a>(
         &'a self,
@@ -114,52 +112,6 @@ impl ReadableStorageTraits for Backend {
             Backend::Aliased { inner, .. } => inner.supports_get_partial(),
             Backend::Derived(_) => false,
         }
-    }
-}
-
-impl WritableStorageTraits for Backend {
-    fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
-        match self {
-            Backend::Zarr(s) => s.set(key, value),
-            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => {
-                Err(read_only(key.as_str()))
-            }
-        }
-    }
-
-    fn set_partial_many(
-        &self,
-        key: &StoreKey,
-        offset_values: OffsetBytesIterator<'_>,
-    ) -> Result<(), StorageError> {
-        match self {
-            Backend::Zarr(s) => s.set_partial_many(key, offset_values),
-            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => {
-                Err(read_only(key.as_str()))
-            }
-        }
-    }
-
-    fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
-        match self {
-            Backend::Zarr(s) => s.erase(key),
-            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => {
-                Err(read_only(key.as_str()))
-            }
-        }
-    }
-
-    fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
-        match self {
-            Backend::Zarr(s) => s.erase_prefix(prefix),
-            Backend::H5(_) | Backend::Aliased { .. } | Backend::Derived(_) => {
-                Err(read_only(prefix.as_str()))
-            }
-        }
-    }
-
-    fn supports_set_partial(&self) -> bool {
-        false
     }
 }
 

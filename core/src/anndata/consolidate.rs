@@ -6,11 +6,12 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use super::store::{Store, ZarrFormat, io_reason};
+use super::output_store::OutputStore;
+use super::store::{ZarrFormat, io_reason};
 use crate::error::{Error, Result};
 
 /// Writes the consolidated metadata of `store`, covering every node on disk.
-pub fn consolidate(store: &Store) -> Result<()> {
+pub fn consolidate(store: &OutputStore) -> Result<()> {
     let root = store.root();
     let mut files = Vec::new();
     collect_metadata_files(root, root, store.format(), &mut files)?;

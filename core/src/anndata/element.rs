@@ -185,8 +185,9 @@ pub fn read_tree(store: &Store) -> Result<Element> {
     {
         return Err(store.err(
             "",
-            "not an AnnData layout anncat knows (the root has no encoding-type, and obs is \
-             neither a data frame nor a pre-0.7 record array): re-save it with current anndata",
+            "not an AnnData store of a layout anncat knows (the root has no encoding-type, and \
+             obs is neither a data frame nor a pre-0.7 record array): re-save it with current \
+             anndata",
         ));
     }
     if root.encoding != Encoding::AnnData {

@@ -25,6 +25,7 @@ pub mod h5_write {
 mod hdf5_signature;
 pub mod layout;
 pub mod legacy;
+pub mod output_store;
 pub mod read;
 pub mod sandbox;
 pub mod sparse;
@@ -33,4 +34,5 @@ pub mod structured;
 
 pub use dtype::DType;
 pub use element::{Element, Encoding, read_tree};
+pub use output_store::OutputStore;
 pub use store::{Store, ZarrFormat};

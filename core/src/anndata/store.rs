@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use zarrs::array::{Array, ArrayMetadata};
 
-use super::atomic_store::{AtomicFsStore, write_atomic};
+use super::atomic_store::AtomicFsStore;
 use super::backend::Backend;
 use super::dtype::DType;
 use super::h5::{H5Store, is_hdf5};
@@ -83,15 +83,40 @@ pub struct NodeMeta {
     pub attrs: Map<String, Value>,
 }
 
-/// A zarr store on the local (or shared) filesystem, or an h5ad file.
+/// An input: a zarr store on the local (or shared) filesystem, or an h5ad
+/// file, read only. [`OutputStore`](super::output_store::OutputStore) is the
+/// one that writes.
+///
+/// Writing to an input does not compile: a `Store` has no write methods,
+///
+/// ```compile_fail
+/// let input = anncat_core::anndata::Store::open(std::path::Path::new("in.zarr")).unwrap();
+/// input.write_group("", &serde_json::Map::new()).unwrap();
+/// ```
+///
+/// and its arrays are over storage that cannot be written:
+///
+/// ```compile_fail
+/// use zarrs::array::{ArrayBytes, ArraySubset};
+/// let input = anncat_core::anndata::Store::open(std::path::Path::new("in.zarr")).unwrap();
+/// let subset = ArraySubset::new_with_shape(vec![1]);
+/// input.array("X").unwrap().store_array_subset(&subset, ArrayBytes::new_flen(vec![0u8; 4])).unwrap();
+/// ```
+///
+/// while the same calls on an output store do:
+///
+/// ```no_run
+/// use zarrs::array::{ArrayBytes, ArraySubset};
+/// let out = anncat_core::anndata::OutputStore::open(std::path::Path::new("out.zarr")).unwrap();
+/// out.write_group("", &serde_json::Map::new()).unwrap();
+/// let subset = ArraySubset::new_with_shape(vec![1]);
+/// out.writable_array("X").unwrap().store_array_subset(&subset, ArrayBytes::new_flen(vec![0u8; 4])).unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     format: ZarrFormat,
     storage: Arc<Backend>,
-    /// Arrays created through [`Store::write_array`] are sharded (v3 only)
-    /// with inner chunks of at least this many bytes.
-    shard_inner_bytes: Option<u64>,
     /// An anndata 0.7 store seen as the current layout (see [`Overlay`]).
     legacy: Option<Arc<Overlay>>,
 }
@@ -106,7 +131,6 @@ impl Store {
                 root: path.to_path_buf(),
                 format: ZarrFormat::V2,
                 storage: Arc::new(Backend::H5(h5)),
-                shard_inner_bytes: None,
                 legacy: None,
             }
             .with_legacy_overlay();
@@ -137,10 +161,19 @@ impl Store {
             root: path.to_path_buf(),
             format,
             storage: Arc::new(Backend::Zarr(storage)),
-            shard_inner_bytes: None,
             legacy: None,
         }
         .with_legacy_overlay()
+    }
+
+    /// The store of a zarr directory written by anncat (no legacy overlay).
+    pub(crate) fn of_output(path: &Path, format: ZarrFormat, storage: AtomicFsStore) -> Store {
+        Store {
+            root: path.to_path_buf(),
+            format,
+            storage: Arc::new(Backend::Zarr(storage)),
+            legacy: None,
+        }
     }
 
     /// This store seen through `overlay` (while an overlay is being built
@@ -158,49 +191,6 @@ impl Store {
             self.legacy = Overlay::detect(&self)?.map(Arc::new);
         }
         Ok(self)
-    }
-
-    /// Creates a new, empty store directory (it must not exist yet; its
-    /// parent must). Nothing is written inside it.
-    pub fn create(path: &Path, format: ZarrFormat) -> Result<Store> {
-        super::sandbox::create_dir(path)
-            .map_err(|e| Error::path(path, format!("cannot create output: {}", io_reason(&e))))?;
-        let storage = AtomicFsStore::new(path).map_err(|e| Error::path(path, e))?;
-        Ok(Store {
-            root: path.to_path_buf(),
-            format,
-            storage: Arc::new(Backend::Zarr(storage)),
-            shard_inner_bytes: None,
-            legacy: None,
-        })
-    }
-
-    /// Shards the arrays later created with [`Store::write_array`] (zarr v3
-    /// only; `None` or a v2 store: unsharded): each array's chunk becomes
-    /// its shard, split into inner chunks of at least `inner_bytes`.
-    pub fn set_sharding(&mut self, inner_bytes: Option<u64>) {
-        self.shard_inner_bytes = inner_bytes.filter(|_| self.format == ZarrFormat::V3);
-    }
-
-    /// Creates an array node from `spec` (sharded as [`Store::set_sharding`]
-    /// says) with attributes `attrs`.
-    pub fn write_array(
-        &self,
-        path: &str,
-        spec: super::layout::ArraySpec,
-        attrs: &Map<String, Value>,
-    ) -> Result<()> {
-        let spec = match self.shard_inner_bytes {
-            Some(inner) if spec.shard.is_none() => spec.sharded(inner),
-            _ => spec,
-        };
-        let doc = spec.to_metadata(self.format).ok_or_else(|| {
-            self.err(
-                path,
-                format!("no zarr spelling for dtype {}", spec.dtype.display_name()),
-            )
-        })?;
-        self.write_array_meta(path, &doc, attrs)
     }
 
     /// The store's directory (or h5ad file).
@@ -588,58 +578,6 @@ impl Store {
             metadata,
         )
         .map_err(|e| self.err(real, format!("cannot open json2 array: {e}")))
-    }
-
-    /// Writes a group node with `attrs` (v2: `.zgroup` + `.zattrs`).
-    pub fn write_group(&self, path: &str, attrs: &Map<String, Value>) -> Result<()> {
-        let dir = self.node_dir(path);
-        match self.format {
-            ZarrFormat::V3 => {
-                let doc = serde_json::json!({
-                    "attributes": attrs,
-                    "zarr_format": 3,
-                    "node_type": "group",
-                });
-                self.write_doc(path, &dir.join("zarr.json"), &doc)
-            }
-            ZarrFormat::V2 => {
-                self.write_doc(
-                    path,
-                    &dir.join(".zgroup"),
-                    &serde_json::json!({"zarr_format": 2}),
-                )?;
-                self.write_doc(path, &dir.join(".zattrs"), &Value::Object(attrs.clone()))
-            }
-        }
-    }
-
-    /// Writes an array node: `doc` is the format's array metadata without
-    /// attributes (v2 `.zarray`, v3 `zarr.json`), `attrs` its attributes.
-    pub fn write_array_meta(
-        &self,
-        path: &str,
-        doc: &Value,
-        attrs: &Map<String, Value>,
-    ) -> Result<()> {
-        let dir = self.node_dir(path);
-        match self.format {
-            ZarrFormat::V3 => {
-                let mut doc = doc.clone();
-                doc["attributes"] = Value::Object(attrs.clone());
-                self.write_doc(path, &dir.join("zarr.json"), &doc)
-            }
-            ZarrFormat::V2 => {
-                self.write_doc(path, &dir.join(".zarray"), doc)?;
-                self.write_doc(path, &dir.join(".zattrs"), &Value::Object(attrs.clone()))
-            }
-        }
-    }
-
-    /// Writes one JSON document atomically.
-    pub fn write_doc(&self, path: &str, file: &Path, doc: &Value) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(doc).map_err(|e| self.err(path, e))?;
-        write_atomic(file, &bytes)
-            .map_err(|e| self.err(path, format!("cannot write metadata: {}", io_reason(&e))))
     }
 }
 

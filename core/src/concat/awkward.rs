@@ -22,6 +22,7 @@ use super::in_order::{read_bytes, write_bytes};
 use super::index::Join;
 use super::matrix::write_values;
 use super::values::Values;
+use crate::anndata::OutputStore;
 use crate::anndata::layout::ArraySpec;
 use crate::anndata::sparse::read_i64_range;
 use crate::anndata::{DType, Element, Store};
@@ -54,7 +55,7 @@ impl Part<'_> {
 /// lacks the key) into `out_path` of `out`; `lengths[i]` is input `i`'s
 /// length along the axis (what a lacking input adds in `None`s).
 pub(crate) fn concat_awkward(
-    out: &Store,
+    out: &OutputStore,
     out_path: &str,
     els: &[(&Store, Option<&Element>)],
     lengths: &[u64],
@@ -189,7 +190,7 @@ impl<'a> At<'a> {
 
 /// Writes the output's buffers.
 struct Copy<'o> {
-    out: &'o Store,
+    out: &'o OutputStore,
     out_path: &'o str,
 }
 
@@ -393,7 +394,7 @@ impl Copy<'_> {
 }
 
 /// A 1-d output buffer of `len` entries of `dtype`.
-fn create_buffer(out: &Store, path: &str, dtype: &DType, len: u64) -> Result<()> {
+fn create_buffer(out: &OutputStore, path: &str, dtype: &DType, len: u64) -> Result<()> {
     let spec = ArraySpec::new(vec![len], dtype.clone(), vec![len.clamp(1, BLOCK)]);
     let mut attrs = Map::new();
     attrs.insert("encoding-type".into(), json!("array"));
@@ -408,7 +409,7 @@ fn copy_i64_blocks(
     p: &Part<'_>,
     src: &str,
     range: std::ops::Range<u64>,
-    out: &Store,
+    out: &OutputStore,
     dest: &str,
     mut at: u64,
     mut edit: impl FnMut(&mut [i64]) -> Result<()>,

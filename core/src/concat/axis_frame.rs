@@ -13,6 +13,7 @@ use super::frame::{
     write_column_rows, write_frame_group,
 };
 use super::index::read_strings_range;
+use crate::anndata::OutputStore;
 use crate::anndata::Store;
 use crate::anndata::element::Element;
 use crate::error::{Error, Result};
@@ -163,7 +164,7 @@ impl Source<'_> {
 /// written as anndata writes it (`text`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_axis_frame(
-    out: &Store,
+    out: &OutputStore,
     path: &str,
     index_name: Option<&str>,
     parts: &[FramePart<'_>],

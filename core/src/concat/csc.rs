@@ -22,6 +22,7 @@ use serde_json::Map;
 use super::in_order::read_bytes;
 use super::matrix::{index_dtype, write_values};
 use super::values::Values;
+use crate::anndata::OutputStore;
 use crate::anndata::layout::ArraySpec;
 use crate::anndata::sandbox;
 use crate::anndata::{DType, Store, ZarrFormat};
@@ -234,7 +235,7 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
     if let Some(parent) = t.out.parent() {
         sandbox::create_dir_all(parent).map_err(|e| io_err(parent, "cannot create", e))?;
     }
-    let out = Store::create(&t.out, ZarrFormat::V3)?;
+    let out = OutputStore::create(&t.out, ZarrFormat::V3)?;
     let empty = Map::new();
     out.write_group("", &empty)?;
     out.write_group("m", &empty)?;

@@ -15,7 +15,7 @@ use zarrs::array::{ArrayBytes, ArrayBytesRaw, ArraySubset};
 use super::matrix::index_dtype;
 use super::plan::{Axis, ConcatPlan, MatrixPlan, SourceKind};
 use super::values::Values;
-use crate::anndata::{DType, Store};
+use crate::anndata::{DType, OutputStore, Store};
 use crate::error::Result;
 
 /// Where each input's entries sit in the output, for the copy path.
@@ -178,7 +178,7 @@ pub(crate) fn read_bytes(store: &Store, path: &str, start: u64, len: u64) -> Res
 /// Writes little-endian `bytes` as elements `start ..` of the 1-d array at
 /// `path`.
 pub fn write_bytes(
-    store: &Store,
+    store: &OutputStore,
     path: &str,
     start: u64,
     bytes: Vec<u8>,
@@ -189,7 +189,7 @@ pub fn write_bytes(
         return Ok(());
     }
     crate::kernel::record_bytes_written(bytes.len() as u64);
-    let array = store.array(path)?;
+    let array = store.writable_array(path)?;
     let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
         .map_err(|e| store.err(path, e))?;
     array

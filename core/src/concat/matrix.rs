@@ -22,7 +22,7 @@ use super::plan::{Axis, ConcatPlan, MatrixPlan, MatrixSource, SourceKind};
 use super::values::{Scalar, Values};
 use crate::anndata::layout::ArraySpec;
 use crate::anndata::store::{ArrayMeta, NodeKind, NodeMeta};
-use crate::anndata::{DType, Store};
+use crate::anndata::{DType, OutputStore, Store};
 use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
 use crate::kernel::KernelRegistry;
@@ -79,6 +79,11 @@ fn open(path: &Path) -> Result<Store> {
     Store::open(path)
 }
 
+/// The shared output a task writes its chunks into.
+fn open_output(path: &Path) -> Result<OutputStore> {
+    OutputStore::open(path)
+}
+
 /// Reads the block `start .. start + shape` of the array at `path`.
 pub(crate) fn read_values(
     store: &Store,
@@ -99,7 +104,7 @@ pub(crate) fn read_values(
 }
 
 pub(crate) fn write_values(
-    store: &Store,
+    store: &OutputStore,
     path: &str,
     start: Vec<u64>,
     shape: Vec<u64>,
@@ -109,7 +114,7 @@ pub(crate) fn write_values(
         return Ok(());
     }
     crate::kernel::record_bytes_written(values.len() as u64 * values.dtype().item_size() as u64);
-    let array = store.array(path)?;
+    let array = store.writable_array(path)?;
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
     array
         .store_array_subset(&subset, values.to_array_bytes())
@@ -140,7 +145,7 @@ fn fill_for(m: &MatrixPlan) -> Scalar {
 fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
     let plan = ConcatPlan::load(&t.plan)?;
     let m = &plan.matrices[t.matrix];
-    let out = open(&plan.output)?;
+    let out = open_output(&plan.output)?;
     let rows = t.block * m.chunks[0]..((t.block + 1) * m.chunks[0]).min(m.shape[0]);
     let cols = t.block2 * m.chunks[1]..((t.block2 + 1) * m.chunks[1]).min(m.shape[1]);
     let (nr, nc) = (
@@ -162,7 +167,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         )
         .map_err(|e| out.err(path, e))?;
         return out
-            .array(path)?
+            .writable_array(path)?
             .store_array_subset(&subset, zarrs::array::ArrayBytes::new_flen(bytes))
             .map(|()| Vec::new())
             .map_err(|e| out.err(path, format!("cannot write chunk: {e}")));
@@ -492,7 +497,7 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
             m.out_path
         )));
     }
-    let mut out = open(&plan.output)?;
+    let mut out = open_output(&plan.output)?;
     out.set_sharding(plan.shard_inner_bytes);
     let idx = index_dtype_for(total, m.shape);
     let empty = Map::new();
@@ -528,7 +533,7 @@ fn sparse_indptr(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
             acc += u64::from(c);
         }
     }
-    let out = open(&plan.output)?;
+    let out = open_output(&plan.output)?;
     let path = format!("{}/indptr", m.out_path);
     let values = Values::I64(ptr).cast(&index_dtype(&out, &path)?)?;
     write_values(&out, &path, vec![first], vec![last - first], &values)?;
@@ -548,7 +553,7 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         return Ok(Vec::new());
     }
     let hi = (lo + m.chunks[1]).min(total);
-    let out = open(&plan.output)?;
+    let out = open_output(&plan.output)?;
     let ix_path = format!("{}/indices", m.out_path);
     let ix_dtype = index_dtype(&out, &ix_path)?;
     if let Some(at) = &offsets.in_order {

@@ -15,6 +15,7 @@ use super::matrix::{index_dtype, index_dtype_for, read_csr_rows};
 use super::options::Merge;
 use super::values::{Scalar, Values, fill_promote};
 use super::{View, child_names, group_attrs, join_keys};
+use crate::anndata::OutputStore;
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::layout::{ArraySpec, chunk_shape_for};
 use crate::anndata::{DType, Store};
@@ -254,7 +255,7 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
 
 /// Writes a 2-D element.
 fn write_merged(
-    out: &Store,
+    out: &OutputStore,
     path: &str,
     m: &Merged,
     chunk_bytes: u64,

@@ -37,6 +37,7 @@ pub use self::options::{ConcatOptions, Merge, Sharding, parse_size};
 use self::plan::{Axis, ConcatPlan, InputInfo, Space};
 pub use self::run::{PreparedConcat, prepare_concat};
 use self::tasks::MatrixLayout;
+use crate::anndata::OutputStore;
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::{DType, Store};
 use crate::error::{Error, Result};
@@ -218,7 +219,7 @@ pub(crate) struct Planner<'a> {
     pub(crate) opts: &'a ConcatOptions,
     pub(crate) keys: &'a [String],
     pub(crate) inputs: &'a [Input],
-    pub(crate) out: Store,
+    pub(crate) out: OutputStore,
     pub(crate) plan: ConcatPlan,
     pub(crate) shape: [u64; 2],
     pub(crate) chunk_bytes: u64,
@@ -233,7 +234,7 @@ impl<'a> Planner<'a> {
         opts: &'a ConcatOptions,
         keys: &'a [String],
         inputs: &'a [Input],
-        out: Store,
+        out: OutputStore,
     ) -> Result<Self> {
         let mut out = out;
         let (chunk_bytes, shard_inner_bytes) =

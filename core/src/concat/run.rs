@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{ConcatOptions, ConcatSummary, Input, Planner, Sharding};
+use crate::anndata::OutputStore;
 use crate::anndata::Store;
 use crate::anndata::consolidate::consolidate;
 use crate::anndata::element::read_tree;
@@ -93,7 +94,7 @@ fn input_identities(opts: &ConcatOptions) -> Result<Vec<(PathBuf, u64)>> {
 #[derive(Debug)]
 pub struct PreparedConcat {
     staged: StagedOutput,
-    out: Store,
+    out: OutputStore,
     graph: Graph,
     done: HashMap<TaskId, Vec<u8>>,
     summary: ConcatSummary,
@@ -158,7 +159,7 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
     let keys = opts.resolved_keys();
     let format = opts.zarr_format.unwrap_or(inputs[0].store.format());
     let planned = (|| {
-        let out = Store::create(&staged.partial_path, format)?;
+        let out = OutputStore::create(&staged.partial_path, format)?;
         let mut planner = Planner::new(opts, &keys, &inputs, out)?;
         planner.plan_all()?;
         let plan_file = planner.plan.save()?;
@@ -232,7 +233,7 @@ fn resume(staged: &StagedOutput, opts: &ConcatOptions) -> Result<Option<Prepared
             "cannot resume: this partial output was made with other inputs or options (remove it, or run without --resume)",
         ));
     }
-    let out = Store::open(&staged.partial_path)?;
+    let out = OutputStore::open(&staged.partial_path)?;
     let done = Journal::read(&scratch(&staged.partial_path).join("journal"))?;
     Ok(Some(PreparedConcat {
         staged: staged.clone(),

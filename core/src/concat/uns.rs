@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use zarrs::array::ArrayBytes;
 
 use super::options::Merge;
+use crate::anndata::OutputStore;
 use crate::anndata::Store;
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::store::NodeKind;
@@ -62,7 +63,7 @@ pub fn same_content(sa: &Store, a: &Element, sb: &Store, b: &Element) -> Result<
 /// an input lacks it) into the group at `path` of `out`. Returns whether
 /// anything was kept.
 pub fn merge_into(
-    out: &Store,
+    out: &OutputStore,
     path: &str,
     sources: &[(&Store, Option<&Element>)],
     strategy: Merge,
@@ -79,7 +80,7 @@ pub fn merge_into(
     Ok(())
 }
 
-fn merge_level(out: &Store, ds: &[(&Store, &Element)], strategy: Merge) -> Result<bool> {
+fn merge_level(out: &OutputStore, ds: &[(&Store, &Element)], strategy: Merge) -> Result<bool> {
     let lists: Vec<Vec<String>> = ds.iter().map(|(_, e)| names(e)).collect();
     let join = if strategy == Merge::Same {
         super::index::Join::Inner

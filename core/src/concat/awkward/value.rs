@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::form::{Merged, Node, parse};
 use super::{create_buffer, write_values};
+use crate::anndata::OutputStore;
 use crate::anndata::sparse::read_i64_range;
 use crate::anndata::store::NodeKind;
 use crate::anndata::{DType, Element, Store};
@@ -375,7 +376,7 @@ impl Level {
     }
 
     /// Writes this level's buffers, named by the keys of `ty`.
-    fn write(&self, out: &Store, path: &str, ty: &Merged) -> Result<()> {
+    fn write(&self, out: &OutputStore, path: &str, ty: &Merged) -> Result<()> {
         let buffer = |key: &str, role: &str, values: &Values| -> Result<()> {
             let dest = format!("{path}/{key}-{role}");
             let n = values.len() as u64;
@@ -526,7 +527,7 @@ impl AwkwardValue {
     }
 
     /// Writes the array as the awkward-array group `path` of `out`.
-    pub(crate) fn write(&self, out: &Store, path: &str) -> Result<()> {
+    pub(crate) fn write(&self, out: &OutputStore, path: &str) -> Result<()> {
         let mut ty = self.top.ty();
         ty.assign_keys(&mut 0);
         let mut attrs = Map::new();

@@ -3,6 +3,7 @@
 //! frames; and turning string columns into categoricals as anndata does.
 
 use super::*;
+use crate::anndata::OutputStore;
 
 /// anndata's `strings_to_categoricals`, applied when it writes obs and var:
 /// a string column (plain or nullable) with fewer distinct values than rows
@@ -85,7 +86,7 @@ pub(super) fn attrs(encoding: &str, version: &str) -> Map<String, Value> {
 
 /// Writes the metadata of a 1-D array of `len` elements.
 pub(super) fn create_array(
-    out: &Store,
+    out: &OutputStore,
     path: &str,
     dtype: DType,
     len: u64,
@@ -98,7 +99,7 @@ pub(super) fn create_array(
 
 /// Writes elements `start..start + len` of a 1-D array.
 pub(super) fn store_rows<'d>(
-    out: &Store,
+    out: &OutputStore,
     path: &str,
     start: u64,
     len: usize,
@@ -109,20 +110,35 @@ pub(super) fn store_rows<'d>(
     }
     let subset = ArraySubset::new_with_start_shape(vec![start], vec![len as u64])
         .map_err(|e| out.err(path, e))?;
-    out.array(path)?
+    out.writable_array(path)?
         .store_array_subset(&subset, data)
         .map_err(|e| out.err(path, format!("cannot write: {e}")))
 }
 
-pub(super) fn store_values(out: &Store, path: &str, start: u64, values: &Values) -> Result<()> {
+pub(super) fn store_values(
+    out: &OutputStore,
+    path: &str,
+    start: u64,
+    values: &Values,
+) -> Result<()> {
     store_rows(out, path, start, values.len(), values.to_array_bytes())
 }
 
-pub(super) fn store_bools(out: &Store, path: &str, start: u64, values: &[bool]) -> Result<()> {
+pub(super) fn store_bools(
+    out: &OutputStore,
+    path: &str,
+    start: u64,
+    values: &[bool],
+) -> Result<()> {
     store_values(out, path, start, &Values::Bool(values.to_vec()))
 }
 
-pub(super) fn store_strings(out: &Store, path: &str, start: u64, values: &[String]) -> Result<()> {
+pub(super) fn store_strings(
+    out: &OutputStore,
+    path: &str,
+    start: u64,
+    values: &[String],
+) -> Result<()> {
     store_rows(out, path, start, values.len(), values.to_vec())
 }
 
@@ -138,13 +154,18 @@ pub(super) fn code_dtype(n: usize) -> DType {
 }
 
 /// Writes the metadata of a `string-array` element of `len` strings.
-pub(super) fn create_string_array(out: &Store, path: &str, len: u64, chunk: u64) -> Result<()> {
+pub(super) fn create_string_array(
+    out: &OutputStore,
+    path: &str,
+    len: u64,
+    chunk: u64,
+) -> Result<()> {
     let a = attrs("string-array", "0.2.0");
     create_array(out, path, DType::String, len, chunk, &a)
 }
 
 /// Writes a `string-array` element whole.
-pub fn write_strings(out: &Store, path: &str, values: &[String], chunk: u64) -> Result<()> {
+pub fn write_strings(out: &OutputStore, path: &str, values: &[String], chunk: u64) -> Result<()> {
     create_string_array(out, path, values.len() as u64, chunk)?;
     store_strings(out, path, 0, values)
 }
@@ -152,7 +173,13 @@ pub fn write_strings(out: &Store, path: &str, values: &[String], chunk: u64) -> 
 /// Writes the metadata of a column of `head`'s kind with `len` rows at
 /// `path` (and, for a categorical, its categories), to be filled with
 /// [`write_column_rows`].
-pub fn create_column(out: &Store, path: &str, head: &Column, len: u64, chunk: u64) -> Result<()> {
+pub fn create_column(
+    out: &OutputStore,
+    path: &str,
+    head: &Column,
+    len: u64,
+    chunk: u64,
+) -> Result<()> {
     let array = |sub: &str, dtype: DType, encoding: &str| {
         create_array(
             out,
@@ -213,7 +240,7 @@ pub fn create_column(out: &Store, path: &str, head: &Column, len: u64, chunk: u6
 }
 
 /// Writes `column`'s rows at `start..` of a column made by [`create_column`].
-pub fn write_column_rows(out: &Store, path: &str, column: &Column, start: u64) -> Result<()> {
+pub fn write_column_rows(out: &OutputStore, path: &str, column: &Column, start: u64) -> Result<()> {
     let sub = |name: &str| format!("{path}/{name}");
     match column {
         Column::Num(v) => store_values(out, path, start, v),
@@ -249,7 +276,7 @@ pub fn write_column_rows(out: &Store, path: &str, column: &Column, start: u64) -
 }
 
 /// Writes a whole column at `path` with its anndata encoding.
-pub fn write_column(out: &Store, path: &str, column: &Column, chunk: u64) -> Result<()> {
+pub fn write_column(out: &OutputStore, path: &str, column: &Column, chunk: u64) -> Result<()> {
     create_column(out, path, column, column.len() as u64, chunk)?;
     write_column_rows(out, path, column, 0)
 }
@@ -289,7 +316,7 @@ pub fn index_column(na: IndexNa, names: Vec<String>) -> Column {
 /// Writes a data frame group's attributes (its index column and column
 /// order); returns the index array's path.
 pub fn write_frame_group(
-    out: &Store,
+    out: &OutputStore,
     path: &str,
     index_name: Option<&str>,
     columns: &[String],
@@ -304,7 +331,7 @@ pub fn write_frame_group(
 
 /// Writes a data frame group held in memory: the index and `columns`.
 pub fn write_frame(
-    out: &Store,
+    out: &OutputStore,
     path: &str,
     (index_name, na): (Option<&str>, &IndexNa),
     index: &[String],
