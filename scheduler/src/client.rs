@@ -97,17 +97,15 @@ impl Client {
             .worker_threads(1)
             .enable_all()
             .build()
-            .map_err(|e| SchedulerError::Setup(format!("runtime: {e}")))?;
+            .map_err(|e| SchedulerError::system("start a runtime", e))?;
         let cert = der_of_pem(&cluster.certificate)?;
         let hello = Hello::Client {
             version: PROTOCOL_VERSION,
             secret: cluster.secret.clone(),
         };
-        let addr = cluster.resolve().map_err(|e| {
-            SchedulerError::Setup(format!(
-                "cannot reach the scheduler at {}: {e}",
-                cluster.address
-            ))
+        let addr = cluster.resolve().map_err(|e| SchedulerError::Unreachable {
+            address: cluster.address.clone(),
+            reason: e.to_string(),
         })?;
         let (endpoint, conn, writer, reader) = rt
             .block_on(async {
@@ -117,14 +115,14 @@ impl Client {
                 Ok::<_, NetError>((endpoint, conn, writer, reader))
             })
             .map_err(|e| match e {
-                NetError::Refused(r) => SchedulerError::Setup(format!(
-                    "the scheduler at {} refused this client: {r}",
-                    cluster.address
-                )),
-                other => SchedulerError::Setup(format!(
-                    "cannot reach the scheduler at {}: {other}",
-                    cluster.address
-                )),
+                NetError::Refused(reason) => SchedulerError::Refused {
+                    address: cluster.address.clone(),
+                    reason,
+                },
+                other => SchedulerError::Unreachable {
+                    address: cluster.address.clone(),
+                    reason: other.to_string(),
+                },
             })?;
         Ok(Client {
             rt,

@@ -68,7 +68,7 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<()> {
         if self.listen.ip().is_unspecified() && self.advertise.is_empty() && self.identity.is_none()
         {
-            return Err(SchedulerError::Setup(
+            return Err(SchedulerError::Config(
                 "listening on all interfaces needs --advertise NAME (the host name or address workers and clients dial)".into(),
             ));
         }
@@ -76,7 +76,7 @@ impl ServerConfig {
             check_host_name(name)?;
         }
         if self.scheduling.max_crashes == 0 {
-            return Err(SchedulerError::Setup(
+            return Err(SchedulerError::Config(
                 "max crashes must be at least 1".into(),
             ));
         }
@@ -95,8 +95,8 @@ pub fn check_host_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(SchedulerError::Setup(format!(
-            "invalid option: {name:?} is not a host name or IP address (give names without a port)"
+        Err(SchedulerError::Config(format!(
+            "{name:?} is not a host name or IP address (give names without a port)"
         )))
     }
 }
@@ -105,7 +105,7 @@ pub fn check_host_name(name: &str) -> Result<()> {
 pub fn new_secret() -> Result<String> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)
-        .map_err(|e| SchedulerError::Setup(format!("no randomness: {e}")))?;
+        .map_err(|e| SchedulerError::system("draw a cluster secret (no randomness)", e))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -190,16 +190,16 @@ impl SchedulerHandle {
                 {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(SchedulerError::Setup(format!("runtime: {e}"))));
+                        let _ = ready_tx.send(Err(SchedulerError::system("start a runtime", e)));
                         return;
                     }
                 };
                 rt.block_on(serve(config, identity, secret, ready_tx, stop_rx, counter));
             })
-            .map_err(|e| SchedulerError::Setup(format!("cannot start scheduler thread: {e}")))?;
-        let cluster = ready_rx
-            .recv()
-            .map_err(|_| SchedulerError::Setup("scheduler thread ended during startup".into()))??;
+            .map_err(|e| SchedulerError::system("start the scheduler thread", e))?;
+        let cluster = ready_rx.recv().map_err(|_| {
+            SchedulerError::system("start the scheduler", "its thread ended during startup")
+        })??;
         Ok(SchedulerHandle {
             cluster,
             workers,
@@ -270,7 +270,7 @@ async fn serve(
     let local = match endpoint.local_addr() {
         Ok(a) => a,
         Err(e) => {
-            let _ = ready.send(Err(SchedulerError::Setup(format!("no local address: {e}"))));
+            let _ = ready.send(Err(SchedulerError::system("find the local address", e)));
             return;
         }
     };
@@ -515,5 +515,26 @@ async fn handle_connection(
                 .refuse(&conn, "this is the scheduler, not a worker")
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_configuration_is_a_config_error_naming_the_option() {
+        let all_interfaces = ServerConfig {
+            listen: ([0, 0, 0, 0], 0).into(),
+            ..ServerConfig::default()
+        };
+        let err = all_interfaces.validate().expect_err("needs --advertise");
+        assert!(matches!(err, SchedulerError::Config(_)), "{err:?}");
+        assert!(err.to_string().starts_with("invalid option: "), "{err}");
+        assert!(err.to_string().contains("--advertise"), "{err}");
+        let err = check_host_name("host:7000").expect_err("a port");
+        assert!(matches!(err, SchedulerError::Config(_)), "{err:?}");
+        assert!(check_host_name("node-1.cluster").is_ok());
+        assert!(ServerConfig::default().validate().is_ok());
     }
 }

@@ -96,26 +96,24 @@ impl WorkerConfig {
     /// Checks the configuration.
     pub fn validate(&self) -> Result<()> {
         if self.memory_limit < (32 << 20) {
-            return Err(WorkerError::Setup(format!(
-                "invalid option: --memory-limit must be at least 32MiB, not {} bytes",
+            return Err(WorkerError::Config(format!(
+                "--memory-limit must be at least 32MiB, not {} bytes",
                 self.memory_limit
             )));
         }
         if self.threads == 0 {
-            return Err(WorkerError::Setup(
-                "invalid option: --threads must be at least 1".into(),
-            ));
+            return Err(WorkerError::Config("--threads must be at least 1".into()));
         }
         for dir in &self.allow_write {
             if !dir.is_dir() {
-                return Err(WorkerError::Setup(format!(
-                    "{}: --allow-write directory does not exist",
+                return Err(WorkerError::Config(format!(
+                    "--allow-write {}: the directory does not exist",
                     dir.display()
                 )));
             }
         }
         if self.listen.ip().is_unspecified() && self.advertise.is_none() {
-            return Err(WorkerError::Setup(
+            return Err(WorkerError::Config(
                 "listening on all interfaces needs --advertise NAME (the host name or address peers dial)"
                     .into(),
             ));
@@ -242,7 +240,7 @@ pub fn run_worker(config: WorkerConfig, registry: KernelRegistry) -> Result<()> 
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| WorkerError::Setup(format!("runtime: {e}")))?;
+        .map_err(|e| WorkerError::system("start a runtime", e))?;
     rt.block_on(run(config, registry))
 }
 
@@ -250,7 +248,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     let advertise_ip = match &config.advertise {
         Some(name) => Some(
             anncat_net::cluster_file::resolve_address(&format!("{name}:0"))
-                .map_err(|e| WorkerError::Setup(format!("--advertise: {e}")))?
+                .map_err(|e| WorkerError::Config(format!("--advertise: {e}")))?
                 .ip(),
         ),
         None => None,
@@ -275,7 +273,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     let endpoint = server_endpoint(config.listen, &identity, &config.tuning)?;
     let local = endpoint
         .local_addr()
-        .map_err(|e| WorkerError::Setup(format!("no local address: {e}")))?;
+        .map_err(|e| WorkerError::system("find the local address", e))?;
     let address = SocketAddr::new(advertise_ip.unwrap_or(local.ip()), local.port());
     let mut probe = RssProbe::new();
     let baseline = probe.rss().max(governor::allocated()) + RESERVE_BYTES;
@@ -331,7 +329,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
                 std::thread::sleep(SAMPLE_INTERVAL);
             }
         })
-        .map_err(|e| WorkerError::Setup(format!("cannot start a thread: {e}")))?;
+        .map_err(|e| WorkerError::system("start a thread", e))?;
     // Task threads.
     let registry = Arc::new(registry);
     for i in 0..config.threads {
@@ -339,7 +337,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
         std::thread::Builder::new()
             .name(format!("anncat-task-{i}"))
             .spawn(move || exec_loop(&s, &r))
-            .map_err(|e| WorkerError::Setup(format!("cannot start a thread: {e}")))?;
+            .map_err(|e| WorkerError::system("start a thread", e))?;
     }
 
     let hello = Hello::Worker {
@@ -428,11 +426,9 @@ async fn join(
     scheduler_cert: &[u8],
     hello: &Hello,
 ) -> Result<(u64, quinn::Connection, FrameWriter, FrameReader)> {
-    let unreachable = |e: String| {
-        WorkerError::Setup(format!(
-            "cannot reach the scheduler at {}: {e}",
-            config.cluster.address
-        ))
+    let unreachable = |reason: String| WorkerError::Unreachable {
+        address: config.cluster.address.clone(),
+        reason,
     };
     let addr = config
         .cluster
@@ -591,5 +587,42 @@ fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Comp
         keep,
         outcome,
         stats,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(memory_limit: u64) -> WorkerConfig {
+        let cluster = ClusterFile {
+            address: "127.0.0.1:1".into(),
+            certificate: String::new(),
+            secret: "00".into(),
+        };
+        WorkerConfig::new(cluster, memory_limit)
+    }
+
+    #[test]
+    fn a_bad_configuration_is_a_config_error_naming_the_option() {
+        let err = config(1 << 20).validate().expect_err("too little memory");
+        assert!(matches!(err, WorkerError::Config(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid option: --memory-limit"),
+            "{err}"
+        );
+        let mut no_threads = config(1 << 30);
+        no_threads.threads = 0;
+        let err = no_threads.validate().expect_err("no threads");
+        assert!(
+            err.to_string().contains("--threads must be at least 1"),
+            "{err}"
+        );
+        let mut missing = config(1 << 30);
+        missing.allow_write = vec!["/nonexistent/anncat-dir".into()];
+        let err = missing.validate().expect_err("missing directory");
+        assert!(matches!(err, WorkerError::Config(_)), "{err:?}");
+        assert!(config(1 << 30).validate().is_ok());
     }
 }
