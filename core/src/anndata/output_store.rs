@@ -8,10 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use zarrs::array::Array;
+use zarrs::array::{Array, ArrayMetadata};
 
 use super::atomic_store::{AtomicFsStore, write_atomic};
-use super::store::{Store, ZarrFormat, io_reason};
+use super::dtype::DType;
+use super::store::{NodeKind, NodeMeta, Store, ZarrFormat, io_reason};
+use super::structured::raw_bits_view;
 use crate::error::{Error, Result};
 
 /// A zarr directory anncat writes.
@@ -70,9 +72,34 @@ impl OutputStore {
     }
 
     /// A zarrs handle on the array at `path`, for writing its chunks.
+    ///
+    /// A structured (record) array, which zarrs cannot decode, opens as raw
+    /// bits of the record size, as [`Store::array`] opens it.
     pub fn writable_array(&self, path: &str) -> Result<Array<AtomicFsStore>> {
-        Array::open(self.fs.clone(), &format!("/{path}"))
-            .map_err(|e| self.err(path, format!("cannot open array: {e}")))
+        let node = format!("/{path}");
+        let open_err = match Array::open(self.fs.clone(), &node) {
+            Ok(array) => return Ok(array),
+            Err(e) => e,
+        };
+        let view = match self.stored_node(path)? {
+            Some(NodeMeta {
+                kind: NodeKind::Array(meta),
+                ..
+            }) if matches!(meta.dtype, DType::Structured(_)) => {
+                raw_bits_view(&meta.raw, self.format())
+            }
+            _ => None,
+        };
+        let Some(view) = view else {
+            return Err(self.err(path, format!("cannot open array: {open_err}")));
+        };
+        let metadata = match self.format() {
+            ZarrFormat::V2 => serde_json::from_value(view).map(ArrayMetadata::V2),
+            ZarrFormat::V3 => serde_json::from_value(view).map(ArrayMetadata::V3),
+        }
+        .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))?;
+        Array::new_with_metadata(self.fs.clone(), &node, metadata)
+            .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))
     }
 
     /// Shards the arrays later created with [`OutputStore::write_array`]
