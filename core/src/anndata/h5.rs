@@ -7,8 +7,12 @@
 //! leave the file.
 //!
 //! The virtual chunks span whole rows (every dimension but the first at
-//! full extent) and a few MiB, in multiples of the dataset's own HDF5 chunk
-//! rows, so a chunk read touches whole HDF5 chunks. The HDF5 library
+//! full extent) and about 256 KiB, in multiples of the dataset's own HDF5
+//! chunk rows, so a chunk read touches whole HDF5 chunks. They are small
+//! because zarrs reads whole virtual chunks: a task whose span of a sparse
+//! matrix's `data` ends inside one decodes (and, for gzip, inflates) all of
+//! it, and so does the next task; with 4 MiB chunks that doubled the
+//! inflating on gzip h5ad inputs (benches/H5AD_INPUT_RESULTS.md). The HDF5 library
 //! serializes its calls (one lock per process); separate worker processes
 //! read one file at once, each with its own handle.
 
@@ -34,8 +38,8 @@ mod elem;
 use decode::*;
 pub(super) use elem::{Elem, FixedRead, LeBytes, NumberRead, with_fixed_size};
 
-/// Target size of one virtual chunk.
-const CHUNK_TARGET_BYTES: u64 = 4 << 20;
+/// Target size of one virtual chunk (see the module documentation).
+const CHUNK_TARGET_BYTES: u64 = 256 << 10;
 
 /// Largest virtual chunk made by rounding up to whole HDF5 chunks.
 const CHUNK_ROUNDING_CAP_BYTES: u64 = 64 << 20;
