@@ -32,8 +32,12 @@ where
     let config = crate::config::config_path(&args);
     let cmd =
         crate::config::apply(Cli::command(), config.as_deref()).map_err(ParseError::Config)?;
-    let matches = cmd.try_get_matches_from(args).map_err(ParseError::Clap)?;
-    let mut cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
+    let clap_error = |error: clap::Error| ParseError::Clap {
+        source: value_source(&error, &args, config.as_deref()),
+        error,
+    };
+    let matches = cmd.try_get_matches_from(args.clone()).map_err(clap_error)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(clap_error)?;
     // clap checks conflicts on given values only, not on defaults, which is
     // what config-file values are: a config file's cluster-file must yield
     // to --workers given on the command line or in the environment.
@@ -53,11 +57,57 @@ where
     Ok(cli)
 }
 
+/// Where a value clap refused came from, when not from the command line:
+/// "the environment variable ANNCAT_JOIN" or "the config file FILE".
+fn value_source(
+    error: &clap::Error,
+    args: &[std::ffi::OsString],
+    config: Option<&std::path::Path>,
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        error.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let ContextValue::String(arg) = error.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    // "--join <JOIN>"
+    let long = arg
+        .strip_prefix("--")?
+        .split([' ', '='])
+        .next()?
+        .to_string();
+    let flag = format!("--{long}");
+    let on_command_line = args.iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    if on_command_line {
+        return None;
+    }
+    let env = crate::config::env_name(&long);
+    if std::env::var_os(&env).is_some() {
+        return Some(format!("the environment variable {env}"));
+    }
+    let config = config
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os(crate::config::CONFIG_ENV).map(PathBuf::from))?;
+    Some(format!("the config file {}", config.display()))
+}
+
 /// Why the command line was not accepted.
 #[derive(Debug)]
 pub enum ParseError {
     /// clap's error (including `--help` and `--version`, which are not failures).
-    Clap(clap::Error),
+    Clap {
+        /// clap's error.
+        error: clap::Error,
+        /// Where a refused value came from, when not from the command line.
+        source: Option<String>,
+    },
     /// The config file.
     Config(crate::config::ConfigError),
 }
@@ -77,9 +127,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 /// The subcommands.
 pub enum Command {
-    /// Print the element tree of a store: encoding, shape, dtype, chunking, stored size.
+    /// Print the element tree of a store (zarr or .h5ad): encoding, shape, dtype, chunking,
+    /// stored size.
     Inspect {
-        /// The AnnData zarr store.
+        /// The AnnData store: a zarr directory or an .h5ad file.
         store: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -119,7 +170,8 @@ pub enum Command {
 /// `anncat concat` options, named like anndata.concat's arguments.
 #[derive(Debug, clap::Args)]
 pub struct ConcatArgs {
-    /// Input stores, in order; write KEY=PATH to give each its key.
+    /// Input stores (zarr directories or .h5ad files), in order; write KEY=PATH to give
+    /// each its key.
     #[arg(required = true)]
     pub inputs: Vec<String>,
     /// The output: NAME.zarr, or NAME.h5ad (staged as zarr, then written as one HDF5 file);
@@ -127,16 +179,16 @@ pub struct ConcatArgs {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Axis to concatenate along: obs (0) or var (1).
-    #[arg(long, default_value = "obs")]
+    #[arg(long, default_value = "obs", value_parser = ["obs", "var", "0", "1"])]
     pub axis: String,
     /// Join of the other axis: inner or outer.
-    #[arg(long, default_value = "inner")]
+    #[arg(long, default_value = "inner", value_parser = ["inner", "outer"])]
     pub join: String,
     /// How to merge the other axis' annotations: same, unique, first or only.
-    #[arg(long)]
+    #[arg(long, value_parser = ["same", "unique", "first", "only"])]
     pub merge: Option<String>,
     /// How to merge uns: same, unique, first or only.
-    #[arg(long)]
+    #[arg(long, value_parser = ["same", "unique", "first", "only"])]
     pub uns_merge: Option<String>,
     /// Add a column with this name recording each entry's input key.
     #[arg(long)]
@@ -155,7 +207,7 @@ pub struct ConcatArgs {
     pub pairwise: bool,
     /// Sparse format of X, layers and raw/X: csr (as anndata.concat) or csc
     /// (no transposing of CSC inputs stacked along var; inputs must be sparse).
-    #[arg(long, default_value = "csr")]
+    #[arg(long, default_value = "csr", value_parser = ["csr", "csc"])]
     pub sparse_format: String,
     /// Output zarr format (default: the first input's).
     #[arg(long, value_parser = clap::value_parser!(u8).range(2..=3))]

@@ -122,21 +122,22 @@ fn main() -> ExitCode {
             eprintln!("anncat: error: {e}");
             return ExitCode::from(2);
         }
-        Err(ParseError::Clap(e)) if !e.use_stderr() => {
+        Err(ParseError::Clap { error: e, .. }) if !e.use_stderr() => {
             // --help and --version
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(ParseError::Clap(e))
+        Err(ParseError::Clap { error: e, .. })
             if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
         {
             // Bare `anncat` (or a subcommand-less call): the usage.
             let _ = e.print();
             return ExitCode::from(2);
         }
-        Err(ParseError::Clap(e)) => {
+        Err(ParseError::Clap { error: e, source }) => {
+            let from = source.map(|s| format!(" (from {s})")).unwrap_or_default();
             eprintln!(
-                "anncat: error: invalid option: {}",
+                "anncat: error: invalid option: {}{from}",
                 one_line_usage_error(&e)
             );
             return ExitCode::from(2);

@@ -454,6 +454,45 @@ fn usage_errors_name_the_missing_argument_and_suggest_the_flag() {
     assert!(!e.contains("invalid option"), "{e}");
 }
 
+/// A bad value says where it came from when that is not the command line:
+/// an environment variable, or the config file.
+#[test]
+fn a_bad_value_names_its_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_anncat"));
+        cmd.args(["concat", "a.zarr", "b.zarr", "-o"])
+            .arg(dir.path().join("o.zarr"))
+            .args(extra)
+            .env_remove("ANNCAT_CONFIG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run anncat")
+    };
+    let from_env = run(&[("ANNCAT_JOIN", "sideways")], &[]);
+    let e = stderr(&from_env);
+    assert_eq!(from_env.status.code(), Some(2), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("'sideways'") && e.contains("(from the environment variable ANNCAT_JOIN)"),
+        "{e}"
+    );
+    let on_line = run(&[("ANNCAT_JOIN", "outer")], &["--join", "sideways"]);
+    let e = stderr(&on_line);
+    assert!(e.contains("'sideways'") && !e.contains("(from"), "{e}");
+    let config = dir.path().join("anncat.toml");
+    std::fs::write(&config, "[concat]\njoin = \"sideways\"\n").expect("config");
+    let from_file = run(&[], &["--config", config.to_str().expect("utf-8")]);
+    let e = stderr(&from_file);
+    assert_eq!(from_file.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("'sideways'") && e.contains("(from the config file"),
+        "{e}"
+    );
+    assert!(e.contains("anncat.toml"), "{e}");
+}
+
 /// `anncat inspect --json | head -1`: the closed pipe ends the output
 /// quietly (exit 0), not with a panic.
 #[test]

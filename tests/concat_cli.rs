@@ -131,7 +131,7 @@ fn duplicate_keys_and_bad_options_are_refused() {
     option(&["--keys", "x"], "1 keys given for 2 inputs");
     option(&["--axis", "diagonal"], "--axis");
     option(&["--join", "left"], "--join");
-    option(&["--merge", "most"], "merge strategy");
+    option(&["--merge", "most"], "--merge");
     option(&["--memory-limit", "1KiB"], "--memory-limit");
     option(&["--memory-limit", "lots"], "invalid size");
     option(&["--fill-value", "abc"], "--fill-value");
