@@ -138,6 +138,19 @@ fn inspect_lists_every_node_of_an_anndata_store() {
     let json = anncat(&[&"inspect", &"--json", &h5ad]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
     assert_eq!(report["container"], "hdf5");
+    // A zarr store shows its compressor (v2) or codecs (v3).
+    for (name, want) in [
+        ("chunked_v2.zarr", "blosc/lz4"),
+        ("chunked_v3.zarr", "zstd"),
+    ] {
+        let json = anncat(&[&"inspect", &"--json", &fixture(name)]);
+        let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+        let x = report["elements"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["path"] == "X"))
+            .expect("X row");
+        assert_eq!(x["compression"], want, "{name}: {x}");
+    }
 }
 
 #[test]

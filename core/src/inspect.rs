@@ -28,8 +28,12 @@ pub struct InspectRow {
     pub shape: Option<Vec<u64>>,
     /// Element dtype (arrays only).
     pub dtype: Option<String>,
-    /// Chunk shape (inner chunks when sharded).
+    /// Chunk shape as stored (inner chunks when sharded; an `.h5ad`'s HDF5
+    /// chunks, `None` when contiguous).
     pub chunks: Option<Vec<u64>>,
+    /// Compression as stored: zarr's compressor or codecs, an `.h5ad`'s
+    /// HDF5 filters (`gzip(4)+shuffle`); `None` when uncompressed.
+    pub compression: Option<String>,
     /// Shard shape, when sharded.
     pub shards: Option<Vec<u64>>,
     /// Bytes stored on disk for this element's chunks (all descendants for groups).
@@ -67,7 +71,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
 fn collect(store: &Store, e: &Element, depth: usize, out: &mut Vec<InspectRow>) -> u64 {
     let index = out.len();
     let attrs = &e.meta.attrs;
-    let (node, dtype, chunks, shards, mut shape) = match &e.meta.kind {
+    let (node, dtype, mut chunks, shards, mut shape) = match &e.meta.kind {
         NodeKind::Array(a) => (
             "array",
             Some(a.dtype.display_name()),
@@ -77,6 +81,17 @@ fn collect(store: &Store, e: &Element, depth: usize, out: &mut Vec<InspectRow>) 
         ),
         NodeKind::Group => ("group", None, None, None, None),
     };
+    let mut compression = None;
+    if let NodeKind::Array(a) = &e.meta.kind {
+        match store.h5().and_then(|h5| h5.storage_layout(&e.path)) {
+            Some((stored_chunks, filters)) => {
+                chunks = stored_chunks;
+                compression = (!filters.is_empty()).then(|| filters.join("+"));
+            }
+            None if store.h5().is_none() => compression = zarr_compression(&a.raw),
+            None => {}
+        }
+    }
     if matches!(e.encoding, Encoding::CsrMatrix | Encoding::CscMatrix) {
         shape = attrs
             .get("shape")
@@ -107,6 +122,7 @@ fn collect(store: &Store, e: &Element, depth: usize, out: &mut Vec<InspectRow>) 
         shape,
         dtype,
         chunks,
+        compression,
         shards,
         stored_bytes: 0,
     });
@@ -123,6 +139,30 @@ fn collect(store: &Store, e: &Element, depth: usize, out: &mut Vec<InspectRow>) 
     };
     out[index].stored_bytes = stored;
     stored
+}
+
+/// A zarr array's compression: the v2 compressor (`blosc/lz4`, `zstd`),
+/// or the v3 bytes-to-bytes codecs, inside a shard's too.
+fn zarr_compression(raw: &Value) -> Option<String> {
+    if let Some(c) = raw.get("compressor").filter(|c| !c.is_null()) {
+        let id = c["id"].as_str().unwrap_or("?");
+        return Some(match c["cname"].as_str() {
+            Some(cname) => format!("{id}/{cname}"),
+            None => id.to_string(),
+        });
+    }
+    fn codecs(list: &Value, out: &mut Vec<String>) {
+        for c in list.as_array().into_iter().flatten() {
+            match c["name"].as_str() {
+                Some("sharding_indexed") => codecs(&c["configuration"]["codecs"], out),
+                Some("bytes" | "transpose" | "vlen-utf8" | "vlen-bytes" | "crc32c") | None => {}
+                Some(name) => out.push(name.to_string()),
+            }
+        }
+    }
+    let mut names = Vec::new();
+    codecs(&raw["codecs"], &mut names);
+    (!names.is_empty()).then(|| names.join("+"))
 }
 
 /// Bytes of all non-metadata files below an array's directory.
@@ -172,12 +212,13 @@ fn dims(v: &Option<Vec<u64>>) -> String {
 
 /// Renders an inspection as an indented table, one element per line.
 pub fn render_text(ins: &Inspection) -> String {
-    let mut rows: Vec<[String; 6]> = vec![[
+    let mut rows: Vec<[String; 7]> = vec![[
         "element".into(),
         "encoding".into(),
         "shape".into(),
         "dtype".into(),
         "chunks".into(),
+        "compression".into(),
         "stored".into(),
     ]];
     for r in &ins.elements {
@@ -192,7 +233,13 @@ pub fn render_text(ins: &Inspection) -> String {
         };
         let chunks = match &r.shards {
             Some(s) => format!("{} in {}", dims(&r.chunks), dims(&Some(s.clone()))),
+            None if r.chunks.is_none() && r.node == "array" => "contiguous".into(),
             None => dims(&r.chunks),
+        };
+        let compression = match (&r.compression, r.node) {
+            (Some(c), _) => c.clone(),
+            (None, "array") => "none".into(),
+            (None, _) => String::new(),
         };
         rows.push([
             name,
@@ -200,27 +247,25 @@ pub fn render_text(ins: &Inspection) -> String {
             dims(&r.shape),
             r.dtype.clone().unwrap_or_default(),
             chunks,
+            compression,
             human_bytes(r.stored_bytes),
         ]);
     }
-    let mut widths = [0usize; 6];
+    let mut widths = [0usize; 7];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = if ins.container == "hdf5" {
-        format!(
-            "{} (h5ad: HDF5; chunks are anncat's read blocks)\n",
-            ins.store
-        )
+        format!("{} (h5ad: HDF5)\n", ins.store)
     } else {
         format!("{} (zarr v{})\n", ins.store, ins.zarr_format)
     };
     for row in rows {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i == 5 {
+            if i == 6 {
                 line.push_str(&format!("{cell:>w$}"));
             } else {
                 line.push_str(&format!("{cell:<w$}  "));

@@ -270,3 +270,37 @@ def test_dense_h5ad_larger_than_the_memory_limit(tmp_path):
     expected = ad.concat([ad.read_h5ad(p) for p in paths])
     np.testing.assert_array_equal(np.asarray(got.X), np.asarray(expected.X))
     assert list(got.obs_names) == list(expected.obs_names)
+
+
+def test_inspect_shows_hdf5_chunking_and_compression(tmp_path):
+    """`anncat inspect` on an .h5ad shows each dataset's HDF5 chunks and
+    filters as h5py reports them (contiguous and uncompressed ones too)."""
+    import json
+
+    import h5py
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(4)
+    a = ad.AnnData(X=sp.random(300, 40, density=0.2, format="csr", random_state=4, dtype=np.float32))
+    a.obsm["pca"] = rng.normal(size=(300, 5))
+    gz = tmp_path / "gzip.h5ad"
+    a.write_h5ad(gz, compression="gzip", compression_opts=6)
+    plain = tmp_path / "plain.h5ad"
+    a.write_h5ad(plain)
+    for path, compressed in ((gz, True), (plain, False)):
+        report = json.loads(run_anncat("inspect", "--json", path).stdout)
+        rows = {r["path"]: r for r in report["elements"]}
+        with h5py.File(path) as f:
+            for name in ("X/data", "X/indices", "X/indptr", "obsm/pca"):
+                ds = f[name]
+                expected_chunks = list(ds.chunks) if ds.chunks else None
+                assert rows[name]["chunks"] == expected_chunks, (path.name, name, rows[name])
+                if compressed:
+                    assert ds.compression == "gzip"
+                    assert rows[name]["compression"] == "gzip(6)", (name, rows[name])
+                else:
+                    assert ds.compression is None
+                    assert rows[name]["compression"] is None, (name, rows[name])
+    text = run_anncat("inspect", gz).stdout
+    assert text.splitlines()[0].endswith("(h5ad: HDF5)"), text
+    assert "gzip(6)" in text and "compression" in text.splitlines()[1], text

@@ -453,6 +453,30 @@ impl H5Store {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// How the dataset at `node` is stored: its HDF5 chunk shape (`None`:
+    /// contiguous) and filters (e.g. `gzip(4)`, `shuffle`), or `None` if it
+    /// is not a dataset.
+    pub fn storage_layout(&self, node: &str) -> Option<(Option<Vec<u64>>, Vec<String>)> {
+        use hdf5::filters::Filter;
+        let ds = self.file.dataset(node).ok()?;
+        let chunks = ds.chunk().map(|c| c.iter().map(|&d| d as u64).collect());
+        let filters = ds
+            .filters()
+            .iter()
+            .map(|f| match f {
+                Filter::Deflate(level) => format!("gzip({level})"),
+                Filter::Shuffle => "shuffle".into(),
+                Filter::Fletcher32 => "fletcher32".into(),
+                Filter::LZF => "lzf".into(),
+                Filter::NBit => "nbit".into(),
+                Filter::SZip(..) => "szip".into(),
+                Filter::ScaleOffset(..) => "scaleoffset".into(),
+                Filter::User(id, _) => format!("filter {id}"),
+            })
+            .collect();
+        Some((chunks, filters))
+    }
+
     /// Bytes the dataset at `node` takes in the file (0 for groups).
     pub fn stored_bytes(&self, node: &str) -> u64 {
         self.file.dataset(node).map_or(0, |d| d.storage_size())

@@ -42,6 +42,11 @@ impl H5Store {
     }
 
     /// Never called (no value exists).
+    pub fn storage_layout(&self, _node: &str) -> Option<(Option<Vec<u64>>, Vec<String>)> {
+        match *self {}
+    }
+
+    /// Never called (no value exists).
     pub fn stored_bytes(&self, _node: &str) -> u64 {
         match *self {}
     }
