@@ -450,7 +450,7 @@ else:
 if len(placement) < ntasks:
     fail(f"{ntasks} tasks do not fit {len(nodes)} node(s) with --ntasks-per-node={per_node}")
 log = open(os.environ["FAKE_SLURM_LOG"], "a")
-log.write(f"srun {os.getpid()} nodes={','.join(nodes)} tasks={ntasks} argv={args!r}\n")
+log.write(f"srun {os.getpid()} nodes={','.join(nodes)} tasks={ntasks} argv={args!r} opts={opts!r}\n")
 log.flush()
 step = int(os.environ.get("FAKE_SLURM_STEP", "0"))
 tasks = []
@@ -608,6 +608,8 @@ def test_slurm_sbatch(bin_dir, reference, cli, procs, tmp_path):
     assert len(steps) == 2, slurm
     assert "nodes=anncat-node1 tasks=1" in steps[0] and "scheduler" in steps[0], steps[0]
     assert f"nodes={','.join(nodes)} tasks=3" in steps[1] and "worker" in steps[1], steps[1]
+    # The worker step gets the job's --cpus-per-task itself (Slurm 22.05+).
+    assert "'cpus-per-task': '1'" in steps[1], steps[1]
     # Each anncat ran where it should, with its own node's name.
     runs = [(m.group(1), m.group(2).split()) for m in re.finditer(r"^anncat node=(\S*) argv=(.*)$", slurm, re.M)]
     by_sub = {sub: [(node, argv) for node, argv in runs if argv[0] == sub] for sub in ("scheduler", "worker", "concat")}
@@ -709,6 +711,9 @@ exec {anncat_bin()} "$@"
                 "SLURM_NODELIST": "anncat-node[1-2]", "SLURM_NNODES": "2", "SLURM_JOB_NUM_NODES": "2",
                 "SLURM_MEM_PER_NODE": "512", "SLURM_CPUS_ON_NODE": "1", "SLURM_SUBMIT_DIR": str(tmp_path),
                 "SLURMD_NODENAME": "anncat-node1"})
+    # A partial output, as a run cancelled midway leaves (the held-back
+    # concat makes none): the script says how to resume it.
+    (tmp_path / "out" / "x.zarr.partial").mkdir(parents=True)
     with netns(["anncat-node1", "anncat-node2"]) as ns:
         p = procs.start("sbatch", ["bash", SBATCH, *readme_example(), "-o", tmp_path / "out" / "x.zarr"],
                         env, cwd=tmp_path, netns=ns)
@@ -735,6 +740,7 @@ exec {anncat_bin()} "$@"
     log = procs.log("sbatch")
     assert code == 143, f"exit {code}\n{log}"
     assert not leftovers, f"left running after SIGTERM: {leftovers}\n{log}"
+    assert "x.zarr.partial is kept: submit the same command with --resume" in log, log
     assert not (shared / "anncat-88" / "cluster.json").exists()
 
 
