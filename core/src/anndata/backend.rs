@@ -36,6 +36,20 @@ pub enum Backend {
     Derived(std::sync::Arc<dyn DerivedChunks>),
 }
 
+/// The parts `byte_ranges` of a value computed whole (an h5ad chunk, a
+/// derived chunk).
+pub(crate) fn byte_ranges_of<'a>(
+    value: Vec<u8>,
+    byte_ranges: ByteRangeIterator<'a>,
+) -> Box<dyn Iterator<Item = Result<Bytes, StorageError>> + 'a> {
+    let value = Bytes::from(value);
+    let len = value.len() as u64;
+    let parts: Vec<Result<Bytes, StorageError>> = byte_ranges
+        .map(|r| Ok(value.slice(r.to_range_usize(len))))
+        .collect();
+    Box::new(parts.into_iter())
+}
+
 /// The chunks of a [`Backend::Derived`] array.
 pub trait DerivedChunks: std::fmt::Debug + Send + Sync {
     /// The value of `key` (a chunk of the array), or `None` if there is none.
@@ -78,17 +92,9 @@ impl ReadableStorageTraits for Backend {
                 &Self::real_key(virtual_prefix, real_prefix, key)?,
                 byte_ranges,
             ),
-            Backend::Derived(d) => {
-                let Some(value) = d.value(key.as_str())? else {
-                    return Ok(None);
-                };
-                let value = Bytes::from(value);
-                let len = value.len() as u64;
-                let parts: Vec<Result<Bytes, StorageError>> = byte_ranges
-                    .map(|r| Ok(value.slice(r.to_range_usize(len))))
-                    .collect();
-                Ok(Some(Box::new(parts.into_iter())))
-            }
+            Backend::Derived(d) => Ok(d
+                .value(key.as_str())?
+                .map(|value| byte_ranges_of(value, byte_ranges))),
         }
     }
 

@@ -30,7 +30,7 @@ use super::h5_records::{
 };
 use super::structured::base64_zeros;
 use zarrs::storage::byte_range::ByteRangeIterator;
-use zarrs::storage::{Bytes, MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
+use zarrs::storage::{MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
 
 mod decode;
 mod elem;
@@ -537,15 +537,10 @@ impl ReadableStorageTraits for H5Store {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
-        let Some(value) = self.value(key.as_str()).map_err(StorageError::Other)? else {
-            return Ok(None);
-        };
-        let value = Bytes::from(value);
-        let len = value.len() as u64;
-        let parts: Vec<Result<Bytes, StorageError>> = byte_ranges
-            .map(|r| Ok(value.slice(r.to_range_usize(len))))
-            .collect();
-        Ok(Some(Box::new(parts.into_iter())))
+        Ok(self
+            .value(key.as_str())
+            .map_err(StorageError::Other)?
+            .map(|value| super::backend::byte_ranges_of(value, byte_ranges)))
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {

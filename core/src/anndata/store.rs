@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use zarrs::array::{Array, ArrayMetadata};
 
 use super::atomic_store::AtomicFsStore;
-use super::backend::Backend;
+use super::backend::{Backend, DerivedChunks};
 use super::dtype::DType;
 use super::h5::{H5Store, is_hdf5};
 use super::legacy::views::{FieldView, Json2View, plain_v2_doc};
@@ -508,23 +508,14 @@ impl Store {
 
     /// A field of a zarr record array as an array of its own.
     fn field_view(&self, real: &str, f: &ZarrField) -> Result<Array<Backend>> {
-        let parent = self.array(&f.parent)?;
         let view = FieldView {
-            parent,
+            parent: self.array(&f.parent)?,
             prefix: format!("{real}/"),
             offset: f.offset,
             record: f.record,
             field: f.field.clone(),
         };
-        let metadata = serde_json::from_value(f.doc.clone())
-            .map(ArrayMetadata::V2)
-            .map_err(|e| self.err(real, format!("cannot open record field: {e}")))?;
-        Array::new_with_metadata(
-            Arc::new(Backend::Derived(Arc::new(view))),
-            &format!("/{real}"),
-            metadata,
-        )
-        .map_err(|e| self.err(real, format!("cannot open record field: {e}")))
+        self.derived_array(real, Arc::new(view), f.doc.clone(), "record field")
     }
 
     /// A zarr v2 array of fixed-width text (`|S{n}`, `<U{n}`: anndata
@@ -537,25 +528,16 @@ impl Store {
         let raw = serde_json::from_value(raw)
             .map(ArrayMetadata::V2)
             .map_err(|e| open_err(&e))?;
-        let parent = Array::new_with_metadata(self.storage.clone(), &format!("/{real}"), raw)
-            .map_err(|e| open_err(&e))?;
         let view = FieldView {
-            parent,
+            parent: Array::new_with_metadata(self.storage.clone(), &format!("/{real}"), raw)
+                .map_err(|e| open_err(&e))?,
             prefix: format!("{real}/"),
             offset: 0,
             record: field.size() as usize,
             field,
         };
         let doc = plain_v2_doc("|O", &meta.shape, &meta.chunks);
-        let metadata = serde_json::from_value(doc)
-            .map(ArrayMetadata::V2)
-            .map_err(|e| open_err(&e))?;
-        Array::new_with_metadata(
-            Arc::new(Backend::Derived(Arc::new(view))),
-            &format!("/{real}"),
-            metadata,
-        )
-        .map_err(|e| open_err(&e))
+        self.derived_array(real, Arc::new(view), doc, "text array")
     }
 
     /// An object array of numcodecs' `json2` codec (anndata 0.6's zarr
@@ -569,15 +551,29 @@ impl Store {
             chunk_len: meta.chunks.iter().product::<u64>().max(1) as usize,
         };
         let doc = plain_v2_doc("|O", &meta.shape, &meta.chunks);
+        self.derived_array(real, Arc::new(view), doc, "json2 array")
+    }
+
+    /// The array at `real` whose chunks `view` computes, with the zarr v2
+    /// metadata `doc`.
+    fn derived_array(
+        &self,
+        real: &str,
+        view: Arc<dyn DerivedChunks>,
+        doc: Value,
+        what: &str,
+    ) -> Result<Array<Backend>> {
+        let open_err =
+            |e: &dyn std::fmt::Display| self.err(real, format!("cannot open {what}: {e}"));
         let metadata = serde_json::from_value(doc)
             .map(ArrayMetadata::V2)
-            .map_err(|e| self.err(real, format!("cannot open json2 array: {e}")))?;
+            .map_err(|e| open_err(&e))?;
         Array::new_with_metadata(
-            Arc::new(Backend::Derived(Arc::new(view))),
+            Arc::new(Backend::Derived(view)),
             &format!("/{real}"),
             metadata,
         )
-        .map_err(|e| self.err(real, format!("cannot open json2 array: {e}")))
+        .map_err(|e| open_err(&e))
     }
 }
 

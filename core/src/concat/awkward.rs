@@ -80,17 +80,7 @@ pub(crate) fn concat_awkward(
                     .into(),
             ));
         }
-        let form: Value = e
-            .meta
-            .attrs
-            .get("form")
-            .and_then(Value::as_str)
-            .and_then(|t| serde_json::from_str(t).ok())
-            .ok_or_else(|| store.err(&e.path, "awkward-array form is not JSON text"))?;
-        let length = e.meta.attrs.get("length").and_then(Value::as_u64);
-        let length =
-            length.ok_or_else(|| store.err(&e.path, "awkward-array length is not a count"))?;
-        let node = parse(&form).map_err(|what| refuse(format!("{what} are not supported yet")))?;
+        let (node, length) = form_and_length(store, e)?;
         parts.push(Part {
             store,
             path: &e.path,
@@ -155,6 +145,26 @@ pub(crate) fn concat_awkward(
         })
         .collect();
     Copy { out, out_path }.node(&merged, &at)
+}
+
+/// The parsed form and the length of the awkward array `e` of `store`.
+fn form_and_length(store: &Store, e: &Element) -> Result<(Node, u64)> {
+    let form: Value = e
+        .meta
+        .attrs
+        .get("form")
+        .and_then(Value::as_str)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or_else(|| store.err(&e.path, "awkward-array form is not JSON text"))?;
+    let length = e
+        .meta
+        .attrs
+        .get("length")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| store.err(&e.path, "awkward-array length is not a count"))?;
+    let node =
+        parse(&form).map_err(|what| store.err(&e.path, format!("{what} are not supported yet")))?;
+    Ok((node, length))
 }
 
 /// One input at one node of the output: its node there (`None`: it has

@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::form::{Merged, Node, parse};
+use super::form::{Merged, Node};
 use super::{create_buffer, write_values};
 use crate::anndata::OutputStore;
 use crate::anndata::sparse::read_i64_range;
@@ -431,21 +431,7 @@ impl Level {
 impl AwkwardValue {
     /// Reads the awkward array `e` of `store` whole.
     pub(crate) fn load(store: &Store, e: &Element) -> Result<AwkwardValue> {
-        let form: Value = e
-            .meta
-            .attrs
-            .get("form")
-            .and_then(Value::as_str)
-            .and_then(|t| serde_json::from_str(t).ok())
-            .ok_or_else(|| store.err(&e.path, "awkward-array form is not JSON text"))?;
-        let len = e
-            .meta
-            .attrs
-            .get("length")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| store.err(&e.path, "awkward-array length is not a count"))?;
-        let node = parse(&form)
-            .map_err(|what| store.err(&e.path, format!("{what} are not supported yet")))?;
+        let (node, len) = super::form_and_length(store, e)?;
         Ok(AwkwardValue {
             len,
             top: Level::load(store, &e.path, &node, len)?,
