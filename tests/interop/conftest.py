@@ -62,9 +62,11 @@ def anndata_archive(tmp_path_factory):
         # never see half a file.
         staging = Path(tmp_path_factory.mktemp("sdist"))
         name, version = ARCHIVE_SDIST.split("-")
+        # Only the archives are wanted, not an installable package: the
+        # Python 3.11 venv may fetch the sdist of an anndata that needs 3.12.
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-             f"{name}=={version}", "-d", str(staging)],
+             "--ignore-requires-python", f"{name}=={version}", "-d", str(staging)],
             check=True,
         )
         cache.mkdir(parents=True, exist_ok=True)
