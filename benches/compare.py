@@ -12,7 +12,9 @@ creates the ../shared/bench data sets (unless present), runs Python's
 the same inputs in the same run, checks that the two outputs hold the same
 matrix and names, and writes a table to benches/RESULTS.md.
 
---quick runs only the sparse 5000 and v3 sets.
+--quick runs only the sparse 5000 sets (zarr v2, v3, h5ad, gzip h5ad);
+--only TEXT only the cases whose name holds TEXT (write them with --results
+elsewhere, so RESULTS.md keeps the whole table).
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ SETS = {
     "sparse5000v3": ["--size", "5000", "--runs", "3", "--kinds", "csr", "--zarr-format", "3"],
 }
 
-# Sets made here from another set: (name, source set, source glob).
-H5AD_SETS = {"sparse5000h5ad": ("sparse5000", "*_csr.zarr")}
+# Sets made here from another set: (name, source set, source glob,
+# write_h5ad compression). The gzip set is the format atlases are published in.
+H5AD_SETS = {
+    "sparse5000h5ad": ("sparse5000", "*_csr.zarr", None),
+    "sparse5000h5adgz": ("sparse5000", "*_csr.zarr", "gzip"),
+}
 
 # (case, set, file globs, axis, join[, extra anncat arguments])
 CASES = [
@@ -54,8 +60,9 @@ CASES = [
     ("dense var (6 files)", "dense6000", ["*_tall_dense.zarr", "*_square_dense.zarr"], 1, "inner"),
     ("zarr v3 CSR obs outer (9 files)", "sparse5000v3", ["*_csr.zarr"], 0, "outer"),
     ("h5ad CSR obs outer, sparse 5000 (9 files)", "sparse5000h5ad", ["*_csr.h5ad"], 0, "outer"),
+    ("gzip h5ad CSR obs outer, sparse 5000 (9 files)", "sparse5000h5adgz", ["*_csr.h5ad"], 0, "outer"),
 ]
-QUICK = {"sparse5000", "sparse5000v3", "sparse5000h5ad"}
+QUICK = {"sparse5000", "sparse5000v3", "sparse5000h5ad", "sparse5000h5adgz"}
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -150,6 +157,7 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=REPO / "target" / "bench-data")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--results", type=Path, default=REPO / "benches" / "RESULTS.md")
+    p.add_argument("--only", help="run only the cases whose name contains this text")
     args = p.parse_args()
     py = sys.executable
     if not ANNCAT.is_file():
@@ -169,7 +177,7 @@ def main() -> int:
             print(f"generating {name} ...", flush=True)
             run([py, str(BENCH / "gen_data.py"), *SETS[name], "--out", str(d), "--seed", "0"])
     for name in sorted(sets & set(H5AD_SETS)):
-        source, glob = H5AD_SETS[name]
+        source, glob, compression = H5AD_SETS[name]
         d = args.data / name
         d.mkdir(parents=True, exist_ok=True)
         import anndata as ad
@@ -178,11 +186,11 @@ def main() -> int:
             dst = d / (src.stem + ".h5ad")
             if not dst.is_file():
                 print(f"writing {dst.name} ...", flush=True)
-                ad.read_zarr(src).write_h5ad(dst)
+                ad.read_zarr(src).write_h5ad(dst, compression=compression)
     rows = []
     for case, set_name, globs, axis, join, *extra in CASES:
         extra = extra[0] if extra else []
-        if set_name not in sets:
+        if set_name not in sets or (args.only and args.only not in case):
             continue
         files = sorted({str(f) for g in globs for f in (args.data / set_name).glob(g)})
         ref_out, our_out = work / "ref.zarr", work / "ours.zarr"
