@@ -14,7 +14,9 @@ matrix and names, and writes a table to benches/RESULTS.md.
 
 --quick runs only the sparse 5000 sets (zarr v2, v3, h5ad, gzip h5ad);
 --only TEXT only the cases whose name holds TEXT (write them with --results
-elsewhere, so RESULTS.md keeps the whole table).
+elsewhere, so RESULTS.md keeps the whole table). --peer anndata-0.13-zarrs
+compares with anndata 0.13.4 on Python 3.12 with zarrs' codec pipeline, the
+fastest Python configuration, instead of this interpreter's anndata.
 """
 
 from __future__ import annotations
@@ -110,7 +112,11 @@ def same_output(a: Path, b: Path) -> str:
         x, y = ad.read_zarr(a), ad.read_zarr(b)
     if x.shape != y.shape:
         return f"shape {x.shape} vs {y.shape}"
-    if not (x.obs_names.equals(y.obs_names) and x.var_names.equals(y.var_names)):
+    # As values: anndata 0.13 stores names as nullable strings (read back as
+    # pandas' "string" dtype), anncat as the inputs' writer did.
+    if list(map(str, x.obs_names)) != list(map(str, y.obs_names)) or list(
+        map(str, x.var_names)
+    ) != list(map(str, y.var_names)):
         return "names differ"
     xa, ya = x.X, y.X
     if sp.issparse(xa) != sp.issparse(ya):
@@ -158,6 +164,10 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--results", type=Path, default=REPO / "benches" / "RESULTS.md")
     p.add_argument("--only", help="run only the cases whose name contains this text")
+    p.add_argument("--peer", choices=("anndata-0.12", "anndata-0.13-zarrs"), default="anndata-0.12",
+                   help="the Python to compare with: this interpreter's anndata (0.12 from setup_venv.sh), "
+                        "or anndata 0.13.4 on Python 3.12 with zarrs' codec pipeline (a venv made in "
+                        "target/bench-venv-0.13-zarrs)")
     args = p.parse_args()
     py = sys.executable
     if not ANNCAT.is_file():
@@ -187,6 +197,16 @@ def main() -> int:
             if not dst.is_file():
                 print(f"writing {dst.name} ...", flush=True)
                 ad.read_zarr(src).write_h5ad(dst, compression=compression)
+    ref_py, ref_env = py, dict(os.environ)
+    if args.peer == "anndata-0.13-zarrs":
+        venv = REPO / "target" / "bench-venv-0.13-zarrs"
+        run(["bash", str(REPO / "tests" / "interop" / "setup_venv.sh"), "0.13"],
+            env={**os.environ, "ANNCAT_VENV": str(venv)})
+        ref_py = str(venv / "bin" / "python")
+        probe = subprocess.run([ref_py, "-c", "import zarrs, distributed"], capture_output=True)
+        if probe.returncode != 0:
+            run([ref_py, "-m", "pip", "install", "-q", "zarrs", "distributed"])
+        ref_env["ANNCAT_BENCH_ZARRS_PIPELINE"] = "1"
     rows = []
     for case, set_name, globs, axis, join, *extra in CASES:
         extra = extra[0] if extra else []
@@ -203,9 +223,11 @@ def main() -> int:
                 if path.is_file():
                     path.read_bytes()
         print(f"{case}: python ...", flush=True)
-        runner = REPO / "benches" / "run_anndata_h5ad.py" if set_name in H5AD_SETS else BENCH / "run_anndata.py"
-        run([py, str(runner), *files, "--out", str(ref_out), "--case", case,
-             "--axis", str(axis), "--join", join, "--keep-output", "--json-out", str(ref_json)])
+        wrapped = set_name in H5AD_SETS or args.peer != "anndata-0.12"
+        runner = REPO / "benches" / "run_anndata_h5ad.py" if wrapped else BENCH / "run_anndata.py"
+        run([ref_py, str(runner), *files, "--out", str(ref_out), "--case", case,
+             "--axis", str(axis), "--join", join, "--keep-output", "--json-out", str(ref_json)],
+            env=ref_env)
         print(f"{case}: anncat ...", flush=True)
         report.unlink(missing_ok=True)
         measured = subprocess.run(
@@ -258,7 +280,8 @@ def main() -> int:
         f"Produced by `venv=$(bash tests/interop/setup_venv.sh) && \"$venv/bin/python\" benches/compare.py"
         f"{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} cores ({cpu}), {int(mem) // 2**20} GiB, {platform.platform()}; warm page cache.",
-        "Python: anndata's `concat_on_disk` (../shared/bench/run_anndata.py; its wall time excludes interpreter start-up). "
+        f"Python ({'anndata 0.13.4 on Python 3.12 with zarrs codec pipeline' if args.peer != 'anndata-0.12' else 'anndata 0.12.19'}): "
+        "anndata's `concat_on_disk` (../shared/bench/run_anndata.py; its wall time excludes interpreter start-up). "
         f"anncat: `anncat concat --memory-limit {MEM}` with the default local cluster ({os.cpu_count()} workers); "
         "its wall time includes process start-up. Scheduler CPU share: CPU time of the coordinating process "
         "(scheduler + client) while the graph ran, over wall time × cores. RSS: Python's peak; anncat's largest single process "

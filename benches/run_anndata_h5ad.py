@@ -2,8 +2,14 @@
 """../shared/bench/run_anndata.py for .h5ad inputs: the same harness (timing,
 sampled RSS, concat_on_disk), with its zarr-only input probes (`x_info`,
 `zarr_format_of`) answered from HDF5 for files ending in .h5ad. Used by
-compare.py for the h5ad row; arguments are run_anndata.py's."""
+compare.py for the h5ad rows, and for every row with the anndata 0.13 +
+zarrs peer; arguments are run_anndata.py's.
 
+With ANNCAT_BENCH_ZARRS_PIPELINE=1 zarr-python decodes and encodes through
+the zarrs package's Rust codec pipeline, the fastest Python configuration:
+`zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})`."""
+
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +42,11 @@ def zarr_format_of(path: Path) -> int:
 
 run_anndata.x_info = x_info
 run_anndata.zarr_format_of = zarr_format_of
+
+if os.environ.get("ANNCAT_BENCH_ZARRS_PIPELINE") == "1":
+    import zarr
+
+    zarr.config.set({"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"})
 
 if __name__ == "__main__":
     sys.exit(run_anndata.main(sys.argv[1:]))
