@@ -278,7 +278,8 @@ def main() -> int:
     out = [
         "# anncat vs concat_on_disk\n",
         f"Produced by `venv=$(bash tests/interop/setup_venv.sh) && \"$venv/bin/python\" benches/compare.py"
-        f"{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d')}, "
+        f"{' --quick' if args.quick else ''}{' --peer ' + args.peer if args.peer != 'anndata-0.12' else ''}"
+        f"{' --only ' + repr(args.only) if args.only else ''}` on {time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} cores ({cpu}), {int(mem) // 2**20} GiB, {platform.platform()}; warm page cache.",
         f"Python ({'anndata 0.13.4 on Python 3.12 with zarrs codec pipeline' if args.peer != 'anndata-0.12' else 'anndata 0.12.19'}): "
         "anndata's `concat_on_disk` (../shared/bench/run_anndata.py; its wall time excludes interpreter start-up). "
