@@ -12,7 +12,7 @@ use zarrs::array::{Array, ArrayMetadata};
 
 use super::atomic_store::{AtomicFsStore, write_atomic};
 use super::dtype::DType;
-use super::store::{NodeKind, NodeMeta, Store, ZarrFormat, io_reason};
+use super::store::{NodeKind, NodeMeta, Store, ZarrFormat, io_reason, zarr_dir_format};
 use super::structured::raw_bits_view;
 use crate::error::{Error, Result};
 
@@ -47,14 +47,15 @@ impl OutputStore {
     /// Opens the output directory `path` (a resumed run's, or the shared
     /// output a worker writes chunks into). It must be a zarr store.
     pub fn open(path: &Path) -> Result<OutputStore> {
-        let store = Store::open(path)?;
-        if store.h5().is_some() {
+        let meta = std::fs::metadata(path).map_err(|e| Error::path(path, io_reason(&e)))?;
+        if meta.is_file() && super::h5::is_hdf5(path) {
             return Err(Error::path(
                 path,
                 "an .h5ad file is not a zarr output to write into",
             ));
         }
-        Self::of_dir(path, store.format())
+        // An output is anncat's own zarr: no legacy layout to look for.
+        Self::of_dir(path, zarr_dir_format(path, &meta)?)
     }
 
     fn of_dir(path: &Path, format: ZarrFormat) -> Result<OutputStore> {

@@ -135,27 +135,7 @@ impl Store {
             }
             .with_legacy_overlay();
         }
-        if !meta.is_dir() {
-            return Err(Error::path(
-                path,
-                "not a zarr store (not a directory) and not an HDF5 .h5ad file",
-            ));
-        }
-        let format = if path.join("zarr.json").is_file() {
-            ZarrFormat::V3
-        } else if path.join(".zgroup").is_file() {
-            ZarrFormat::V2
-        } else if path.join(".zarray").is_file() {
-            return Err(Error::path(
-                path,
-                "not an AnnData store (the root is a zarr array)",
-            ));
-        } else {
-            return Err(Error::path(
-                path,
-                "not a zarr store (no zarr.json or .zgroup)",
-            ));
-        };
+        let format = zarr_dir_format(path, &meta)?;
         let storage = AtomicFsStore::new(path).map_err(|e| Error::path(path, e))?;
         Store {
             root: path.to_path_buf(),
@@ -574,6 +554,32 @@ impl Store {
             metadata,
         )
         .map_err(|e| open_err(&e))
+    }
+}
+
+/// The zarr format of the store directory at `path` (whose metadata is
+/// `meta`), or why it is not one.
+pub(crate) fn zarr_dir_format(path: &Path, meta: &std::fs::Metadata) -> Result<ZarrFormat> {
+    if !meta.is_dir() {
+        return Err(Error::path(
+            path,
+            "not a zarr store (not a directory) and not an HDF5 .h5ad file",
+        ));
+    }
+    if path.join("zarr.json").is_file() {
+        Ok(ZarrFormat::V3)
+    } else if path.join(".zgroup").is_file() {
+        Ok(ZarrFormat::V2)
+    } else if path.join(".zarray").is_file() {
+        Err(Error::path(
+            path,
+            "not an AnnData store (the root is a zarr array)",
+        ))
+    } else {
+        Err(Error::path(
+            path,
+            "not a zarr store (no zarr.json or .zgroup)",
+        ))
     }
 }
 
