@@ -8,12 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use zarrs::array::{Array, ArrayMetadata};
+use zarrs::array::Array;
 
 use super::atomic_store::{AtomicFsStore, write_atomic};
 use super::dtype::DType;
 use super::store::{NodeKind, NodeMeta, Store, ZarrFormat, io_reason, zarr_dir_format};
-use super::structured::raw_bits_view;
 use crate::error::{Error, Result};
 
 /// A zarr directory anncat writes.
@@ -82,23 +81,18 @@ impl OutputStore {
             Ok(array) => return Ok(array),
             Err(e) => e,
         };
-        let view = match self.stored_node(path)? {
+        let metadata = match self.stored_node(path)? {
             Some(NodeMeta {
                 kind: NodeKind::Array(meta),
                 ..
             }) if matches!(meta.dtype, DType::Structured(_)) => {
-                raw_bits_view(&meta.raw, self.format())
+                self.raw_bits_metadata(path, &meta, "structured array")?
             }
             _ => None,
         };
-        let Some(view) = view else {
+        let Some(metadata) = metadata else {
             return Err(self.err(path, format!("cannot open array: {open_err}")));
         };
-        let metadata = match self.format() {
-            ZarrFormat::V2 => serde_json::from_value(view).map(ArrayMetadata::V2),
-            ZarrFormat::V3 => serde_json::from_value(view).map(ArrayMetadata::V3),
-        }
-        .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))?;
         Array::new_with_metadata(self.fs.clone(), &node, metadata)
             .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))
     }

@@ -457,7 +457,7 @@ impl Store {
                 kind: NodeKind::Array(meta),
                 ..
             }) if matches!(meta.dtype, DType::Structured(_)) => {
-                raw_bits_view(&meta.raw, self.format)
+                self.raw_bits_metadata(path, &meta, "structured array")?
             }
             Some(NodeMeta {
                 kind: NodeKind::Array(meta),
@@ -474,16 +474,32 @@ impl Store {
             }
             _ => None,
         };
-        let Some(view) = view else {
+        let Some(metadata) = view else {
             return Err(self.err(path, format!("cannot open array: {open_err}")));
         };
-        let metadata = match self.format {
+        Array::new_with_metadata(self.storage.clone(), &node_path, metadata)
+            .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))
+    }
+
+    /// The metadata under which zarrs moves the bytes of the array `meta`
+    /// (at `path`) as opaque items of its item size: a structured dtype,
+    /// which zarrs cannot decode, or a zarr v2 fixed-width text one. `None`
+    /// for other dtypes; `what` names the array in an error.
+    pub(crate) fn raw_bits_metadata(
+        &self,
+        path: &str,
+        meta: &ArrayMeta,
+        what: &str,
+    ) -> Result<Option<ArrayMetadata>> {
+        let Some(view) = raw_bits_view(&meta.raw, self.format) else {
+            return Ok(None);
+        };
+        match self.format {
             ZarrFormat::V2 => serde_json::from_value(view).map(ArrayMetadata::V2),
             ZarrFormat::V3 => serde_json::from_value(view).map(ArrayMetadata::V3),
         }
-        .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))?;
-        Array::new_with_metadata(self.storage.clone(), &node_path, metadata)
-            .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))
+        .map(Some)
+        .map_err(|e| self.err(path, format!("cannot open {what}: {e}")))
     }
 
     /// A field of a zarr record array as an array of its own.
@@ -503,11 +519,9 @@ impl Store {
     fn text_view(&self, real: &str, meta: &ArrayMeta, field: Field) -> Result<Array<Backend>> {
         let open_err =
             |e: &dyn std::fmt::Display| self.err(real, format!("cannot open text array: {e}"));
-        let raw = raw_bits_view(&meta.raw, self.format)
+        let raw = self
+            .raw_bits_metadata(real, meta, "text array")?
             .ok_or_else(|| open_err(&"not fixed-width text"))?;
-        let raw = serde_json::from_value(raw)
-            .map(ArrayMetadata::V2)
-            .map_err(|e| open_err(&e))?;
         let view = FieldView {
             parent: Array::new_with_metadata(self.storage.clone(), &format!("/{real}"), raw)
                 .map_err(|e| open_err(&e))?,
