@@ -316,10 +316,11 @@ pub struct H5Store {
     path: PathBuf,
     file: hdf5::File,
     arrays: Mutex<HashMap<String, Arc<VirtualArray>>>,
-    /// A pre-0.7 file: a one-element fixed-length byte string array reads
-    /// as a scalar string, as anndata reads such a file (see
-    /// [`H5Store::read_singletons_as_scalars`]).
-    singleton_scalars: std::sync::atomic::AtomicBool,
+    /// A pre-0.7 file (no encoding-type on the root, `obs` a compound
+    /// dataset): a one-element array of fixed-length byte strings (but
+    /// `uns/<column>_categories`) reads as a 0-d string, as anndata reads
+    /// such a file, which stored `str` values so.
+    singleton_scalars: bool,
 }
 
 impl std::fmt::Debug for H5Store {
@@ -339,12 +340,18 @@ impl H5Store {
                 crate::error::one_line(&e.to_string())
             )
         })?;
-        Ok(H5Store {
+        let mut store = H5Store {
             path: path.to_path_buf(),
             file,
             arrays: Mutex::new(HashMap::new()),
-            singleton_scalars: std::sync::atomic::AtomicBool::new(false),
-        })
+            singleton_scalars: false,
+        };
+        let root_encoded = store
+            .file
+            .attr_names()
+            .is_ok_and(|names| names.iter().any(|n| n == "encoding-type"));
+        store.singleton_scalars = !root_encoded && store.compound_fields("obs").is_some();
+        Ok(store)
     }
 
     /// The file.
@@ -381,12 +388,7 @@ impl H5Store {
                         Content::Values(Elem::FixedStr { ascii: true, .. })
                     );
                 // Categories stay a list, as anndata's `_clean_uns` makes them.
-                if singleton
-                    && !node.ends_with("_categories")
-                    && self
-                        .singleton_scalars
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                {
+                if singleton && !node.ends_with("_categories") && self.singleton_scalars {
                     a.shape = Vec::new();
                     a.chunks = Vec::new();
                 }
@@ -442,15 +444,6 @@ impl H5Store {
         };
         ct.fields.sort_by_key(|f| f.index);
         Some(ct.fields.into_iter().map(|f| f.name).collect())
-    }
-
-    /// From now on, a one-element array of fixed-length byte strings (but
-    /// `uns/<column>_categories`) reads as a 0-d string: anndata reads
-    /// pre-0.7 files, which stored `str` values so, that way. Called before
-    /// any array is opened.
-    pub fn read_singletons_as_scalars(&self) {
-        self.singleton_scalars
-            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How the dataset at `node` is stored: its HDF5 chunk shape (`None`:

@@ -37,11 +37,6 @@ impl H5Store {
     }
 
     /// Never called (no value exists).
-    pub fn read_singletons_as_scalars(&self) {
-        match *self {}
-    }
-
-    /// Never called (no value exists).
     pub fn storage_layout(&self, _node: &str) -> Option<(Option<Vec<u64>>, Vec<String>)> {
         match *self {}
     }

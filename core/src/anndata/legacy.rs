@@ -74,16 +74,23 @@ impl Overlay {
     /// The overlay for `store` when it is an anndata 0.7 store (obs a
     /// `dataframe` group of version 0.1.0), else `None`.
     pub fn detect(store: &Store) -> Result<Option<Overlay>> {
-        if let Some(overlay) = pre07::detect(store)? {
-            return Ok(Some(overlay));
-        }
         let is_07_frame = |meta: &NodeMeta| {
             matches!(meta.kind, NodeKind::Group)
                 && meta.attrs.get("encoding-type").and_then(Value::as_str) == Some("dataframe")
                 && meta.attrs.get("encoding-version").and_then(Value::as_str) == Some("0.1.0")
         };
-        match store.stored_node("obs")? {
+        let obs = match store.h5() {
+            // A pre-0.7 obs is told by its HDF5 type, without reading the
+            // records (which opening it as an array would).
+            Some(h5) if h5.compound_fields("obs").is_some() => return pre07::detect(store),
+            _ => store.stored_node("obs")?,
+        };
+        match obs {
             Some(obs) if is_07_frame(&obs) => {}
+            Some(NodeMeta {
+                kind: NodeKind::Array(a),
+                ..
+            }) if matches!(a.dtype, DType::Structured(_)) => return pre07::detect(store),
             _ => return Ok(None),
         }
         let mut frames = vec!["obs".to_string(), "var".to_string(), "raw/var".to_string()];

@@ -91,19 +91,14 @@ fn record_fields(store: &Store, path: &str, overlay: &mut Overlay) -> Result<Opt
 }
 
 /// The overlay of a pre-0.7 store (root without an encoding-type, `obs` a
-/// record array), else `None`.
+/// record array), else `None`. Called for stores whose `obs` is a record
+/// array.
 pub(super) fn detect(store: &Store) -> Result<Option<Overlay>> {
     match store.stored_node("")? {
         Some(root) if !root.attrs.contains_key("encoding-type") => {}
         _ => return Ok(None),
     }
     let mut overlay = Overlay::default();
-    if record_fields(store, "obs", &mut overlay)?.is_none() {
-        return Ok(None);
-    }
-    if let Some(h5) = store.h5() {
-        h5.read_singletons_as_scalars();
-    }
     let mut frame_fields = Vec::new();
     for (virt, stored) in FRAMES {
         let Some(fields) = record_fields(store, stored, &mut overlay)? else {
@@ -127,6 +122,9 @@ pub(super) fn detect(store: &Store) -> Result<Option<Overlay>> {
                 .push((virt.to_string(), stored.to_string()));
         }
         frame_fields.push((virt, columns.to_vec()));
+    }
+    if !frame_fields.iter().any(|(virt, _)| *virt == "obs") {
+        return Ok(None);
     }
     for (virt, stored) in MAPPINGS {
         if let Some(fields) = record_fields(store, stored, &mut overlay)? {
