@@ -38,21 +38,11 @@ pub fn read_i64_range(
         DType::Int16 => widened!(i16),
         DType::UInt8 => widened!(u8),
         DType::UInt16 => widened!(u16),
-        DType::Int32 => array
-            .retrieve_array_subset::<Vec<i32>>(&subset)
-            .map_err(err)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
+        DType::Int32 => widened!(i32),
         DType::Int64 => array
             .retrieve_array_subset::<Vec<i64>>(&subset)
             .map_err(err)?,
-        DType::UInt32 => array
-            .retrieve_array_subset::<Vec<u32>>(&subset)
-            .map_err(err)?
-            .into_iter()
-            .map(i64::from)
-            .collect(),
+        DType::UInt32 => widened!(u32),
         DType::UInt64 => array
             .retrieve_array_subset::<Vec<u64>>(&subset)
             .map_err(err)?

@@ -38,6 +38,11 @@ const MAPPINGS: [(&str, &str); 3] = [("obsm", "obsm"), ("varm", "varm"), ("raw/v
 /// The adjacency matrices anndata moves from `uns/neighbors` to obsp.
 const ADJACENCY: [&str; 2] = ["connectivities", "distances"];
 
+/// The attributes of a `dict` group.
+fn dict_attrs() -> Map<String, Value> {
+    attrs(json!({"encoding-type": "dict", "encoding-version": "0.1.0"}))
+}
+
 fn attrs(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(m) => m,
@@ -128,7 +133,7 @@ pub(super) fn detect(store: &Store) -> Result<Option<Overlay>> {
     }
     for (virt, stored) in MAPPINGS {
         if let Some(fields) = record_fields(store, stored, &mut overlay)? {
-            let attrs = attrs(json!({"encoding-type": "dict", "encoding-version": "0.1.0"}));
+            let attrs = dict_attrs();
             overlay.groups.insert(virt.to_string(), (attrs, fields));
             if virt != stored {
                 overlay
@@ -277,7 +282,7 @@ fn move_adjacency(store: &Store, overlay: &mut Overlay) -> Result<()> {
             .or_default()
             .extend(moved);
     } else {
-        let attrs = attrs(json!({"encoding-type": "dict", "encoding-version": "0.1.0"}));
+        let attrs = dict_attrs();
         overlay.groups.insert("obsp".into(), (attrs, moved));
         overlay
             .extra_children
