@@ -15,6 +15,21 @@ from conftest import run_anncat
 from test_concat import cli_args, expected_results, read_store
 
 
+def _adata(axis: str, along: list[str], other: list[str] | None = None):
+    """An AnnData of ones stacked along `axis` (obs or var): `along` names
+    that axis, `other` (default three names) the other; with its mapping
+    along the axis (obsm or varm)."""
+    if other is None:
+        other = ["g0", "g1", "g2"] if axis == "obs" else ["c0", "c1", "c2"]
+    x = np.ones((len(along), len(other)), dtype=np.float32)
+    a = ad.AnnData(X=x if axis == "obs" else x.T.copy())
+    if axis == "obs":
+        a.obs_names, a.var_names = along, other
+        return a, a.obsm
+    a.var_names, a.obs_names = along, other
+    return a, a.varm
+
+
 def _inputs(axis: str, seed: int = 0) -> list[ad.AnnData]:
     """Four inputs (one with zero rows) holding the same three awkward
     types: ragged ints, records with a ragged field, optional lists."""
@@ -29,17 +44,7 @@ def _inputs(axis: str, seed: int = 0) -> list[ad.AnnData]:
                      depth_limit=1)
         opt = ak.Array([None if k % 3 == 1 else [k, k + 1] for k in range(m_rows)])
         ragged, rec, opt = ragged[:n], rec[:n], opt[:n]
-        x = np.ones((n, 3), dtype=np.float32)
-        a = ad.AnnData(X=x if axis == "obs" else x.T.copy())
-        names = [f"c{i}_{k}" for k in range(n)]
-        if axis == "obs":
-            a.obs_names = names
-            a.var_names = ["g0", "g1", "g2"]
-            m = a.obsm
-        else:
-            a.var_names = names
-            a.obs_names = ["c0", "c1", "c2"]
-            m = a.varm
+        a, m = _adata(axis, [f"c{i}_{k}" for k in range(n)])
         m["ragged"] = ragged
         m["rec"] = rec
         m["opt"] = opt
@@ -94,13 +99,7 @@ def _differing_inputs(axis: str, seed: int = 5) -> list[ad.AnnData]:
     rng = np.random.default_rng(seed)
     adatas = []
     for i, n in enumerate((4, 3, 5)):
-        x = np.ones((n, 3), dtype=np.float32)
-        a = ad.AnnData(X=x if axis == "obs" else x.T.copy())
-        names = [f"c{i}_{k}" for k in range(n)]
-        if axis == "obs":
-            a.obs_names, a.var_names, m = names, ["g0", "g1", "g2"], a.obsm
-        else:
-            a.var_names, a.obs_names, m = names, ["c0", "c1", "c2"], a.varm
+        a, m = _adata(axis, [f"c{i}_{k}" for k in range(n)])
         counts = rng.integers(0, 4, size=n)
         values = rng.integers(0, 9, size=int(counts.sum()))
         if i == 0:
@@ -192,14 +191,8 @@ def test_awkward_arrays_in_the_merged_mapping(tmp_path, axis, join, merge):
     sets = (["g0", "g1", "g2"], ["g1", "g2", "g3"], ["g0", "g1", "g2"], ["g0", "g1", "g2"])
     adatas = []
     for i, genes in enumerate(sets):
-        n = 2
-        x = np.ones((n, len(genes)), dtype=np.float32)
-        a = ad.AnnData(X=x if axis == "obs" else x.T.copy())
-        cells = [f"c{i}_{k}" for k in range(n)]
-        if axis == "obs":
-            a.obs_names, a.var_names, m = cells, genes, a.varm
-        else:
-            a.var_names, a.obs_names, m = cells, genes, a.obsm
+        a, _ = _adata(axis, [f"c{i}_{k}" for k in range(2)], genes)
+        m = a.varm if axis == "obs" else a.obsm
         g = [int(name[1:]) for name in genes]
         m["ragged"] = ak.Array([[k] * (k + 1) for k in g])
         m["rec"] = ak.zip({"a": np.array(g, dtype=np.int64), "b": ak.Array([[k / 2] * k for k in g])},
