@@ -25,8 +25,9 @@ SETS = {
 }
 
 
-def run(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=True, text=True, capture_output=True)
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Runs `cmd` (keyword arguments go to subprocess.run), failing on a non-zero exit."""
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
 
 
 def ensure_sets(data: Path) -> None:

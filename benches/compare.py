@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import ANNCAT, BENCH, MEM, REPO  # noqa: E402
+from bench_common import ANNCAT, BENCH, MEM, REPO, run  # noqa: E402
+from bench_common import SETS as COMMON_SETS  # noqa: E402
 
-# (name, generator args)
+# (name, generator args): the sets every bench script uses, and two more.
 SETS = {
-    "sparse5000": ["--size", "5000", "--runs", "3", "--kinds", "csr,csc"],
+    **COMMON_SETS,
     "sparse10000": ["--size", "10000", "--runs", "3", "--kinds", "csr,csc"],
-    "dense6000": ["--size", "6000", "--runs", "3", "--kinds", "dense", "--dense-chunks", "auto"],
     "sparse5000v3": ["--size", "5000", "--runs", "3", "--kinds", "csr", "--zarr-format", "3"],
 }
 
@@ -65,10 +65,6 @@ CASES = [
     ("gzip h5ad CSR obs outer, sparse 5000 (9 files)", "sparse5000h5adgz", ["*_csr.h5ad"], 0, "outer"),
 ]
 QUICK = {"sparse5000", "sparse5000v3", "sparse5000h5ad", "sparse5000h5adgz"}
-
-
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
 
 
 def last_json(path: Path) -> dict:
