@@ -164,7 +164,7 @@ impl ElementSummary {
 }
 
 /// Per element of the output: its tasks' time and bytes, the slowest first.
-pub fn element_summaries(report: &RunReport) -> Vec<ElementSummary> {
+fn element_summaries(report: &RunReport) -> Vec<ElementSummary> {
     let mut by: Vec<ElementSummary> = Vec::new();
     for t in &report.tasks {
         let element = t.label.split(": ").next().unwrap_or(&t.label).to_string();
@@ -282,7 +282,7 @@ pub fn render_svg(report: &RunReport) -> String {
     let top0 = 30.0 + 16.0 * legend_rows + 36.0;
     let lane_h = |n: usize| 14.0 + row_h * n as f64 + 6.0 + rss_h + 10.0;
     let lanes_h: f64 = lanes.iter().map(|l| lane_h(l.3)).sum();
-    let elements = element_summaries(report);
+    let elements = &report.elements;
     let table_top = top0 + lanes_h + 30.0;
     let height = table_top + 20.0 + 16.0 * elements.len().min(30) as f64 + 10.0;
     let mut s = String::new();
