@@ -57,6 +57,9 @@ echo "== anndata's own tests/test_concatenate_disk.py with anncat as concat_on_d
 ANNCAT_BIN="$repo/target/release/anncat" bash tests/anndata_suite/run.sh 0.12 -n 2
 ANNCAT_BIN="$repo/target/release/anncat" bash tests/anndata_suite/run.sh 0.13 -n 2
 
+echo "== the Python package: wheel (static HDF5) in a fresh venv and a minimal Debian root; pip install ."
+bash tests/python_pkg/run.sh
+
 echo "== cluster-configs: the Slurm script, Kubernetes manifests and compose file run on a local cluster"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     -W ignore::DeprecationWarning tests/configs

@@ -8,21 +8,25 @@ the output may be paths (``.zarr`` or ``.h5ad``), zarr stores or groups
 files. Options of anncat's own (``memory_limit="2GiB"``, ``workers=4``,
 ``threads=2``, ...) are passed as keyword arguments.
 
-The binary is found in ``ANNCAT_BIN``, then next to this module (as a wheel
-installs it), then on ``PATH``.
+``inspect(path)`` returns what ``anncat inspect --json`` prints, as a dict.
+
+The binary is found in ``ANNCAT_BIN``, then among the scripts of the Python
+environment this module is installed in (where ``pip install anncat`` puts
+it), then on ``PATH``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-import sys
+import sysconfig
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["AnncatError", "concat_on_disk", "binary"]
+__all__ = ["AnncatError", "binary", "concat_on_disk", "inspect"]
 
 
 class AnncatError(RuntimeError):
@@ -34,9 +38,15 @@ def binary() -> str:
     env = os.environ.get("ANNCAT_BIN")
     if env:
         return env
-    here = Path(__file__).resolve().parent / "bin" / "anncat"
-    if here.is_file():
-        return str(here)
+    exe = "anncat" + (sysconfig.get_config_var("EXE") or "")
+    # The scripts folder of the install scheme this module sits in (a venv,
+    # the system, or ~/.local with `pip install --user`).
+    folders = [Path(sysconfig.get_path("scripts", s)) for s in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))]
+    # `pip install --target DIR` puts the module in DIR and the command in DIR/bin.
+    folders.append(Path(__file__).resolve().parent.parent / "bin")
+    for folder in folders:
+        if (folder / exe).is_file():
+            return str(folder / exe)
     found = shutil.which("anncat")
     if found:
         return found
@@ -141,13 +151,17 @@ def _input_path(obj, scratch: Path, i: int) -> str:
     raise TypeError(f"input {i}: expected a path, a zarr store or group, or an h5py file, not {type(obj).__name__}")
 
 
-def _zarr_settings() -> tuple[int, bool]:
-    """anndata's settings for zarr output: format and automatic sharding.
+def _zarr_settings() -> tuple[int, bool] | None:
+    """anndata's settings for zarr output: format and automatic sharding;
+    None without anndata (anncat's defaults then: the first input's format).
     Like anndata 0.13, asking for zarr v2 output through the deprecated
     setting warns that it goes away in 0.14."""
     import warnings
 
-    import anndata as ad
+    try:
+        import anndata as ad
+    except ImportError:
+        return None
 
     # anndata 0.13 warns on every read of the setting through its
     # descriptor; its own writers read the stored value, and so does this.
@@ -228,8 +242,9 @@ def concat_on_disk(
         else:
             raise TypeError(f"out_file: expected a path, a zarr store or group, or an h5py file, not {type(out_file).__name__}")
         args = ["concat", *inputs, "-o", str(target), "--overwrite", "--quiet", "--axis", axis_name, "--join", join]
-        if target.suffix.lower() == ".zarr":
-            fmt, shard = _zarr_settings()
+        settings = _zarr_settings() if target.suffix.lower() == ".zarr" else None
+        if settings is not None:
+            fmt, shard = settings
             args += ["--zarr-format", str(fmt)]
             if fmt == 3 and not shard:
                 args += ["--shard-mib", "0"]
@@ -260,5 +275,8 @@ def concat_on_disk(
             _load_zarr(target, out_zarr[0], out_zarr[1])
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(subprocess.call([binary(), *sys.argv[1:]]))
+def inspect(path) -> dict:
+    """What ``anncat inspect --json PATH`` prints, as a dict: the store's
+    format, shape and every element with its encoding, dtype, chunking and
+    compression."""
+    return json.loads(_run(["inspect", "--json", os.fspath(path)]).stdout)
