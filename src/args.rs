@@ -231,7 +231,7 @@ pub struct ConcatArgs {
     /// Continue an interrupted run from OUTPUT.partial, redoing only unfinished tasks.
     #[arg(long)]
     pub resume: bool,
-    /// Write a run report (JSON per task and worker, and an SVG timeline beside it).
+    /// Write a run report (JSON per task and worker, and a timeline beside it as SVG and PNG).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Target output chunk size in MiB (default: from the memory limit).

@@ -37,7 +37,7 @@ pub enum ClusterChoice {
 pub struct RunOptions {
     /// Where it runs.
     pub cluster: ClusterChoice,
-    /// Write a run report (JSON, and an SVG timeline beside it) here.
+    /// Write a run report (JSON, and its timeline as SVG and PNG beside it) here.
     pub report: Option<PathBuf>,
     /// On a running cluster, size the plan (chunks, the memory check) for
     /// the smallest memory limit of its connected workers, not for

@@ -31,6 +31,7 @@ pub mod config;
 pub mod distributed;
 pub mod progress;
 pub mod report;
+pub mod report_png;
 
 pub use anncat_core as core;
 pub use anncat_core::graph::{Graph, TaskId, decode, encode};

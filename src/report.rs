@@ -1,6 +1,6 @@
 //! Run reports: per task (worker, start, end, bytes, peak memory) and per
-//! worker (peak RSS, RSS over time), as JSON, plus an SVG timeline of tasks
-//! per worker with memory over time.
+//! worker (peak RSS, RSS over time), as JSON, plus a timeline of tasks
+//! per worker with memory over time, as SVG (and as PNG, `report_png`).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -107,23 +107,41 @@ impl ReportBuilder {
 
 /// The SVG timeline's path for a report at `path` (`x.json` → `x.svg`).
 pub fn svg_path(path: &Path) -> PathBuf {
+    beside(path, "svg")
+}
+
+/// The PNG timeline's path for a report at `path` (`x.json` → `x.png`).
+pub fn png_path(path: &Path) -> PathBuf {
+    beside(path, "png")
+}
+
+/// `x.json` → `x.EXT`; any other name gains `.EXT`.
+fn beside(path: &Path, ext: &str) -> PathBuf {
     if path.extension().is_some_and(|e| e == "json") {
-        path.with_extension("svg")
+        path.with_extension(ext)
     } else {
         let mut p = path.as_os_str().to_os_string();
-        p.push(".svg");
+        p.push(".");
+        p.push(ext);
         PathBuf::from(p)
     }
 }
 
-/// Writes the JSON report at `path` and the SVG timeline beside it.
+/// Writes the JSON report at `path` and the timeline beside it, as SVG and
+/// as PNG.
 pub fn write_report(path: &Path, report: &RunReport) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report)?;
     std::fs::write(path, json)
         .map_err(|e| anyhow::anyhow!("{}: cannot write the report: {e}", path.display()))?;
     let svg = svg_path(path);
-    std::fs::write(&svg, render_svg(report))
+    let picture = render_svg(report);
+    std::fs::write(&svg, &picture)
         .map_err(|e| anyhow::anyhow!("{}: cannot write the timeline: {e}", svg.display()))?;
+    let png = png_path(path);
+    let bytes = crate::report_png::render_png(&picture)
+        .map_err(|e| anyhow::anyhow!("{}: cannot draw the timeline: {e}", png.display()))?;
+    std::fs::write(&png, bytes)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write the timeline: {e}", png.display()))?;
     Ok(())
 }
 
@@ -481,6 +499,7 @@ mod tests {
         assert_eq!(r.elements[0].tasks, 3);
         assert_eq!(svg_path(Path::new("a/r.json")), PathBuf::from("a/r.svg"));
         assert_eq!(svg_path(Path::new("a/r")), PathBuf::from("a/r.svg"));
+        assert_eq!(png_path(Path::new("a/r.json")), PathBuf::from("a/r.png"));
     }
 
     #[test]

@@ -166,6 +166,8 @@ fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
     assert_eq!(lost[0]["pid"], killed);
     let svg = std::fs::read_to_string(run.dir.path().join("report.svg")).expect("timeline");
     assert!(svg.starts_with("<svg") && svg.contains("<rect"));
+    let png = std::fs::read(run.dir.path().join("report.png")).expect("timeline as PNG");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000);
 }
 
 #[test]
