@@ -24,7 +24,8 @@
 #      scheduler and 2 workers (`up -d --scale worker=2`), then `run --rm
 #      concat`, through an override file that gives the services the test
 #      image (nothing is built from the Rust Dockerfile) and makes the
-#      project's network internal; the containers run as uid 10001;
+#      project's network internal; the containers run as uid 10001; then
+#      `stop`, which they must obey at SIGTERM;
 #   6. compares both outputs with a local `ANNCAT_BIN concat` of the same
 #      inputs: anndata.read_zarr + anndata.tests.helpers.assert_equal, with
 #      PYTHON (default: the interop venv, tests/interop/setup_venv.sh).
@@ -285,10 +286,22 @@ step "compose run --rm concat"
 dc run --rm concat 2>&1 | tee "$work/compose-concat.log" \
     || { dc logs --no-color >&2 || true; fail "compose run --rm concat"; }
 dc logs --no-color > "$work/compose-services.log" 2>&1 || true
-for c in $(dc ps -q scheduler worker); do
+services=($(dc ps -q scheduler worker))
+for c in "${services[@]}"; do
     [ "$("$docker" inspect -f '{{.State.Running}} {{.RestartCount}}' "$c")" = "true 0" ] \
         || { cat "$work/compose-services.log" >&2; fail "a compose service stopped or restarted during the concat ($c)"; }
 done
+step "compose stop: the scheduler and workers must exit on SIGTERM (not be killed after the timeout)"
+t0=$SECONDS
+dc stop -t 20 > "$work/compose-stop.log" 2>&1 || { cat "$work/compose-stop.log" >&2; fail "compose stop"; }
+for c in "${services[@]}"; do
+    code="$("$docker" inspect -f '{{.State.ExitCode}}' "$c")"
+    case "$code" in
+        0 | 143) ;;
+        *) fail "$("$docker" inspect -f '{{.Name}}' "$c") exited with $code on compose stop (137: killed after the timeout)" ;;
+    esac
+done
+[ $((SECONDS - t0)) -lt 20 ] || fail "compose stop took $((SECONDS - t0))s"
 out="$work/compose-out/example-out.zarr"
 [ -d "$out" ] || fail "no output at $out"
 [ ! -e "$out.partial" ] || fail "$out.partial left behind"
