@@ -286,7 +286,8 @@ step "compose run --rm concat"
 dc run --rm concat 2>&1 | tee "$work/compose-concat.log" \
     || { dc logs --no-color >&2 || true; fail "compose run --rm concat"; }
 dc logs --no-color > "$work/compose-services.log" 2>&1 || true
-services=($(dc ps -q scheduler worker))
+mapfile -t services < <(dc ps -q scheduler worker)
+[ ${#services[@]} -eq 3 ] || { dc ps >&2; fail "expected the scheduler and 2 workers, found ${#services[@]} containers"; }
 for c in "${services[@]}"; do
     [ "$("$docker" inspect -f '{{.State.Running}} {{.RestartCount}}' "$c")" = "true 0" ] \
         || { cat "$work/compose-services.log" >&2; fail "a compose service stopped or restarted during the concat ($c)"; }
