@@ -171,6 +171,30 @@ fn a_worker_killed_mid_concat_changes_nothing_in_the_output() {
 }
 
 #[test]
+fn a_worker_stopped_by_sigterm_exits_cleanly_and_the_concat_finishes_elsewhere() {
+    let _serial = serial();
+    let mut run = DisturbedRun::start(2);
+    let victim = run.busiest_worker();
+    let pid = run.procs.0[victim].id();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let mut status = None;
+    wait_for("the worker to stop", Duration::from_secs(10), || {
+        status = run.procs.0[victim].try_wait().ok().flatten();
+        status.is_some()
+    });
+    assert!(status.expect("exited").success(), "{status:?}");
+    let log = std::fs::read_to_string(run.dir.path().join(format!("worker-{victim}.log")))
+        .expect("worker log");
+    assert!(log.contains("anncat worker: stopping at SIGTERM"), "{log}");
+    let r = run.finish_identical();
+    assert_eq!(lost_workers(&r).len(), 1, "{r}");
+}
+
+#[test]
 fn a_killed_scheduler_is_resumed_with_identical_output() {
     let _serial = serial();
     let dir = tempfile::tempdir().expect("tmp");

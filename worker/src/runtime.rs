@@ -241,7 +241,38 @@ pub fn run_worker(config: WorkerConfig, registry: KernelRegistry) -> Result<()> 
         .enable_all()
         .build()
         .map_err(|e| WorkerError::system("start a runtime", e))?;
-    rt.block_on(run(config, registry))
+    let outcome = rt.block_on(async {
+        let stop = stop_signal()?;
+        tokio::select! {
+            result = run(config, registry) => result.map(|()| None),
+            signal = stop => Ok(Some(signal)),
+        }
+    });
+    if let Ok(Some(signal)) = outcome {
+        // Also as PID 1 of a container, where the kernel ignores signals a
+        // process does not handle. Tasks still running are abandoned (the
+        // scheduler gives them to other workers); their threads end with the
+        // process, not awaited here.
+        eprintln!("anncat worker: stopping at {signal}");
+        rt.shutdown_background();
+        return Ok(());
+    }
+    outcome.map(|_| ())
+}
+
+/// Resolves at the first SIGTERM or SIGINT, with the signal's name.
+fn stop_signal() -> Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| WorkerError::system("handle SIGTERM", e))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| WorkerError::system("handle SIGINT", e))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
 }
 
 async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
