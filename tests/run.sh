@@ -60,6 +60,15 @@ ANNCAT_BIN="$repo/target/release/anncat" bash tests/anndata_suite/run.sh 0.13 -n
 echo "== the Python package: wheel (static HDF5) in a fresh venv and a minimal Debian root; pip install ."
 bash tests/python_pkg/run.sh
 
+echo "== the container image and the compose file on a real Docker engine (Debian's docker.io)"
+docker_status=0
+ANNCAT_BIN="$repo/target/release/anncat" PYTHON="$venv/bin/python" bash tests/docker/run.sh || docker_status=$?
+case "$docker_status" in
+    0) ;;
+    77) echo "!! the Docker engine cannot run containers on this machine: the evidence is printed above; the image and compose run were NOT tested here" >&2 ;;
+    *) exit "$docker_status" ;;
+esac
+
 echo "== cluster-configs: the Slurm script, Kubernetes manifests and compose file run on a local cluster"
 ANNCAT_BIN="$repo/target/release/anncat" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     -W ignore::DeprecationWarning tests/configs
