@@ -19,7 +19,7 @@ use anncat_net::TransportTuning;
 use anncat_scheduler::Client;
 
 use crate::cluster::{LocalCluster, LocalClusterConfig};
-use crate::report::{ReportBuilder, write_report};
+use crate::report::{Phases, ReportBuilder, write_report};
 
 /// Where a concatenation runs.
 #[derive(Debug, Clone)]
@@ -70,7 +70,12 @@ pub fn run_concat(
         opts.memory_limit = smallest;
     }
     let opts = &opts;
+    let run_start = Instant::now();
     let prepared = prepare_concat(opts)?;
+    let mut phases = Phases {
+        prepare_s: run_start.elapsed().as_secs_f64(),
+        ..Phases::default()
+    };
     let resumed = !prepared.finished_before().is_empty();
     let mut report = ReportBuilder::new();
     report.planned_for(opts.memory_limit);
@@ -118,6 +123,7 @@ pub fn run_concat(
         let cpu_before = crate::report::process_cpu_seconds();
         let total = graph.len();
         let started = Instant::now();
+        phases.before_graph_s = run_start.elapsed().as_secs_f64();
         let mut last_sync = Instant::now();
         let (mut done, mut written) = (0usize, 0u64);
         let mut journal_error = None;
@@ -147,6 +153,7 @@ pub fn run_concat(
                 work_total,
             });
         });
+        phases.graph_s = started.elapsed().as_secs_f64();
         journal.sync()?;
         report.coordinator_cpu(crate::report::process_cpu_seconds() - cpu_before);
         let result = match waited {
@@ -179,17 +186,22 @@ pub fn run_concat(
         }
         result
     })();
-    if let Some(path) = &run.report {
-        write_report(path, &report.finish())?;
-    }
-    match result {
-        Ok(()) => Ok(prepared.finish(Ok(()), false)?),
+    let finish_start = Instant::now();
+    let finished = match result {
+        Ok(()) => prepared.finish(Ok(()), false).map_err(anyhow::Error::from),
         Err(e) => {
             let message = format!("{e:#}");
             let _ = prepared.finish(Err(anncat_core::Error::Task(message.clone())), keep_partial);
             Err(anyhow::anyhow!(message))
         }
+    };
+    if let Some(path) = &run.report {
+        phases.finish_s = finish_start.elapsed().as_secs_f64();
+        phases.total_s = run_start.elapsed().as_secs_f64();
+        report.phases(phases, anncat_worker::governor::peak_rss());
+        write_report(path, &report.finish())?;
     }
+    finished
 }
 
 /// The concat kernels for threads of this process; with the test hook

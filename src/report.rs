@@ -39,8 +39,30 @@ pub struct RunReport {
     pub coordinator_cpu_s: f64,
     /// The per-worker memory limit the plan's tasks were sized for (bytes).
     pub planned_memory_limit: u64,
+    /// Where the coordinating process' time went, start to end.
+    pub phases: Phases,
+    /// Peak RSS of the coordinating process (bytes; with `--workers 0`, it
+    /// also ran the tasks).
+    pub coordinator_peak_rss: u64,
     /// Per element of the output: its tasks' time and bytes.
     pub elements: Vec<ElementSummary>,
+}
+
+/// The coordinating process' run in phases (seconds).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    /// Planning: reading the inputs' metadata and annotations, deciding the
+    /// output and writing what is not a graph task.
+    pub prepare_s: f64,
+    /// From the start to the graph's dispatch: planning, then starting or
+    /// connecting to the cluster.
+    pub before_graph_s: f64,
+    /// The graph, from its dispatch to its last task.
+    pub graph_s: f64,
+    /// After the graph: the output's consolidated metadata and the rename.
+    pub finish_s: f64,
+    /// Start to end.
+    pub total_s: f64,
 }
 
 /// Collects a report while a run goes.
@@ -74,6 +96,12 @@ impl ReportBuilder {
     /// Sets the coordinating process' CPU seconds during the run.
     pub fn coordinator_cpu(&mut self, seconds: f64) {
         self.report.coordinator_cpu_s = seconds;
+    }
+
+    /// Sets the phases and the coordinator's peak RSS.
+    pub fn phases(&mut self, phases: Phases, coordinator_peak_rss: u64) {
+        self.report.phases = phases;
+        self.report.coordinator_peak_rss = coordinator_peak_rss;
     }
 
     /// Sets the worker summaries.
