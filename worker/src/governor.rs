@@ -21,7 +21,16 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 thread_local! {
     static THREAD_NET: Cell<i64> = const { Cell::new(0) };
     static THREAD_PEAK: Cell<i64> = const { Cell::new(0) };
+    /// This thread's change to [`ALLOCATED`] not yet added to it.
+    static THREAD_PENDING: Cell<i64> = const { Cell::new(0) };
 }
+
+/// A thread adds its allocations to the process total in steps of at least
+/// this many bytes: the shared counter is touched once per step instead of
+/// at every allocation (which made threads allocating many small strings
+/// at once contend for its cache line). [`allocated`] is thus behind by at
+/// most this much per thread.
+const FLUSH_BYTES: i64 = 64 * 1024;
 
 /// Counts allocated bytes, in total and per thread, then defers to the
 /// system allocator.
@@ -29,11 +38,15 @@ thread_local! {
 pub struct CountingAllocator;
 
 fn note(delta: i64) {
-    if delta >= 0 {
-        ALLOCATED.fetch_add(delta as u64, Ordering::Relaxed);
-    } else {
-        ALLOCATED.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-    }
+    THREAD_PENDING.with(|pending| {
+        let owed = pending.get() + delta;
+        if owed.abs() >= FLUSH_BYTES {
+            pending.set(0);
+            add_to_total(owed);
+        } else {
+            pending.set(owed);
+        }
+    });
     THREAD_NET.with(|n| {
         let v = n.get() + delta;
         n.set(v);
@@ -43,6 +56,19 @@ fn note(delta: i64) {
             }
         });
     });
+}
+
+fn add_to_total(delta: i64) {
+    if delta >= 0 {
+        ALLOCATED.fetch_add(delta as u64, Ordering::Relaxed);
+    } else {
+        ALLOCATED.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
+/// Adds what this thread still owes to the process total now.
+fn flush_thread() {
+    THREAD_PENDING.with(|pending| add_to_total(pending.replace(0)));
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments
@@ -94,13 +120,15 @@ pub fn counting() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
-/// Bytes allocated now through the counting allocator (0 if not installed).
+/// Bytes allocated now through the counting allocator (0 if not installed),
+/// up to [`FLUSH_BYTES`] per thread not yet added.
 pub fn allocated() -> u64 {
     ALLOCATED.load(Ordering::Relaxed)
 }
 
 /// Starts measuring the task about to run on this thread.
 pub fn begin_task() {
+    flush_thread();
     THREAD_NET.with(|n| n.set(0));
     THREAD_PEAK.with(|p| p.set(0));
 }
@@ -256,6 +284,30 @@ mod tests {
                 .contains("memory limit")
         );
         assert!(g.over_limit("t", 99 << 20).is_none());
+    }
+
+    #[test]
+    fn a_thread_adds_to_the_total_in_steps() {
+        // Only this test calls `note` (the allocator is not installed in
+        // unit tests), on a thread of its own.
+        std::thread::spawn(|| {
+            let before = allocated();
+            note(1000);
+            assert_eq!(allocated(), before, "a small change waits");
+            note(FLUSH_BYTES);
+            assert_eq!(allocated(), before + 1000 + FLUSH_BYTES as u64);
+            note(-500);
+            begin_task();
+            assert_eq!(
+                allocated(),
+                before + 500 + FLUSH_BYTES as u64,
+                "a task start adds what is owed"
+            );
+            note(-(500 + FLUSH_BYTES));
+            assert_eq!(allocated(), before);
+        })
+        .join()
+        .expect("test thread");
     }
 
     #[test]

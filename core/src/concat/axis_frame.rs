@@ -7,6 +7,8 @@
 
 use std::collections::HashSet;
 
+use rayon::prelude::*;
+
 use super::column_concat::{ColumnTarget, Pandas};
 use super::frame::{
     Categories, Column, ColumnReader, IndexNa, common_index_na, create_column, index_column,
@@ -131,11 +133,14 @@ impl Source<'_> {
         if !target.needs_distinct() {
             return Ok(target);
         }
-        // First count distinct values by 128-bit hashes (a column of unique
-        // names stays a string array and is never held whole); only a
-        // column that becomes a categorical has its values collected.
+        // First look for repeats among 64-bit hashes of the values, 8 bytes
+        // a row, sorted (a column of unique names stays a string array and
+        // is never held whole). Distinct hashes prove distinct values;
+        // equal ones (a repeat, a missing value or, rarely, a collision)
+        // send the column to the exact count below, which collects the
+        // values of a column that becomes a categorical anyway.
         let total: u64 = rows.iter().sum();
-        let mut hashes = HashSet::new();
+        let mut hashes = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
         self.each_block(rows, block, |_, read| {
             for (piece, _) in &read {
                 ColumnTarget::collect_hashes(piece.as_ref(), &mut hashes);
@@ -143,7 +148,10 @@ impl Source<'_> {
             Ok(())
         })?;
         if hashes.len() as u64 == total {
-            return Ok(target);
+            hashes.par_sort_unstable();
+            if hashes.windows(2).all(|w| w[0] != w[1]) {
+                return Ok(target);
+            }
         }
         drop(hashes);
         let mut distinct = HashSet::new();
@@ -218,25 +226,28 @@ pub(crate) fn write_axis_frame(
     };
 
     let na = common_index_na(parts.iter().map(|p| p.index_na));
-    create_column(
-        out,
-        &index_path,
-        &index_column(na, Vec::new()),
-        total,
-        block,
-    )?;
-    for (start, end) in blocks(total, block) {
-        let mut names = Vec::with_capacity((end - start) as usize);
-        for (i, local, n) in pieces(&rows, start, end) {
-            let p = &parts[i];
-            let read = read_strings_range(p.store, &p.index.path, local, n)?;
-            names.extend(read.into_iter().map(|s| s + &p.suffix));
+    let write_index = || -> Result<()> {
+        create_column(
+            out,
+            &index_path,
+            &index_column(na, Vec::new()),
+            total,
+            block,
+        )?;
+        for (start, end) in blocks(total, block) {
+            let mut names = Vec::with_capacity((end - start) as usize);
+            for (i, local, n) in pieces(&rows, start, end) {
+                let p = &parts[i];
+                let read = read_strings_range(p.store, &p.index.path, local, n)?;
+                names.extend(read.into_iter().map(|s| s + &p.suffix));
+            }
+            write_column_rows(out, &index_path, &index_column(na, names), start)?;
         }
-        write_column_rows(out, &index_path, &index_column(na, names), start)?;
-    }
+        Ok(())
+    };
 
     let axis = path.strip_prefix("raw/").unwrap_or(path);
-    for (name, source) in &sources {
+    let write_column = |(name, source): &(String, Source<'_>)| -> Result<()> {
         let target = source
             .target(&rows, block, text, pandas)
             .map_err(|e| Error::data(format!("{axis}/{name}: {e}")))?;
@@ -250,9 +261,15 @@ pub(crate) fn write_axis_frame(
                     .map_err(in_column)?;
             }
             write_column_rows(out, &col_path, &col, start)
-        })?;
-    }
-    Ok(())
+        })
+    };
+    // The index and the columns are independent arrays: written on all
+    // cores at once, the first error (in column order) reported.
+    let (index, columns) = rayon::join(write_index, || {
+        sources.par_iter().map(write_column).collect::<Vec<_>>()
+    });
+    index?;
+    columns.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -345,19 +345,15 @@ impl ColumnTarget {
 
     /// Adds 128-bit hashes of the present values of rows (as
     /// [`ColumnTarget::conform`] would give them) to `hashes`.
-    pub fn collect_hashes(piece: Option<&Column>, hashes: &mut HashSet<u128>) {
+    pub fn collect_hashes(piece: Option<&Column>, hashes: &mut Vec<u64>) {
         use std::hash::{Hash, Hasher};
         let Some(strings) = piece.and_then(optional_strings) else {
             return;
         };
         for s in strings.into_iter().flatten() {
-            let mut a = std::collections::hash_map::DefaultHasher::new();
-            let mut b = std::collections::hash_map::DefaultHasher::new();
-            0u8.hash(&mut a);
-            1u8.hash(&mut b);
-            s.hash(&mut a);
-            s.hash(&mut b);
-            hashes.insert((u128::from(a.finish()) << 64) | u128::from(b.finish()));
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.hash(&mut h);
+            hashes.push(h.finish());
         }
     }
 
