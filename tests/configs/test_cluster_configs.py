@@ -7,7 +7,7 @@ anncat scheduler and workers on loopback.
   fake node, with the node's SLURMD_NODENAME, and takes SIGTERM and SIGINT
   as srun does; the fake node names resolve to 127.0.0.1 in a network
   namespace of the test), and the environment Slurm gives a batch script of
-  a 3-node job.
+  a 3-node job. tests/slurm/run.sh runs it under a real one-node Slurm.
 - Kubernetes: every container of the manifests run as its pod would run it:
   command + args with Kubernetes' $(VAR) expansion from the declared env
   (POD_IP=127.0.0.1), as the pod's runAsUser/runAsGroup/fsGroup, with the
