@@ -4,9 +4,10 @@ anncat scheduler and workers on loopback.
 
 - Slurm: cluster-configs/slurm/anncat.sbatch itself, run by bash with fake
   `srun`, `scontrol` and `hostname` on PATH (srun runs its command once per
-  fake node, with the node's SLURMD_NODENAME; the fake node names resolve to
-  127.0.0.1 in a network namespace of the test), and the environment Slurm
-  gives a batch script of a 3-node job.
+  fake node, with the node's SLURMD_NODENAME, and takes SIGTERM and SIGINT
+  as srun does; the fake node names resolve to 127.0.0.1 in a network
+  namespace of the test), and the environment Slurm gives a batch script of
+  a 3-node job. tests/slurm/run.sh runs it under a real one-node Slurm.
 - Kubernetes: every container of the manifests run as its pod would run it:
   command + args with Kubernetes' $(VAR) expansion from the declared env
   (POD_IP=127.0.0.1), as the pod's runAsUser/runAsGroup/fsGroup, with the
@@ -379,9 +380,12 @@ def reference(bin_dir, tmp_path_factory) -> Path:
 
 FAKE_SRUN = r'''#!PYTHON
 """Fake srun for tests: runs its command once per task on fake nodes (all on
-this machine), with the environment Slurm gives tasks; forwards SIGTERM and
-SIGINT to the tasks like srun; logs every pid to $FAKE_SLURM_LOG."""
-import os, re, signal, subprocess, sys
+this machine), with the environment Slurm gives tasks; logs every pid to
+$FAKE_SLURM_LOG. Signals as srun (22.05) takes them: SIGTERM cancels the
+step (the tasks are killed, "forcing job termination"); SIGINT reaches the
+tasks only with --disable-status (else the first one prints a status line
+and a second within a second cancels the step)."""
+import os, re, signal, subprocess, sys, time
 
 def expand(hostlist):
     names = []
@@ -404,7 +408,8 @@ WITH_VALUE = {"-N": "nodes", "--nodes": "nodes", "-n": "ntasks", "--ntasks": "nt
               "-J": "job-name", "--job-name": "job-name", "--export": "export", "-o": "output",
               "--output": "output", "-e": "error", "--error": "error", "--cpu-bind": "cpu-bind",
               "--kill-on-bad-exit": "kill-on-bad-exit", "-K": "kill-on-bad-exit"}
-FLAGS = {"--overlap", "--exact", "--label", "-l", "--exclusive", "--unbuffered", "-u", "--quiet", "-Q"}
+FLAGS = {"--overlap", "--exact", "--label", "-l", "--exclusive", "--unbuffered", "-u", "--quiet", "-Q",
+         "--disable-status", "-X"}
 
 def fail(msg):
     print(f"srun: error: {msg}", file=sys.stderr)
@@ -466,14 +471,33 @@ for rank, node in enumerate(placement):
     log.flush()
     tasks.append(p)
 
-def forward(sig, _frame):
+def cancel_step():
+    print("srun: forcing job termination", file=sys.stderr, flush=True)
     for p in tasks:
         if p.poll() is None:
-            p.send_signal(signal.SIGTERM if sig == signal.SIGTERM else sig)
+            p.kill()
 
-signal.signal(signal.SIGTERM, forward)
-signal.signal(signal.SIGINT, forward)
+last_interrupt = [0.0]
+
+def on_interrupt(_sig, _frame):
+    if opts.get("disable-status"):
+        for p in tasks:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+    elif time.monotonic() - last_interrupt[0] < 1:
+        cancel_step()
+    else:
+        last_interrupt[0] = time.monotonic()
+        print("srun: interrupt (one more within 1 sec to abort)", file=sys.stderr, flush=True)
+
+signal.signal(signal.SIGTERM, lambda _sig, _frame: cancel_step())
+signal.signal(signal.SIGINT, on_interrupt)
 codes = [p.wait() for p in tasks]
+for rank, (node, p) in enumerate(zip(placement, tasks)):
+    if p.returncode < 0:
+        print(f"srun: error: {node}: task {rank}: {signal.strsignal(-p.returncode)}", file=sys.stderr)
+    elif p.returncode > 0:
+        print(f"srun: error: {node}: task {rank}: Exited with exit code {p.returncode}", file=sys.stderr)
 log.write(f"srun {os.getpid()} exit codes={codes}\n")
 sys.exit(max((c if c >= 0 else 128 - c) for c in codes))
 '''
@@ -602,6 +626,11 @@ def test_slurm_sbatch(bin_dir, reference, cli, procs, tmp_path):
     assert code == 0, f"anncat.sbatch exited {code}:\n{log}\n--- fake Slurm log:\n{slurm}"
     assert not leftovers, f"anncat.sbatch left processes running: {leftovers}\n{log}"
     assert_same_store(out, reference)
+    # A successful job's log ends with the script's summary, with no trace of
+    # a cancelled step (srun cancels its step when it gets SIGTERM).
+    assert log.rstrip().splitlines()[-1].startswith(f"anncat.sbatch: wrote {out}"), log
+    for bad in ("forcing job termination", "srun: error", "Killed", "CANCELLED"):
+        assert bad not in log, f"{bad!r} in the log of a successful job:\n{log}"
     # One scheduler task on the first node; one worker per node, each naming
     # and advertising its own node.
     steps = [l for l in slurm.splitlines() if l.startswith("srun") and "argv=" in l]
