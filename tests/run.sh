@@ -60,6 +60,9 @@ ANNCAT_BIN="$repo/target/release/anncat" bash tests/anndata_suite/run.sh 0.13 -n
 echo "== the Python package: wheel (static HDF5) in a fresh venv and a minimal Debian root; pip install ."
 bash tests/python_pkg/run.sh
 
+echo "== the Slurm script under a real one-node Slurm (Debian's slurm-wlm and munge): a job, then scancel and --resume"
+ANNCAT_BIN="$repo/target/release/anncat" PYTHON="$venv/bin/python" bash tests/slurm/run.sh
+
 echo "== the container image and the compose file on a real Docker engine (Debian's docker.io)"
 docker_status=0
 ANNCAT_BIN="$repo/target/release/anncat" PYTHON="$venv/bin/python" bash tests/docker/run.sh || docker_status=$?
