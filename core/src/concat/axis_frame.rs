@@ -1,20 +1,22 @@
 //! The annotation of the concatenated axis (obs when stacking cells),
-//! written a block of rows at a time: the index (with `index_unique`
-//! suffixes), every joined column and the label column. Only the columns'
-//! kinds and categories, and the distinct values of string results, are
-//! gathered whole; rows are read, converted and written block by block, so
-//! a million-cell obs never has to fit in memory.
+//! planned here and written by graph tasks ([`super::frame_tasks`]) a block
+//! of rows at a time: the index (with `index_unique` suffixes), every joined
+//! column and the label column. Here, only the columns' kinds and
+//! categories are decided (for string results, whether their values repeat,
+//! from sorted 64-bit hashes) and their arrays created; no per-row value is
+//! written by the coordinator.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 
 use super::column_concat::{ColumnTarget, Pandas};
 use super::frame::{
     Categories, Column, ColumnReader, IndexNa, common_index_na, create_column, index_column,
-    write_column_rows, write_frame_group,
+    write_frame_group,
 };
-use super::index::read_strings_range;
+use super::frame_tasks::{FrameColumnKind, FrameColumnPlan, pieces};
 use crate::anndata::OutputStore;
 use crate::anndata::Store;
 use crate::anndata::element::Element;
@@ -54,20 +56,6 @@ enum Source<'a> {
     Stored(Vec<Option<ColumnReader<'a>>>),
     /// The label column: each input's key.
     Label(Vec<String>),
-}
-
-/// Output rows `start..end` as `(input, first local row, rows)` pieces.
-fn pieces(rows: &[u64], start: u64, end: u64) -> Vec<(usize, u64, u64)> {
-    let mut out = Vec::new();
-    let mut offset = 0;
-    for (i, &r) in rows.iter().enumerate() {
-        let (lo, hi) = (start.max(offset), end.min(offset + r));
-        if lo < hi {
-            out.push((i, lo - offset, hi - lo));
-        }
-        offset += r;
-    }
-    out
 }
 
 /// Block starts covering `0..total` in steps of `block`.
@@ -165,13 +153,17 @@ impl Source<'_> {
     }
 }
 
-/// Writes the axis annotation (or an {axis}m data frame) at `path`: the
+/// Per input: where its stored column is (store, element path), if it has it.
+type Located = Vec<Option<(PathBuf, String)>>;
+
+/// Plans the axis annotation (or an {axis}m data frame) at `path`: the
 /// index named `index_name`, the `columns` joined across inputs (each
 /// input's own if it has it), then `label` (replacing a column of that name
 /// in place) — as `pd.concat` after anndata's dtype unification, then
-/// written as anndata writes it (`text`).
+/// written as anndata writes it (`text`). Creates the frame group and its
+/// arrays; returns the columns for the block tasks to fill.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn write_axis_frame(
+pub(crate) fn plan_axis_frame(
     out: &OutputStore,
     path: &str,
     index_name: Option<&str>,
@@ -180,10 +172,10 @@ pub(crate) fn write_axis_frame(
     label: Option<(&str, &[String])>,
     block: u64,
     text: Text,
-) -> Result<()> {
-    let mut sources: Vec<(String, Source<'_>)> = Vec::new();
+) -> Result<Vec<FrameColumnPlan>> {
+    let mut sources: Vec<(String, Source<'_>, Located)> = Vec::new();
     for name in columns {
-        let readers = parts
+        let elements: Vec<Option<&Element>> = parts
             .iter()
             .map(|p| {
                 // Only a listed column counts: the frame's index array (or
@@ -191,9 +183,12 @@ pub(crate) fn write_axis_frame(
                 p.frame
                     .filter(|f| super::frame_columns(f).contains(name))
                     .and_then(|f| f.child(name))
-                    .map(|e| ColumnReader::open(p.store, e))
-                    .transpose()
             })
+            .collect();
+        let readers = parts
+            .iter()
+            .zip(&elements)
+            .map(|(p, e)| e.map(|e| ColumnReader::open(p.store, e)).transpose())
             .collect::<Result<Vec<_>>>()?;
         for (p, r) in parts.iter().zip(&readers) {
             if let Some(r) = r
@@ -206,16 +201,21 @@ pub(crate) fn write_axis_frame(
                 ));
             }
         }
-        sources.push((name.clone(), Source::Stored(readers)));
+        let located = parts
+            .iter()
+            .zip(&elements)
+            .map(|(p, e)| e.map(|e| (p.store.root().to_path_buf(), e.path.clone())))
+            .collect();
+        sources.push((name.clone(), Source::Stored(readers), located));
     }
     if let Some((label, keys)) = label {
         let source = Source::Label(keys.to_vec());
-        match sources.iter_mut().find(|(n, _)| n == label) {
+        match sources.iter_mut().find(|(n, _, _)| n == label) {
             Some(slot) => slot.1 = source,
-            None => sources.push((label.to_string(), source)),
+            None => sources.push((label.to_string(), source, Vec::new())),
         }
     }
-    let names: Vec<String> = sources.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = sources.iter().map(|(n, _, _)| n.clone()).collect();
     let index_path = write_frame_group(out, path, index_name, &names)?;
     let rows: Vec<u64> = parts.iter().map(|p| p.rows).collect();
     let total: u64 = rows.iter().sum();
@@ -224,52 +224,65 @@ pub(crate) fn write_axis_frame(
     } else {
         Pandas::V2
     };
+    let axis = path.strip_prefix("raw/").unwrap_or(path);
 
     let na = common_index_na(parts.iter().map(|p| p.index_na));
-    let write_index = || -> Result<()> {
-        create_column(
-            out,
-            &index_path,
-            &index_column(na, Vec::new()),
-            total,
-            block,
-        )?;
-        for (start, end) in blocks(total, block) {
-            let mut names = Vec::with_capacity((end - start) as usize);
-            for (i, local, n) in pieces(&rows, start, end) {
-                let p = &parts[i];
-                let read = read_strings_range(p.store, &p.index.path, local, n)?;
-                names.extend(read.into_iter().map(|s| s + &p.suffix));
-            }
-            write_column_rows(out, &index_path, &index_column(na, names), start)?;
-        }
-        Ok(())
-    };
-
-    let axis = path.strip_prefix("raw/").unwrap_or(path);
-    let write_column = |(name, source): &(String, Source<'_>)| -> Result<()> {
-        let target = source
-            .target(&rows, block, text, pandas)
-            .map_err(|e| Error::data(format!("{axis}/{name}: {e}")))?;
-        let col_path = format!("{path}/{name}");
-        let in_column = |e: Error| Error::data(format!("{axis}/{name}: {e}"));
-        create_column(out, &col_path, &target.empty()?, total, block)?;
-        source.each_block(&rows, block, |start, read| {
-            let mut col = target.empty()?;
-            for (piece, n) in &read {
-                col.append(target.conform(piece.as_ref(), *n).map_err(in_column)?)
-                    .map_err(in_column)?;
-            }
-            write_column_rows(out, &col_path, &col, start)
+    create_column(
+        out,
+        &index_path,
+        &index_column(na, Vec::new()),
+        total,
+        block,
+    )?;
+    let mut planned = vec![FrameColumnPlan {
+        out_path: index_path,
+        name: format!("{axis} index"),
+        kind: FrameColumnKind::Index {
+            na,
+            inputs: parts
+                .iter()
+                .map(|p| {
+                    (
+                        p.store.root().to_path_buf(),
+                        p.index.path.clone(),
+                        p.suffix.clone(),
+                    )
+                })
+                .collect(),
+        },
+        rows: rows.clone(),
+        block,
+    }];
+    // Deciding a string column's kind reads it whole (hashing its values):
+    // the columns are decided on all cores at once.
+    let targets: Vec<Result<ColumnTarget>> = sources
+        .par_iter()
+        .map(|(name, source, _)| {
+            source
+                .target(&rows, block, text, pandas)
+                .map_err(|e| Error::data(format!("{axis}/{name}: {e}")))
         })
-    };
-    // The index and the columns are independent arrays: written on all
-    // cores at once, the first error (in column order) reported.
-    let (index, columns) = rayon::join(write_index, || {
-        sources.par_iter().map(write_column).collect::<Vec<_>>()
-    });
-    index?;
-    columns.into_iter().collect()
+        .collect();
+    for ((name, source, located), target) in sources.into_iter().zip(targets) {
+        let target = target?;
+        let col_path = format!("{path}/{name}");
+        create_column(out, &col_path, &target.empty()?, total, block)?;
+        let kind = match source {
+            Source::Stored(_) => FrameColumnKind::Stored {
+                target,
+                inputs: located,
+            },
+            Source::Label(keys) => FrameColumnKind::Label { target, keys },
+        };
+        planned.push(FrameColumnPlan {
+            out_path: col_path,
+            name: format!("{axis}/{name}"),
+            kind,
+            rows: rows.clone(),
+            block,
+        });
+    }
+    Ok(planned)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ mod union;
 pub use union::*;
 
 /// The kind an output column takes, with what converting rows into it needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ColumnTarget {
     /// Numbers or booleans of one dtype (NaN where missing).
     Num(DType),
@@ -49,7 +49,7 @@ pub enum ColumnTarget {
 }
 
 /// How [`ColumnTarget::NumberText`] spells each number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NumberText {
     /// Integers in decimal.
     Int,

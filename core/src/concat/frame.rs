@@ -22,7 +22,7 @@ pub use write::*;
 /// What a missing value of a `nullable-string-array` reads as (its
 /// `na-value` attribute): `pd.NA` (pandas' `string` dtype, and what anndata
 /// assumes when the attribute is absent) or NaN (pandas 3's default `str`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NaValue {
     /// `pd.NA` (`"NA"`).
     Na,
@@ -49,7 +49,7 @@ impl NaValue {
 }
 
 /// The categories of a categorical column.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Categories {
     /// Strings (stored as a `string-array`).
     Str(Vec<String>),

@@ -3,7 +3,7 @@
 //! block-diagonally, and the other axis' mappings merged by strategy.
 
 use super::awkward::concat_awkward;
-use super::axis_frame::{FramePart, Text, write_axis_frame};
+use super::axis_frame::{FramePart, Text, plan_axis_frame};
 use super::index::{Join, Reindexer};
 use super::plan::{Axis, Space};
 use super::tasks::MatrixLayout;
@@ -153,7 +153,7 @@ impl<'a> Planner<'a> {
     /// apply), indexed by the concatenated axis names and stored as anndata
     /// stores such frames (no `strings_to_categoricals`).
     fn plan_mapping_frame(
-        &self,
+        &mut self,
         path: &str,
         els: &[Option<&'a Element>],
         parts: &[FramePart<'a>],
@@ -182,7 +182,7 @@ impl<'a> Planner<'a> {
                 ..p.clone()
             })
             .collect();
-        write_axis_frame(
+        let planned = plan_axis_frame(
             &self.out,
             path,
             index_name,
@@ -191,7 +191,9 @@ impl<'a> Planner<'a> {
             None,
             self.frame_block_rows(),
             Text::Keep,
-        )
+        )?;
+        self.plan.frames.extend(planned);
+        Ok(())
     }
 
     /// {axis}p with `pairwise`: each key's matrices as one block-diagonal

@@ -61,6 +61,7 @@ pub fn register(registry: &mut KernelRegistry) {
         dense_chunk(&decode(a)?)
     });
     super::csc::register(registry);
+    super::frame_tasks::register(registry);
     registry.register("concat.sparse_count", |a: &[u8], _: &[Arc<Vec<u8>>]| {
         sparse_count(&decode(a)?)
     });

@@ -14,6 +14,7 @@ mod axis_frame;
 pub mod column_concat;
 mod csc;
 pub mod frame;
+pub mod frame_tasks;
 mod in_order;
 pub mod index;
 mod mappings;
@@ -30,7 +31,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
 
-use self::axis_frame::{FramePart, Text, write_axis_frame};
+use self::axis_frame::{FramePart, Text, plan_axis_frame};
 use self::frame::{Column, read_column, write_frame};
 use self::index::{Join, Reindexer, check_unique, join_indices, read_strings};
 pub use self::options::{ConcatOptions, Merge, Sharding, parse_size};
@@ -247,6 +248,7 @@ impl<'a> Planner<'a> {
             inputs: Vec::new(),
             spaces: Vec::new(),
             matrices: Vec::new(),
+            frames: Vec::new(),
             shard_inner_bytes,
         };
         Ok(Planner {
@@ -448,7 +450,7 @@ impl<'a> Planner<'a> {
                 .as_deref()
                 .filter(|_| main || axis == Axis::Var)
                 .map(|l| (l, self.keys));
-            write_axis_frame(
+            let planned = plan_axis_frame(
                 &self.out,
                 &at(axis.name()),
                 axis_name.as_deref(),
@@ -458,6 +460,7 @@ impl<'a> Planner<'a> {
                 rows_chunk,
                 Text::Categorize,
             )?;
+            self.plan.frames.extend(planned);
         }
         // Annotation of the other axis: merged columns.
         let other_name = common_name(&other_idx.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>());

@@ -155,6 +155,8 @@ pub struct ConcatPlan {
     pub spaces: Vec<Space>,
     /// Output matrices.
     pub matrices: Vec<MatrixPlan>,
+    /// Data frame columns along the concatenation axis, written by tasks.
+    pub frames: Vec<super::frame_tasks::FrameColumnPlan>,
     /// Arrays are sharded with inner chunks of at least this many bytes
     /// (see [`crate::anndata::Store::set_sharding`]).
     pub shard_inner_bytes: Option<u64>,
@@ -225,6 +227,7 @@ mod tests {
             inputs: Vec::new(),
             spaces: Vec::new(),
             matrices: Vec::new(),
+            frames: Vec::new(),
             shard_inner_bytes: None,
         }
     }

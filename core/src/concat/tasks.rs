@@ -427,6 +427,7 @@ impl Planner<'_> {
     /// The task graph of every planned matrix.
     pub(crate) fn graph(&self, plan_file: &Path) -> Result<Graph> {
         let mut g = Graph::new();
+        super::frame_tasks::add_frame_tasks(&mut g, &self.plan, plan_file)?;
         let mut conversions: std::collections::HashMap<PathBuf, Vec<TaskId>> =
             std::collections::HashMap::new();
         for (mi, m) in self.plan.matrices.iter().enumerate() {

@@ -163,7 +163,7 @@ pub fn fill_promote(dtype: &DType, fill: Scalar) -> Result<DType> {
 }
 
 /// A typed vector of numbers or booleans.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[allow(missing_docs)]
 pub enum Values {
     Bool(Vec<bool>),

@@ -5,7 +5,7 @@
 use super::*;
 
 /// Where each output category is, by value.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum CategoryPositions {
     /// String categories.
     Str(HashMap<String, i64>),
