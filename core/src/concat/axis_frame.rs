@@ -127,15 +127,30 @@ impl Source<'_> {
         // equal ones (a repeat, a missing value or, rarely, a collision)
         // send the column to the exact count below, which collects the
         // values of a column that becomes a categorical anyway.
+        // Blocks are read and hashed on all cores, each into its own slots.
         let total: u64 = rows.iter().sum();
-        let mut hashes = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-        self.each_block(rows, block, |_, read| {
-            for (piece, _) in &read {
-                ColumnTarget::collect_hashes(piece.as_ref(), &mut hashes);
-            }
-            Ok(())
-        })?;
-        if hashes.len() as u64 == total {
+        let block = block.max(1);
+        let mut hashes = vec![0u64; usize::try_from(total).unwrap_or(0)];
+        let missing = hashes
+            .par_chunks_mut(block as usize)
+            .enumerate()
+            .map(|(b, slots)| -> Result<bool> {
+                let start = b as u64 * block;
+                let mut got = Vec::with_capacity(slots.len());
+                for (i, local, n) in pieces(rows, start, start + slots.len() as u64) {
+                    ColumnTarget::collect_hashes(self.read(i, local, n)?.as_ref(), &mut got);
+                }
+                // Fewer hashes than rows: missing values.
+                let complete = got.len() == slots.len();
+                if complete {
+                    slots.copy_from_slice(&got);
+                }
+                Ok(!complete)
+            })
+            .collect::<Result<Vec<bool>>>()?
+            .into_iter()
+            .any(|m| m);
+        if !missing {
             hashes.par_sort_unstable();
             if hashes.windows(2).all(|w| w[0] != w[1]) {
                 return Ok(target);

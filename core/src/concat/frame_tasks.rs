@@ -15,8 +15,10 @@ use super::column_concat::ColumnTarget;
 use super::frame::{Categories, Column, ColumnReader, IndexNa, index_column, write_column_rows};
 use super::index::read_strings_range;
 use super::plan::ConcatPlan;
-use crate::anndata::element::read_element;
-use crate::anndata::{OutputStore, Store};
+use zarrs::array::{ArrayBytes, ArrayBytesOffsets, ArraySubset};
+
+use crate::anndata::element::{Encoding, read_element};
+use crate::anndata::{DType, OutputStore, Store};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, decode};
 use crate::kernel::KernelRegistry;
@@ -148,6 +150,10 @@ fn frame_block(t: &FrameBlockTask) -> Result<()> {
     let start = t.block * c.block;
     let end = (start + c.block).min(c.total());
     let in_column = |e: Error| Error::data(format!("{}: {e}", c.name));
+    let out = OutputStore::open(&plan.output)?;
+    if let Some(raw) = raw_strings_block(c, start, end)? {
+        return raw.write(&out, &c.out_path, start);
+    }
     let column = match &c.kind {
         FrameColumnKind::Index { na, inputs } => {
             let mut names = Vec::with_capacity((end - start) as usize);
@@ -197,6 +203,134 @@ fn frame_block(t: &FrameBlockTask) -> Result<()> {
             col
         }
     };
-    let out = OutputStore::open(&plan.output)?;
     write_column_rows(&out, &c.out_path, &column, start)
+}
+
+/// The block as stored strings, when it is strings copied as they are
+/// (an index without missing names, or a string column that stays one
+/// whose inputs all store plain string arrays): bytes and offsets are
+/// carried from input to output without making a `String` of each value.
+/// `None` when the block needs converting.
+fn raw_strings_block(c: &FrameColumnPlan, start: u64, end: u64) -> Result<Option<RawStrings>> {
+    let mut raw = RawStrings::with_capacity((end - start) as usize);
+    match &c.kind {
+        FrameColumnKind::Index { na: None, inputs } => {
+            for (i, local, n) in pieces(&c.rows, start, end) {
+                let (store, path, suffix) = &inputs[i];
+                let store = Store::open(store)?;
+                if !raw.append(&store, path, local, n, suffix)? {
+                    return Ok(None);
+                }
+            }
+        }
+        FrameColumnKind::Stored {
+            target: ColumnTarget::Str,
+            inputs,
+        } => {
+            for (i, local, n) in pieces(&c.rows, start, end) {
+                let Some((store, path)) = &inputs[i] else {
+                    return Ok(None);
+                };
+                let store = Store::open(store)?;
+                let element = read_element(&store, path)?;
+                let plain = match element.encoding {
+                    Encoding::StringArray => true,
+                    Encoding::Array | Encoding::Plain => element
+                        .array()
+                        .is_some_and(|a| a.dtype == DType::String && a.shape.len() == 1),
+                    _ => false,
+                };
+                if !plain || !raw.append(&store, path, local, n, "")? {
+                    return Ok(None);
+                }
+            }
+        }
+        _ => return Ok(None),
+    }
+    Ok(Some(raw))
+}
+
+/// Strings as zarr holds them: UTF-8 bytes end to end, and where each starts.
+struct RawStrings {
+    bytes: Vec<u8>,
+    offsets: Vec<usize>,
+}
+
+impl RawStrings {
+    fn with_capacity(n: usize) -> RawStrings {
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        RawStrings {
+            bytes: Vec::new(),
+            offsets,
+        }
+    }
+
+    /// Appends elements `start..start + len` of the string array at
+    /// `path`, each followed by `suffix`; `false` (nothing appended) when
+    /// the array's values are not variable-length.
+    fn append(
+        &mut self,
+        store: &Store,
+        path: &str,
+        start: u64,
+        len: u64,
+        suffix: &str,
+    ) -> Result<bool> {
+        if len == 0 {
+            return Ok(true);
+        }
+        let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
+            .map_err(|e| store.err(path, e))?;
+        let read: ArrayBytes<'static> = store
+            .array(path)?
+            .retrieve_array_subset(&subset)
+            .map_err(|e| store.err(path, format!("cannot read strings: {e}")))?;
+        let Ok(read) = read.into_variable() else {
+            return Ok(false);
+        };
+        let bytes: &[u8] = read.bytes();
+        let offsets: &[usize] = read.offsets();
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| store.err(path, format!("invalid UTF-8: {e}")))?;
+        if let Some(&bad) = offsets.iter().find(|&&o| !text.is_char_boundary(o)) {
+            return Err(store.err(
+                path,
+                format!("invalid UTF-8: a value starts inside a character (byte {bad})"),
+            ));
+        }
+        let base = self.bytes.len();
+        let first = offsets.first().copied().unwrap_or(0);
+        if suffix.is_empty() {
+            let last = offsets.last().copied().unwrap_or(first);
+            self.bytes.extend_from_slice(&bytes[first..last]);
+            self.offsets
+                .extend(offsets[1..].iter().map(|&o| base + o - first));
+        } else {
+            self.bytes
+                .reserve(bytes.len() + suffix.len() * offsets.len());
+            for w in offsets.windows(2) {
+                self.bytes.extend_from_slice(&bytes[w[0]..w[1]]);
+                self.bytes.extend_from_slice(suffix.as_bytes());
+                self.offsets.push(self.bytes.len());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes the strings as rows `start..` of the string array at `path`.
+    fn write(self, out: &OutputStore, path: &str, start: u64) -> Result<()> {
+        let n = self.offsets.len() - 1;
+        if n == 0 {
+            return Ok(());
+        }
+        crate::kernel::record_bytes_written(self.bytes.len() as u64);
+        let subset = ArraySubset::new_with_start_shape(vec![start], vec![n as u64])
+            .map_err(|e| out.err(path, e))?;
+        let offsets = ArrayBytesOffsets::new(self.offsets).map_err(|e| out.err(path, e))?;
+        let bytes = ArrayBytes::new_vlen(self.bytes, offsets).map_err(|e| out.err(path, e))?;
+        out.writable_array(path)?
+            .store_array_subset(&subset, bytes)
+            .map_err(|e| out.err(path, format!("cannot write strings: {e}")))
+    }
 }
