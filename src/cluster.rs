@@ -13,6 +13,9 @@ use anncat_scheduler::{Client, SchedulerConfig, SchedulerHandle, ServerConfig};
 /// How long local workers have to start and join the scheduler.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a local worker that lost its scheduler keeps dialling it.
+const LOCAL_RECONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The program a local cluster runs as its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerProgram {
@@ -151,10 +154,12 @@ impl LocalCluster {
                 .arg(config.memory_limit.to_string())
                 .arg("--threads")
                 .arg(config.threads.to_string())
-                // A local worker lives and dies with this process' scheduler,
-                // but keeps dialling it while many workers start at once.
+                // A local worker lives and dies with this process' scheduler:
+                // it dials again only briefly, so that a worker dropped for a
+                // late heartbeat (hundreds of workers starting on few cores)
+                // rejoins, while an orphan of a killed coordinator soon exits.
                 .arg("--reconnect-timeout")
-                .arg("0")
+                .arg(LOCAL_RECONNECT_TIMEOUT.as_secs().to_string())
                 .arg("--join-timeout")
                 .arg(STARTUP_TIMEOUT.as_secs().to_string())
                 .stdin(Stdio::null())
