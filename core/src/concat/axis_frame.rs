@@ -138,6 +138,11 @@ impl Source<'_> {
                 let start = b as u64 * block;
                 let mut got = Vec::with_capacity(slots.len());
                 for (i, local, n) in pieces(rows, start, start + slots.len() as u64) {
+                    if let Some(r) = &readers[i]
+                        && r.hash_strings(local, n, &mut got)?
+                    {
+                        continue;
+                    }
                     ColumnTarget::collect_hashes(self.read(i, local, n)?.as_ref(), &mut got);
                 }
                 // Fewer hashes than rows: missing values.

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use zarrs::array::ArraySubset;
 
 use super::column_concat::ColumnTarget;
-use super::index::{read_strings, read_strings_range};
+use super::index::{read_raw_strings, read_strings, read_strings_range};
 use super::values::{Scalar, Values};
 use crate::anndata::element::{Element, Encoding};
 use crate::anndata::layout::ArraySpec;
@@ -282,6 +282,30 @@ impl<'a> ColumnReader<'a> {
                 na: *na,
             },
         })
+    }
+
+    /// Adds a 64-bit hash of each of rows `start..start + len` to
+    /// `hashes` (the hash [`ColumnTarget::collect_hashes`] gives the same
+    /// string) when the column is stored as plain strings, read as stored
+    /// bytes without a `String` per value; `false` (nothing added)
+    /// otherwise.
+    pub fn hash_strings(&self, start: u64, len: u64, hashes: &mut Vec<u64>) -> Result<bool> {
+        use std::hash::{Hash, Hasher};
+        if !matches!(self.stored, Stored::Str) {
+            return Ok(false);
+        }
+        let Some((bytes, offsets)) = read_raw_strings(self.store, &self.element.path, start, len)?
+        else {
+            return Ok(false);
+        };
+        // Checked UTF-8 cut at character boundaries by `read_raw_strings`.
+        let text = std::str::from_utf8(&bytes).map_err(|e| Error::internal(e.to_string()))?;
+        hashes.extend(offsets.windows(2).map(|w| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text[w[0]..w[1]].hash(&mut h);
+            h.finish()
+        }));
+        Ok(true)
     }
 
     /// Reads rows `start..start + len`.
@@ -630,6 +654,32 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn strings_hashed_as_stored_match_the_hashes_of_the_strings_read() {
+        use crate::anndata::element::read_element;
+        use crate::anndata::{OutputStore, ZarrFormat};
+        for format in [ZarrFormat::V2, ZarrFormat::V3] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("s.zarr");
+            let out = OutputStore::create(&path, format).expect("create");
+            out.write_group("", &Map::new()).expect("root group");
+            let values = s(&["a", "", "été", "日本語", "x-1", "a"]);
+            let column = Column::Str(values.clone());
+            create_column(&out, "c", &column, values.len() as u64, 4).expect("create column");
+            write_column_rows(&out, "c", &column, 0).expect("write");
+            let store = Store::open(&path).expect("open");
+            let element = read_element(&store, "c").expect("element");
+            let reader = ColumnReader::open(&store, &element).expect("reader");
+            let (mut raw, mut read) = (Vec::new(), Vec::new());
+            // A range across the chunk boundary.
+            assert!(reader.hash_strings(1, 5, &mut raw).expect("hash"));
+            ColumnTarget::collect_hashes(Some(&reader.read(1, 5).expect("read")), &mut read);
+            assert_eq!(raw.len(), 5);
+            assert_eq!(raw, read);
+            assert_ne!(raw[0], raw[1]);
+        }
     }
 
     #[test]

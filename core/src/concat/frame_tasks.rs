@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::column_concat::ColumnTarget;
 use super::frame::{Categories, Column, ColumnReader, IndexNa, index_column, write_column_rows};
-use super::index::read_strings_range;
+use super::index::{read_raw_strings, read_strings_range};
 use super::plan::ConcatPlan;
 use zarrs::array::{ArrayBytes, ArrayBytesOffsets, ArraySubset};
 
@@ -277,28 +277,9 @@ impl RawStrings {
         len: u64,
         suffix: &str,
     ) -> Result<bool> {
-        if len == 0 {
-            return Ok(true);
-        }
-        let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
-            .map_err(|e| store.err(path, e))?;
-        let read: ArrayBytes<'static> = store
-            .array(path)?
-            .retrieve_array_subset(&subset)
-            .map_err(|e| store.err(path, format!("cannot read strings: {e}")))?;
-        let Ok(read) = read.into_variable() else {
+        let Some((bytes, offsets)) = read_raw_strings(store, path, start, len)? else {
             return Ok(false);
         };
-        let bytes: &[u8] = read.bytes();
-        let offsets: &[usize] = read.offsets();
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| store.err(path, format!("invalid UTF-8: {e}")))?;
-        if let Some(&bad) = offsets.iter().find(|&&o| !text.is_char_boundary(o)) {
-            return Err(store.err(
-                path,
-                format!("invalid UTF-8: a value starts inside a character (byte {bad})"),
-            ));
-        }
         let base = self.bytes.len();
         let first = offsets.first().copied().unwrap_or(0);
         if suffix.is_empty() {

@@ -363,7 +363,9 @@ impl<'a> Planner<'a> {
             other_frames.push(frame_of(i, v, axis.other_name())?);
         }
         let mut axis_index = Vec::new();
-        let mut other_idx = Vec::new();
+        // Each input's names along the other axis, and its index's name.
+        let mut other_names: Vec<Vec<String>> = Vec::new();
+        let mut other_index_names: Vec<Option<String>> = Vec::new();
         for (i, (af, of)) in axis_frames.iter().zip(&other_frames).enumerate() {
             let store = &self.inputs[i].store;
             axis_index.push(frame_index_element(store, af)?);
@@ -373,9 +375,9 @@ impl<'a> Planner<'a> {
                 Axis::Var => "obs".to_string(),
             };
             check_unique(store, &frame, &names)?;
-            other_idx.push((names, name));
+            other_names.push(names);
+            other_index_names.push(name);
         }
-        let other_names: Vec<Vec<String>> = other_idx.iter().map(|(n, _)| n.clone()).collect();
         let joined = join_indices(&other_names, join);
         let other_na = frame::common_index_na(other_frames.iter().map(|f| frame::index_na(f)));
         if main && self.opts.merge.is_some() {
@@ -386,6 +388,8 @@ impl<'a> Planner<'a> {
             .iter()
             .map(|old| Reindexer::new(old, &joined))
             .collect();
+        // Each input's names are O(inputs x names): not held past here.
+        drop(other_names);
         let along: Vec<u64> = axis_index
             .iter()
             .map(|(e, _)| e.array().map_or(0, |a| a.shape[0]))
@@ -395,7 +399,7 @@ impl<'a> Planner<'a> {
         let space = self.plan.spaces.len();
         self.plan.spaces.push(Space {
             n_other,
-            reindexers: reindexers.clone(),
+            reindexers,
         });
         if main {
             let mut offset = 0;
@@ -463,9 +467,11 @@ impl<'a> Planner<'a> {
             self.plan.frames.extend(planned);
         }
         // Annotation of the other axis: merged columns.
-        let other_name = common_name(&other_idx.iter().map(|(_, n)| n.clone()).collect::<Vec<_>>());
+        let other_name = common_name(&other_index_names);
         let mut other_columns = match self.opts.merge {
-            Some(strategy) if main => self.merge_frames(&other_frames, &reindexers, strategy)?,
+            Some(strategy) if main => {
+                self.merge_frames(&other_frames, &self.plan.spaces[space].reindexers, strategy)?
+            }
             _ => Vec::new(),
         };
         if main || axis.other_name() == "var" {
