@@ -7,11 +7,12 @@
 //! written by the coordinator.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
 use super::column_concat::{ColumnTarget, Pandas};
+use super::distinct::hashes_distinct;
 use super::frame::{
     Categories, Column, ColumnReader, IndexNa, common_index_na, create_column, index_column,
     write_frame_group,
@@ -100,7 +101,14 @@ impl Source<'_> {
     }
 
     /// The output kind of this column.
-    fn target(&self, rows: &[u64], block: u64, text: Text, pandas: Pandas) -> Result<ColumnTarget> {
+    fn target(
+        &self,
+        rows: &[u64],
+        block: u64,
+        text: Text,
+        pandas: Pandas,
+        scratch: &Path,
+    ) -> Result<ColumnTarget> {
         let readers = match self {
             Source::Label(keys) => return Ok(ColumnTarget::label(keys.clone())),
             Source::Stored(readers) => readers,
@@ -122,46 +130,29 @@ impl Source<'_> {
             return Ok(target);
         }
         // First look for repeats among 64-bit hashes of the values, 8 bytes
-        // a row, sorted (a column of unique names stays a string array and
-        // is never held whole). Distinct hashes prove distinct values;
-        // equal ones (a repeat, a missing value or, rarely, a collision)
-        // send the column to the exact count below, which collects the
-        // values of a column that becomes a categorical anyway.
-        // Blocks are read and hashed on all cores, each into its own slots.
+        // a row (spilled to `scratch` by partition beyond a few MiB; a
+        // column of unique names stays a string array and is never held
+        // whole). Distinct hashes prove distinct values; equal ones (a
+        // repeat, a missing value or, rarely, a collision) send the column
+        // to the exact count below, which collects the values of a column
+        // that becomes a categorical anyway. Blocks are read and hashed on
+        // all cores.
         let total: u64 = rows.iter().sum();
         let block = block.max(1);
-        let mut hashes = vec![0u64; usize::try_from(total).unwrap_or(0)];
-        let missing = hashes
-            .par_chunks_mut(block as usize)
-            .enumerate()
-            .map(|(b, slots)| -> Result<bool> {
-                let start = b as u64 * block;
-                let mut got = Vec::with_capacity(slots.len());
-                for (i, local, n) in pieces(rows, start, start + slots.len() as u64) {
-                    if let Some(r) = &readers[i]
-                        && r.hash_strings(local, n, &mut got)?
-                    {
-                        continue;
-                    }
-                    ColumnTarget::collect_hashes(self.read(i, local, n)?.as_ref(), &mut got);
+        let distinct = hashes_distinct(total, block, scratch, |start, end, got| {
+            for (i, local, n) in pieces(rows, start, end) {
+                if let Some(r) = &readers[i]
+                    && r.hash_strings(local, n, got)?
+                {
+                    continue;
                 }
-                // Fewer hashes than rows: missing values.
-                let complete = got.len() == slots.len();
-                if complete {
-                    slots.copy_from_slice(&got);
-                }
-                Ok(!complete)
-            })
-            .collect::<Result<Vec<bool>>>()?
-            .into_iter()
-            .any(|m| m);
-        if !missing {
-            hashes.par_sort_unstable();
-            if hashes.windows(2).all(|w| w[0] != w[1]) {
-                return Ok(target);
+                ColumnTarget::collect_hashes(self.read(i, local, n)?.as_ref(), got);
             }
+            Ok(())
+        })?;
+        if distinct == Some(true) {
+            return Ok(target);
         }
-        drop(hashes);
         let mut distinct = HashSet::new();
         self.each_block(rows, block, |_, read| {
             for (piece, n) in &read {
@@ -275,11 +266,15 @@ pub(crate) fn plan_axis_frame(
     }];
     // Deciding a string column's kind reads it whole (hashing its values):
     // the columns are decided on all cores at once.
+    // Hashes beyond a few MiB spill under the output's scratch directory.
+    let scratch = out.root().join(".anncat").join("tmp");
     let targets: Vec<Result<ColumnTarget>> = sources
         .par_iter()
-        .map(|(name, source, _)| {
+        .enumerate()
+        .map(|(k, (name, source, _))| {
+            let spill = scratch.join(format!("hashes-{}-{k}", path.replace('/', "_")));
             source
-                .target(&rows, block, text, pandas)
+                .target(&rows, block, text, pandas, &spill)
                 .map_err(|e| Error::data(format!("{axis}/{name}: {e}")))
         })
         .collect();

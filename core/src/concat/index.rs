@@ -134,6 +134,54 @@ pub fn join_indices(indices: &[Vec<String>], join: Join) -> Vec<String> {
     })
 }
 
+/// Each input's names along the other axis, held once per distinct list:
+/// inputs that share their genes (the usual atlas) share one list, so the
+/// planner holds O(distinct lists x names), not O(inputs x names).
+#[derive(Debug, Default)]
+pub struct NameLists {
+    /// The distinct lists, in order of first appearance.
+    pub lists: Vec<Vec<String>>,
+    /// Per input, the index of its list in `lists`.
+    pub of_input: Vec<usize>,
+    by_hash: HashMap<u64, Vec<usize>>,
+}
+
+impl NameLists {
+    /// Adds the next input's names; `true` when no earlier input had the
+    /// same list (in the same order).
+    pub fn push(&mut self, names: Vec<String>) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        names.hash(&mut h);
+        let candidates = self.by_hash.entry(h.finish()).or_default();
+        if let Some(&k) = candidates.iter().find(|&&k| self.lists[k] == names) {
+            self.of_input.push(k);
+            return false;
+        }
+        candidates.push(self.lists.len());
+        self.of_input.push(self.lists.len());
+        self.lists.push(names);
+        true
+    }
+
+    /// The joined names: [`join_indices`] over the distinct lists, which
+    /// equals it over every input's (a list seen before changes neither an
+    /// intersection nor a union that already holds it).
+    pub fn join(&self, join: Join) -> Vec<String> {
+        join_indices(&self.lists, join)
+    }
+
+    /// Each input's reindexer onto `joined`.
+    pub fn reindexers(&self, joined: &[String]) -> Vec<Reindexer> {
+        let distinct: Vec<Reindexer> = self
+            .lists
+            .iter()
+            .map(|old| Reindexer::new(old, joined))
+            .collect();
+        self.of_input.iter().map(|&k| distinct[k].clone()).collect()
+    }
+}
+
 /// How one input maps onto the joined other axis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reindexer {
@@ -195,6 +243,40 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn distinct_name_lists_join_and_reindex_as_every_input_would() {
+        let a = s(&["c", "a", "b"]);
+        let b = s(&["b", "c", "d"]);
+        let b_reordered = s(&["c", "b", "d"]);
+        let cases = [
+            vec![a.clone(), a.clone(), a.clone()],
+            vec![a.clone(), b.clone(), a.clone(), b.clone()],
+            vec![a.clone(), Vec::new(), a.clone()],
+            vec![b.clone(), b_reordered.clone(), b.clone(), a.clone()],
+        ];
+        for inputs in cases {
+            let mut lists = NameLists::default();
+            let fresh: Vec<bool> = inputs.iter().map(|n| lists.push(n.clone())).collect();
+            assert_eq!(lists.of_input.len(), inputs.len());
+            for (i, n) in inputs.iter().enumerate() {
+                assert_eq!(&lists.lists[lists.of_input[i]], n);
+                assert_eq!(fresh[i], !inputs[..i].contains(n));
+            }
+            for join in [Join::Inner, Join::Outer] {
+                let joined = join_indices(&inputs, join);
+                assert_eq!(lists.join(join), joined, "{inputs:?} {join:?}");
+                let every: Vec<Reindexer> =
+                    inputs.iter().map(|n| Reindexer::new(n, &joined)).collect();
+                assert_eq!(lists.reindexers(&joined), every);
+            }
+        }
+        let mut one = NameLists::default();
+        for _ in 0..5 {
+            one.push(a.clone());
+        }
+        assert_eq!(one.lists.len(), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod awkward;
 mod axis_frame;
 pub mod column_concat;
 mod csc;
+mod distinct;
 pub mod frame;
 pub mod frame_tasks;
 mod in_order;
@@ -33,7 +34,7 @@ use serde_json::{Map, Value, json};
 
 use self::axis_frame::{FramePart, Text, plan_axis_frame};
 use self::frame::{Column, read_column, write_frame};
-use self::index::{Join, Reindexer, check_unique, join_indices, read_strings};
+use self::index::{Join, NameLists, Reindexer, check_unique, read_strings};
 pub use self::options::{ConcatOptions, Merge, Sharding, parse_size};
 use self::plan::{Axis, ConcatPlan, InputInfo, Space};
 pub use self::run::{PreparedConcat, prepare_concat};
@@ -363,8 +364,9 @@ impl<'a> Planner<'a> {
             other_frames.push(frame_of(i, v, axis.other_name())?);
         }
         let mut axis_index = Vec::new();
-        // Each input's names along the other axis, and its index's name.
-        let mut other_names: Vec<Vec<String>> = Vec::new();
+        // Each input's names along the other axis (once per distinct
+        // list), and its index's name.
+        let mut other_names = NameLists::default();
         let mut other_index_names: Vec<Option<String>> = Vec::new();
         for (i, (af, of)) in axis_frames.iter().zip(&other_frames).enumerate() {
             let store = &self.inputs[i].store;
@@ -378,17 +380,13 @@ impl<'a> Planner<'a> {
             other_names.push(names);
             other_index_names.push(name);
         }
-        let joined = join_indices(&other_names, join);
+        let joined = other_names.join(join);
         let other_na = frame::common_index_na(other_frames.iter().map(|f| frame::index_na(f)));
         if main && self.opts.merge.is_some() {
             self.other_names = joined.clone();
             self.other_index_na = other_na;
         }
-        let reindexers: Vec<Reindexer> = other_names
-            .iter()
-            .map(|old| Reindexer::new(old, &joined))
-            .collect();
-        // Each input's names are O(inputs x names): not held past here.
+        let reindexers = other_names.reindexers(&joined);
         drop(other_names);
         let along: Vec<u64> = axis_index
             .iter()
