@@ -138,7 +138,6 @@ impl Source<'_> {
         // that becomes a categorical anyway. Blocks are read and hashed on
         // all cores.
         let total: u64 = rows.iter().sum();
-        let block = block.max(1);
         let distinct = hashes_distinct(total, block, scratch, |start, end, got| {
             for (i, local, n) in pieces(rows, start, end) {
                 if let Some(r) = &readers[i]

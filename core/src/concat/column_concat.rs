@@ -17,6 +17,14 @@ mod union;
 
 pub use union::*;
 
+/// The 64-bit hash by which string columns are checked for repeats.
+pub fn hash_string(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
 /// The kind an output column takes, with what converting rows into it needs.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ColumnTarget {
@@ -343,18 +351,13 @@ impl ColumnTarget {
         n
     }
 
-    /// Adds 128-bit hashes of the present values of rows (as
+    /// Adds the [`hash_string`] of each present value of rows (as
     /// [`ColumnTarget::conform`] would give them) to `hashes`.
     pub fn collect_hashes(piece: Option<&Column>, hashes: &mut Vec<u64>) {
-        use std::hash::{Hash, Hasher};
         let Some(strings) = piece.and_then(optional_strings) else {
             return;
         };
-        for s in strings.into_iter().flatten() {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            s.hash(&mut h);
-            hashes.push(h.finish());
-        }
+        hashes.extend(strings.iter().flatten().map(|s| hash_string(s)));
     }
 
     /// anndata's `strings_to_categoricals` on write: string results with

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 use zarrs::array::ArraySubset;
 
-use super::column_concat::ColumnTarget;
+use super::column_concat::{ColumnTarget, hash_string};
 use super::index::{read_raw_strings, read_strings, read_strings_range};
 use super::values::{Scalar, Values};
 use crate::anndata::element::{Element, Encoding};
@@ -284,27 +284,25 @@ impl<'a> ColumnReader<'a> {
         })
     }
 
-    /// Adds a 64-bit hash of each of rows `start..start + len` to
-    /// `hashes` (the hash [`ColumnTarget::collect_hashes`] gives the same
-    /// string) when the column is stored as plain strings, read as stored
-    /// bytes without a `String` per value; `false` (nothing added)
+    /// Rows `start..start + len` as stored (see [`read_raw_strings`]) when
+    /// the column is plain strings stored with variable-length values, with
+    /// no `String` made per value; `None` otherwise.
+    pub fn read_raw(&self, start: u64, len: u64) -> Result<Option<(String, Vec<usize>)>> {
+        if !matches!(self.stored, Stored::Str) {
+            return Ok(None);
+        }
+        read_raw_strings(self.store, &self.element.path, start, len)
+    }
+
+    /// Adds the [`hash_string`] of each of rows `start..start + len` to
+    /// `hashes` (as [`ColumnTarget::collect_hashes`] of the rows read) when
+    /// [`ColumnReader::read_raw`] can read them; `false` (nothing added)
     /// otherwise.
     pub fn hash_strings(&self, start: u64, len: u64, hashes: &mut Vec<u64>) -> Result<bool> {
-        use std::hash::{Hash, Hasher};
-        if !matches!(self.stored, Stored::Str) {
-            return Ok(false);
-        }
-        let Some((bytes, offsets)) = read_raw_strings(self.store, &self.element.path, start, len)?
-        else {
+        let Some((text, offsets)) = self.read_raw(start, len)? else {
             return Ok(false);
         };
-        // Checked UTF-8 cut at character boundaries by `read_raw_strings`.
-        let text = std::str::from_utf8(&bytes).map_err(|e| Error::internal(e.to_string()))?;
-        hashes.extend(offsets.windows(2).map(|w| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            text[w[0]..w[1]].hash(&mut h);
-            h.finish()
-        }));
+        hashes.extend(offsets.windows(2).map(|w| hash_string(&text[w[0]..w[1]])));
         Ok(true)
     }
 

@@ -17,8 +17,8 @@ use super::index::{read_raw_strings, read_strings_range};
 use super::plan::ConcatPlan;
 use zarrs::array::{ArrayBytes, ArrayBytesOffsets, ArraySubset};
 
-use crate::anndata::element::{Encoding, read_element};
-use crate::anndata::{DType, OutputStore, Store};
+use crate::anndata::element::read_element;
+use crate::anndata::{OutputStore, Store};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, decode};
 use crate::kernel::KernelRegistry;
@@ -218,7 +218,7 @@ fn raw_strings_block(c: &FrameColumnPlan, start: u64, end: u64) -> Result<Option
             for (i, local, n) in pieces(&c.rows, start, end) {
                 let (store, path, suffix) = &inputs[i];
                 let store = Store::open(store)?;
-                if !raw.append(&store, path, local, n, suffix)? {
+                if !raw.append(read_raw_strings(&store, path, local, n)?, suffix) {
                     return Ok(None);
                 }
             }
@@ -233,14 +233,8 @@ fn raw_strings_block(c: &FrameColumnPlan, start: u64, end: u64) -> Result<Option
                 };
                 let store = Store::open(store)?;
                 let element = read_element(&store, path)?;
-                let plain = match element.encoding {
-                    Encoding::StringArray => true,
-                    Encoding::Array | Encoding::Plain => element
-                        .array()
-                        .is_some_and(|a| a.dtype == DType::String && a.shape.len() == 1),
-                    _ => false,
-                };
-                if !plain || !raw.append(&store, path, local, n, "")? {
+                let read = ColumnReader::open(&store, &element)?.read_raw(local, n)?;
+                if !raw.append(read, "") {
                     return Ok(None);
                 }
             }
@@ -266,20 +260,14 @@ impl RawStrings {
         }
     }
 
-    /// Appends elements `start..start + len` of the string array at
-    /// `path`, each followed by `suffix`; `false` (nothing appended) when
-    /// the array's values are not variable-length.
-    fn append(
-        &mut self,
-        store: &Store,
-        path: &str,
-        start: u64,
-        len: u64,
-        suffix: &str,
-    ) -> Result<bool> {
-        let Some((bytes, offsets)) = read_raw_strings(store, path, start, len)? else {
-            return Ok(false);
+    /// Appends strings `read` by [`read_raw_strings`], each followed by
+    /// `suffix`; `false` (nothing appended) when there are none (`None`:
+    /// the values were not variable-length).
+    fn append(&mut self, read: Option<(String, Vec<usize>)>, suffix: &str) -> bool {
+        let Some((text, offsets)) = read else {
+            return false;
         };
+        let bytes = text.as_bytes();
         let base = self.bytes.len();
         let first = offsets.first().copied().unwrap_or(0);
         if suffix.is_empty() {
@@ -296,7 +284,7 @@ impl RawStrings {
                 self.offsets.push(self.bytes.len());
             }
         }
-        Ok(true)
+        true
     }
 
     /// Writes the strings as rows `start..` of the string array at `path`.

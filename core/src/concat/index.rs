@@ -38,19 +38,19 @@ pub fn read_strings_range(store: &Store, path: &str, start: u64, len: u64) -> Re
         .map_err(|e| store.err(path, format!("cannot read strings: {e}")))
 }
 
-/// Elements `start..start + len` of a 1-D string array as stored: UTF-8
-/// bytes end to end and where each value starts and ends (`len + 1`
-/// offsets, the first not necessarily 0), checked to be valid UTF-8 cut
-/// at character boundaries. `None` when the array's values are not
+/// Elements `start..start + len` of a 1-D string array as stored: the
+/// values end to end as one string, and where each starts and ends (`len +
+/// 1` byte offsets, the first not necessarily 0), checked to be valid UTF-8
+/// cut at character boundaries. `None` when the array's values are not
 /// variable-length (read those with [`read_strings_range`]).
 pub fn read_raw_strings(
     store: &Store,
     path: &str,
     start: u64,
     len: u64,
-) -> Result<Option<(Vec<u8>, Vec<usize>)>> {
+) -> Result<Option<(String, Vec<usize>)>> {
     if len == 0 {
-        return Ok(Some((Vec::new(), vec![0])));
+        return Ok(Some((String::new(), vec![0])));
     }
     let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
         .map_err(|e| store.err(path, e))?;
@@ -62,16 +62,16 @@ pub fn read_raw_strings(
         return Ok(None);
     };
     let (bytes, offsets) = read.into_parts();
-    let (bytes, offsets): (Vec<u8>, Vec<usize>) = (bytes.into_owned(), offsets.to_vec());
-    let text =
-        std::str::from_utf8(&bytes).map_err(|e| store.err(path, format!("invalid UTF-8: {e}")))?;
+    let offsets = offsets.to_vec();
+    let text = String::from_utf8(bytes.into_owned())
+        .map_err(|e| store.err(path, format!("invalid UTF-8: {}", e.utf8_error())))?;
     if let Some(&bad) = offsets.iter().find(|&&o| !text.is_char_boundary(o)) {
         return Err(store.err(
             path,
             format!("invalid UTF-8: a value starts inside a character (byte {bad})"),
         ));
     }
-    Ok(Some((bytes, offsets)))
+    Ok(Some((text, offsets)))
 }
 
 /// Fails if `names` holds a duplicate (the other axis must be unique).
