@@ -22,15 +22,7 @@ case "$profile" in
     0.13)
         requirements="$here/requirements-0.13.txt"
         venv="${ANNCAT_VENV:-$repo/target/interop-venv-0.13}"
-        python=""
-        # pyenv's own build first: its shims answer even where no 3.12 is selected.
-        for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 python3.12; do
-            if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' > /dev/null 2>&1; then
-                python="$candidate"
-                break
-            fi
-        done
-        [ -n "$python" ] || { echo "setup_venv.sh: CPython 3.12 not found (neither python3.12 on PATH nor in pyenv)" >&2; exit 1; }
+        python="$(bash "$repo/tests/find_python312.sh" setup_venv.sh)"
         ;;
     *)
         echo "setup_venv.sh: unknown profile $profile (expected 0.12 or 0.13)" >&2

@@ -15,14 +15,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
 
-python312=""
-for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 python3.12; do
-    if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' > /dev/null 2>&1; then
-        python312="$candidate"
-        break
-    fi
-done
-[ -n "$python312" ] || { echo "python_pkg/run.sh: CPython 3.12 not found" >&2; exit 1; }
+python312="$(bash "$repo/tests/find_python312.sh" python_pkg/run.sh)"
 
 echo "== wheel: maturin build (HDF5 from source, linked statically)"
 build_venv="$repo/target/wheel-build-venv"

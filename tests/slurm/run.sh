@@ -357,6 +357,17 @@ wait_job() { # JOBID TIMEOUT-S: until the job has ended and its processes are go
     echo "$st"
 }
 
+expect_completed() { # WHAT JOBID TIMEOUT-S OUT: the job ended well, its log clean, OUT finished
+    local what="$1" id="$2" timeout="$3" out="$4" st log
+    st="$(wait_job "$id" "$timeout")"
+    log="$work/job-$id.out"
+    sed 's/^/   | /' "$log"
+    [ "$st" = COMPLETED ] || fail "$what $id ended $st"
+    [ "$(job_exit "$id")" = 0:0 ] || fail "$what $id exit code $(job_exit "$id")"
+    check_clean_log "$log" "$out"
+    [ -d "$out" ] && [ ! -e "$out.partial" ] || fail "no $out, or $out.partial left"
+}
+
 check_clean_log() { # LOG OUT: a successful job's log
     local log="$1" out="$2" last
     last="$(tail -n 1 "$log")"
@@ -413,13 +424,7 @@ anncat concat "${example[@]}" -o "$work/ref/example.zarr" --quiet
 phase "README example: sbatch anncat.sbatch (--cpus-per-task=$job_cpus --mem=${job_mem}M)"
 out="$work/out/example.zarr"
 submit "${example[@]}" -o "$out"
-st="$(wait_job "$jid" 300)"
-log="$work/job-$jid.out"
-sed 's/^/   | /' "$log"
-[ "$st" = COMPLETED ] || fail "job $jid ended $st"
-[ "$(job_exit "$jid")" = 0:0 ] || fail "job $jid exit code $(job_exit "$jid")"
-check_clean_log "$log" "$out"
-[ -d "$out" ] && [ ! -e "$out.partial" ] || fail "no $out, or $out.partial left"
+expect_completed job "$jid" 300 "$out"
 [ ! -e "$ANNCAT_SHARED/anncat-$jid/cluster.json" ] || fail "the cluster file (with the secret) was left behind"
 [ -z "$(work_pids)" ] || fail "processes of job $jid still running: $(describe_pids $(work_pids))"
 
@@ -480,13 +485,7 @@ grep -qF "anncat.sbatch: job $jid stopped by a signal; $out.partial is kept: sub
 
 phase "bigger job: sbatch the same command with --resume"
 submit "${big[@]}" -o "$out" --resume
-st="$(wait_job "$jid" 600)"
-log="$work/job-$jid.out"
-sed 's/^/   | /' "$log"
-[ "$st" = COMPLETED ] || fail "resumed job $jid ended $st"
-[ "$(job_exit "$jid")" = 0:0 ] || fail "resumed job $jid exit code $(job_exit "$jid")"
-check_clean_log "$log" "$out"
-[ -d "$out" ] && [ ! -e "$out.partial" ] || fail "no $out, or $out.partial left"
+expect_completed "resumed job" "$jid" 600 "$out"
 "$PYTHON" - "$ANNCAT_SHARED/anncat-$jid/report.json" << 'EOF'
 import json, sys
 tasks = json.load(open(sys.argv[1]))["tasks"]
