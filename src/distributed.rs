@@ -215,9 +215,9 @@ fn in_process_kernels() -> anncat_core::kernel::KernelRegistry {
     registry
 }
 
-fn test_task_delay() -> anncat_core::Result<()> {
+fn test_task_delay() -> Option<anncat_core::kernel::Deferred> {
     if let Some(delay) = anncat_worker::runtime::test_task_delay() {
         std::thread::sleep(delay);
     }
-    Ok(())
+    None
 }

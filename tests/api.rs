@@ -1,8 +1,9 @@
 //! The programmatic API end to end: a local cluster whose workers are this
 //! very test binary (started as `api worker ...`) with user-defined
 //! kernels. Checks results, worker-to-worker transfer of outputs, kernel
-//! errors and panics, unknown kernels, the memory governor failing a task
-//! that goes over the limit (the worker survives), and cancellation.
+//! errors and panics, work a task deferred (failing it, or not), unknown
+//! kernels, the memory governor failing a task that goes over the limit
+//! (the worker survives), and cancellation.
 //!
 //! `harness = false`: this file has its own `main`, which is either a
 //! worker or the test runner.
@@ -45,6 +46,13 @@ fn kernels() -> KernelRegistry {
         "panic",
         |_: &[u8], _: &[Arc<Vec<u8>>]| -> anncat::core::Result<Vec<u8>> { panic!("kernel bug") },
     );
+    // Leaves work for after it (see `deferred`): `true` makes that work fail.
+    k.register("defer", |args: &[u8], _: &[Arc<Vec<u8>>]| {
+        let fail: bool = decode(args)?;
+        DEFERRED.with(|d| d.set(Some(fail)));
+        encode(&7u64)
+    });
+    k.finish_each_with(deferred);
     // Allocates (and touches) the number of MiB in its arguments.
     k.register("hog_mib", |args: &[u8], _: &[Arc<Vec<u8>>]| {
         let mib: usize = decode(args)?;
@@ -52,6 +60,26 @@ fn kernels() -> KernelRegistry {
         encode(&(v.iter().map(|&b| u64::from(b)).sum::<u64>() >> 20))
     });
     k
+}
+
+thread_local! {
+    /// What the last `defer` task on this thread left: whether its work fails.
+    static DEFERRED: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// The finisher of every task: the work a `defer` task left, run by the
+/// worker (on its flush thread) before the task is reported.
+fn deferred() -> Option<anncat::core::kernel::Deferred> {
+    let fail = DEFERRED.with(|d| d.take())?;
+    Some(Box::new(move || {
+        if fail {
+            Err(anncat::core::Error::Task(
+                "the deferred flush failed".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }))
 }
 
 fn cluster(workers: usize, memory_limit: u64) -> LocalCluster {
@@ -145,6 +173,20 @@ fn errors_are_reported_and_the_cluster_survives() {
         .expect_err("unknown")
         .to_string();
     assert!(e.contains("no kernel named \"nope\""), "{e}");
+    // Work a task deferred: its failure fails the task; its success
+    // leaves the kernel's output as the result.
+    let e = client
+        .run(&one("defer", encode(&true).expect("enc"), 1))
+        .expect_err("the deferred work fails")
+        .to_string();
+    assert!(e.contains("the deferred flush failed"), "{e}");
+    let r = client
+        .run(&one("defer", encode(&false).expect("enc"), 1))
+        .expect("the deferred work succeeds");
+    assert_eq!(
+        decode::<u64>(&r.outputs[&anncat::TaskId(0)]).expect("dec"),
+        7
+    );
     // Estimated over the budget: refused before it runs.
     let e = client
         .run(&one("hog_mib", encode(&1usize).expect("enc"), 1 << 30))

@@ -318,6 +318,11 @@ impl LocalExecutor {
                 }
                 None => Err(Error::graph(format!("unknown kernel \"{}\"", task.kernel))),
             };
+            // In process, what the task deferred runs here, before it counts.
+            let result = result.and_then(|output| match registry.take_deferred() {
+                Some(deferred) => deferred().map(|()| output),
+                None => Ok(output),
+            });
             drop(inputs);
             let written = crate::kernel::take_bytes_written();
             guard = match state.lock() {

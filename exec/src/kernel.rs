@@ -39,20 +39,15 @@ pub fn take_bytes_written() -> u64 {
     WRITTEN.with(|w| w.replace(0))
 }
 
-/// A kernel followed by a check of its own (see
-/// [`KernelRegistry::finish_each_with`]).
-struct Then {
-    inner: Arc<dyn Kernel>,
-    after: fn() -> Result<()>,
-}
+/// Work a task left to do before it may be reported done, which need not
+/// hold the task's thread: the concat kernels' flush of their writes to
+/// stable storage. An executor runs it (on any thread) after the kernel
+/// succeeded, and reports the task done only if it succeeds too.
+pub type Deferred = Box<dyn FnOnce() -> Result<()> + Send>;
 
-impl Kernel for Then {
-    fn run(&self, args: &[u8], inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
-        let output = self.inner.run(args, inputs)?;
-        (self.after)()?;
-        Ok(output)
-    }
-}
+/// Takes, on a task's thread right after its kernel succeeded, what the
+/// task left to finish (see [`KernelRegistry::finish_each_with`]).
+pub type TakeDeferred = fn() -> Option<Deferred>;
 
 /// The built-in kernel whose output is its arguments: stands in for a task
 /// whose output is already known (a resumed run's finished tasks).
@@ -62,6 +57,7 @@ pub const CONST_KERNEL: &str = "anncat.const";
 #[derive(Clone, Default)]
 pub struct KernelRegistry {
     kernels: HashMap<String, Arc<dyn Kernel>>,
+    finish: Vec<TakeDeferred>,
 }
 
 impl std::fmt::Debug for KernelRegistry {
@@ -89,16 +85,24 @@ impl KernelRegistry {
         self.kernels.insert(name.to_string(), Arc::new(kernel));
     }
 
-    /// Makes every kernel registered so far call `after` once it has run
-    /// successfully; an error from `after` fails the task. (The concat
-    /// kernels make their writes durable this way before they are reported
-    /// done.)
-    pub fn finish_each_with(&mut self, after: fn() -> Result<()>) {
-        for kernel in self.kernels.values_mut() {
-            *kernel = Arc::new(Then {
-                inner: kernel.clone(),
-                after,
-            });
+    /// Makes every task of this registry finish with `take` too (after
+    /// the finishers given before): executors call it on the task's
+    /// thread once the kernel succeeded, and run what it returns before
+    /// they report the task done; its error fails the task. (The concat
+    /// kernels make their writes durable this way: a worker flushes on
+    /// another thread while its next task computes.)
+    pub fn finish_each_with(&mut self, take: TakeDeferred) {
+        self.finish.push(take);
+    }
+
+    /// What the task that just succeeded on this thread left to finish
+    /// (see [`KernelRegistry::finish_each_with`]), as one piece of work.
+    pub fn take_deferred(&self) -> Option<Deferred> {
+        let mut all: Vec<Deferred> = self.finish.iter().filter_map(|take| take()).collect();
+        match all.len() {
+            0 => None,
+            1 => all.pop(),
+            _ => Some(Box::new(move || all.into_iter().try_for_each(|d| d()))),
         }
     }
 
@@ -114,35 +118,30 @@ mod tests {
     use crate::error::Error;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    static AFTER_CALLS: AtomicUsize = AtomicUsize::new(0);
+    static TAKES: AtomicUsize = AtomicUsize::new(0);
 
-    fn count() -> Result<()> {
-        AFTER_CALLS.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+    fn count() -> Option<Deferred> {
+        TAKES.fetch_add(1, Ordering::SeqCst);
+        None
     }
 
-    fn refuse() -> Result<()> {
-        Err(Error::Task("not durable".into()))
+    fn refuse() -> Option<Deferred> {
+        Some(Box::new(|| Err(Error::Task("not durable".into()))))
     }
 
     #[test]
-    fn finish_each_with_runs_after_success_only_and_its_error_fails_the_task() {
+    fn a_registry_hands_out_the_deferred_work_of_its_finisher() {
         let mut r = KernelRegistry::new();
-        r.register("fail", |_: &[u8], _: &[Arc<Vec<u8>>]| -> Result<Vec<u8>> {
-            Err(Error::Task("kernel failed".into()))
-        });
+        assert!(r.take_deferred().is_none(), "no finisher: nothing deferred");
         r.finish_each_with(count);
-        let const_kernel = r.get(CONST_KERNEL).expect("const");
-        assert_eq!(const_kernel.run(b"ab", &[]).expect("run"), b"ab");
-        assert_eq!(AFTER_CALLS.load(Ordering::SeqCst), 1);
-        assert!(r.get("fail").expect("fail").run(b"", &[]).is_err());
-        assert_eq!(AFTER_CALLS.load(Ordering::SeqCst), 1, "not after a failure");
+        assert!(r.take_deferred().is_none());
+        assert_eq!(TAKES.load(Ordering::SeqCst), 1);
         r.finish_each_with(refuse);
-        let e = r
-            .get(CONST_KERNEL)
-            .expect("const")
-            .run(b"", &[])
-            .expect_err("refused");
+        let e = (r.take_deferred().expect("deferred"))().expect_err("refused");
+        assert!(e.to_string().contains("not durable"), "{e}");
+        assert_eq!(TAKES.load(Ordering::SeqCst), 2, "every finisher is asked");
+        r.finish_each_with(refuse);
+        let e = (r.take_deferred().expect("deferred"))().expect_err("both refuse");
         assert!(e.to_string().contains("not durable"), "{e}");
     }
 }

@@ -342,11 +342,28 @@ async fn serve(
     for (tx, _) in comm.workers.values() {
         let _ = tx.send(ToWorker::Shutdown);
     }
-    // Let the shutdown messages go out before the endpoint closes.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A worker told to shut down closes its connection: wait for that (so
+    // the Shutdown frames are not cut off by the endpoint closing), not for
+    // a fixed time, and not forever for a worker that does not answer.
+    let connections: Vec<Connection> = comm.workers.values().map(|(_, c)| c.clone()).collect();
+    let all_closed = async {
+        for conn in &connections {
+            conn.closed().await;
+        }
+    };
+    let _ = tokio::time::timeout(SHUTDOWN_WAIT, all_closed).await;
     endpoint.close(CloseCode::Shutdown.code().into(), b"scheduler stopped");
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    // Long enough for the close frames to leave; the draining period after
+    // (three probe timeouts) protects nothing a stopping scheduler needs.
+    let _ = tokio::time::timeout(CLOSE_FLUSH, endpoint.wait_idle()).await;
 }
+
+/// How long a stopping scheduler waits for its workers to close their
+/// connections after being told to shut down.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a stopping scheduler lets its close frames go out.
+const CLOSE_FLUSH: Duration = Duration::from_millis(20);
 
 fn handle_event(state: &mut SchedulerState, comm: &mut NetComm, ev: Event) {
     match ev {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anncat_exec::kernel::{KernelRegistry, take_bytes_written};
+use anncat_exec::kernel::{Deferred, KernelRegistry, take_bytes_written};
 use anncat_exec::protocol::{
     Assignment, CloseCode, FailureKind, FromWorker, Heartbeat, Hello, PROTOCOL_VERSION, PeerInfo,
     PeerReply, PeerRequest, TaskKey, TaskOutcome, TaskReport, TaskStats, ToWorker, WorkerId,
@@ -34,6 +34,8 @@ use crate::queue::{ReadyTask, TaskQueue};
 
 mod peers;
 mod session;
+
+mod flush;
 
 use peers::{fetch_and_queue, local_inputs, serve_peers};
 use session::session;
@@ -171,6 +173,8 @@ struct Shared {
     rss: AtomicU64,
     task_rss: Mutex<HashMap<TaskKey, u64>>,
     done_tx: mpsc::UnboundedSender<Event>,
+    /// Tasks whose deferred work (a flush) runs on the flush thread.
+    flush_tx: std::sync::mpsc::Sender<flush::Pending>,
 }
 
 impl Shared {
@@ -310,6 +314,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     let baseline = probe.rss().max(governor::allocated()) + RESERVE_BYTES;
     let gov = MemoryGovernor::new(config.memory_limit, baseline);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Event>();
+    let (flush_tx, flush_rx) = flush::channel();
     let shared = Arc::new(Shared {
         me: AtomicU64::new(NO_ID),
         session: AtomicU64::new(1),
@@ -326,6 +331,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
         rss: AtomicU64::new(0),
         task_rss: Mutex::new(HashMap::new()),
         done_tx,
+        flush_tx,
     });
     let pid = std::process::id();
     let info = WorkerInfo {
@@ -361,6 +367,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
             }
         })
         .map_err(|e| WorkerError::system("start a thread", e))?;
+    flush::start(shared.clone(), flush_rx)?;
     // Task threads.
     let registry = Arc::new(registry);
     for i in 0..config.threads {
@@ -435,8 +442,15 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     shared.stop.store(true, Ordering::Relaxed);
     shared.wake.notify_all();
     endpoint.close(CloseCode::Shutdown.code().into(), b"worker stopped");
+    // Let the close frame leave before the process ends: the scheduler
+    // waits for it when it stops, and a peer that never hears it waits for
+    // its idle timeout instead.
+    let _ = tokio::time::timeout(CLOSE_FLUSH, endpoint.wait_idle()).await;
     result
 }
+
+/// How long a stopping worker lets its close frame go out.
+const CLOSE_FLUSH: Duration = Duration::from_millis(20);
 
 /// How long to keep dialling a scheduler that cannot be reached.
 fn patience(config: &WorkerConfig, joined_before: bool) -> Duration {
@@ -508,7 +522,7 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
         let _ = shared
             .done_tx
             .send(Event::Started(task.session, task.a.key));
-        let completion = run_task(shared, registry, task);
+        let (completion, deferred) = run_task(shared, registry, task);
         // Freed memory the allocator keeps counts in RSS; hand it back only
         // when RSS is over the limit (doing it after every task costs the
         // next task its page faults: dense concats ran 1.8x slower).
@@ -519,7 +533,17 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
             st.finish(mem);
         }
         shared.wake.notify_all();
-        let _ = shared.done_tx.send(Event::Ended(completion));
+        match deferred {
+            Some(deferred) => {
+                let _ = shared.flush_tx.send(flush::Pending {
+                    completion,
+                    deferred,
+                });
+            }
+            None => {
+                let _ = shared.done_tx.send(Event::Ended(completion));
+            }
+        }
     }
 }
 
@@ -535,7 +559,13 @@ pub fn test_task_delay() -> Option<Duration> {
     })
 }
 
-fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Completion {
+/// Runs `task` on this thread: its completion, and the work it deferred
+/// (to run before it is reported done).
+fn run_task(
+    shared: &Shared,
+    registry: &KernelRegistry,
+    task: ReadyTask,
+) -> (Completion, Option<Deferred>) {
     let ReadyTask { session, a, inputs } = task;
     let key = a.key;
     if let Ok(mut m) = shared.task_rss.lock() {
@@ -564,6 +594,11 @@ fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Comp
             )
         })
         .and_then(|r| r.map_err(|e| e.to_string())),
+    };
+    let deferred = if result.is_ok() {
+        registry.take_deferred()
+    } else {
+        None
     };
     drop(inputs);
     let peak_alloc = governor::task_peak();
@@ -612,13 +647,17 @@ fn run_task(shared: &Shared, registry: &KernelRegistry, task: ReadyTask) -> Comp
             None,
         ),
     };
-    Completion {
-        session,
-        key,
-        keep,
-        outcome,
-        stats,
-    }
+    let deferred = deferred.filter(|_| matches!(outcome, TaskOutcome::Done { .. }));
+    (
+        Completion {
+            session,
+            key,
+            keep,
+            outcome,
+            stats,
+        },
+        deferred,
+    )
 }
 
 #[cfg(test)]

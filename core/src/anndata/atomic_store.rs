@@ -48,7 +48,7 @@ pub use anncat_exec::write_roots::{check_write_allowed, restrict_writes};
 
 /// Writes `bytes` to `path` atomically: a temporary sibling, then a rename
 /// over the destination. Parent directories are created. The write is made
-/// durable by [`super::durable::sync_written`] at the end of the task.
+/// durable by the flush [`super::durable::take_unsynced`] hands over at the end of the task.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     check_write_allowed(path)?;
     let parent = path.parent().unwrap_or_else(|| Path::new("."));

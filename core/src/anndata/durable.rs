@@ -3,14 +3,16 @@
 //! loss the journal never claims a chunk the disk lost.
 //!
 //! Writes note the file they wrote ([`note_written`], per thread); at the
-//! end of a task [`sync_written`] flushes the file system that holds them
-//! with one `syncfs(2)` (data, inodes and the directory entries of the
-//! renames), a batch per task instead of an `fsync` per chunk.
+//! end of a task [`take_unsynced`] hands over a flush of the file system
+//! that holds them: one `syncfs(2)` (data, inodes and the directory entries
+//! of the renames), a batch per task instead of an `fsync` per chunk. A
+//! worker runs it on another thread while its next task computes, and
+//! reports the task done once it returned.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 thread_local! {
     /// A file written on this thread since the last sync (any one will do:
@@ -33,14 +35,15 @@ pub fn has_unsynced_writes() -> bool {
     WRITTEN.with(|w| w.borrow().is_some())
 }
 
-/// Makes everything written on this thread since the last call durable.
-/// Nothing written: nothing to do.
-pub fn sync_written() -> Result<()> {
-    let Some(path) = WRITTEN.with(|w| w.borrow_mut().take()) else {
-        return Ok(());
-    };
-    sync_file_system(&path)
-        .map_err(|e| Error::path(&path, format!("cannot make written data durable: {e}")))
+/// Takes what was written on this thread since the last call, as the
+/// flush that makes it durable (it may run on any thread). Nothing
+/// written: nothing to do.
+pub fn take_unsynced() -> Option<crate::kernel::Deferred> {
+    let path = WRITTEN.with(|w| w.borrow_mut().take())?;
+    Some(Box::new(move || {
+        sync_file_system(&path)
+            .map_err(|e| Error::path(&path, format!("cannot make written data durable: {e}")))
+    }))
 }
 
 /// `ANNCAT_TEST_NO_SYNC=1`: every flush below does nothing, only so that
@@ -92,16 +95,23 @@ mod tests {
         let f = dir.path().join("chunk");
         std::fs::write(&f, b"x").expect("write");
         note_written(&f);
-        assert!(WRITTEN.with(|w| w.borrow().is_some()));
-        sync_written().expect("sync");
-        assert!(WRITTEN.with(|w| w.borrow().is_none()), "taken");
-        sync_written().expect("nothing to sync");
-        // Another thread's writes are its own.
+        assert!(has_unsynced_writes());
+        let flush = take_unsynced().expect("a flush");
+        assert!(!has_unsynced_writes(), "taken");
+        assert!(take_unsynced().is_none(), "nothing more to sync");
+        // The flush runs on another thread; that thread's writes are its own.
         note_written(&f);
-        std::thread::spawn(|| assert!(WRITTEN.with(|w| w.borrow().is_none())))
-            .join()
-            .expect("thread");
-        sync_written().expect("sync");
+        std::thread::spawn(move || {
+            assert!(!has_unsynced_writes());
+            flush().expect("sync");
+        })
+        .join()
+        .expect("thread");
+        (take_unsynced().expect("a flush"))().expect("sync");
+        // A file system that cannot be reached fails the flush, naming it.
+        note_written(Path::new("/nonexistent/anncat/chunk"));
+        let e = (take_unsynced().expect("a flush"))().expect_err("no such file");
+        assert!(e.to_string().contains("/nonexistent/anncat/chunk"), "{e}");
         sync_dir(dir.path()).expect("directory");
     }
 }
