@@ -33,9 +33,11 @@ use zarrs::storage::byte_range::ByteRangeIterator;
 use zarrs::storage::{MaybeBytesIterator, ReadableStorageTraits, StorageError, StoreKey};
 
 mod decode;
+mod deflate_chunks;
 mod elem;
 
 use decode::*;
+use deflate_chunks::DeflateChunks;
 pub(super) use elem::{Elem, FixedRead, LeBytes, NumberRead, with_fixed_size};
 
 /// Target size of one virtual chunk (see the module documentation).
@@ -70,6 +72,8 @@ struct VirtualArray {
     content: Content,
     shape: Vec<u64>,
     chunks: Vec<u64>,
+    /// Gzip chunks inflated here rather than by HDF5, when they can be.
+    deflate: Option<DeflateChunks>,
 }
 
 /// Virtual chunks of about [`CHUNK_TARGET_BYTES`] of whole rows (every
@@ -164,11 +168,16 @@ impl VirtualArray {
             Content::Records(_) | Content::Field(_) => shape.iter().map(|&d| d.max(1)).collect(),
             Content::Null => Vec::new(),
         };
+        let deflate = match content {
+            Content::Values(elem) => DeflateChunks::of(&ds, elem, &shape),
+            _ => None,
+        };
         Ok(VirtualArray {
             ds,
             content,
             shape,
             chunks,
+            deflate,
         })
     }
 
@@ -194,6 +203,7 @@ impl VirtualArray {
             content: Content::Field(column),
             shape,
             chunks,
+            deflate: None,
         }))
     }
 
@@ -287,6 +297,11 @@ impl VirtualArray {
             } else {
                 Values::Bytes(Vec::new())
             }
+        } else if let Some(bytes) = match &self.deflate {
+            Some(d) if !scalar => d.read(&self.ds, ranges[0].start as u64..ranges[0].end as u64)?,
+            _ => None,
+        } {
+            Values::Bytes(bytes)
         } else {
             // A 0-d dataset is read whole.
             let selection = (!scalar).then(|| {
