@@ -26,6 +26,7 @@ mod hdf5_signature;
 pub mod layout;
 pub mod legacy;
 pub mod output_store;
+pub mod range_read;
 pub mod read;
 pub mod sandbox;
 pub mod sparse;

@@ -1,7 +1,9 @@
 //! Sparse matrix (CSR / CSC) checks and reads over zarr: the `indptr` array
 //! is read in bounded blocks and must be a valid compressed-pointer array.
 
-use zarrs::array::ArraySubset;
+use zarrs::array::{ArrayBytes, ArraySubset};
+
+use super::range_read::read_range_by_chunks;
 
 use super::dtype::DType;
 use super::element::{Element, Encoding};
@@ -20,16 +22,25 @@ pub fn read_i64_range(
     len: u64,
 ) -> Result<Vec<i64>> {
     let array = store.array(path)?;
-    let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
-        .map_err(|e| store.err(path, e))?;
     let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
+    let bytes = match read_range_by_chunks(&array, start, len).map_err(err)? {
+        Some(bytes) => bytes,
+        None => {
+            let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
+                .map_err(|e| store.err(path, e))?;
+            array
+                .retrieve_array_subset::<ArrayBytes<'static>>(&subset)
+                .map_err(err)?
+        }
+    };
+    let raw = bytes
+        .into_fixed()
+        .map_err(|e| store.err(path, format!("cannot read data: {e}")))?;
+    // zarrs hands decoded elements over in native byte order.
     macro_rules! widened {
         ($t:ty) => {
-            array
-                .retrieve_array_subset::<Vec<$t>>(&subset)
-                .map_err(err)?
-                .into_iter()
-                .map(i64::from)
+            raw.chunks_exact(size_of::<$t>())
+                .map(|c| i64::from(<$t>::from_ne_bytes(c.try_into().unwrap_or_default())))
                 .collect()
         };
     }
@@ -39,15 +50,14 @@ pub fn read_i64_range(
         DType::UInt8 => widened!(u8),
         DType::UInt16 => widened!(u16),
         DType::Int32 => widened!(i32),
-        DType::Int64 => array
-            .retrieve_array_subset::<Vec<i64>>(&subset)
-            .map_err(err)?,
+        DType::Int64 => widened!(i64),
         DType::UInt32 => widened!(u32),
-        DType::UInt64 => array
-            .retrieve_array_subset::<Vec<u64>>(&subset)
-            .map_err(err)?
-            .into_iter()
-            .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+        DType::UInt64 => raw
+            .chunks_exact(8)
+            .map(|c| {
+                i64::try_from(u64::from_ne_bytes(c.try_into().unwrap_or_default()))
+                    .unwrap_or(i64::MAX)
+            })
             .collect(),
         other => {
             return Err(store.err(

@@ -97,10 +97,21 @@ pub(crate) fn read_values(
         return Values::zeros(dtype, 0);
     }
     let array = store.array(path)?;
-    let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
-    let bytes = array
-        .retrieve_array_subset(&subset)
-        .map_err(|e| store.err(path, format!("cannot read data: {e}")))?;
+    let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
+    let by_chunks = match (start.as_slice(), shape.as_slice()) {
+        ([s], [n]) => {
+            crate::anndata::range_read::read_range_by_chunks(&array, *s, *n).map_err(err)?
+        }
+        _ => None,
+    };
+    let bytes = match by_chunks {
+        Some(bytes) => bytes,
+        None => {
+            let subset =
+                ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
+            array.retrieve_array_subset(&subset).map_err(err)?
+        }
+    };
     Values::from_array_bytes(dtype, &bytes).map_err(|e| store.err(path, e))
 }
 
