@@ -7,9 +7,9 @@ One command (from the repository root):
 
 creates the ../shared/bench data sets (unless present), runs Python's
 `anndata.experimental.concat_on_disk` (the reference, via
-../shared/bench/run_anndata.py) and `anncat concat` (via measure_cmd.py, with
-`--memory-limit 256MiB` per worker and a `--report` for per-process RSS) on
-the same inputs in the same run, checks that the two outputs hold the same
+../shared/bench/run_anndata.py) and `anncat concat` (with `--memory-limit
+256MiB` per worker and a `--report` for per-process RSS), each --repeat
+times alternating, on the same inputs in the same run, checks that the two outputs hold the same
 matrix and names, and writes a table to benches/RESULTS.md.
 
 --quick runs only the sparse 5000 sets (zarr v2, v3, h5ad, gzip h5ad);
@@ -77,6 +77,12 @@ def python_rss(ref: dict) -> float:
     getrusage figure is not used: Linux carries ru_maxrss over fork and exec,
     so it would include this script's own peak.)"""
     return max(ref.get("peak_tree_sampled_mib") or 0.0, ref.get("children_maxrss_mib") or 0.0)
+
+
+def median_run(runs: list, wall) -> object:
+    """The run of median wall time (`wall` reads it off a run); of an even
+    number, the slower of the middle two."""
+    return sorted(runs, key=wall)[len(runs) // 2]
 
 
 def floor_seconds(files: list[str]) -> float:
@@ -160,6 +166,8 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--results", type=Path, default=REPO / "benches" / "RESULTS.md")
     p.add_argument("--only", help="run only the cases whose name contains this text")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each tool per case (alternating); the median counts (default 3)")
     p.add_argument("--peer", choices=("anndata-0.12", "anndata-0.13-zarrs"), default="anndata-0.12",
                    help="the Python to compare with: this interpreter's anndata (0.12 from setup_venv.sh), "
                         "or anndata 0.13.4 on Python 3.12 with zarrs' codec pipeline (a venv made in "
@@ -210,46 +218,66 @@ def main() -> int:
             continue
         files = sorted({str(f) for g in globs for f in (args.data / set_name).glob(g)})
         ref_out, our_out = work / "ref.zarr", work / "ours.zarr"
-        ref_json, our_json, report = work / "ref.jsonl", work / "ours.jsonl", work / "report.json"
-        for f in (ref_json, our_json):
-            f.unlink(missing_ok=True)
+        ref_json, report = work / "ref.jsonl", work / "report.json"
+        ref_json.unlink(missing_ok=True)
         # Warm page cache for both tools: read every input once.
         for f in files:
             for path in [Path(f)] if Path(f).is_file() else Path(f).rglob("*"):
                 if path.is_file():
                     path.read_bytes()
-        print(f"{case}: python ...", flush=True)
         wrapped = set_name in H5AD_SETS or args.peer != "anndata-0.12"
         runner = REPO / "benches" / "run_anndata_h5ad.py" if wrapped else BENCH / "run_anndata.py"
-        run([ref_py, str(runner), *files, "--out", str(ref_out), "--case", case,
-             "--axis", str(axis), "--join", join, "--keep-output", "--json-out", str(ref_json)],
-            env=ref_env)
-        print(f"{case}: anncat ...", flush=True)
-        report.unlink(missing_ok=True)
-        measured = subprocess.run(
-            [py, str(BENCH / "measure_cmd.py"), "--case", case, "--out", str(our_out), "--keep-output",
-             "--in", *files, "--json-out", str(our_json), "--",
-             str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
-             "--memory-limit", MEM, "--report", str(report), "--quiet", *extra],
-            text=True, capture_output=True)
-        ref = last_json(ref_json)
-        if measured.returncode != 0 or not our_out.is_dir():
-            why = (measured.stderr.strip().splitlines() or ["failed"])[-1]
+        # Each tool runs --repeat times, alternating, and the median run of
+        # each counts: one run on a shared 2-core machine is too noisy.
+        refs, ours_runs, failed = [], [], None
+        for attempt in range(args.repeat):
+            print(f"{case}: python ({attempt + 1}/{args.repeat}) ...", flush=True)
+            ref_json.unlink(missing_ok=True)
+            # Each run starts with nothing dirty in the page cache: anncat
+            # flushes what it wrote (syncfs), which would otherwise also
+            # write out the previous run's output.
+            os.sync()
+            run([ref_py, str(runner), *files, "--out", str(ref_out), "--case", case,
+                 "--axis", str(axis), "--join", join, "--keep-output", "--json-out", str(ref_json)],
+                env=ref_env)
+            refs.append(last_json(ref_json))
+            print(f"{case}: anncat ({attempt + 1}/{args.repeat}) ...", flush=True)
+            report.unlink(missing_ok=True)
+            run(["rm", "-rf", str(our_out)])
+            os.sync()
+            # Timed here, not under measure_cmd.py: its sampler walks the
+            # process table every 50 ms, a tax of 0.1-0.3 s on a 2-core
+            # machine that both anncat workers keep busy. Memory comes from
+            # the run report (each worker's sampled peak, the coordinator's).
+            t0 = time.perf_counter()
+            measured = subprocess.run(
+                [str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
+                 "--memory-limit", MEM, "--report", str(report), "--quiet", *extra],
+                text=True, capture_output=True)
+            took = time.perf_counter() - t0
+            if measured.returncode != 0 or not our_out.is_dir():
+                failed = (measured.stderr.strip().splitlines() or ["failed"])[-1]
+                break
+            rep = json.loads(report.read_text())
+            ours_runs.append(({"wall_s": took,
+                               "peak_self_maxrss_mib": rep.get("coordinator_peak_rss", 0) / 2**20}, rep))
+        ref = median_run(refs, lambda r: r["wall_s"])
+        if failed is not None:
             rows.append({"case": case, "in_mib": ref["in_bytes"] / 2**20, "py_s": ref["wall_s"],
-                         "py_rss": python_rss(ref), "failed": why})
+                         "py_rss": python_rss(ref), "failed": failed})
             print(json.dumps(rows[-1]), flush=True)
             continue
-        ours = last_json(our_json)
-        rep = json.loads(report.read_text())
-        worker_peak = max((w["peak_rss"] for w in rep["workers"]), default=0) / 2**20
-        main_peak = ours.get("peak_self_maxrss_mib") or 0.0
+        ours, rep = median_run(ours_runs, lambda r: r[0]["wall_s"])
+        # Memory: the largest of the runs (a peak, not a typical value).
+        worker_peak = max((w["peak_rss"] for _, r in ours_runs for w in r["workers"]), default=0) / 2**20
+        main_peak = max((o.get("peak_self_maxrss_mib") or 0.0) for o, _ in ours_runs)
         agree = same_output(ref_out, our_out)
         print(f"{case}: floor ...", flush=True)
         floor = floor_seconds(files)
         rows.append({
             "case": case, "in_mib": ref["in_bytes"] / 2**20,
             "py_s": ref["wall_s"], "ours_s": ours["wall_s"], "floor_s": floor,
-            "py_rss": python_rss(ref), "worker_rss": worker_peak,
+            "py_rss": max(python_rss(r) for r in refs), "worker_rss": worker_peak,
             "proc_rss": max(main_peak, worker_peak), "agree": agree,
             "coord_cpu_pct": 100.0 * rep.get("coordinator_cpu_s", 0.0) / max(ours["wall_s"] * (os.cpu_count() or 1), 1e-9),
         })
@@ -262,6 +290,7 @@ def main() -> int:
         best = None
         for _ in range(2):
             run(["rm", "-rf", str(out)])
+            os.sync()
             t0 = time.perf_counter()
             run([str(ANNCAT), "concat", *files, "-o", str(out), "--join", "outer",
                  "--memory-limit", MEM, "--workers", str(workers), "--quiet"])
@@ -275,8 +304,10 @@ def main() -> int:
         "# anncat vs concat_on_disk\n",
         f"Produced by `venv=$(bash tests/interop/setup_venv.sh) && \"$venv/bin/python\" benches/compare.py"
         f"{' --quick' if args.quick else ''}{' --peer ' + args.peer if args.peer != 'anndata-0.12' else ''}"
-        f"{' --only ' + repr(args.only) if args.only else ''}` on {time.strftime('%Y-%m-%d')}, "
-        f"{os.cpu_count()} cores ({cpu}), {int(mem) // 2**20} GiB, {platform.platform()}; warm page cache.",
+        f"{' --only ' + repr(args.only) if args.only else ''}{f' --repeat {args.repeat}' if args.repeat != 3 else ''}` "
+        f"on {time.strftime('%Y-%m-%d')}, "
+        f"{os.cpu_count()} cores ({cpu}), {int(mem) // 2**20} GiB, {platform.platform()}; warm page cache; "
+        f"each tool ran {args.repeat} times per case, alternating, and the times are the medians.",
         f"Python ({'anndata 0.13.4 on Python 3.12 with zarrs codec pipeline' if args.peer != 'anndata-0.12' else 'anndata 0.12.19'}): "
         "anndata's `concat_on_disk` (../shared/bench/run_anndata.py; its wall time excludes interpreter start-up). "
         f"anncat: `anncat concat --memory-limit {MEM}` with the default local cluster ({os.cpu_count()} workers); "
