@@ -312,6 +312,21 @@ impl Values {
         let ArrayBytes::Fixed(raw) = bytes else {
             return Err(Error::data("expected fixed-size numeric data"));
         };
+        // One copy of the bytes into the typed vector (they are the
+        // little-endian encoding already on a little-endian machine).
+        #[cfg(target_endian = "little")]
+        macro_rules! le {
+            ($t:ty, $n:expr) => {
+                match bytemuck::try_cast_slice::<u8, $t>(&raw[..raw.len() / $n * $n]) {
+                    Ok(aligned) => aligned.to_vec(),
+                    Err(_) => raw
+                        .chunks_exact($n)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])))
+                        .collect(),
+                }
+            };
+        }
+        #[cfg(not(target_endian = "little"))]
         macro_rules! le {
             ($t:ty, $n:expr) => {
                 raw.chunks_exact($n)
@@ -341,21 +356,37 @@ impl Values {
     }
 
     /// Encodes the values as little-endian array bytes.
-    pub fn to_array_bytes(&self) -> ArrayBytes<'static> {
-        let bytes: Vec<u8> = match self {
-            Values::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-            Values::U8(v) => v.clone(),
-            Values::I8(v) => v.iter().map(|&x| x as u8).collect(),
-            Values::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::U64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Values::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    pub fn to_array_bytes(&self) -> ArrayBytes<'_> {
+        // Numbers are stored little-endian: on a little-endian machine the
+        // vector's own memory is the encoding, lent without a copy.
+        #[cfg(target_endian = "little")]
+        macro_rules! raw {
+            ($v:expr) => {
+                ArrayBytesRaw::from(bytemuck::cast_slice::<_, u8>($v))
+            };
+        }
+        #[cfg(not(target_endian = "little"))]
+        macro_rules! raw {
+            ($v:expr) => {
+                ArrayBytesRaw::from($v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>())
+            };
+        }
+        let raw = match self {
+            Values::Bool(v) => {
+                ArrayBytesRaw::from(v.iter().map(|&b| u8::from(b)).collect::<Vec<u8>>())
+            }
+            Values::U8(v) => ArrayBytesRaw::from(v.as_slice()),
+            Values::I8(v) => raw!(v.as_slice()),
+            Values::I16(v) => raw!(v.as_slice()),
+            Values::I32(v) => raw!(v.as_slice()),
+            Values::I64(v) => raw!(v.as_slice()),
+            Values::U16(v) => raw!(v.as_slice()),
+            Values::U32(v) => raw!(v.as_slice()),
+            Values::U64(v) => raw!(v.as_slice()),
+            Values::F32(v) => raw!(v.as_slice()),
+            Values::F64(v) => raw!(v.as_slice()),
         };
-        ArrayBytes::Fixed(ArrayBytesRaw::from(bytes))
+        ArrayBytes::Fixed(raw)
     }
 
     /// The values as little-endian bytes.
@@ -460,6 +491,21 @@ impl Values {
         select_as!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64)
     }
 
+    /// Appends `other[p]` (of the same dtype) for each `p` of `positions`,
+    /// gathered straight into this vector.
+    pub fn extend_selected(&mut self, other: &Values, positions: &[usize]) -> Result<()> {
+        macro_rules! ext {
+            ($($var:ident),*) => {
+                match (self, other) {
+                    $((Values::$var(a), Values::$var(b)) => a.extend(positions.iter().map(|&p| b[p])),)*
+                    _ => return Err(Error::internal("appending values of different dtypes")),
+                }
+            };
+        }
+        ext!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64);
+        Ok(())
+    }
+
     /// The values at positions `from..to`.
     pub fn slice(&self, from: usize, to: usize) -> Values {
         macro_rules! slice_as {
@@ -538,5 +584,38 @@ mod tests {
         assert!(Scalar::parse("nan").expect("nan").as_f64().is_nan());
         assert_eq!(Scalar::parse("3").expect("int"), Scalar::Int(3));
         assert!(Scalar::parse("x").is_err());
+    }
+
+    #[test]
+    fn bytes_round_trip_aligned_or_not_and_gathers_append() {
+        let v = Values::F64(vec![1.5, -2.0, 3.25]);
+        let bytes = v.to_array_bytes();
+        assert_eq!(
+            Values::from_array_bytes(&DType::Float64, &bytes).expect("decode"),
+            v
+        );
+        // Bytes that do not start on an 8-byte boundary decode the same.
+        let ArrayBytes::Fixed(raw) = &bytes else {
+            panic!("fixed")
+        };
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(raw);
+        let unaligned = ArrayBytes::Fixed(ArrayBytesRaw::from(&shifted[1..]));
+        assert_eq!(
+            Values::from_array_bytes(&DType::Float64, &unaligned).expect("decode"),
+            v
+        );
+        let i = Values::I16(vec![-1, 2, 300]);
+        assert_eq!(
+            i.to_le_bytes(),
+            [-1i16, 2, 300]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>()
+        );
+        let mut out = Values::F64(vec![9.0]);
+        out.extend_selected(&v, &[2, 0]).expect("same dtype");
+        assert_eq!(out, Values::F64(vec![9.0, 3.25, 1.5]));
+        assert!(out.extend_selected(&i, &[0]).is_err(), "dtypes differ");
     }
 }

@@ -328,7 +328,7 @@ pub(super) fn assemble_stacked_sparse(
             }
         }
         if with_data {
-            data.extend(&rows.data.select(&take))?;
+            data.extend_selected(&rows.data, &take)?;
         }
     }
     Ok(Some(Block {
