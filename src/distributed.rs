@@ -71,7 +71,26 @@ pub fn run_concat(
     }
     let opts = &opts;
     let run_start = Instant::now();
-    let prepared = prepare_concat(opts)?;
+    // Local workers start (processes, TLS, registration) while the plan is
+    // made: neither needs the other until the graph is submitted.
+    let mut starting = match &run.cluster {
+        ClusterChoice::Local(c) => anncat_core::output::output_directory(&opts.output)
+            .ok()
+            .map(|root| {
+                let mut config = c.clone();
+                config.allow_write = vec![root];
+                std::thread::spawn(move || LocalCluster::start(config))
+            }),
+        _ => None,
+    };
+    let prepared = match prepare_concat(opts) {
+        Ok(p) => p,
+        Err(e) => {
+            // Stops the workers that started meanwhile (dropping the cluster).
+            drop(starting.take().map(std::thread::JoinHandle::join));
+            return Err(e.into());
+        }
+    };
     let mut phases = Phases {
         prepare_s: run_start.elapsed().as_secs_f64(),
         ..Phases::default()
@@ -96,14 +115,21 @@ pub fn run_concat(
                 name: format!("in-process/{}", std::process::id()),
             }),
             (ClusterChoice::Local(config), _) => {
-                let mut config = config.clone();
-                let root = prepared
-                    .partial_path()
-                    .parent()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("."));
-                config.allow_write = vec![root];
-                let cluster = LocalCluster::start(config)?;
+                let cluster = match starting.take() {
+                    Some(thread) => thread
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("the local cluster's start-up panicked"))??,
+                    None => {
+                        let mut config = config.clone();
+                        let root = prepared
+                            .partial_path()
+                            .parent()
+                            .map(PathBuf::from)
+                            .unwrap_or_else(|| PathBuf::from("."));
+                        config.allow_write = vec![root];
+                        LocalCluster::start(config)?
+                    }
+                };
                 let client = cluster.client()?;
                 _local = Some(cluster);
                 Box::new(client)

@@ -37,6 +37,21 @@ pub fn is_h5ad(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("h5ad"))
 }
 
+/// The directory `output` is written in (where `OUT.partial` goes),
+/// absolute and with symbolic links resolved.
+pub fn output_directory(output: &Path) -> Result<PathBuf> {
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::canonicalize(&parent).map_err(|e| {
+        Error::path(
+            output,
+            format!("output directory {}: {}", parent.display(), io_reason(&e)),
+        )
+    })
+}
+
 impl StagedOutput {
     /// Checks `output` against the `inputs` and prepares a fresh staging
     /// path: the output may not be an input or lie inside one, may not exist
@@ -58,16 +73,7 @@ impl StagedOutput {
         let name = output
             .file_name()
             .ok_or_else(|| Error::path(output, "output path has no file name"))?;
-        let parent = match output.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let parent_abs = std::fs::canonicalize(&parent).map_err(|e| {
-            Error::path(
-                output,
-                format!("output directory {}: {}", parent.display(), io_reason(&e)),
-            )
-        })?;
+        let parent_abs = output_directory(output)?;
         let output_abs = parent_abs.join(name);
         for input in inputs {
             if let Ok(input_abs) = std::fs::canonicalize(input) {
