@@ -131,32 +131,36 @@ def same_output(a: Path, b: Path) -> str:
     return "yes"
 
 
-def targets(rows: list[dict]) -> list[str]:
-    """The issue's targets, case by case: met or not, from this run's rows."""
+def targets(rows: list[dict], scaling: list[tuple[int, float]]) -> list[str]:
+    """The performance issue's targets that this table measures, case by
+    case: met or not, from this run's rows (the atlas targets are in
+    benches/atlas.py's results)."""
     done = [r for r in rows if "failed" not in r]
 
     def names(pred) -> str:
         hit = [r["case"] for r in done if pred(r)]
         return "; ".join(hit) if hit else "none"
 
+    def target(what: str, applies, met) -> str:
+        return (f"- {what} — met by: {names(lambda r: applies(r) and met(r))}. "
+                f"Not met by: {names(lambda r: applies(r) and not met(r))}.")
+
     limit = float(MEM.removesuffix("MiB"))
+    speedup = {w: scaling[0][1] / took for w, took in scaling} if scaling else {}
+    two = speedup.get(2)
     return [
         "",
         "## Targets",
         "",
-        f"- anncat ≤ 1/10 of Python's wall time — met by: {names(lambda r: r['py_s'] / r['ours_s'] >= 10)}. "
-        f"Not met by: {names(lambda r: r['py_s'] / r['ours_s'] < 10)}. "
-        f"Of those, 1/10 of Python's time is below the floor (no tool that decodes and re-encodes the inputs "
-        f"can reach it) for: {names(lambda r: r['py_s'] / r['ours_s'] < 10 and r['py_s'] / r['floor_s'] < 10)}.",
-        f"- Every anncat process ≤ --memory-limit ({MEM}) — met by: {names(lambda r: r['proc_rss'] <= limit)}. "
-        f"Not met by: {names(lambda r: r['proc_rss'] > limit)}.",
-        f"- Every anncat process ≤ 1/4 of Python's peak — met by: {names(lambda r: r['proc_rss'] * 4 <= r['py_rss'])}. "
-        f"Not met by: {names(lambda r: r['proc_rss'] * 4 > r['py_rss'])}.",
-        f"- Dense cases ≤ 1.5x the floor — met by: "
-        f"{names(lambda r: r['case'].startswith('dense') and r['ours_s'] <= 1.5 * r['floor_s'])}. "
-        f"Not met by: {names(lambda r: r['case'].startswith('dense') and r['ours_s'] > 1.5 * r['floor_s'])}.",
-        f"- Scheduler CPU share < 5% — met by: {names(lambda r: r['coord_cpu_pct'] < 5)}. "
-        f"Not met by: {names(lambda r: r['coord_cpu_pct'] >= 5)}.",
+        target("At least 3x Python on zarr CSR along obs (inner and outer)",
+               lambda r: r["case"].startswith("CSR obs"), lambda r: r["py_s"] / r["ours_s"] >= 3),
+        target("At least 2x Python on gzip h5ad", lambda r: "gzip h5ad" in r["case"],
+               lambda r: r["py_s"] / r["ours_s"] >= 2),
+        target(f"Every anncat process at or under --memory-limit ({MEM})", lambda r: True,
+               lambda r: r["proc_rss"] <= limit),
+        target("Scheduler CPU share under 5%", lambda r: True, lambda r: r["coord_cpu_pct"] < 5),
+        "- 1 → 2 workers at least 1.8x on CSR obs outer, sparse 5000 — "
+        + ("not measured." if two is None else f"{two:.2f}x: {'met' if two >= 1.8 else 'not met'}."),
     ]
 
 
@@ -316,7 +320,9 @@ def main() -> int:
         "(every worker and the coordinating process) — worker peaks from `--report`. "
         "Floor: `cargo bench --bench floor -- X FILES` (best of 2), every chunk of the inputs' X read, decoded, "
         "encoded with the codec anncat writes and written once on all cores, with no concatenation at all; "
-        "anncat ÷ floor is how far anncat is from that limit.\n",
+        "anncat ÷ floor is how far anncat is from that limit. anncat's output is on stable storage when it "
+        "returns (each task's writes flushed by `syncfs` before it counts as done, the output flushed around its "
+        "rename); Python's output, and the floor's, may still be in the page cache.\n",
         "| case | input MiB | Python s | anncat s | speed-up | floor s | anncat ÷ floor | Python ÷ floor "
         "| Python peak RSS MiB | anncat max per-process RSS MiB | anncat input MiB/s | scheduler CPU share | same output |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|",
@@ -332,7 +338,7 @@ def main() -> int:
             f"{r['floor_s']:.2f} | {r['ours_s'] / r['floor_s']:.2f}x | {r['py_s'] / r['floor_s']:.1f}x | "
             f"{r['py_rss']:.0f} | {r['proc_rss']:.0f} | {r['in_mib'] / r['ours_s']:.0f} | {r['coord_cpu_pct']:.1f}% | {r['agree']} |"
         )
-    out += targets(rows)
+    out += targets(rows, scaling)
     out += [
         "",
         "## Executor scaling",
