@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     anncat_worker::governor::mark_installed();
+    anncat_worker::governor::one_malloc_arena_per_core();
     // Panics in task threads become task errors (reported once, on one
     // line, by the executor); a panic on the main thread is reported here.
     std::panic::set_hook(Box::new(|info| {
