@@ -77,9 +77,8 @@ pub fn run_concat(
         ClusterChoice::Local(c) => anncat_core::output::output_directory(&opts.output)
             .ok()
             .map(|root| {
-                let mut config = c.clone();
-                config.allow_write = vec![root];
-                std::thread::spawn(move || LocalCluster::start(config))
+                let config = c.clone();
+                std::thread::spawn(move || start_local(config, root))
             }),
         _ => None,
     };
@@ -119,16 +118,12 @@ pub fn run_concat(
                     Some(thread) => thread
                         .join()
                         .map_err(|_| anyhow::anyhow!("the local cluster's start-up panicked"))??,
-                    None => {
-                        let mut config = config.clone();
-                        let root = prepared
-                            .partial_path()
-                            .parent()
-                            .map(PathBuf::from)
-                            .unwrap_or_else(|| PathBuf::from("."));
-                        config.allow_write = vec![root];
-                        LocalCluster::start(config)?
-                    }
+                    // The output directory could not be resolved before
+                    // the plan was made; it exists now.
+                    None => start_local(
+                        config.clone(),
+                        anncat_core::output::output_directory(&opts.output)?,
+                    )?,
                 };
                 let client = cluster.client()?;
                 _local = Some(cluster);
@@ -228,6 +223,13 @@ pub fn run_concat(
         write_report(path, &report.finish())?;
     }
     finished
+}
+
+/// Starts the local cluster of `config`, its workers allowed to write
+/// under `root` (the output's directory) only.
+fn start_local(mut config: LocalClusterConfig, root: PathBuf) -> anyhow::Result<LocalCluster> {
+    config.allow_write = vec![root];
+    LocalCluster::start(config)
 }
 
 /// The concat kernels for threads of this process; with the test hook

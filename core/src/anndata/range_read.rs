@@ -21,6 +21,23 @@ use super::backend::Backend;
 /// decoding a large shard whole for a few elements would cost more.
 const WHOLE_CHUNK_MAX_BYTES: u64 = 16 << 20;
 
+/// Elements `start .. start + len` of the 1-D `array` in zarrs' decoded
+/// layout: by whole chunks where [`read_range_by_chunks`] takes the array,
+/// through zarrs' subset read otherwise.
+pub fn read_range(
+    array: &Array<Backend>,
+    start: u64,
+    len: u64,
+) -> Result<ArrayBytes<'static>, zarrs::array::ArrayError> {
+    match read_range_by_chunks(array, start, len)? {
+        Some(bytes) => Ok(bytes),
+        None => {
+            let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])?;
+            array.retrieve_array_subset(&subset)
+        }
+    }
+}
+
 /// Elements `start .. start + len` of `array` in zarrs' decoded layout;
 /// `Ok(None)` when `array` is not a compressed 1-D array of fixed-size
 /// elements in chunks of at most [`WHOLE_CHUNK_MAX_BYTES`] (the caller
@@ -103,5 +120,8 @@ mod tests {
         let store = Store::open(&fixtures.join("chunked_v3s.zarr")).expect("open");
         let array = store.array("layers/sparse/indices").expect("array");
         assert!(read_range_by_chunks(&array, 5, 37).expect("read").is_none());
+        let subset = ArraySubset::new_with_start_shape(vec![5], vec![37]).expect("subset");
+        let want: ArrayBytes<'static> = array.retrieve_array_subset(&subset).expect("subset read");
+        assert_eq!(read_range(&array, 5, 37).expect("read"), want);
     }
 }

@@ -1,9 +1,7 @@
 //! Sparse matrix (CSR / CSC) checks and reads over zarr: the `indptr` array
 //! is read in bounded blocks and must be a valid compressed-pointer array.
 
-use zarrs::array::{ArrayBytes, ArraySubset};
-
-use super::range_read::read_range_by_chunks;
+use super::range_read::read_range;
 
 use super::dtype::DType;
 use super::element::{Element, Encoding};
@@ -23,17 +21,8 @@ pub fn read_i64_range(
 ) -> Result<Vec<i64>> {
     let array = store.array(path)?;
     let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
-    let bytes = match read_range_by_chunks(&array, start, len).map_err(err)? {
-        Some(bytes) => bytes,
-        None => {
-            let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
-                .map_err(|e| store.err(path, e))?;
-            array
-                .retrieve_array_subset::<ArrayBytes<'static>>(&subset)
-                .map_err(err)?
-        }
-    };
-    let raw = bytes
+    let raw = read_range(&array, start, len)
+        .map_err(err)?
         .into_fixed()
         .map_err(|e| store.err(path, format!("cannot read data: {e}")))?;
     // zarrs hands decoded elements over in native byte order.

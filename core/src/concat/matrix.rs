@@ -98,15 +98,9 @@ pub(crate) fn read_values(
     }
     let array = store.array(path)?;
     let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
-    let by_chunks = match (start.as_slice(), shape.as_slice()) {
-        ([s], [n]) => {
-            crate::anndata::range_read::read_range_by_chunks(&array, *s, *n).map_err(err)?
-        }
-        _ => None,
-    };
-    let bytes = match by_chunks {
-        Some(bytes) => bytes,
-        None => {
+    let bytes = match (start.as_slice(), shape.as_slice()) {
+        ([s], [n]) => crate::anndata::range_read::read_range(&array, *s, *n).map_err(err)?,
+        _ => {
             let subset =
                 ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
             array.retrieve_array_subset(&subset).map_err(err)?

@@ -198,6 +198,21 @@ macro_rules! each {
     };
 }
 
+/// Runs `$body` with `$a` (in `$into`) and `$b` (in `$from`) bound to the
+/// vectors of two values of one dtype, for appending one to the other;
+/// values of different dtypes return an internal error.
+macro_rules! append_same {
+    ($into:expr, $from:expr, $a:ident, $b:ident => $body:expr) => {
+        append_same!(@ $into, $from, $a, $b, $body; Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64)
+    };
+    (@ $into:expr, $from:expr, $a:ident, $b:ident, $body:expr; $($var:ident),*) => {
+        match ($into, $from) {
+            $((Values::$var($a), Values::$var($b)) => $body,)*
+            _ => return Err(Error::internal("appending values of different dtypes")),
+        }
+    };
+}
+
 /// Numbers anncat converts between (numpy `astype` semantics for upcasts).
 pub trait Number: Copy + Default + Send + Sync + 'static {
     /// To f64.
@@ -444,30 +459,14 @@ impl Values {
 
     /// Appends `other` (of the same dtype).
     pub fn extend(&mut self, other: &Values) -> Result<()> {
-        macro_rules! ext {
-            ($($var:ident),*) => {
-                match (self, other) {
-                    $((Values::$var(a), Values::$var(b)) => a.extend_from_slice(b),)*
-                    _ => return Err(Error::internal("appending values of different dtypes")),
-                }
-            };
-        }
-        ext!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64);
+        append_same!(self, other, a, b => a.extend_from_slice(b));
         Ok(())
     }
 
     /// Appends `other[from..to]` (of the same dtype) without an
     /// intermediate copy.
     pub fn extend_range(&mut self, other: &Values, from: usize, to: usize) -> Result<()> {
-        macro_rules! ext {
-            ($($var:ident),*) => {
-                match (self, other) {
-                    $((Values::$var(a), Values::$var(b)) => a.extend_from_slice(&b[from..to]),)*
-                    _ => return Err(Error::internal("appending values of different dtypes")),
-                }
-            };
-        }
-        ext!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64);
+        append_same!(self, other, a, b => a.extend_from_slice(&b[from..to]));
         Ok(())
     }
 
@@ -494,15 +493,7 @@ impl Values {
     /// Appends `other[p]` (of the same dtype) for each `p` of `positions`,
     /// gathered straight into this vector.
     pub fn extend_selected(&mut self, other: &Values, positions: &[usize]) -> Result<()> {
-        macro_rules! ext {
-            ($($var:ident),*) => {
-                match (self, other) {
-                    $((Values::$var(a), Values::$var(b)) => a.extend(positions.iter().map(|&p| b[p])),)*
-                    _ => return Err(Error::internal("appending values of different dtypes")),
-                }
-            };
-        }
-        ext!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64);
+        append_same!(self, other, a, b => a.extend(positions.iter().map(|&p| b[p])));
         Ok(())
     }
 
