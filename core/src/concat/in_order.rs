@@ -166,9 +166,7 @@ fn join(mut pieces: Vec<Vec<u8>>) -> Vec<u8> {
 /// `path`.
 pub(crate) fn read_bytes(store: &Store, path: &str, start: u64, len: u64) -> Result<Vec<u8>> {
     let array = store.array(path)?;
-    let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
-        .map_err(|e| store.err(path, e))?;
-    match array.retrieve_array_subset::<ArrayBytes<'_>>(&subset) {
+    match crate::anndata::range_read::read_range(&array, start, len) {
         Ok(ArrayBytes::Fixed(raw)) => Ok(raw.into_owned()),
         Ok(_) => Err(store.err(path, "expected fixed-size numeric data")),
         Err(e) => Err(store.err(path, format!("cannot read data: {e}"))),

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{ConcatOptions, ConcatSummary, Input, Planner, Sharding};
@@ -138,14 +139,20 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
         abs.sharding = Sharding::Off;
     }
     let opts = &abs;
-    // 1. Open and validate every input before writing anything.
-    let mut inputs = Vec::with_capacity(opts.inputs.len());
-    for path in &opts.inputs {
-        let store = Store::open(path)?;
-        let tree = read_tree(&store)?;
-        check_all_sparse(&store, &tree)?;
-        inputs.push(Input { store, tree });
-    }
+    // 1. Open and validate every input before writing anything, on all
+    // cores (an atlas has hundreds); the first bad input in the given
+    // order is the one reported.
+    let opened: Vec<Result<Input>> = opts
+        .inputs
+        .par_iter()
+        .map(|path| {
+            let store = Store::open(path)?;
+            let tree = read_tree(&store)?;
+            check_all_sparse(&store, &tree)?;
+            Ok(Input { store, tree })
+        })
+        .collect();
+    let inputs = opened.into_iter().collect::<Result<Vec<_>>>()?;
     let input_paths: Vec<&Path> = opts.inputs.iter().map(PathBuf::as_path).collect();
     let (staged, found) =
         StagedOutput::prepare_resumable(&opts.output, &input_paths, opts.overwrite, opts.resume)?;
@@ -158,7 +165,12 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
     }
     let keys = opts.resolved_keys();
     let format = opts.zarr_format.unwrap_or(inputs[0].store.format());
-    let planned = (|| {
+    // The inputs' identities (a `stat` of every file) are taken on a
+    // thread of their own while the plan is made.
+    let planned = std::thread::scope(|scope| {
+        let identities = std::thread::Builder::new()
+            .name("anncat-identity".into())
+            .spawn_scoped(scope, || input_identities(opts));
         let out = OutputStore::create(&staged.partial_path, format)?;
         let mut planner = Planner::new(opts, &keys, &inputs, out)?;
         planner.plan_all()?;
@@ -177,7 +189,12 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
         };
         let record = RunRecord {
             fingerprint: fingerprint(opts),
-            inputs: input_identities(opts)?,
+            inputs: match identities {
+                Ok(thread) => thread
+                    .join()
+                    .map_err(|_| Error::internal("the input identity thread panicked"))??,
+                Err(_) => input_identities(opts)?,
+            },
             graph,
             summary,
         };
@@ -185,7 +202,7 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
         crate::anndata::atomic_store::write_atomic(&file, &encode(&record)?)
             .map_err(|e| Error::path(&file, format!("cannot save the run: {e}")))?;
         Ok((planner.out, record))
-    })();
+    });
     match planned {
         Ok((out, record)) => Ok(PreparedConcat {
             staged,
