@@ -351,6 +351,7 @@ def _frame_columns_input(i, n, rng):
     obs["depth"] = rng.integers(0, 1000, size=n).astype(np.int32 if i else np.int64)
     obs["frac"] = rng.random(n).astype(np.float32)
     obs["unique_id"] = [f"u{i}_{j}" for j in range(n)]          # unique strings stay strings
+    obs["barcode"] = [f"bc{j}" for j in range(n)]  # unique in each input, repeated across -> categorical
     obs["group"] = rng.choice(["a", "b", "c10", "c9"], size=n)  # repeats -> categorical
     # Categories in an order that is not sorted; the first input's set is
     # the union, so Python keeps its order.

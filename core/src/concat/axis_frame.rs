@@ -2,22 +2,18 @@
 //! planned here and written by graph tasks ([`super::frame_tasks`]) a block
 //! of rows at a time: the index (with `index_unique` suffixes), every joined
 //! column and the label column. Here, only the columns' kinds and
-//! categories are decided (for string results, whether their values repeat,
-//! from sorted 64-bit hashes) and their arrays created; no per-row value is
-//! written by the coordinator.
+//! categories are decided, from the inputs' metadata and first rows, and
+//! their arrays created; whether a string result's values repeat is left to
+//! a graph task ([`super::frame_distinct`]). The coordinator reads no
+//! column whole.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-
-use rayon::prelude::*;
+use std::path::PathBuf;
 
 use super::column_concat::{ColumnTarget, Pandas};
-use super::distinct::hashes_distinct;
 use super::frame::{
-    Categories, Column, ColumnReader, IndexNa, common_index_na, create_column, index_column,
-    write_frame_group,
+    Column, ColumnReader, IndexNa, common_index_na, create_column, index_column, write_frame_group,
 };
-use super::frame_tasks::{FrameColumnKind, FrameColumnPlan, pieces};
+use super::frame_tasks::{FrameColumnKind, FrameColumnPlan};
 use crate::anndata::OutputStore;
 use crate::anndata::Store;
 use crate::anndata::element::Element;
@@ -59,58 +55,14 @@ enum Source<'a> {
     Label(Vec<String>),
 }
 
-/// Block starts covering `0..total` in steps of `block`.
-fn blocks(total: u64, block: u64) -> impl Iterator<Item = (u64, u64)> {
-    let block = block.max(1);
-    (0..total.div_ceil(block)).map(move |b| (b * block, ((b + 1) * block).min(total)))
-}
-
 impl Source<'_> {
-    /// Rows `local..local + n` of input `i`.
-    fn read(&self, i: usize, local: u64, n: u64) -> Result<Option<Column>> {
-        Ok(match self {
-            Source::Stored(readers) => match &readers[i] {
-                Some(r) => Some(r.read(local, n)?),
-                None => None,
-            },
-            Source::Label(keys) => Some(Column::Cat {
-                codes: vec![i as i64; n as usize],
-                categories: Categories::Str(keys.clone()),
-                ordered: false,
-            }),
-        })
-    }
-
-    /// Calls `f(first output row, pieces)` for each block of `block` rows,
-    /// with every input's piece of it read (`None`: that input lacks the
-    /// column) and its row count.
-    fn each_block(
-        &self,
-        rows: &[u64],
-        block: u64,
-        mut f: impl FnMut(u64, Vec<(Option<Column>, usize)>) -> Result<()>,
-    ) -> Result<()> {
-        for (start, end) in blocks(rows.iter().sum(), block) {
-            let read = pieces(rows, start, end)
-                .into_iter()
-                .map(|(i, local, n)| Ok((self.read(i, local, n)?, n as usize)))
-                .collect::<Result<_>>()?;
-            f(start, read)?;
-        }
-        Ok(())
-    }
-
-    /// The output kind of this column.
-    fn target(
-        &self,
-        rows: &[u64],
-        block: u64,
-        text: Text,
-        pandas: Pandas,
-        scratch: &Path,
-    ) -> Result<ColumnTarget> {
+    /// The output kind of this column as far as the inputs' metadata and
+    /// first rows tell, and whether it still depends on whether its values
+    /// repeat (a string result of obs or var: the graph's check task
+    /// decides, see [`super::frame_distinct`]).
+    fn target(&self, rows: &[u64], text: Text, pandas: Pandas) -> Result<(ColumnTarget, bool)> {
         let readers = match self {
-            Source::Label(keys) => return Ok(ColumnTarget::label(keys.clone())),
+            Source::Label(keys) => return Ok((ColumnTarget::label(keys.clone()), false)),
             Source::Stored(readers) => readers,
         };
         let heads: Vec<Option<Column>> = readers
@@ -124,42 +76,10 @@ impl Source<'_> {
             .collect();
         let target = ColumnTarget::decide(&decide, pandas)?;
         if text == Text::Keep {
-            return Ok(target.keeping_text());
+            return Ok((target.keeping_text(), false));
         }
-        if !target.needs_distinct() {
-            return Ok(target);
-        }
-        // First look for repeats among 64-bit hashes of the values, 8 bytes
-        // a row (spilled to `scratch` by partition beyond a few MiB; a
-        // column of unique names stays a string array and is never held
-        // whole). Distinct hashes prove distinct values; equal ones (a
-        // repeat, a missing value or, rarely, a collision) send the column
-        // to the exact count below, which collects the values of a column
-        // that becomes a categorical anyway. Blocks are read and hashed on
-        // all cores.
-        let total: u64 = rows.iter().sum();
-        let distinct = hashes_distinct(total, block, scratch, |start, end, got| {
-            for (i, local, n) in pieces(rows, start, end) {
-                if let Some(r) = &readers[i]
-                    && r.hash_strings(local, n, got)?
-                {
-                    continue;
-                }
-                ColumnTarget::collect_hashes(self.read(i, local, n)?.as_ref(), got);
-            }
-            Ok(())
-        })?;
-        if distinct == Some(true) {
-            return Ok(target);
-        }
-        let mut distinct = HashSet::new();
-        self.each_block(rows, block, |_, read| {
-            for (piece, n) in &read {
-                ColumnTarget::collect_distinct(piece.as_ref(), *n, &mut distinct);
-            }
-            Ok(())
-        })?;
-        Ok(target.finish(distinct, total))
+        let check = target.needs_distinct();
+        Ok((target, check))
     }
 }
 
@@ -262,23 +182,12 @@ pub(crate) fn plan_axis_frame(
         },
         rows: rows.clone(),
         block,
+        distinct_check: false,
     }];
-    // Deciding a string column's kind reads it whole (hashing its values):
-    // the columns are decided on all cores at once.
-    // Hashes beyond a few MiB spill under the output's scratch directory.
-    let scratch = out.root().join(".anncat").join("tmp");
-    let targets: Vec<Result<ColumnTarget>> = sources
-        .par_iter()
-        .enumerate()
-        .map(|(k, (name, source, _))| {
-            let spill = scratch.join(format!("hashes-{}-{k}", path.replace('/', "_")));
-            source
-                .target(&rows, block, text, pandas, &spill)
-                .map_err(|e| Error::data(format!("{axis}/{name}: {e}")))
-        })
-        .collect();
-    for ((name, source, located), target) in sources.into_iter().zip(targets) {
-        let target = target?;
+    for (name, source, located) in sources {
+        let (target, distinct_check) = source
+            .target(&rows, text, pandas)
+            .map_err(|e| Error::data(format!("{axis}/{name}: {e}")))?;
         let col_path = format!("{path}/{name}");
         create_column(out, &col_path, &target.empty()?, total, block)?;
         let kind = match source {
@@ -294,22 +203,8 @@ pub(crate) fn plan_axis_frame(
             kind,
             rows: rows.clone(),
             block,
+            distinct_check,
         });
     }
     Ok(planned)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_and_pieces_cover_every_row_once() {
-        let all: Vec<(u64, u64)> = blocks(10, 4).collect();
-        assert_eq!(all, vec![(0, 4), (4, 8), (8, 10)]);
-        assert_eq!(blocks(0, 4).count(), 0);
-        // Inputs of 3, 0 and 5 rows; output rows 2..6.
-        assert_eq!(pieces(&[3, 0, 5], 2, 6), vec![(0, 2, 1), (2, 0, 3)]);
-        assert_eq!(pieces(&[3, 0, 5], 0, 8).len(), 2);
-    }
 }

@@ -17,12 +17,19 @@ mod union;
 
 pub use union::*;
 
-/// The 64-bit hash by which string columns are checked for repeats.
+/// The 64-bit hash by which string columns are checked for repeats:
+/// foldhash with a fixed seed (the same on every process and run), several
+/// times faster than std's SipHash on the short names of a cell barcode
+/// column. Equal hashes only send a column to the exact count, so a
+/// collision costs time, never a wrong answer.
 pub fn hash_string(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+    hash_bytes(s.as_bytes())
+}
+
+/// [`hash_string`] of a value held as its UTF-8 bytes.
+pub fn hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x616e_6e63_6174).hash_one(bytes)
 }
 
 /// The kind an output column takes, with what converting rows into it needs.

@@ -1,160 +1,94 @@
 //! Whether a column's values are all distinct, judged from 64-bit hashes
-//! in bounded memory. Up to [`PARTITION_BYTES`] of hashes are sorted in
-//! memory; beyond that, each block's hashes are dealt by value into
-//! partition files under a scratch directory (8 bytes a row on disk, in one
-//! pass), and each partition is then sorted on its own, so the planner's
-//! memory does not grow with the rows.
+//! in bounded memory by graph tasks: each block task leaves the sorted
+//! hashes of its block's values in a file of their own (a run), and one
+//! check task merges the runs, holding a small buffer per run, and stops at
+//! the first repeat. No process holds 8 bytes a row of the whole column.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use rayon::prelude::*;
-
+use crate::anndata::sandbox;
 use crate::error::{Error, Result};
 
-/// Hashes held in memory at once per partition.
-pub(crate) const PARTITION_BYTES: u64 = 4 << 20;
+/// Bytes read from each run at a time while merging.
+const RUN_BUFFER_BYTES: usize = 16 << 10;
 
-/// Whether the `total` hashes given block by block are all distinct.
-/// `hash_block(start, end, out)` appends the hashes of rows `start..end`
-/// (fewer than `end - start` when some values are missing). `None` when a
-/// block had missing values; `Some(false)` when two hashes are equal (a
-/// repeat or, rarely, a collision: the caller then counts exactly).
-pub(crate) fn hashes_distinct(
-    total: u64,
-    block: u64,
-    scratch: &Path,
-    hash_block: impl Fn(u64, u64, &mut Vec<u64>) -> Result<()> + Sync,
-) -> Result<Option<bool>> {
-    let block = block.max(1);
-    let blocks = total.div_ceil(block);
-    let partitions = (total * 8).div_ceil(PARTITION_BYTES).max(1);
-    if partitions == 1 {
-        let mut hashes = vec![0u64; usize::try_from(total).unwrap_or(0)];
-        let complete = hashes
-            .par_chunks_mut(block as usize)
-            .enumerate()
-            .map(|(b, slots)| -> Result<bool> {
-                let start = b as u64 * block;
-                let mut got = Vec::with_capacity(slots.len());
-                hash_block(start, start + slots.len() as u64, &mut got)?;
-                let complete = got.len() == slots.len();
-                if complete {
-                    slots.copy_from_slice(&got);
-                }
-                Ok(complete)
-            })
-            .collect::<Result<Vec<bool>>>()?;
-        if complete.contains(&false) {
-            return Ok(None);
-        }
-        hashes.par_sort_unstable();
-        return Ok(Some(hashes.windows(2).all(|w| w[0] != w[1])));
-    }
-    let spill = Spill::create(scratch, partitions as usize)?;
-    let complete = (0..blocks)
-        .into_par_iter()
-        .map(|b| -> Result<bool> {
-            let (start, end) = (b * block, ((b + 1) * block).min(total));
-            let mut got = Vec::with_capacity((end - start) as usize);
-            hash_block(start, end, &mut got)?;
-            if got.len() as u64 != end - start {
-                return Ok(false);
+/// The file holding run `block` in `dir`.
+fn run_file(dir: &Path, block: u64) -> PathBuf {
+    dir.join(format!("{block}.bin"))
+}
+
+/// Leaves `hashes` (of one block's present values) sorted as run `block`
+/// in `dir`, replacing an earlier attempt's.
+pub(crate) fn write_run(dir: &Path, block: u64, mut hashes: Vec<u64>) -> Result<()> {
+    let io = |e: std::io::Error| Error::path(dir, format!("cannot leave value hashes: {e}"));
+    hashes.sort_unstable();
+    sandbox::create_dir_all(dir).map_err(io)?;
+    let bytes: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+    sandbox::write(&run_file(dir, block), &bytes).map_err(io)
+}
+
+/// Whether runs `0..blocks` in `dir` hold `total` hashes, all different:
+/// `Some(true)` then; `Some(false)` when two are equal (a repeat or, rarely,
+/// a collision) or there are fewer (values were missing); `None` when a run
+/// is not there (left by a block task of an earlier attempt whose file a
+/// crash lost): the caller then counts the values themselves.
+pub(crate) fn runs_distinct(dir: &Path, blocks: u64, total: u64) -> Result<Option<bool>> {
+    let io = |e: std::io::Error| Error::path(dir, format!("cannot read value hashes: {e}"));
+    let mut runs = Vec::with_capacity(blocks as usize);
+    let mut count = 0u64;
+    for b in 0..blocks {
+        let path = run_file(dir, b);
+        match File::open(&path) {
+            Ok(f) => {
+                count += f.metadata().map_err(io)?.len() / 8;
+                runs.push(BufReader::with_capacity(RUN_BUFFER_BYTES, f));
             }
-            spill.deal(&got)?;
-            Ok(true)
-        })
-        .collect::<Result<Vec<bool>>>()?;
-    if complete.contains(&false) {
-        return Ok(None);
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        }
     }
-    spill.flush()?;
-    let distinct = (0..spill.parts.len())
-        .into_par_iter()
-        .map(|p| -> Result<bool> {
-            let mut hashes = spill.read(p)?;
-            hashes.sort_unstable();
-            Ok(hashes.windows(2).all(|w| w[0] != w[1]))
-        })
-        .collect::<Result<Vec<bool>>>()?;
-    Ok(Some(!distinct.contains(&false)))
+    if count != total {
+        return Ok(Some(false));
+    }
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    for (r, run) in runs.iter_mut().enumerate() {
+        if let Some(h) = next_hash(run).map_err(io)? {
+            heap.push(Reverse((h, r)));
+        }
+    }
+    let mut last = None;
+    while let Some(Reverse((h, r))) = heap.pop() {
+        if last == Some(h) {
+            return Ok(Some(false));
+        }
+        last = Some(h);
+        if let Some(next) = next_hash(&mut runs[r]).map_err(io)? {
+            heap.push(Reverse((next, r)));
+        }
+    }
+    Ok(Some(true))
 }
 
-/// Partition files of hashes; the directory goes away with it.
-struct Spill {
-    dir: PathBuf,
-    parts: Vec<Mutex<BufWriter<File>>>,
-}
-
-impl Spill {
-    fn create(scratch: &Path, n: usize) -> Result<Spill> {
-        let io = |e: std::io::Error| Error::path(scratch, format!("cannot spill hashes: {e}"));
-        std::fs::create_dir_all(scratch).map_err(io)?;
-        let parts = (0..n)
-            .map(|p| {
-                File::create(scratch.join(format!("{p}.bin")))
-                    .map(|f| Mutex::new(BufWriter::new(f)))
-                    .map_err(io)
-            })
-            .collect::<Result<_>>()?;
-        Ok(Spill {
-            dir: scratch.to_path_buf(),
-            parts,
-        })
-    }
-
-    fn io(&self, e: std::io::Error) -> Error {
-        Error::path(&self.dir, format!("cannot spill hashes: {e}"))
-    }
-
-    /// Appends each hash to its partition's file (the partition: the
-    /// hash's top bits scaled to the partition count).
-    fn deal(&self, hashes: &[u64]) -> Result<()> {
-        let n = self.parts.len() as u64;
-        let mut by_part: Vec<Vec<u8>> = vec![Vec::new(); self.parts.len()];
-        for &h in hashes {
-            by_part[(((h >> 32) * n) >> 32) as usize].extend_from_slice(&h.to_le_bytes());
-        }
-        for (p, bytes) in by_part.iter().enumerate() {
-            if bytes.is_empty() {
-                continue;
-            }
-            let mut w = self.parts[p]
-                .lock()
-                .map_err(|_| Error::internal("hash spill lock poisoned"))?;
-            w.write_all(bytes).map_err(|e| self.io(e))?;
-        }
-        Ok(())
-    }
-
-    fn flush(&self) -> Result<()> {
-        for part in &self.parts {
-            part.lock()
-                .map_err(|_| Error::internal("hash spill lock poisoned"))?
-                .flush()
-                .map_err(|e| self.io(e))?;
-        }
-        Ok(())
-    }
-
-    /// The hashes of partition `p`.
-    fn read(&self, p: usize) -> Result<Vec<u64>> {
-        let mut bytes = Vec::new();
-        File::open(self.dir.join(format!("{p}.bin")))
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| self.io(e))?;
-        Ok(bytes
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect())
+/// The next hash of a run, `None` at its end.
+fn next_hash(run: &mut BufReader<File>) -> std::io::Result<Option<u64>> {
+    let mut bytes = [0u8; 8];
+    match run.read_exact(&mut bytes) {
+        Ok(()) => Ok(Some(u64::from_le_bytes(bytes))),
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-impl Drop for Spill {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+/// Removes the runs in `dir` (gone already is fine).
+pub(crate) fn remove_runs(dir: &Path) -> Result<()> {
+    match sandbox::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::path(dir, format!("cannot remove value hashes: {e}"))),
     }
 }
 
@@ -162,33 +96,65 @@ impl Drop for Spill {
 mod tests {
     use super::*;
 
-    /// Hashes of rows: row `r` hashes to `f(r)`; rows in `missing` have none.
-    fn run(total: u64, f: impl Fn(u64) -> u64 + Sync, missing: Option<u64>) -> Option<bool> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let scratch = dir.path().join("hashes");
-        let got = hashes_distinct(total, 1000, &scratch, |a, b, out| {
-            out.extend((a..b).filter(|&r| Some(r) != missing).map(&f));
-            Ok(())
-        })
-        .expect("check");
-        assert!(!scratch.exists(), "the spill directory is removed");
-        got
-    }
-
     fn mix(r: u64) -> u64 {
         r.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17) ^ 0x5555
     }
 
-    #[test]
-    fn distinct_repeated_and_missing_in_memory_and_spilled() {
-        // One partition in memory, then several spilled to disk.
-        for total in [10_000, 3 * PARTITION_BYTES / 8 + 123] {
-            assert_eq!(run(total, mix, None), Some(true), "{total} distinct");
-            let last = total - 1;
-            let repeat = |r: u64| mix(if r == last { 7 } else { r });
-            assert_eq!(run(total, repeat, None), Some(false), "{total} one repeat");
-            assert_eq!(run(total, mix, Some(5)), None, "{total} one missing");
+    /// Leaves rows `0..total` hashed by `f` in runs of `block` rows
+    /// (`skip`: a row with no value), then merges them.
+    fn check(total: u64, block: u64, f: impl Fn(u64) -> u64, skip: Option<u64>) -> Option<bool> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runs = dir.path().join("runs");
+        let blocks = total.div_ceil(block);
+        for b in 0..blocks {
+            let rows = b * block..((b + 1) * block).min(total);
+            let hashes = rows.filter(|&r| Some(r) != skip).map(&f).collect();
+            write_run(&runs, b, hashes).expect("write");
         }
-        assert_eq!(run(0, mix, None), Some(true));
+        let got = runs_distinct(&runs, blocks, total).expect("merge");
+        remove_runs(&runs).expect("remove");
+        assert!(!runs.exists(), "the runs are removed");
+        remove_runs(&runs).expect("removing again is fine");
+        got
+    }
+
+    #[test]
+    fn distinct_repeated_and_missing_across_runs() {
+        for (total, block) in [(10_000, 1000), (10_000, 10_000), (5, 1), (1001, 7)] {
+            assert_eq!(
+                check(total, block, mix, None),
+                Some(true),
+                "{total}/{block} distinct"
+            );
+            // A repeat in the last row of the column, of the first row.
+            let last = total - 1;
+            let repeat = |r: u64| mix(if r == last { 0 } else { r });
+            assert_eq!(
+                check(total, block, repeat, None),
+                Some(false),
+                "{total}/{block} repeat"
+            );
+            // A repeat inside one run.
+            let inside = |r: u64| mix(if r == 1 { 0 } else { r });
+            assert_eq!(
+                check(total, block, inside, None),
+                Some(false),
+                "{total}/{block} inside"
+            );
+            assert_eq!(
+                check(total, block, mix, Some(3)),
+                Some(false),
+                "{total}/{block} missing"
+            );
+        }
+        assert_eq!(check(0, 10, mix, None), Some(true), "no rows");
+    }
+
+    #[test]
+    fn a_lost_run_asks_for_an_exact_count() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_run(dir.path(), 0, vec![3, 1]).expect("write");
+        assert_eq!(runs_distinct(dir.path(), 2, 4).expect("merge"), None);
+        assert_eq!(runs_distinct(dir.path(), 1, 2).expect("merge"), Some(true));
     }
 }

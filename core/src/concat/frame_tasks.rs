@@ -1,18 +1,22 @@
 //! Data frame columns along the concatenation axis (obs when stacking
 //! cells, and data frames in {axis}m), written by graph tasks: the planner
-//! decides each column's output kind and creates its arrays; one task per
-//! block of rows reads the inputs' rows of that block, converts them and
-//! writes them, on whichever worker runs it. The coordinator thus never
-//! reads or writes the per-cell values of a column it does not have to
-//! inspect (string columns, for `strings_to_categoricals`).
+//! decides each column's output kind from the inputs' metadata and first
+//! rows and creates its arrays; one task per block of rows reads the
+//! inputs' rows of that block, converts them and writes them, on whichever
+//! worker runs it. A string result's kind also depends on whether its
+//! values repeat (`strings_to_categoricals`): such a column is written as
+//! strings, its block tasks leave the hashes of their values, and a check
+//! task ([`super::frame_distinct`]) rewrites it as a categorical if they
+//! repeat. The coordinator never reads a column's per-row values.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::column_concat::ColumnTarget;
+use super::column_concat::{ColumnTarget, hash_bytes};
 use super::frame::{Categories, Column, ColumnReader, IndexNa, index_column, write_column_rows};
+use super::frame_distinct::leave_hashes;
 use super::index::{read_raw_strings, read_strings_range};
 use super::plan::ConcatPlan;
 use zarrs::array::{ArrayBytes, ArrayBytesOffsets, ArraySubset};
@@ -37,6 +41,9 @@ pub struct FrameColumnPlan {
     pub rows: Vec<u64>,
     /// Rows per block, and per chunk of the output arrays.
     pub block: u64,
+    /// Written as strings before knowing whether the values repeat: the
+    /// block tasks leave the hashes of their values for the check task.
+    pub distinct_check: bool,
 }
 
 /// Where a frame column's rows come from.
@@ -69,7 +76,7 @@ pub enum FrameColumnKind {
 
 impl FrameColumnPlan {
     /// Number of rows of the output column.
-    fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.rows.iter().sum()
     }
 
@@ -96,6 +103,12 @@ pub struct FrameBlockTask {
     pub block: u64,
 }
 
+/// Block starts and ends covering `0..total` in steps of `block`.
+pub(crate) fn blocks(total: u64, block: u64) -> impl Iterator<Item = (u64, u64)> + Clone {
+    let block = block.max(1);
+    (0..total.div_ceil(block)).map(move |b| (b * block, ((b + 1) * block).min(total)))
+}
+
 /// Output rows `start..end` as `(input, first local row, rows)` pieces.
 pub(crate) fn pieces(rows: &[u64], start: u64, end: u64) -> Vec<(usize, u64, u64)> {
     let mut out = Vec::new();
@@ -117,15 +130,17 @@ pub(crate) fn register(registry: &mut KernelRegistry) {
     });
 }
 
-/// Adds one task per block of every planned frame column to `g`.
+/// Adds one task per block of every planned frame column to `g`, and the
+/// check task of each column that needs one, after its blocks.
 pub(crate) fn add_frame_tasks(
     g: &mut Graph,
     plan: &ConcatPlan,
     plan_file: &std::path::Path,
 ) -> Result<()> {
     for (i, c) in plan.frames.iter().enumerate() {
+        let mut blocks = Vec::with_capacity(c.blocks() as usize);
         for block in 0..c.blocks() {
-            g.add(
+            blocks.push(g.add(
                 "concat.frame_block",
                 &FrameBlockTask {
                     plan: plan_file.to_path_buf(),
@@ -135,7 +150,10 @@ pub(crate) fn add_frame_tasks(
                 vec![],
                 c.block_memory(),
                 format!("{}: rows block {block}", c.name),
-            )?;
+            )?);
+        }
+        if c.distinct_check {
+            super::frame_distinct::add_check_task(g, c, i, plan_file, blocks)?;
         }
     }
     Ok(())
@@ -149,12 +167,34 @@ fn frame_block(t: &FrameBlockTask) -> Result<()> {
         .ok_or_else(|| Error::internal("frame task of a column the plan lacks"))?;
     let start = t.block * c.block;
     let end = (start + c.block).min(c.total());
-    let in_column = |e: Error| Error::data(format!("{}: {e}", c.name));
     let out = OutputStore::open(&plan.output)?;
     if let Some(raw) = raw_strings_block(c, start, end)? {
+        if c.distinct_check {
+            let hashes = raw.offsets.windows(2);
+            let hashes = hashes.map(|w| hash_bytes(&raw.bytes[w[0]..w[1]])).collect();
+            leave_hashes(&plan, t.column, t.block, hashes)?;
+        }
         return raw.write(&out, &c.out_path, start);
     }
-    let column = match &c.kind {
+    let column = block_column(c, &c.kind, start, end)?;
+    if c.distinct_check {
+        let mut hashes = Vec::with_capacity(column.len());
+        ColumnTarget::collect_hashes(Some(&column), &mut hashes);
+        leave_hashes(&plan, t.column, t.block, hashes)?;
+    }
+    write_column_rows(&out, &c.out_path, &column, start)
+}
+
+/// Rows `start..end` of column `c` read from its inputs and converted as
+/// `kind` says (the plan's own kind, or a check task's decided one).
+pub(crate) fn block_column(
+    c: &FrameColumnPlan,
+    kind: &FrameColumnKind,
+    start: u64,
+    end: u64,
+) -> Result<Column> {
+    let in_column = |e: Error| Error::data(format!("{}: {e}", c.name));
+    Ok(match kind {
         FrameColumnKind::Index { na, inputs } => {
             let mut names = Vec::with_capacity((end - start) as usize);
             for (i, local, n) in pieces(&c.rows, start, end) {
@@ -202,8 +242,7 @@ fn frame_block(t: &FrameBlockTask) -> Result<()> {
             }
             col
         }
-    };
-    write_column_rows(&out, &c.out_path, &column, start)
+    })
 }
 
 /// The block as stored strings, when it is strings copied as they are
@@ -301,5 +340,20 @@ impl RawStrings {
         out.writable_array(path)?
             .store_array_subset(&subset, bytes)
             .map_err(|e| out.err(path, format!("cannot write strings: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_and_pieces_cover_every_row_once() {
+        let all: Vec<(u64, u64)> = blocks(10, 4).collect();
+        assert_eq!(all, vec![(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(blocks(0, 4).count(), 0);
+        // Inputs of 3, 0 and 5 rows; output rows 2..6.
+        assert_eq!(pieces(&[3, 0, 5], 2, 6), vec![(0, 2, 1), (2, 0, 3)]);
+        assert_eq!(pieces(&[3, 0, 5], 0, 8).len(), 2);
     }
 }

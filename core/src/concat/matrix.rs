@@ -62,6 +62,7 @@ pub fn register(registry: &mut KernelRegistry) {
     });
     super::csc::register(registry);
     super::frame_tasks::register(registry);
+    super::frame_distinct::register(registry);
     registry.register("concat.sparse_count", |a: &[u8], _: &[Arc<Vec<u8>>]| {
         sparse_count(&decode(a)?)
     });

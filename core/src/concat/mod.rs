@@ -15,6 +15,7 @@ pub mod column_concat;
 mod csc;
 mod distinct;
 pub mod frame;
+mod frame_distinct;
 pub mod frame_tasks;
 mod in_order;
 pub mod index;
