@@ -38,6 +38,30 @@ pub fn read_range(
     }
 }
 
+/// Hands elements `start .. start + len` of the 1-D fixed-size `array` to
+/// `take`, in order, in zarrs' decoded layout: one piece a chunk (straight
+/// out of the decoded chunk, no copy in between) where
+/// [`read_range_by_chunks`] would take the array, else one piece from
+/// zarrs' subset read.
+pub fn read_range_pieces(
+    array: &Array<Backend>,
+    start: u64,
+    len: u64,
+    mut take: impl FnMut(&[u8]),
+) -> Result<(), zarrs::array::ArrayError> {
+    match whole_chunks(array, start, len)? {
+        Some(chunks) => each_chunk_piece(array, start, len, chunks, |piece| {
+            take(piece);
+        }),
+        None => {
+            let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])?;
+            let bytes: ArrayBytes<'_> = array.retrieve_array_subset(&subset)?;
+            take(&bytes.into_fixed()?);
+            Ok(())
+        }
+    }
+}
+
 /// Elements `start .. start + len` of `array` in zarrs' decoded layout;
 /// `Ok(None)` when `array` is not a compressed 1-D array of fixed-size
 /// elements in chunks of at most [`WHOLE_CHUNK_MAX_BYTES`] (the caller
@@ -47,6 +71,25 @@ pub fn read_range_by_chunks(
     start: u64,
     len: u64,
 ) -> Result<Option<ArrayBytes<'static>>, zarrs::array::ArrayError> {
+    let Some(chunks) = whole_chunks(array, start, len)? else {
+        return Ok(None);
+    };
+    let size = array.data_type().fixed_size().unwrap_or(1);
+    let mut out = Vec::with_capacity(len as usize * size);
+    each_chunk_piece(array, start, len, chunks, |piece| {
+        out.extend_from_slice(piece);
+    })?;
+    Ok(Some(ArrayBytes::new_flen(out)))
+}
+
+/// The chunks (first, one past the last) holding elements `start .. start
+/// + len` when they are to be decoded whole (see the module); `None` when
+/// zarrs' own reads are better.
+fn whole_chunks(
+    array: &Array<Backend>,
+    start: u64,
+    len: u64,
+) -> Result<Option<(u64, u64)>, zarrs::array::ArrayError> {
     let Some(size) = array.data_type().fixed_size() else {
         return Ok(None);
     };
@@ -54,7 +97,6 @@ pub fn read_range_by_chunks(
     {
         return Ok(None);
     }
-    let end = start + len;
     let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])?;
     let Some(chunks) = array.chunks_in_array_subset(&subset)? else {
         return Ok(None);
@@ -66,7 +108,20 @@ pub fn read_range_by_chunks(
             return Ok(None);
         }
     }
-    let mut out = Vec::with_capacity(len as usize * size);
+    Ok(Some((first, last)))
+}
+
+/// Decodes chunks `first .. last` whole, one at a time, and hands the part
+/// of each inside `start .. start + len` to `take`.
+fn each_chunk_piece(
+    array: &Array<Backend>,
+    start: u64,
+    len: u64,
+    (first, last): (u64, u64),
+    mut take: impl FnMut(&[u8]),
+) -> Result<(), zarrs::array::ArrayError> {
+    let size = array.data_type().fixed_size().unwrap_or(1);
+    let end = start + len;
     for c in first..last {
         let within = array.chunk_subset(&[c])?;
         let (c0, n) = (within.start()[0], within.shape()[0]);
@@ -74,9 +129,9 @@ pub fn read_range_by_chunks(
         let raw = bytes.into_fixed()?;
         let lo = (start.max(c0) - c0) as usize * size;
         let hi = (end.min(c0 + n) - c0) as usize * size;
-        out.extend_from_slice(&raw[lo..hi]);
+        take(&raw[lo..hi]);
     }
-    Ok(Some(ArrayBytes::new_flen(out)))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -113,6 +168,10 @@ mod tests {
                     .expect("read")
                     .expect("1-D fixed-size: read by chunks");
                 assert_eq!(got, want, "{path} {start}+{len}");
+                let mut pieces = Vec::new();
+                read_range_pieces(&array, start, len, |p| pieces.extend_from_slice(p))
+                    .expect("pieces");
+                assert_eq!(ArrayBytes::new_flen(pieces), want, "{path} {start}+{len} in pieces");
             }
             assert!(read_range_by_chunks(&array, 0, 0).expect("read").is_none());
         }
@@ -123,5 +182,8 @@ mod tests {
         let subset = ArraySubset::new_with_start_shape(vec![5], vec![37]).expect("subset");
         let want: ArrayBytes<'static> = array.retrieve_array_subset(&subset).expect("subset read");
         assert_eq!(read_range(&array, 5, 37).expect("read"), want);
+        let mut pieces = Vec::new();
+        read_range_pieces(&array, 5, 37, |p| pieces.extend_from_slice(p)).expect("pieces");
+        assert_eq!(ArrayBytes::new_flen(pieces), want);
     }
 }

@@ -1,7 +1,7 @@
 //! Sparse matrix (CSR / CSC) checks and reads over zarr: the `indptr` array
 //! is read in bounded blocks and must be a valid compressed-pointer array.
 
-use super::range_read::read_range;
+use super::range_read::read_range_pieces;
 
 use super::dtype::DType;
 use super::element::{Element, Encoding};
@@ -21,19 +21,20 @@ pub fn read_i64_range(
 ) -> Result<Vec<i64>> {
     let array = store.array(path)?;
     let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
-    let raw = read_range(&array, start, len)
-        .map_err(err)?
-        .into_fixed()
-        .map_err(|e| store.err(path, format!("cannot read data: {e}")))?;
-    // zarrs hands decoded elements over in native byte order.
+    let mut out: Vec<i64> = Vec::with_capacity(len as usize);
+    // zarrs hands decoded elements over in native byte order; each piece
+    // is widened straight out of its decoded chunk.
     macro_rules! widened {
         ($t:ty) => {
-            raw.chunks_exact(size_of::<$t>())
-                .map(|c| i64::from(<$t>::from_ne_bytes(c.try_into().unwrap_or_default())))
-                .collect()
+            read_range_pieces(&array, start, len, |raw| {
+                out.extend(
+                    raw.chunks_exact(size_of::<$t>())
+                        .map(|c| i64::from(<$t>::from_ne_bytes(c.try_into().unwrap_or_default()))),
+                )
+            })
         };
     }
-    Ok(match dtype {
+    match dtype {
         DType::Int8 => widened!(i8),
         DType::Int16 => widened!(i16),
         DType::UInt8 => widened!(u8),
@@ -41,20 +42,21 @@ pub fn read_i64_range(
         DType::Int32 => widened!(i32),
         DType::Int64 => widened!(i64),
         DType::UInt32 => widened!(u32),
-        DType::UInt64 => raw
-            .chunks_exact(8)
-            .map(|c| {
+        DType::UInt64 => read_range_pieces(&array, start, len, |raw| {
+            out.extend(raw.chunks_exact(8).map(|c| {
                 i64::try_from(u64::from_ne_bytes(c.try_into().unwrap_or_default()))
                     .unwrap_or(i64::MAX)
-            })
-            .collect(),
+            }))
+        }),
         other => {
             return Err(store.err(
                 path,
                 format!("expected an integer array, found {}", other.display_name()),
             ));
         }
-    })
+    }
+    .map_err(err)?;
+    Ok(out)
 }
 
 /// Checks that the `indptr` of the sparse element `e` starts at 0, never

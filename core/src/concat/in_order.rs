@@ -104,8 +104,11 @@ pub fn copy_entries(
     idx_dtype: &DType,
 ) -> Result<(Vec<u8>, Vec<u8>)> {
     let space = &plan.spaces[m.space];
-    let mut indices: Vec<Vec<u8>> = Vec::new();
-    let mut data: Vec<Vec<u8>> = Vec::new();
+    // Entries that need no conversion go straight from each decoded input
+    // chunk to the end of these.
+    let n = (hi - lo) as usize;
+    let mut indices: Vec<u8> = Vec::with_capacity(n * idx_dtype.item_size());
+    let mut data: Vec<u8> = Vec::with_capacity(n * m.dtype.item_size());
     for (i, src) in m.sources.iter().enumerate() {
         let Some(src) = src else { continue };
         let (first, end) = (at.start[i].max(lo), at.start[i + 1].min(hi));
@@ -119,13 +122,15 @@ pub fn copy_entries(
         let ix_dtype = index_dtype(&store, &ix_path)?;
         let map = &space.reindexers[i].new_of_old;
         let renamed = map.iter().enumerate().any(|(c, &n)| n != c as i64);
-        let ix = read_bytes(&store, &ix_path, from, len)?;
-        indices.push(if !renamed && &ix_dtype == idx_dtype {
-            ix
+        if !renamed && &ix_dtype == idx_dtype {
+            append_bytes(&store, &ix_path, from, len, &mut indices)?;
         } else {
-            let old = Values::from_array_bytes(&ix_dtype, &ArrayBytes::new_flen(ix))
-                .map_err(|e| store.err(&ix_path, e))?
-                .into_cast(&DType::Int64)?;
+            let old = Values::from_array_bytes(
+                &ix_dtype,
+                &ArrayBytes::new_flen(read_bytes(&store, &ix_path, from, len)?),
+            )
+            .map_err(|e| store.err(&ix_path, e))?
+            .into_cast(&DType::Int64)?;
             let Values::I64(old) = old else {
                 return Err(store.err(&ix_path, "indices are not integers"));
             };
@@ -138,28 +143,33 @@ pub fn copy_entries(
                     }
                 }
             }
-            Values::I64(new).into_cast(idx_dtype)?.to_le_bytes()
-        });
+            indices.extend_from_slice(&Values::I64(new).into_cast(idx_dtype)?.to_le_bytes());
+        }
         let data_path = format!("{}/data", src.path);
-        let values = read_bytes(&store, &data_path, from, len)?;
-        data.push(if src.dtype == m.dtype {
-            values
+        if src.dtype == m.dtype {
+            append_bytes(&store, &data_path, from, len, &mut data)?;
         } else {
-            Values::from_array_bytes(&src.dtype, &ArrayBytes::new_flen(values))
+            let values = read_bytes(&store, &data_path, from, len)?;
+            let values = Values::from_array_bytes(&src.dtype, &ArrayBytes::new_flen(values))
                 .map_err(|e| store.err(&data_path, e))?
-                .into_cast(&m.dtype)?
-                .to_le_bytes()
-        });
+                .into_cast(&m.dtype)?;
+            data.extend_from_slice(&values.to_le_bytes());
+        }
     }
-    Ok((join(indices), join(data)))
+    Ok((indices, data))
 }
 
-/// The pieces one after the other (the one piece itself when there is one).
-fn join(mut pieces: Vec<Vec<u8>>) -> Vec<u8> {
-    if pieces.len() == 1 {
-        return pieces.pop().unwrap_or_default();
+/// Appends the decoded bytes of elements `start .. start + len` of the 1-d
+/// array at `path` to `out`, straight out of each decoded chunk.
+fn append_bytes(store: &Store, path: &str, start: u64, len: u64, out: &mut Vec<u8>) -> Result<()> {
+    let array = store.array(path)?;
+    if array.data_type().fixed_size().is_none() {
+        return Err(store.err(path, "expected fixed-size numeric data"));
     }
-    pieces.concat()
+    crate::anndata::range_read::read_range_pieces(&array, start, len, |piece| {
+        out.extend_from_slice(piece);
+    })
+    .map_err(|e| store.err(path, format!("cannot read data: {e}")))
 }
 
 /// The decoded bytes of elements `start .. start + len` of the 1-d array at

@@ -99,14 +99,18 @@ pub(crate) fn read_values(
     }
     let array = store.array(path)?;
     let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
-    let bytes = match (start.as_slice(), shape.as_slice()) {
-        ([s], [n]) => crate::anndata::range_read::read_range(&array, *s, *n).map_err(err)?,
-        _ => {
-            let subset =
-                ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
-            array.retrieve_array_subset(&subset).map_err(err)?
-        }
-    };
+    if let ([s], [n]) = (start.as_slice(), shape.as_slice()) {
+        // Straight from each decoded chunk into the typed vector.
+        let mut values = Values::zeros(dtype, 0).map_err(|e| store.err(path, e))?;
+        values.reserve(*n as usize);
+        crate::anndata::range_read::read_range_pieces(&array, *s, *n, |piece| {
+            values.extend_from_le_bytes(piece);
+        })
+        .map_err(err)?;
+        return Ok(values);
+    }
+    let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
+    let bytes = array.retrieve_array_subset(&subset).map_err(err)?;
     Values::from_array_bytes(dtype, &bytes).map_err(|e| store.err(path, e))
 }
 

@@ -327,47 +327,51 @@ impl Values {
         let ArrayBytes::Fixed(raw) = bytes else {
             return Err(Error::data("expected fixed-size numeric data"));
         };
+        let mut values = Values::zeros(dtype, 0)?;
+        values.extend_from_le_bytes(raw);
+        Ok(values)
+    }
+
+    /// Appends the values whose little-endian encoding is `raw` (a whole
+    /// number of elements of this vector's dtype; a trailing part of one
+    /// is ignored).
+    pub fn extend_from_le_bytes(&mut self, raw: &[u8]) {
         // One copy of the bytes into the typed vector (they are the
         // little-endian encoding already on a little-endian machine).
         #[cfg(target_endian = "little")]
         macro_rules! le {
-            ($t:ty, $n:expr) => {
+            ($v:expr, $t:ty, $n:expr) => {
                 match bytemuck::try_cast_slice::<u8, $t>(&raw[..raw.len() / $n * $n]) {
-                    Ok(aligned) => aligned.to_vec(),
-                    Err(_) => raw
-                        .chunks_exact($n)
-                        .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])))
-                        .collect(),
+                    Ok(aligned) => $v.extend_from_slice(aligned),
+                    Err(_) => $v.extend(
+                        raw.chunks_exact($n)
+                            .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n]))),
+                    ),
                 }
             };
         }
         #[cfg(not(target_endian = "little"))]
         macro_rules! le {
-            ($t:ty, $n:expr) => {
-                raw.chunks_exact($n)
-                    .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n])))
-                    .collect()
+            ($v:expr, $t:ty, $n:expr) => {
+                $v.extend(
+                    raw.chunks_exact($n)
+                        .map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or([0; $n]))),
+                )
             };
         }
-        Ok(match dtype {
-            DType::Bool => Values::Bool(raw.iter().map(|&b| b != 0).collect()),
-            DType::Int8 => Values::I8(raw.iter().map(|&b| b as i8).collect()),
-            DType::Int16 => Values::I16(le!(i16, 2)),
-            DType::Int32 => Values::I32(le!(i32, 4)),
-            DType::Int64 => Values::I64(le!(i64, 8)),
-            DType::UInt8 => Values::U8(raw.to_vec()),
-            DType::UInt16 => Values::U16(le!(u16, 2)),
-            DType::UInt32 => Values::U32(le!(u32, 4)),
-            DType::UInt64 => Values::U64(le!(u64, 8)),
-            DType::Float32 => Values::F32(le!(f32, 4)),
-            DType::Float64 => Values::F64(le!(f64, 8)),
-            other => {
-                return Err(Error::data(format!(
-                    "unsupported numeric dtype {}",
-                    other.display_name()
-                )));
-            }
-        })
+        match self {
+            Values::Bool(v) => v.extend(raw.iter().map(|&b| b != 0)),
+            Values::I8(v) => v.extend(raw.iter().map(|&b| b as i8)),
+            Values::I16(v) => le!(v, i16, 2),
+            Values::I32(v) => le!(v, i32, 4),
+            Values::I64(v) => le!(v, i64, 8),
+            Values::U8(v) => v.extend_from_slice(raw),
+            Values::U16(v) => le!(v, u16, 2),
+            Values::U32(v) => le!(v, u32, 4),
+            Values::U64(v) => le!(v, u64, 8),
+            Values::F32(v) => le!(v, f32, 4),
+            Values::F64(v) => le!(v, f64, 8),
+        }
     }
 
     /// Encodes the values as little-endian array bytes.
