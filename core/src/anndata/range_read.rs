@@ -171,7 +171,11 @@ mod tests {
                 let mut pieces = Vec::new();
                 read_range_pieces(&array, start, len, |p| pieces.extend_from_slice(p))
                     .expect("pieces");
-                assert_eq!(ArrayBytes::new_flen(pieces), want, "{path} {start}+{len} in pieces");
+                assert_eq!(
+                    ArrayBytes::new_flen(pieces),
+                    want,
+                    "{path} {start}+{len} in pieces"
+                );
             }
             assert!(read_range_by_chunks(&array, 0, 0).expect("read").is_none());
         }
