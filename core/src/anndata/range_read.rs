@@ -82,9 +82,9 @@ pub fn read_range_by_chunks(
     Ok(Some(ArrayBytes::new_flen(out)))
 }
 
-/// The chunks (first, one past the last) holding elements `start .. start
-/// + len` when they are to be decoded whole (see the module); `None` when
-/// zarrs' own reads are better.
+/// The chunks (first, one past the last) holding elements
+/// `start .. start + len` when they are to be decoded whole (see the
+/// module); `None` when zarrs' own reads are better.
 fn whole_chunks(
     array: &Array<Backend>,
     start: u64,
