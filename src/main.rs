@@ -69,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scheduler(args) => args.run()?,
         Command::Keygen(args) => args.run()?,
         Command::Worker(args) => {
+            anncat_core::concat::matrix::keep_codecs_within(args.threads);
             args.run(anncat_core::concat::matrix::kernels())?;
         }
         Command::Concat(args) => {

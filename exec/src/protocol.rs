@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::graph::{TaskId, TaskSpec};
 
 /// Bumped on every incompatible change; checked when a peer says hello.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Why a connection was closed: the application close code every side
 /// sends (QUIC carries it to the peer with a short reason text).
@@ -263,6 +263,10 @@ pub enum FromWorker {
     Heartbeat(Heartbeat),
     /// Tasks that started running since the last message.
     Started(Vec<TaskKey>),
+    /// Tasks whose kernel returned since the last message and whose writes
+    /// are being made durable: they hold no task thread and no memory any
+    /// more, but are not done (nor journaled) until they are `Finished`.
+    Computed(Vec<TaskKey>),
     /// Tasks that ended since the last message.
     Finished(Vec<TaskReport>),
 }

@@ -377,6 +377,9 @@ fn handle_event(state: &mut SchedulerState, comm: &mut NetComm, ev: Event) {
         Event::FromWorker(id, FromWorker::Started(keys)) => {
             state.on_tasks_started(id, &keys, comm);
         }
+        Event::FromWorker(id, FromWorker::Computed(keys)) => {
+            state.on_tasks_computed(id, &keys, comm);
+        }
         Event::FromWorker(id, FromWorker::Finished(reports)) => {
             state.on_heartbeat_seen(id, Instant::now());
             state.on_task_reports(id, reports, comm);

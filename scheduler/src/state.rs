@@ -82,6 +82,9 @@ struct Worker {
     /// Assigned tasks: memory estimate, whether the worker said it started
     /// it, and the order of assignment.
     running: HashMap<TaskKey, (u64, bool, u64)>,
+    /// Running tasks whose kernel returned (their writes are being made
+    /// durable): no longer counted in flight, their memory released.
+    computed: std::collections::HashSet<TaskKey>,
     holds: std::collections::HashSet<TaskKey>,
     last_heartbeat: Instant,
     paused: bool,
@@ -112,8 +115,13 @@ impl Worker {
         self.threads + queued.clamp(1, self.prefetch)
     }
 
+    /// Assigned tasks still waiting for or holding a task thread.
+    fn in_flight(&self) -> usize {
+        self.running.len() - self.computed.len()
+    }
+
     fn has_slot(&self) -> bool {
-        !self.paused && self.running.len() < self.in_flight_limit()
+        !self.paused && self.in_flight() < self.in_flight_limit()
     }
 }
 
@@ -269,6 +277,7 @@ impl SchedulerState {
                 prefetch: self.config.prefetch.max(1),
                 avg_task_s: QUEUED_WORK_S / 2.0,
                 running: HashMap::new(),
+                computed: std::collections::HashSet::new(),
                 holds: Default::default(),
                 last_heartbeat: now,
                 paused: false,
@@ -371,10 +380,12 @@ impl SchedulerState {
         // started, and (its "started" message may have died with it) the
         // oldest assigned others up to its thread count — workers run tasks
         // in the order they get them.
+        // A task whose kernel had returned runs again (its writes may not
+        // be durable) but is not to blame.
         let mut running: Vec<(u64, TaskKey, bool)> = worker
             .running
             .iter()
-            .map(|(k, (_, started, seq))| (*seq, *k, *started))
+            .map(|(k, (_, started, seq))| (*seq, *k, *started && !worker.computed.contains(k)))
             .collect();
         running.sort();
         let mut presumed = worker

@@ -539,3 +539,57 @@ fn a_resumed_graph_of_100k_tasks_runs_with_ids_looked_up_not_searched() {
     }
     assert_eq!(s.job_count(), 0);
 }
+
+#[test]
+fn a_computed_task_frees_its_slot_and_memory_but_is_done_only_when_finished() {
+    let now = Instant::now();
+    let mut s = SchedulerState::new(SchedulerConfig {
+        prefetch: 1,
+        ..SchedulerConfig::default()
+    });
+    let mut r = Recorder::default();
+    // One thread, prefetch 1: two tasks in flight; 100 bytes: one 60-byte task.
+    s.on_worker_joined(WorkerId(0), info(100, 1), now, &mut r);
+    let mut g = Graph::new();
+    let tasks: Vec<TaskId> = (0..4)
+        .map(|i| g.add("k", &(), vec![], 60, format!("t{i}")).expect("add"))
+        .collect();
+    let job = start(&mut s, &mut r, &g, Want::Sinks);
+    let first = r.take_runs();
+    assert_eq!(first.len(), 1, "memory admits one 60-byte task");
+    let a = first[0].1.key;
+    s.on_tasks_started(WorkerId(0), &[a], &mut r);
+    s.on_tasks_computed(WorkerId(0), &[a], &mut r);
+    s.schedule(&mut r);
+    let second = r.take_runs();
+    assert_eq!(
+        second.len(),
+        1,
+        "the computed task's memory and slot are free"
+    );
+    let b = second[0].1.key;
+    assert!(r.done_tasks().is_empty(), "computed is not done");
+    // The worker dies while `a` is flushed and `b` runs: both run again,
+    // and only `b` is blamed.
+    s.on_tasks_started(WorkerId(0), &[b], &mut r);
+    s.on_worker_lost(WorkerId(0), "killed", &mut r);
+    assert_eq!(s.crashes(a), Some(0), "a computed task is not blamed");
+    assert_eq!(s.crashes(b), Some(1));
+    s.on_worker_joined(WorkerId(1), info(100, 1), now, &mut r);
+    s.schedule(&mut r);
+    // Saying a task was computed twice, or one never given, is a violation.
+    let runs = r.take_runs();
+    let c = runs[0].1.key;
+    s.on_tasks_computed(WorkerId(1), &[c], &mut r);
+    s.on_tasks_computed(WorkerId(1), &[c], &mut r);
+    assert_eq!(r.dropped, vec![WorkerId(1)]);
+    s.on_worker_joined(WorkerId(2), info(100, 1), now, &mut r);
+    s.schedule(&mut r);
+    drain(&mut s, &mut r);
+    assert!(r.finished());
+    let mut done = r.done_tasks();
+    done.sort();
+    done.dedup();
+    assert_eq!(done, tasks, "every task done once the job ends");
+    let _ = job;
+}

@@ -132,6 +132,8 @@ fn wall_s() -> f64 {
 
 enum Event {
     Started(u64, TaskKey),
+    /// The kernel returned; the task waits for its deferred work (flush).
+    Computed(u64, TaskKey),
     Ended(Completion),
 }
 
@@ -535,6 +537,9 @@ fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
         shared.wake.notify_all();
         match deferred {
             Some(deferred) => {
+                let _ = shared
+                    .done_tx
+                    .send(Event::Computed(completion.session, completion.key));
                 let _ = shared.flush_tx.send(flush::Pending {
                     completion,
                     deferred,

@@ -45,6 +45,20 @@ pub struct MatrixTask {
     pub block2: u64,
 }
 
+/// Keeps a worker process's codec work within its `threads` task threads
+/// (call it before any task runs): zarrs decodes and encodes on rayon's
+/// pool (all cores by default) and blosc on threads of its own, so two
+/// one-thread workers on two cores each ran three busy threads, and every
+/// task was slowed by the other worker's codecs.
+pub fn keep_codecs_within(threads: usize) {
+    let threads = threads.max(1);
+    // Fails only if the pool was built already: then it stays as it is.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global();
+    zarrs::config::global_config_mut().set_codec_concurrent_target(threads);
+}
+
 /// A registry with every kernel a concatenation runs (for executors and
 /// worker binaries).
 pub fn kernels() -> KernelRegistry {

@@ -55,7 +55,7 @@ impl SchedulerState {
                     .filter(|d| d.holders.contains(&wid))
                     .map(|d| d.output_bytes + 1)
                     .sum();
-                let load = w.running.len();
+                let load = w.in_flight();
                 let better = match best {
                     None => true,
                     Some((_, bl, bload)) => local > bl || (local == bl && load < bload),

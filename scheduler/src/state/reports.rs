@@ -27,6 +27,32 @@ impl SchedulerState {
         }
     }
 
+    /// A worker's tasks whose kernels returned: their writes are being made
+    /// durable, so they are not done yet, but they no longer hold a task
+    /// thread or memory (the worker may take more work meanwhile).
+    pub fn on_tasks_computed(&mut self, worker: WorkerId, keys: &[TaskKey], comm: &mut dyn Comm) {
+        let mut unknown = None;
+        if let Some(w) = self.workers.get_mut(&worker) {
+            for k in keys {
+                match w.running.get_mut(k) {
+                    Some((mem, _, _)) if !w.computed.contains(k) => {
+                        w.reserved -= *mem;
+                        *mem = 0;
+                        w.computed.insert(*k);
+                    }
+                    _ => unknown = Some(*k),
+                }
+            }
+        }
+        if let Some(k) = unknown {
+            self.protocol_violation(
+                worker,
+                &format!("it computed {k}, which it was not given (or said so twice)"),
+                comm,
+            );
+        }
+    }
+
     /// Drops a worker that broke the protocol; its work is redone elsewhere.
     pub(super) fn protocol_violation(&mut self, worker: WorkerId, what: &str, comm: &mut dyn Comm) {
         if !self.workers.contains_key(&worker) {
@@ -75,6 +101,7 @@ impl SchedulerState {
         let Some((mem, _, _)) = w.running.remove(&key) else {
             return;
         };
+        w.computed.remove(&key);
         w.reserved -= mem;
         let done = matches!(report.outcome, TaskOutcome::Done { .. });
         if done {
@@ -217,6 +244,7 @@ impl SchedulerState {
                 if let Some(w) = workers.get_mut(wid)
                     && let Some((mem, _, _)) = w.running.remove(&a.key)
                 {
+                    w.computed.remove(&a.key);
                     w.reserved -= mem;
                 }
                 false

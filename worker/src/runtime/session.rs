@@ -70,14 +70,15 @@ pub(super) async fn session(
                 Some(Err(e)) => return Err(lost(e.to_string())),
             },
             Some(first) = done_rx.recv() => {
-                let (mut started, mut reports) = (Vec::new(), Vec::new());
+                let (mut started, mut computed, mut reports) = (Vec::new(), Vec::new(), Vec::new());
                 let mut next = Some(first);
                 while let Some(ev) = next {
                     match ev {
                         // Work of an earlier session: the scheduler gave it to others.
-                        Event::Started(s, _) if s != current => {}
+                        Event::Started(s, _) | Event::Computed(s, _) if s != current => {}
                         Event::Ended(c) if c.session != current => {}
                         Event::Started(_, key) => started.push(key),
+                        Event::Computed(_, key) => computed.push(key),
                         Event::Ended(c) => {
                             if let Some(out) = c.keep
                                 && let Ok(mut outputs) = shared.outputs.lock()
@@ -90,6 +91,11 @@ pub(super) async fn session(
                     next = done_rx.try_recv().ok();
                 }
                 if !started.is_empty() && outbox.send(FromWorker::Started(started)).is_err() {
+                    return Err(lost(writer_error(&mut writer_ended).await));
+                }
+                // A task's Computed may come in the batch after its Started,
+                // never before: both pass through this one channel in order.
+                if !computed.is_empty() && outbox.send(FromWorker::Computed(computed)).is_err() {
                     return Err(lost(writer_error(&mut writer_ended).await));
                 }
                 // The memory peak as of these tasks' ends, so the job's
