@@ -9,47 +9,48 @@ impl SchedulerState {
     /// A task the worker was not given is a protocol violation: the
     /// worker is dropped.
     pub fn on_tasks_started(&mut self, worker: WorkerId, keys: &[TaskKey], comm: &mut dyn Comm) {
-        let mut unknown = None;
-        if let Some(w) = self.workers.get_mut(&worker) {
-            for k in keys {
-                match w.running.get_mut(k) {
-                    Some((_, started, _)) => *started = true,
-                    None => unknown = Some(*k),
-                }
+        self.mark_given(worker, keys, "started", comm, |w, k| {
+            match w.running.get_mut(k) {
+                Some((_, started, _)) => *started = true,
+                None => return false,
             }
-        }
-        if let Some(k) = unknown {
-            self.protocol_violation(
-                worker,
-                &format!("it started {k}, which it was not given"),
-                comm,
-            );
-        }
+            true
+        });
     }
 
     /// A worker's tasks whose kernels returned: their writes are being made
     /// durable, so they are not done yet, but they no longer hold a task
     /// thread or memory (the worker may take more work meanwhile).
     pub fn on_tasks_computed(&mut self, worker: WorkerId, keys: &[TaskKey], comm: &mut dyn Comm) {
-        let mut unknown = None;
-        if let Some(w) = self.workers.get_mut(&worker) {
-            for k in keys {
-                match w.running.get_mut(k) {
-                    Some((mem, _, _)) if !w.computed.contains(k) => {
-                        w.reserved -= *mem;
-                        *mem = 0;
-                        w.computed.insert(*k);
-                    }
-                    _ => unknown = Some(*k),
+        self.mark_given(worker, keys, "computed", comm, |w, k| {
+            match w.running.get_mut(k) {
+                Some((mem, _, _)) if !w.computed.contains(k) => {
+                    w.reserved -= *mem;
+                    *mem = 0;
                 }
+                _ => return false,
             }
-        }
-        if let Some(k) = unknown {
-            self.protocol_violation(
-                worker,
-                &format!("it computed {k}, which it was not given (or said so twice)"),
-                comm,
-            );
+            w.computed.insert(*k)
+        });
+    }
+
+    /// Applies `mark` to each of `keys` on `worker`'s books; a key it was
+    /// not given, or that `mark` refuses (said twice), is a protocol
+    /// violation ("it {what} ...").
+    fn mark_given(
+        &mut self,
+        worker: WorkerId,
+        keys: &[TaskKey],
+        what: &str,
+        comm: &mut dyn Comm,
+        mut mark: impl FnMut(&mut Worker, &TaskKey) -> bool,
+    ) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if let Some(k) = keys.iter().find(|k| !mark(w, k)) {
+            let what = format!("it {what} {k}, which it was not given (or said so twice)");
+            self.protocol_violation(worker, &what, comm);
         }
     }
 
