@@ -7,7 +7,10 @@
 //! the sorted hashes of their values ([`leave_hashes`]), and this task,
 //! after all of them, merges the hashes ([`super::distinct`]). All distinct:
 //! the strings stay. Otherwise it counts the values exactly and, if they do
-//! repeat, rewrites the column as the categorical. Run again after a crash,
+//! repeat (or some are missing), rewrites the column as the categorical.
+//! (Block tasks with rows of an input lacking the column write nothing:
+//! strings cannot hold the missing values, and the column is a categorical
+//! for certain.) Run again after a crash,
 //! it reaches the same verdict from the inputs and rewrites the same bytes.
 
 use std::collections::HashSet;
@@ -19,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use super::column_concat::ColumnTarget;
 use super::distinct::{remove_runs, runs_distinct, write_run};
 use super::frame::{create_column, write_column_rows};
-use super::frame_tasks::{FrameColumnKind, FrameColumnPlan, block_column, blocks};
+use super::frame_tasks::{
+    FrameColumnKind, FrameColumnPlan, block_column, blocks, pieces, read_piece,
+};
 use super::plan::ConcatPlan;
 use crate::anndata::{OutputStore, sandbox};
 use crate::error::{Error, Result};
@@ -104,8 +109,10 @@ fn decide_exactly(plan: &ConcatPlan, c: &FrameColumnPlan) -> Result<()> {
     let ranges = blocks(c.total(), c.block);
     let mut distinct = HashSet::new();
     for (start, end) in ranges.clone() {
-        let column = block_column(c, &c.kind, start, end)?;
-        ColumnTarget::collect_distinct(Some(&column), (end - start) as usize, &mut distinct);
+        for (i, local, n) in pieces(&c.rows, start, end) {
+            let piece = read_piece(&inputs[i], local, n)?;
+            ColumnTarget::collect_distinct(piece.as_ref(), n as usize, &mut distinct);
+        }
     }
     let decided = target.clone().finish(distinct, c.total());
     if decided.needs_distinct() {

@@ -167,6 +167,10 @@ fn frame_block(t: &FrameBlockTask) -> Result<()> {
         .ok_or_else(|| Error::internal("frame task of a column the plan lacks"))?;
     let start = t.block * c.block;
     let end = (start + c.block).min(c.total());
+    if c.distinct_check && lacks_values(c, start, end) {
+        // No run of hashes left: the check task counts the values itself.
+        return Ok(());
+    }
     let out = OutputStore::open(&plan.output)?;
     if let Some(raw) = raw_strings_block(c, start, end)? {
         if c.distinct_check {
@@ -183,6 +187,37 @@ fn frame_block(t: &FrameBlockTask) -> Result<()> {
         leave_hashes(&plan, t.column, t.block, hashes)?;
     }
     write_column_rows(&out, &c.out_path, &column, start)
+}
+
+/// Rows `local..local + n` of an input's stored column, as stored (`None`:
+/// the input lacks the column).
+pub(crate) fn read_piece(
+    input: &Option<(PathBuf, String)>,
+    local: u64,
+    n: u64,
+) -> Result<Option<Column>> {
+    let Some((store, path)) = input else {
+        return Ok(None);
+    };
+    let store = Store::open(store)?;
+    let element = read_element(&store, path)?;
+    Ok(Some(ColumnReader::open(&store, &element)?.read(local, n)?))
+}
+
+/// Whether rows `start..end` of `c` include rows of an input lacking the
+/// column while its planned kind (strings) cannot hold a missing value:
+/// the column then becomes a categorical for certain, which its check
+/// task writes whole.
+fn lacks_values(c: &FrameColumnPlan, start: u64, end: u64) -> bool {
+    match &c.kind {
+        FrameColumnKind::Stored {
+            target: ColumnTarget::Str,
+            inputs,
+        } => pieces(&c.rows, start, end)
+            .iter()
+            .any(|&(i, _, _)| inputs[i].is_none()),
+        _ => false,
+    }
 }
 
 /// Rows `start..end` of column `c` read from its inputs and converted as
@@ -208,14 +243,7 @@ pub(crate) fn block_column(
         FrameColumnKind::Stored { target, inputs } => {
             let mut col = target.empty()?;
             for (i, local, n) in pieces(&c.rows, start, end) {
-                let piece = match &inputs[i] {
-                    Some((store, path)) => {
-                        let store = Store::open(store)?;
-                        let element = read_element(&store, path)?;
-                        Some(ColumnReader::open(&store, &element)?.read(local, n)?)
-                    }
-                    None => None,
-                };
+                let piece = read_piece(&inputs[i], local, n)?;
                 col.append(
                     target
                         .conform(piece.as_ref(), n as usize)
