@@ -21,28 +21,10 @@ use super::backend::Backend;
 /// decoding a large shard whole for a few elements would cost more.
 const WHOLE_CHUNK_MAX_BYTES: u64 = 16 << 20;
 
-/// Elements `start .. start + len` of the 1-D `array` in zarrs' decoded
-/// layout: by whole chunks where [`read_range_by_chunks`] takes the array,
-/// through zarrs' subset read otherwise.
-pub fn read_range(
-    array: &Array<Backend>,
-    start: u64,
-    len: u64,
-) -> Result<ArrayBytes<'static>, zarrs::array::ArrayError> {
-    match read_range_by_chunks(array, start, len)? {
-        Some(bytes) => Ok(bytes),
-        None => {
-            let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])?;
-            array.retrieve_array_subset(&subset)
-        }
-    }
-}
-
 /// Hands elements `start .. start + len` of the 1-D fixed-size `array` to
 /// `take`, in order, in zarrs' decoded layout: one piece a chunk (straight
-/// out of the decoded chunk, no copy in between) where
-/// [`read_range_by_chunks`] would take the array, else one piece from
-/// zarrs' subset read.
+/// out of the decoded chunk, no copy in between) where [`whole_chunks`]
+/// takes the array, else one piece from zarrs' subset read.
 pub fn read_range_pieces(
     array: &Array<Backend>,
     start: u64,
@@ -50,9 +32,7 @@ pub fn read_range_pieces(
     mut take: impl FnMut(&[u8]),
 ) -> Result<(), zarrs::array::ArrayError> {
     match whole_chunks(array, start, len)? {
-        Some(chunks) => each_chunk_piece(array, start, len, chunks, |piece| {
-            take(piece);
-        }),
+        Some(chunks) => each_chunk_piece(array, start, len, chunks, take),
         None => {
             let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])?;
             let bytes: ArrayBytes<'_> = array.retrieve_array_subset(&subset)?;
@@ -62,29 +42,11 @@ pub fn read_range_pieces(
     }
 }
 
-/// Elements `start .. start + len` of `array` in zarrs' decoded layout;
-/// `Ok(None)` when `array` is not a compressed 1-D array of fixed-size
-/// elements in chunks of at most [`WHOLE_CHUNK_MAX_BYTES`] (the caller
-/// reads through `retrieve_array_subset` then).
-pub fn read_range_by_chunks(
-    array: &Array<Backend>,
-    start: u64,
-    len: u64,
-) -> Result<Option<ArrayBytes<'static>>, zarrs::array::ArrayError> {
-    let Some(chunks) = whole_chunks(array, start, len)? else {
-        return Ok(None);
-    };
-    let size = array.data_type().fixed_size().unwrap_or(1);
-    let mut out = Vec::with_capacity(len as usize * size);
-    each_chunk_piece(array, start, len, chunks, |piece| {
-        out.extend_from_slice(piece);
-    })?;
-    Ok(Some(ArrayBytes::new_flen(out)))
-}
-
 /// The chunks (first, one past the last) holding elements
-/// `start .. start + len` when they are to be decoded whole (see the
-/// module); `None` when zarrs' own reads are better.
+/// `start .. start + len` when they are to be decoded whole: a compressed
+/// 1-D array of fixed-size elements in chunks of at most
+/// [`WHOLE_CHUNK_MAX_BYTES`] (see the module); `None` when zarrs' own reads
+/// are better.
 fn whole_chunks(
     array: &Array<Backend>,
     start: u64,
@@ -164,10 +126,10 @@ mod tests {
                     ArraySubset::new_with_start_shape(vec![start], vec![len]).expect("subset");
                 let want: ArrayBytes<'static> =
                     array.retrieve_array_subset(&subset).expect("subset read");
-                let got = read_range_by_chunks(&array, start, len)
-                    .expect("read")
-                    .expect("1-D fixed-size: read by chunks");
-                assert_eq!(got, want, "{path} {start}+{len}");
+                assert!(
+                    whole_chunks(&array, start, len).expect("chunks").is_some(),
+                    "1-D fixed-size: read by chunks"
+                );
                 let mut pieces = Vec::new();
                 read_range_pieces(&array, start, len, |p| pieces.extend_from_slice(p))
                     .expect("pieces");
@@ -177,15 +139,14 @@ mod tests {
                     "{path} {start}+{len} in pieces"
                 );
             }
-            assert!(read_range_by_chunks(&array, 0, 0).expect("read").is_none());
+            assert!(whole_chunks(&array, 0, 0).expect("chunks").is_none());
         }
         // No compressor at the outer level (sharded): left to zarrs.
         let store = Store::open(&fixtures.join("chunked_v3s.zarr")).expect("open");
         let array = store.array("layers/sparse/indices").expect("array");
-        assert!(read_range_by_chunks(&array, 5, 37).expect("read").is_none());
+        assert!(whole_chunks(&array, 5, 37).expect("chunks").is_none());
         let subset = ArraySubset::new_with_start_shape(vec![5], vec![37]).expect("subset");
         let want: ArrayBytes<'static> = array.retrieve_array_subset(&subset).expect("subset read");
-        assert_eq!(read_range(&array, 5, 37).expect("read"), want);
         let mut pieces = Vec::new();
         read_range_pieces(&array, 5, 37, |p| pieces.extend_from_slice(p)).expect("pieces");
         assert_eq!(ArrayBytes::new_flen(pieces), want);

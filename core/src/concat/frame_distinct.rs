@@ -10,8 +10,8 @@
 //! repeat (or some are missing), rewrites the column as the categorical.
 //! (Block tasks with rows of an input lacking the column write nothing:
 //! strings cannot hold the missing values, and the column is a categorical
-//! for certain.) Run again after a crash,
-//! it reaches the same verdict from the inputs and rewrites the same bytes.
+//! for certain.) Run again after a crash, it reaches the same verdict from
+//! the inputs and rewrites the same bytes.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 use zarrs::array::{ArrayBytes, ArrayBytesRaw, ArraySubset};
 
-use super::matrix::index_dtype;
+use super::matrix::{index_dtype, read_values};
 use super::plan::{Axis, ConcatPlan, MatrixPlan, SourceKind};
 use super::values::Values;
 use crate::anndata::{DType, OutputStore, Store};
@@ -125,12 +125,8 @@ pub fn copy_entries(
         if !renamed && &ix_dtype == idx_dtype {
             append_bytes(&store, &ix_path, from, len, &mut indices)?;
         } else {
-            let old = Values::from_array_bytes(
-                &ix_dtype,
-                &ArrayBytes::new_flen(read_bytes(&store, &ix_path, from, len)?),
-            )
-            .map_err(|e| store.err(&ix_path, e))?
-            .into_cast(&DType::Int64)?;
+            let old = read_values(&store, &ix_path, &ix_dtype, vec![from], vec![len])?
+                .into_cast(&DType::Int64)?;
             let Values::I64(old) = old else {
                 return Err(store.err(&ix_path, "indices are not integers"));
             };
@@ -149,9 +145,7 @@ pub fn copy_entries(
         if src.dtype == m.dtype {
             append_bytes(&store, &data_path, from, len, &mut data)?;
         } else {
-            let values = read_bytes(&store, &data_path, from, len)?;
-            let values = Values::from_array_bytes(&src.dtype, &ArrayBytes::new_flen(values))
-                .map_err(|e| store.err(&data_path, e))?
+            let values = read_values(&store, &data_path, &src.dtype, vec![from], vec![len])?
                 .into_cast(&m.dtype)?;
             data.extend_from_slice(&values.to_le_bytes());
         }
@@ -163,9 +157,10 @@ pub fn copy_entries(
 /// array at `path` to `out`, straight out of each decoded chunk.
 fn append_bytes(store: &Store, path: &str, start: u64, len: u64, out: &mut Vec<u8>) -> Result<()> {
     let array = store.array(path)?;
-    if array.data_type().fixed_size().is_none() {
+    let Some(size) = array.data_type().fixed_size() else {
         return Err(store.err(path, "expected fixed-size numeric data"));
-    }
+    };
+    out.reserve(len as usize * size);
     crate::anndata::range_read::read_range_pieces(&array, start, len, |piece| {
         out.extend_from_slice(piece);
     })
@@ -175,12 +170,9 @@ fn append_bytes(store: &Store, path: &str, start: u64, len: u64, out: &mut Vec<u
 /// The decoded bytes of elements `start .. start + len` of the 1-d array at
 /// `path`.
 pub(crate) fn read_bytes(store: &Store, path: &str, start: u64, len: u64) -> Result<Vec<u8>> {
-    let array = store.array(path)?;
-    match crate::anndata::range_read::read_range(&array, start, len) {
-        Ok(ArrayBytes::Fixed(raw)) => Ok(raw.into_owned()),
-        Ok(_) => Err(store.err(path, "expected fixed-size numeric data")),
-        Err(e) => Err(store.err(path, format!("cannot read data: {e}"))),
-    }
+    let mut out = Vec::new();
+    append_bytes(store, path, start, len, &mut out)?;
+    Ok(out)
 }
 
 /// Writes little-endian `bytes` as elements `start ..` of the 1-d array at

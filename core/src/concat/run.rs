@@ -84,15 +84,20 @@ fn input_identity(path: &Path) -> Result<u64> {
     Ok(h)
 }
 
-/// Every input's [`input_identity`], taken on all cores (an atlas has
-/// hundreds of inputs of thousands of files).
+/// `f` of every input, on all cores (an atlas has hundreds of inputs of
+/// thousands of files); of several failing inputs, the first in the given
+/// order is the one reported.
+fn each_input<T: Send>(
+    opts: &ConcatOptions,
+    f: impl Fn(&PathBuf) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let done: Vec<Result<T>> = opts.inputs.par_iter().map(&f).collect();
+    done.into_iter().collect()
+}
+
+/// Every input's [`input_identity`].
 fn input_identities(opts: &ConcatOptions) -> Result<Vec<(PathBuf, u64)>> {
-    let taken: Vec<Result<(PathBuf, u64)>> = opts
-        .inputs
-        .par_iter()
-        .map(|p| Ok((p.clone(), input_identity(p)?)))
-        .collect();
-    taken.into_iter().collect()
+    each_input(opts, |p| Ok((p.clone(), input_identity(p)?)))
 }
 
 /// A planned concatenation whose graph is ready to run.
@@ -143,20 +148,13 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
         abs.sharding = Sharding::Off;
     }
     let opts = &abs;
-    // 1. Open and validate every input before writing anything, on all
-    // cores (an atlas has hundreds); the first bad input in the given
-    // order is the one reported.
-    let opened: Vec<Result<Input>> = opts
-        .inputs
-        .par_iter()
-        .map(|path| {
-            let store = Store::open(path)?;
-            let tree = read_tree(&store)?;
-            check_all_sparse(&store, &tree)?;
-            Ok(Input { store, tree })
-        })
-        .collect();
-    let inputs = opened.into_iter().collect::<Result<Vec<_>>>()?;
+    // 1. Open and validate every input before writing anything.
+    let inputs = each_input(opts, |path| {
+        let store = Store::open(path)?;
+        let tree = read_tree(&store)?;
+        check_all_sparse(&store, &tree)?;
+        Ok(Input { store, tree })
+    })?;
     let input_paths: Vec<&Path> = opts.inputs.iter().map(PathBuf::as_path).collect();
     let (staged, found) =
         StagedOutput::prepare_resumable(&opts.output, &input_paths, opts.overwrite, opts.resume)?;
