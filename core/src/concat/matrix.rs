@@ -27,9 +27,14 @@ use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
 use crate::kernel::KernelRegistry;
 
+mod counts;
+mod rising_runs;
 mod rows;
 
-use rows::{array_meta, assemble, assemble_stacked_sparse, csr_pieces, has_dense_source};
+pub(crate) use counts::count_group;
+use counts::{block_range, counts_from_indptr, sparse_count};
+pub use counts::{group_blocks, max_data_chunks, n_blocks, n_count_tasks, n_indptr_chunks};
+use rows::{array_meta, assemble};
 pub(crate) use rows::{index_dtype, read_csr_rows};
 
 /// Arguments of every matrix kernel: the plan, the matrix, a block number.
@@ -374,107 +379,6 @@ fn dense_copy(
     Ok(Some(chunk))
 }
 
-fn block_range(m: &MatrixPlan, b: u64) -> Range<u64> {
-    let rows = m.chunks[0];
-    b * rows..((b + 1) * rows).min(m.shape[0])
-}
-
-/// Number of row blocks of a sparse output.
-pub fn n_blocks(m: &MatrixPlan) -> u64 {
-    m.shape[0].div_ceil(m.chunks[0])
-}
-
-/// Number of `indptr` chunks of a sparse output (it has one more entry than rows).
-pub fn n_indptr_chunks(m: &MatrixPlan) -> u64 {
-    (m.shape[0] + 1).div_ceil(m.chunks[0])
-}
-
-/// Upper bound of the number of data chunks of a sparse output.
-pub fn max_data_chunks(m: &MatrixPlan) -> u64 {
-    m.max_nnz.div_ceil(m.chunks[1])
-}
-
-fn sparse_count(t: &MatrixTask) -> Result<Vec<u8>> {
-    let plan = ConcatPlan::load(&t.plan)?;
-    let m = &plan.matrices[t.matrix];
-    let range = block_range(m, t.block);
-    if let Some(counts) = counts_from_indptr(&plan, m, &range)? {
-        return encode(&counts);
-    }
-    if let Some(block) = assemble_stacked_sparse(&plan, m, &range, false)? {
-        return encode(&block.counts);
-    }
-    let block = assemble(&plan, m, range)?;
-    encode(&block.counts)
-}
-
-/// Row lengths of a sparse source's rows `lo..hi`, from `indptr` alone.
-fn row_lengths(src: &MatrixSource, lo: u64, hi: u64) -> Result<Vec<u32>> {
-    let mut out = Vec::with_capacity((hi - lo) as usize);
-    for (store_path, group, local) in csr_pieces(src, &(lo..hi)) {
-        let store = open(&store_path)?;
-        let path = format!("{group}/indptr");
-        let dtype = index_dtype(&store, &path)?;
-        let n = local.end - local.start;
-        let ip = crate::anndata::sparse::read_i64_range(&store, &path, &dtype, local.start, n + 1)?;
-        out.extend(ip.windows(2).map(|w| (w[1] - w[0]) as u32));
-    }
-    Ok(out)
-}
-
-/// Entries per output row without assembling the block, when nothing is
-/// dropped or filled: every source is sparse, no column is dropped by the
-/// join, and the fill is zero. `None` when the block must be assembled.
-fn counts_from_indptr(
-    plan: &ConcatPlan,
-    m: &MatrixPlan,
-    range: &Range<u64>,
-) -> Result<Option<Vec<u32>>> {
-    if !m.fill.is_zero() || has_dense_source(m) {
-        return Ok(None);
-    }
-    let space = &plan.spaces[m.space];
-    let mut counts = vec![0u32; (range.end - range.start) as usize];
-    match m.stack {
-        Axis::Obs => {
-            for (i, local) in inputs_in(m, range) {
-                let drops = !m.diagonal && space.reindexers[i].new_of_old.iter().any(|&n| n < 0);
-                if drops {
-                    return Ok(None);
-                }
-                let Some(src) = &m.sources[i] else { continue };
-                let first = (m.along[i][0] + local.start - range.start) as usize;
-                for (k, len) in row_lengths(src, local.start, local.end)?
-                    .into_iter()
-                    .enumerate()
-                {
-                    counts[first + k] = len;
-                }
-            }
-        }
-        Axis::Var => {
-            for (i, src) in m.sources.iter().enumerate() {
-                let Some(src) = src else { continue };
-                let olds: Vec<i64> = range
-                    .clone()
-                    .map(|r| space.reindexers[i].old_of_new[r as usize])
-                    .collect();
-                let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
-                let (Some(&lo), Some(&hi)) = (present.iter().min(), present.iter().max()) else {
-                    continue;
-                };
-                let lens = row_lengths(src, lo as u64, hi as u64 + 1)?;
-                for (k, &old) in olds.iter().enumerate() {
-                    if old >= 0 {
-                        counts[k] += lens[(old - lo) as usize];
-                    }
-                }
-            }
-        }
-    }
-    Ok(Some(counts))
-}
-
 /// Output of the prefix task: where each block's entries start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Offsets {
@@ -502,12 +406,14 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     let mut block_start = Vec::with_capacity(inputs.len() + 1);
     let mut kept: Vec<Vec<u32>> = Vec::new();
     let mut total = 0u64;
-    for counts in inputs {
-        block_start.push(total);
-        let counts: Vec<u32> = decode(counts)?;
-        total += counts.iter().map(|&c| u64::from(c)).sum::<u64>();
-        if in_order {
-            kept.push(counts);
+    for group in inputs {
+        let group: Vec<Vec<u32>> = decode(group)?;
+        for counts in group {
+            block_start.push(total);
+            total += counts.iter().map(|&c| u64::from(c)).sum::<u64>();
+            if in_order {
+                kept.push(counts);
+            }
         }
     }
     block_start.push(total);
@@ -529,7 +435,12 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     for (name, dtype, len, chunk) in [
         ("data", m.dtype.clone(), total, m.chunks[1]),
         ("indices", idx.clone(), total, m.chunks[1]),
-        ("indptr", idx, m.shape[0] + 1, m.chunks[0]),
+        (
+            "indptr",
+            idx,
+            m.shape[0] + 1,
+            m.chunks[0] * m.count_group.max(1),
+        ),
     ] {
         let spec = ArraySpec::new(vec![len], dtype, vec![chunk.min(len.max(1))]);
         out.write_array(&format!("{}/{name}", m.out_path), spec, &empty)?;
@@ -543,14 +454,17 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
 fn sparse_indptr(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     let plan = ConcatPlan::load(&t.plan)?;
     let m = &plan.matrices[t.matrix];
-    let (counts, offsets): (Vec<u32>, Offsets) = match inputs {
+    let (groups, offsets): (Vec<Vec<u32>>, Offsets) = match inputs {
         [c, o] => (decode(c)?, decode(o)?),
         [o] => (Vec::new(), decode(o)?),
         _ => return Err(Error::internal("indptr task inputs")),
     };
-    let first = t.block * m.chunks[0];
-    let last = ((t.block + 1) * m.chunks[0]).min(m.shape[0] + 1);
-    let mut acc = offsets.block_start[t.block.min(offsets.block_start.len() as u64 - 1) as usize];
+    let counts: Vec<u32> = groups.into_iter().flatten().collect();
+    let rows = m.chunks[0] * m.count_group.max(1);
+    let first = t.block * rows;
+    let last = ((t.block + 1) * rows).min(m.shape[0] + 1);
+    let block = (t.block * m.count_group.max(1)).min(offsets.block_start.len() as u64 - 1);
+    let mut acc = offsets.block_start[block as usize];
     let mut ptr = Vec::with_capacity((last - first) as usize);
     for k in 0..(last - first) as usize {
         ptr.push(acc as i64);

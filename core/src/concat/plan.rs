@@ -123,7 +123,7 @@ pub struct MatrixPlan {
     pub dtype: DType,
     /// Output shape (obs × var).
     pub shape: [u64; 2],
-    /// Dense: chunk shape. Sparse: `[rows per block (= indptr chunk), entries per data chunk]`.
+    /// Dense: chunk shape. Sparse: `[rows per block, entries per data chunk]`.
     pub chunks: [u64; 2],
     /// Value for missing entries.
     pub fill: Scalar,
@@ -138,6 +138,11 @@ pub struct MatrixPlan {
     /// Block-diagonal ({axis}p with `pairwise`): input `i`'s columns are
     /// shifted by its offset; nothing is reindexed or filled.
     pub diagonal: bool,
+    /// Sparse: row blocks counted by one task, and rows of one `indptr`
+    /// chunk in blocks: many when row lengths come from the inputs'
+    /// `indptr` alone (a task per block of a few hundred rows spent more
+    /// on its dispatch than on its work), one when counting assembles rows.
+    pub count_group: u64,
 }
 
 /// Everything the matrix kernels need.

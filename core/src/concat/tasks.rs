@@ -356,6 +356,11 @@ impl Planner<'_> {
                 })
                 .collect(),
             diagonal,
+            count_group: 1,
+        };
+        let m = MatrixPlan {
+            count_group: matrix::count_group(&self.plan, &m, self.chunk_bytes),
+            ..m
         };
         self.check_read_chunks_fit(&m)?;
         // Skeleton.
@@ -495,13 +500,17 @@ impl Planner<'_> {
             if m.sparse {
                 let block_bytes = sparse_block_bytes(m, self.chunk_bytes);
                 let mut counts = Vec::new();
-                for b in 0..matrix::n_blocks(m) {
+                for c in 0..matrix::n_count_tasks(m) {
+                    let blocks = matrix::group_blocks(m, c);
                     counts.push(g.add(
                         "concat.sparse_count",
-                        &task(b, 0),
+                        &task(c, 0),
                         pre.clone(),
-                        block_bytes,
-                        format!("{}: count block {b}", m.out_path),
+                        block_bytes + (blocks.end - blocks.start) * m.chunks[0] * 8,
+                        format!(
+                            "{}: count blocks {}..{}",
+                            m.out_path, blocks.start, blocks.end
+                        ),
                     )?);
                 }
                 let prefix = g.add(
@@ -521,7 +530,7 @@ impl Planner<'_> {
                         "concat.sparse_indptr",
                         &task(c, 0),
                         deps,
-                        m.chunks[0] * 16 + (1 << 20),
+                        m.chunks[0] * m.count_group * 16 + (1 << 20),
                         format!("{}: indptr chunk {c}", m.out_path),
                     )?;
                 }

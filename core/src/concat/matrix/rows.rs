@@ -2,6 +2,7 @@
 //! reindexed and assembled into the block of one output matrix (stacked
 //! along the rows, or side by side along the columns).
 
+use super::rising_runs::RisingRuns;
 use super::*;
 
 /// Rows of a sparse matrix: `indptr` from 0, column indices, values.
@@ -307,8 +308,20 @@ pub(super) fn assemble_stacked_sparse(
             continue;
         }
         let mut take: Vec<usize> = Vec::with_capacity(rows.indices.len());
+        // A renaming into a few rising runs (a lexicographic union of
+        // numbered names: gene0..gene9, gene10..gene99, ...) merges each
+        // row's runs instead of sorting it.
+        let runs = (!ordered)
+            .then(|| RisingRuns::of(map))
+            .flatten()
+            .filter(|_| rows.rows_ascending());
         for r in 0..n {
             let (a, b) = (rows.indptr[r], rows.indptr[r + 1]);
+            if let Some(runs) = &runs {
+                counts[first_out + r] =
+                    runs.merge_row(map, &rows.indices[a..b], a, &mut indices, &mut take);
+                continue;
+            }
             keyed.clear();
             for k in a..b {
                 let c = map[rows.indices[k] as usize];

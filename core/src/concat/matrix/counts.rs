@@ -1,0 +1,163 @@
+//! Counting a sparse output's entries per row, the first step of its
+//! tasks: row blocks, the count tasks that cover them (many blocks each
+//! when counting reads the inputs' `indptr` alone), and the counts.
+
+use std::ops::Range;
+
+use super::rows::{assemble, assemble_stacked_sparse, csr_pieces, has_dense_source, index_dtype};
+use super::{MatrixTask, inputs_in, open};
+use crate::concat::plan::{Axis, ConcatPlan, MatrixPlan, MatrixSource};
+use crate::error::Result;
+use crate::graph::encode;
+
+/// Rows `b * chunks[0] ..` of sparse `m`: its row block `b`.
+pub(super) fn block_range(m: &MatrixPlan, b: u64) -> Range<u64> {
+    let rows = m.chunks[0];
+    b * rows..((b + 1) * rows).min(m.shape[0])
+}
+
+/// Number of row blocks of a sparse output.
+pub fn n_blocks(m: &MatrixPlan) -> u64 {
+    m.shape[0].div_ceil(m.chunks[0])
+}
+
+/// Output chunk bytes per row a count task covers when counting reads
+/// `indptr` alone: a task's row counts (4 bytes a row, sent through the
+/// scheduler) and its `indptr` chunk (at most 8) stay a few times smaller
+/// than an output chunk; 131072 rows for 8 MiB chunks.
+const CHUNK_BYTES_PER_COUNTED_ROW: u64 = 64;
+
+/// Row blocks per count task (and per `indptr` chunk) of sparse `m` with
+/// output chunks of `chunk_bytes`: many when [`counts_from_indptr`] serves
+/// every block (a task per block of a few hundred rows spent more on its
+/// dispatch than on its work), else one (counting assembles the rows).
+pub(crate) fn count_group(plan: &ConcatPlan, m: &MatrixPlan, chunk_bytes: u64) -> u64 {
+    let reads_indptr_alone = m.sparse
+        && m.fill.is_zero()
+        && !has_dense_source(m)
+        && (m.stack == Axis::Var
+            || m.diagonal
+            || m.sources.iter().enumerate().all(|(i, s)| {
+                s.is_none()
+                    || plan.spaces[m.space].reindexers[i]
+                        .new_of_old
+                        .iter()
+                        .all(|&n| n >= 0)
+            }));
+    if reads_indptr_alone {
+        (chunk_bytes / CHUNK_BYTES_PER_COUNTED_ROW / m.chunks[0].max(1)).max(1)
+    } else {
+        1
+    }
+}
+
+/// Number of count tasks of a sparse output.
+pub fn n_count_tasks(m: &MatrixPlan) -> u64 {
+    n_blocks(m).div_ceil(m.count_group.max(1))
+}
+
+/// The row blocks count task `c` counts.
+pub fn group_blocks(m: &MatrixPlan, c: u64) -> Range<u64> {
+    let g = m.count_group.max(1);
+    c * g..((c + 1) * g).min(n_blocks(m))
+}
+
+/// Number of `indptr` chunks of a sparse output (it has one more entry
+/// than rows), each the rows of one count task.
+pub fn n_indptr_chunks(m: &MatrixPlan) -> u64 {
+    (m.shape[0] + 1).div_ceil(m.chunks[0] * m.count_group.max(1))
+}
+
+/// Upper bound of the number of data chunks of a sparse output.
+pub fn max_data_chunks(m: &MatrixPlan) -> u64 {
+    m.max_nnz.div_ceil(m.chunks[1])
+}
+
+/// Entries per row of the blocks of count task `t.block`, one list a block.
+pub(super) fn sparse_count(t: &MatrixTask) -> Result<Vec<u8>> {
+    let plan = ConcatPlan::load(&t.plan)?;
+    let m = &plan.matrices[t.matrix];
+    let mut counts: Vec<Vec<u32>> = Vec::new();
+    for b in group_blocks(m, t.block) {
+        counts.push(block_counts(&plan, m, block_range(m, b))?);
+    }
+    encode(&counts)
+}
+
+/// Entries per row of rows `range` of sparse `m`.
+fn block_counts(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Vec<u32>> {
+    if let Some(counts) = counts_from_indptr(plan, m, &range)? {
+        return Ok(counts);
+    }
+    if let Some(block) = assemble_stacked_sparse(plan, m, &range, false)? {
+        return Ok(block.counts);
+    }
+    Ok(assemble(plan, m, range)?.counts)
+}
+
+/// Row lengths of a sparse source's rows `lo..hi`, from `indptr` alone.
+fn row_lengths(src: &MatrixSource, lo: u64, hi: u64) -> Result<Vec<u32>> {
+    let mut out = Vec::with_capacity((hi - lo) as usize);
+    for (store_path, group, local) in csr_pieces(src, &(lo..hi)) {
+        let store = open(&store_path)?;
+        let path = format!("{group}/indptr");
+        let dtype = index_dtype(&store, &path)?;
+        let n = local.end - local.start;
+        let ip = crate::anndata::sparse::read_i64_range(&store, &path, &dtype, local.start, n + 1)?;
+        out.extend(ip.windows(2).map(|w| (w[1] - w[0]) as u32));
+    }
+    Ok(out)
+}
+
+/// Entries per output row without assembling the block, when nothing is
+/// dropped or filled: every source is sparse, no column is dropped by the
+/// join, and the fill is zero. `None` when the block must be assembled.
+pub(super) fn counts_from_indptr(
+    plan: &ConcatPlan,
+    m: &MatrixPlan,
+    range: &Range<u64>,
+) -> Result<Option<Vec<u32>>> {
+    if !m.fill.is_zero() || has_dense_source(m) {
+        return Ok(None);
+    }
+    let space = &plan.spaces[m.space];
+    let mut counts = vec![0u32; (range.end - range.start) as usize];
+    match m.stack {
+        Axis::Obs => {
+            for (i, local) in inputs_in(m, range) {
+                let drops = !m.diagonal && space.reindexers[i].new_of_old.iter().any(|&n| n < 0);
+                if drops {
+                    return Ok(None);
+                }
+                let Some(src) = &m.sources[i] else { continue };
+                let first = (m.along[i][0] + local.start - range.start) as usize;
+                for (k, len) in row_lengths(src, local.start, local.end)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    counts[first + k] = len;
+                }
+            }
+        }
+        Axis::Var => {
+            for (i, src) in m.sources.iter().enumerate() {
+                let Some(src) = src else { continue };
+                let olds: Vec<i64> = range
+                    .clone()
+                    .map(|r| space.reindexers[i].old_of_new[r as usize])
+                    .collect();
+                let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
+                let (Some(&lo), Some(&hi)) = (present.iter().min(), present.iter().max()) else {
+                    continue;
+                };
+                let lens = row_lengths(src, lo as u64, hi as u64 + 1)?;
+                for (k, &old) in olds.iter().enumerate() {
+                    if old >= 0 {
+                        counts[k] += lens[(old - lo) as usize];
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(counts))
+}
