@@ -8,8 +8,8 @@ One command (from the repository root):
 creates the ../shared/bench data sets (unless present), runs Python's
 `anndata.experimental.concat_on_disk` (the reference, via
 ../shared/bench/run_anndata.py) and `anncat concat` (with `--memory-limit
-256MiB` per worker and a `--report` for per-process RSS), each --repeat
-times alternating, on the same inputs in the same run, checks that the two outputs hold the same
+256MiB` per worker, and one more, untimed run with `--report` for each
+process' peak RSS), each --repeat times alternating, on the same inputs in the same run, checks that the two outputs hold the same
 matrix and names, and writes a table to benches/RESULTS.md.
 
 --quick runs only the sparse 5000 sets (zarr v2, v3, h5ad, gzip h5ad);
@@ -258,35 +258,42 @@ def main() -> int:
                 env=ref_env)
             refs.append(last_json(ref_json))
             print(f"{case}: anncat ({attempt + 1}/{args.repeat}) ...", flush=True)
-            report.unlink(missing_ok=True)
             run(["rm", "-rf", str(our_out)])
             os.sync()
             # Timed here, not under measure_cmd.py: its sampler walks the
             # process table every 50 ms, a tax of 0.1-0.3 s on a 2-core
-            # machine that both anncat workers keep busy. Memory comes from
-            # the run report (each worker's sampled peak, the coordinator's).
+            # machine that both anncat workers keep busy. The command a user
+            # runs, without --report (drawing its timeline takes 30-60 ms
+            # after the output is done).
             t0 = time.perf_counter()
             measured = subprocess.run(
                 [str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
-                 "--memory-limit", MEM, "--report", str(report), "--quiet", *extra],
+                 "--memory-limit", MEM, "--quiet", *extra],
                 text=True, capture_output=True)
             took = time.perf_counter() - t0
             if measured.returncode != 0 or not our_out.is_dir():
                 failed = (measured.stderr.strip().splitlines() or ["failed"])[-1]
                 break
+            ours_runs.append({"wall_s": took})
+        rep = {}
+        if failed is None:
+            # One more run, untimed, with --report: each process' peak RSS
+            # (VmHWM; wait4's ru_maxrss of a spawned child starts from its
+            # spawner's, this script's) and the coordinator's CPU time.
+            report.unlink(missing_ok=True)
+            run(["rm", "-rf", str(our_out)])
+            run([str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
+                 "--memory-limit", MEM, "--report", str(report), "--quiet", *extra])
             rep = json.loads(report.read_text())
-            ours_runs.append(({"wall_s": took,
-                               "peak_self_maxrss_mib": rep.get("coordinator_peak_rss", 0) / 2**20}, rep))
         ref = median_run(refs, lambda r: r["wall_s"])
         if failed is not None:
             rows.append({"case": case, "in_mib": ref["in_bytes"] / 2**20, "py_s": ref["wall_s"],
                          "py_rss": python_rss(ref), "failed": failed})
             print(json.dumps(rows[-1]), flush=True)
             continue
-        ours, rep = median_run(ours_runs, lambda r: r[0]["wall_s"])
-        # Memory: the largest of the runs (a peak, not a typical value).
-        worker_peak = max((w["peak_rss"] for _, r in ours_runs for w in r["workers"]), default=0) / 2**20
-        main_peak = max((o.get("peak_self_maxrss_mib") or 0.0) for o, _ in ours_runs)
+        ours = median_run(ours_runs, lambda r: r["wall_s"])
+        worker_peak = max((w["peak_rss"] for w in rep.get("workers", [])), default=0) / 2**20
+        main_peak = rep.get("coordinator_peak_rss", 0) / 2**20
         agree = same_output(ref_out, our_out)
         print(f"{case}: floor ...", flush=True)
         floor = floor_seconds(files)
@@ -330,9 +337,11 @@ def main() -> int:
         f"Python ({'anndata 0.13.4 on Python 3.12 with zarrs codec pipeline' if args.peer != 'anndata-0.12' else 'anndata 0.12.19'}): "
         "anndata's `concat_on_disk` (../shared/bench/run_anndata.py; its wall time excludes interpreter start-up). "
         f"anncat: `anncat concat --memory-limit {MEM}` with the default local cluster ({os.cpu_count()} workers); "
-        "its wall time includes process start-up. Scheduler CPU share: CPU time of the coordinating process "
-        "(scheduler + client) while the graph ran, over wall time × cores. RSS: Python's peak; anncat's largest single process "
-        "(every worker and the coordinating process) — worker peaks from `--report`. "
+        "its wall time includes process start-up, and the timed runs have no `--report` (drawing its timeline "
+        "is not part of a concat). Scheduler CPU share: CPU time of the coordinating process "
+        "(scheduler + client) while the graph ran, over wall time × cores, from one more, untimed run with "
+        "`--report`. RSS: Python's peak; anncat's largest single process (every worker and the coordinating "
+        "process), from the `--report` run. "
         "Floor: `cargo bench --bench floor -- X FILES` (best of 2), every chunk of the inputs' X read, decoded, "
         "encoded with the codec anncat writes and written once on all cores, with no concatenation at all; "
         "anncat ÷ floor is how far anncat is from that limit. anncat's output is on stable storage when it "

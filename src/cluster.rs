@@ -238,7 +238,7 @@ impl LocalCluster {
                 if matches!(c.try_wait(), Ok(Some(_))) {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(1));
             }
             if !matches!(c.try_wait(), Ok(Some(_))) {
                 let _ = c.kill();

@@ -98,8 +98,10 @@ pub fn run_concat(
     let mut report = ReportBuilder::new();
     report.planned_for(opts.memory_limit);
     let mut keep_partial = resumed;
+    // The local cluster outlives the graph: on success it stops while the
+    // output is finished (both wait on other processes or the disk).
+    let mut local_cluster: Option<LocalCluster> = None;
     let result = (|| -> anyhow::Result<()> {
-        let mut _local = None;
         // One way to run the job, whatever runs it: the journal, report,
         // progress and --resume below are the same for all three.
         let mut executor: Box<dyn Executor> = match (&run.cluster, remote.take()) {
@@ -126,7 +128,7 @@ pub fn run_concat(
                     )?,
                 };
                 let client = cluster.client()?;
-                _local = Some(cluster);
+                local_cluster = Some(cluster);
                 Box::new(client)
             }
             (ClusterChoice::Remote(_), Some(client)) => Box::new(client),
@@ -209,8 +211,22 @@ pub fn run_concat(
     })();
     let finish_start = Instant::now();
     let finished = match result {
-        Ok(()) => prepared.finish(Ok(()), false).map_err(anyhow::Error::from),
+        Ok(()) => {
+            // Every task is done and flushed: nothing of the workers'
+            // touches the output any more.
+            let stopping = local_cluster
+                .take()
+                .map(|c| std::thread::spawn(move || drop(c)));
+            let finished = prepared.finish(Ok(()), false).map_err(anyhow::Error::from);
+            if let Some(thread) = stopping {
+                let _ = thread.join();
+            }
+            finished
+        }
         Err(e) => {
+            // Tasks may still run on the workers: they stop before the
+            // partial output is kept or removed.
+            drop(local_cluster.take());
             let message = format!("{e:#}");
             let _ = prepared.finish(Err(anncat_core::Error::Task(message.clone())), keep_partial);
             Err(anyhow::anyhow!(message))

@@ -351,11 +351,17 @@ async fn serve(
             conn.closed().await;
         }
     };
-    let _ = tokio::time::timeout(SHUTDOWN_WAIT, all_closed).await;
+    let every_worker_closed = tokio::time::timeout(SHUTDOWN_WAIT, all_closed)
+        .await
+        .is_ok();
     endpoint.close(CloseCode::Shutdown.code().into(), b"scheduler stopped");
-    // Long enough for the close frames to leave; the draining period after
-    // (three probe timeouts) protects nothing a stopping scheduler needs.
-    let _ = tokio::time::timeout(CLOSE_FLUSH, endpoint.wait_idle()).await;
+    // Long enough for the close frames to leave, where a worker still has
+    // its connection open (one that closed its own needs none); the
+    // draining period after (three probe timeouts) protects nothing a
+    // stopping scheduler needs.
+    if !every_worker_closed {
+        let _ = tokio::time::timeout(CLOSE_FLUSH, endpoint.wait_idle()).await;
+    }
 }
 
 /// How long a stopping scheduler waits for its workers to close their

@@ -455,8 +455,9 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     result
 }
 
-/// How long a stopping worker lets its close frame go out.
-const CLOSE_FLUSH: Duration = Duration::from_millis(20);
+/// How long a stopping worker lets its close frame go out: the endpoint's
+/// driver sends it on its next turn, well within this.
+const CLOSE_FLUSH: Duration = Duration::from_millis(5);
 
 /// How long to keep dialling a scheduler that cannot be reached.
 fn patience(config: &WorkerConfig, joined_before: bool) -> Duration {

@@ -27,10 +27,16 @@ pub fn n_blocks(m: &MatrixPlan) -> u64 {
 /// than an output chunk; 131072 rows for 8 MiB chunks.
 const CHUNK_BYTES_PER_COUNTED_ROW: u64 = 64;
 
+/// Fewest count tasks a sparse output has when it has that many row blocks:
+/// counting is the first step of a sparse output, with nothing else of it
+/// ready to run, so a single task would leave every other worker idle.
+const MIN_COUNT_TASKS: u64 = 4;
+
 /// Row blocks per count task (and per `indptr` chunk) of sparse `m` with
 /// output chunks of `chunk_bytes`: many when [`counts_from_indptr`] serves
 /// every block (a task per block of a few hundred rows spent more on its
-/// dispatch than on its work), else one (counting assembles the rows).
+/// dispatch than on its work), though no fewer than [`MIN_COUNT_TASKS`]
+/// tasks; else one (counting assembles the rows).
 pub(crate) fn count_group(plan: &ConcatPlan, m: &MatrixPlan, chunk_bytes: u64) -> u64 {
     let reads_indptr_alone = m.sparse
         && m.fill.is_zero()
@@ -45,10 +51,18 @@ pub(crate) fn count_group(plan: &ConcatPlan, m: &MatrixPlan, chunk_bytes: u64) -
                         .all(|&n| n >= 0)
             }));
     if reads_indptr_alone {
-        (chunk_bytes / CHUNK_BYTES_PER_COUNTED_ROW / m.chunks[0].max(1)).max(1)
+        blocks_per_count_task(n_blocks(m), m.chunks[0], chunk_bytes)
     } else {
         1
     }
+}
+
+/// Row blocks (of `block_rows` rows) per count task, of `n_blocks`, when
+/// counting reads `indptr` alone: as many as [`CHUNK_BYTES_PER_COUNTED_ROW`]
+/// allows, though no fewer than [`MIN_COUNT_TASKS`] tasks; at least one.
+fn blocks_per_count_task(n_blocks: u64, block_rows: u64, chunk_bytes: u64) -> u64 {
+    let by_bytes = chunk_bytes / CHUNK_BYTES_PER_COUNTED_ROW / block_rows.max(1);
+    by_bytes.min(n_blocks.div_ceil(MIN_COUNT_TASKS)).max(1)
 }
 
 /// Number of count tasks of a sparse output.
@@ -160,4 +174,27 @@ pub(super) fn counts_from_indptr(
         }
     }
     Ok(Some(counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_tasks_group_blocks_by_bytes_but_stay_a_few() {
+        let mib = 1 << 20;
+        // 8 MiB chunks and blocks of 512 rows: 131072 rows (256 blocks) a
+        // task when there are plenty of blocks.
+        assert_eq!(blocks_per_count_task(10_000, 512, 8 * mib), 256);
+        // 104 blocks: four tasks of 26, not one task of all 104 (which
+        // left the other workers idle while it ran).
+        let group = blocks_per_count_task(104, 512, 8 * mib);
+        assert_eq!(group, 26);
+        assert_eq!(104u64.div_ceil(group), MIN_COUNT_TASKS);
+        // Fewer blocks than the minimum: one block a task.
+        assert_eq!(blocks_per_count_task(3, 512, 8 * mib), 1);
+        // Rows wider than the bytes allow: still one block a task.
+        assert_eq!(blocks_per_count_task(100, 1 << 20, 8 * mib), 1);
+        assert_eq!(blocks_per_count_task(0, 0, 0), 1);
+    }
 }
