@@ -302,7 +302,8 @@ def main() -> int:
             "py_s": ref["wall_s"], "ours_s": ours["wall_s"], "floor_s": floor,
             "py_rss": max(python_rss(r) for r in refs), "worker_rss": worker_peak,
             "proc_rss": max(main_peak, worker_peak), "agree": agree,
-            "coord_cpu_pct": 100.0 * rep.get("coordinator_cpu_s", 0.0) / max(ours["wall_s"] * (os.cpu_count() or 1), 1e-9),
+            "coord_cpu_pct": 100.0 * rep.get("coordinator_cpu_s", 0.0)
+            / max(rep.get("wall_s", ours["wall_s"]) * (os.cpu_count() or 1), 1e-9),
         })
         print(json.dumps(rows[-1]), flush=True)
     # Scaling of the executor: the same concat with 1 and 2 local workers,
@@ -339,7 +340,7 @@ def main() -> int:
         f"anncat: `anncat concat --memory-limit {MEM}` with the default local cluster ({os.cpu_count()} workers); "
         "its wall time includes process start-up, and the timed runs have no `--report` (drawing its timeline "
         "is not part of a concat). Scheduler CPU share: CPU time of the coordinating process "
-        "(scheduler + client) while the graph ran, over wall time × cores, from one more, untimed run with "
+        "(scheduler + client) while the graph ran, over that time × cores, from one more, untimed run with "
         "`--report`. RSS: Python's peak; anncat's largest single process (every worker and the coordinating "
         "process), from the `--report` run. "
         "Floor: `cargo bench --bench floor -- X FILES` (best of 2), every chunk of the inputs' X read, decoded, "
