@@ -8,9 +8,10 @@ One command (from the repository root):
 creates the ../shared/bench data sets (unless present), runs Python's
 `anndata.experimental.concat_on_disk` (the reference, via
 ../shared/bench/run_anndata.py) and `anncat concat` (with `--memory-limit
-256MiB` per worker, and one more, untimed run with `--report` for each
-process' peak RSS), each --repeat times alternating, on the same inputs in the same run, checks that the two outputs hold the same
-matrix and names, and writes a table to benches/RESULTS.md.
+256MiB` per worker), each --repeat times alternating, on the same inputs in
+the same run, then anncat once more, untimed, with `--report` (each
+process' peak RSS); checks that the two outputs hold the same matrix and
+names, and writes a table to benches/RESULTS.md.
 
 --quick runs only the sparse 5000 sets (zarr v2, v3, h5ad, gzip h5ad);
 --only TEXT only the cases whose name holds TEXT (write them with --results
@@ -246,6 +247,8 @@ def main() -> int:
         # Each tool runs --repeat times, alternating, and the median run of
         # each counts: one run on a shared 2-core machine is too noisy.
         refs, ours_runs, failed = [], [], None
+        ours_cmd = [str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
+                    "--memory-limit", MEM, "--quiet", *extra]
         for attempt in range(args.repeat):
             print(f"{case}: python ({attempt + 1}/{args.repeat}) ...", flush=True)
             ref_json.unlink(missing_ok=True)
@@ -266,10 +269,7 @@ def main() -> int:
             # runs, without --report (drawing its timeline takes 30-60 ms
             # after the output is done).
             t0 = time.perf_counter()
-            measured = subprocess.run(
-                [str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
-                 "--memory-limit", MEM, "--quiet", *extra],
-                text=True, capture_output=True)
+            measured = subprocess.run(ours_cmd, text=True, capture_output=True)
             took = time.perf_counter() - t0
             if measured.returncode != 0 or not our_out.is_dir():
                 failed = (measured.stderr.strip().splitlines() or ["failed"])[-1]
@@ -282,8 +282,7 @@ def main() -> int:
             # spawner's, this script's) and the coordinator's CPU time.
             report.unlink(missing_ok=True)
             run(["rm", "-rf", str(our_out)])
-            run([str(ANNCAT), "concat", *files, "-o", str(our_out), "--axis", str(axis), "--join", join,
-                 "--memory-limit", MEM, "--report", str(report), "--quiet", *extra])
+            run([*ours_cmd, "--report", str(report)])
             rep = json.loads(report.read_text())
         ref = median_run(refs, lambda r: r["wall_s"])
         if failed is not None:

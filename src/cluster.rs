@@ -16,6 +16,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a local worker that lost its scheduler keeps dialling it.
 const LOCAL_RECONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How often the coordinator looks at its local workers while it waits
+/// for them to register or to exit (either holds up the run).
+const WORKER_POLL: Duration = Duration::from_millis(1);
+
 /// The program a local cluster runs as its workers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerProgram {
@@ -195,7 +199,7 @@ impl LocalCluster {
                 STARTUP_TIMEOUT.as_secs(),
                 config.workers
             );
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(WORKER_POLL);
         }
         Ok(cluster)
     }
@@ -238,7 +242,7 @@ impl LocalCluster {
                 if matches!(c.try_wait(), Ok(Some(_))) {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(WORKER_POLL);
             }
             if !matches!(c.try_wait(), Ok(Some(_))) {
                 let _ = c.kill();

@@ -355,11 +355,11 @@ async fn serve(
         .await
         .is_ok();
     endpoint.close(CloseCode::Shutdown.code().into(), b"scheduler stopped");
-    // Long enough for the close frames to leave, where a worker still has
-    // its connection open (one that closed its own needs none); the
-    // draining period after (three probe timeouts) protects nothing a
+    // Long enough for the close frames to leave, where a worker or a client
+    // still has its connection open (one that closed its own needs none);
+    // the draining period after (three probe timeouts) protects nothing a
     // stopping scheduler needs.
-    if !every_worker_closed {
+    if !every_worker_closed || !comm.clients.is_empty() {
         let _ = tokio::time::timeout(CLOSE_FLUSH, endpoint.wait_idle()).await;
     }
 }
