@@ -2,8 +2,9 @@
 //!
 //! Events come in (`on_worker_joined`, `on_task_reports`, `on_worker_lost`,
 //! `on_start`, ...); messages go out through a [`Comm`]. Placement is
-//! memory-aware (a task goes only where its estimate fits the worker's free
-//! budget), locality-aware (prefer the worker holding most of its input
+//! memory-aware (a task goes only where its estimate fits the worker's
+//! budget beside the largest of its tasks in flight, as many as it has
+//! threads), locality-aware (prefer the worker holding most of its input
 //! bytes), and bounded (at most `threads + prefetch` tasks in flight per
 //! worker, so reads cannot race ahead of writes). Outputs stay on the
 //! worker that made them until no unfinished task needs them; a lost
@@ -74,7 +75,6 @@ const MAX_SAMPLES: usize = 8192;
 
 struct Worker {
     info: WorkerInfo,
-    reserved: u64,
     threads: usize,
     prefetch: usize,
     /// Moving average of task run times on this worker (seconds).
@@ -122,6 +122,27 @@ impl Worker {
 
     fn has_slot(&self) -> bool {
         !self.paused && self.in_flight() < self.in_flight_limit()
+    }
+
+    /// Whether a task estimated at `mem` bytes fits this worker's budget
+    /// beside its tasks in flight. The worker runs at most `threads` of
+    /// them at once (the rest wait in its queue, and its governor starts
+    /// each against what the process uses), so what it may need at once is
+    /// the sum of the `threads` largest estimates, this task's among them.
+    fn fits(&self, mem: u64) -> bool {
+        let mut estimates: Vec<u64> = self
+            .running
+            .iter()
+            .filter(|(k, _)| !self.computed.contains(k))
+            .map(|(_, &(m, _, _))| m)
+            .chain([mem])
+            .collect();
+        estimates.sort_unstable_by(|a, b| b.cmp(a));
+        estimates
+            .iter()
+            .take(self.threads.max(1))
+            .try_fold(0u64, |sum, &m| sum.checked_add(m))
+            .is_some_and(|need| need <= self.info.memory_limit)
     }
 }
 
@@ -272,7 +293,6 @@ impl SchedulerState {
             id,
             Worker {
                 info,
-                reserved: 0,
                 threads,
                 prefetch: self.config.prefetch.max(1),
                 avg_task_s: QUEUED_WORK_S / 2.0,
@@ -382,10 +402,13 @@ impl SchedulerState {
         // in the order they get them.
         // A task whose kernel had returned runs again (its writes may not
         // be durable) but is not to blame.
-        let mut running: Vec<(u64, TaskKey, bool)> = worker
+        let mut running: Vec<(u64, TaskKey, bool, bool)> = worker
             .running
             .iter()
-            .map(|(k, (_, started, seq))| (*seq, *k, *started && !worker.computed.contains(k)))
+            .map(|(k, (_, started, seq))| {
+                let computed = worker.computed.contains(k);
+                (*seq, *k, *started && !computed, computed)
+            })
             .collect();
         running.sort();
         let mut presumed = worker
@@ -393,12 +416,12 @@ impl SchedulerState {
             .saturating_sub(running.iter().filter(|r| r.2).count());
         let running: Vec<(TaskKey, bool)> = running
             .into_iter()
-            .map(|(_, key, started)| {
-                let blamed = started || presumed > 0;
-                if !started && presumed > 0 {
+            .map(|(_, key, started, computed)| {
+                let may_presume = !started && !computed && presumed > 0;
+                if may_presume {
                     presumed -= 1;
                 }
-                (key, blamed)
+                (key, started || may_presume)
             })
             .collect();
         for (key, started) in running {

@@ -45,7 +45,7 @@ impl SchedulerState {
             }
             let mut best: Option<(WorkerId, u64, usize)> = None;
             for (&wid, w) in &self.workers {
-                if !w.has_slot() || w.reserved + mem > w.info.memory_limit {
+                if !w.has_slot() || !w.fits(mem) {
                     continue;
                 }
                 let local: u64 = t
@@ -110,7 +110,6 @@ impl SchedulerState {
                 job.participants.push(wid);
             }
             let w = self.workers.get_mut(&wid).expect("chosen worker exists");
-            w.reserved += mem;
             self.next_seq += 1;
             w.running.insert(key, (mem, false, self.next_seq));
             self.runs.entry(wid).or_default().push(assignment);

@@ -24,10 +24,7 @@ impl SchedulerState {
     pub fn on_tasks_computed(&mut self, worker: WorkerId, keys: &[TaskKey], comm: &mut dyn Comm) {
         self.mark_given(worker, keys, "computed", comm, |w, k| {
             match w.running.get_mut(k) {
-                Some((mem, _, _)) if !w.computed.contains(k) => {
-                    w.reserved -= *mem;
-                    *mem = 0;
-                }
+                Some((mem, _, _)) if !w.computed.contains(k) => *mem = 0,
                 _ => return false,
             }
             w.computed.insert(*k)
@@ -99,11 +96,10 @@ impl SchedulerState {
         let Some(w) = self.workers.get_mut(&wid) else {
             return;
         };
-        let Some((mem, _, _)) = w.running.remove(&key) else {
+        if w.running.remove(&key).is_none() {
             return;
-        };
+        }
         w.computed.remove(&key);
-        w.reserved -= mem;
         let done = matches!(report.outcome, TaskOutcome::Done { .. });
         if done {
             let took = (report.stats.end_s - report.stats.start_s).max(0.0);
@@ -243,10 +239,9 @@ impl SchedulerState {
                     return true;
                 }
                 if let Some(w) = workers.get_mut(wid)
-                    && let Some((mem, _, _)) = w.running.remove(&a.key)
+                    && w.running.remove(&a.key).is_some()
                 {
                     w.computed.remove(&a.key);
-                    w.reserved -= mem;
                 }
                 false
             });
