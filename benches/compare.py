@@ -253,8 +253,9 @@ def main() -> int:
             print(f"{case}: python ({attempt + 1}/{args.repeat}) ...", flush=True)
             ref_json.unlink(missing_ok=True)
             # Each run starts with nothing dirty in the page cache: anncat
-            # flushes what it wrote (syncfs), which would otherwise also
-            # write out the previous run's output.
+            # flushes what it wrote and its output around the final
+            # rename (syncfs), which would otherwise also write out the
+            # previous run's output.
             os.sync()
             run([ref_py, str(runner), *files, "--out", str(ref_out), "--case", case,
                  "--axis", str(axis), "--join", join, "--keep-output", "--json-out", str(ref_json)],
@@ -345,7 +346,7 @@ def main() -> int:
         "Floor: `cargo bench --bench floor -- X FILES` (best of 2), every chunk of the inputs' X read, decoded, "
         "encoded with the codec anncat writes and written once on all cores, with no concatenation at all; "
         "anncat ÷ floor is how far anncat is from that limit. anncat's output is on stable storage when it "
-        "returns (each task's writes flushed by `syncfs` before it counts as done, the output flushed around its "
+        "returns (each task's files flushed by `fdatasync` before it counts as done, the output flushed around its "
         "rename); Python's output, and the floor's, may still be in the page cache.\n",
         "| case | input MiB | Python s | anncat s | speed-up | floor s | anncat ÷ floor | Python ÷ floor "
         "| Python peak RSS MiB | anncat max per-process RSS MiB | anncat input MiB/s | scheduler CPU share | same output |",

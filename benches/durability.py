@@ -3,7 +3,7 @@
 
     venv=$(bash tests/interop/setup_venv.sh 0.12) && "$venv/bin/python" benches/durability.py
 
-Each task of a concat flushes what it wrote (one `syncfs(2)` per task)
+Each task of a concat flushes what it wrote (`fdatasync` of each file)
 before it is reported done and journaled, and the finished output is
 flushed before and after its rename into place. This runs the same concat
 with the flushes and without them (`ANNCAT_TEST_NO_SYNC=1`, a switch for
@@ -68,7 +68,7 @@ def main() -> int:
         "# The cost of durable chunks\n",
         f"Produced by `benches/durability.py` on {machine()}; warm page cache; best of {args.repeats}, runs with and without the flushes "
         f"alternating. `anncat concat --memory-limit {MEM}` with the default local cluster, zarr v2 output. "
-        "With flushes (the default): one `syncfs` per task before it is reported done, and the output "
+        "With flushes (the default): an `fdatasync` of each file a task wrote, and an `fsync` of their directories, before it is reported done, and the output "
         "flushed around its final rename. Without: `ANNCAT_TEST_NO_SYNC=1`, for this measurement only.\n",
         "| case | inputs (MiB) | output (MiB) | durable (s) | without flushes (s) | cost |",
         "|---|--:|--:|--:|--:|--:|",

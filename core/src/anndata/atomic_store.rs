@@ -66,9 +66,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.flush()?;
-        drop(f);
         std::fs::rename(&tmp, path)?;
-        super::durable::note_written(path);
+        // Kept open for its flush, which syncs this very file.
+        super::durable::note_written_file(path, f);
         Ok(())
     })();
     if result.is_err() {
