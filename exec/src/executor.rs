@@ -318,8 +318,10 @@ impl LocalExecutor {
                 }
                 None => Err(Error::graph(format!("unknown kernel \"{}\"", task.kernel))),
             };
-            // In process, what the task deferred runs here, before it counts.
-            let result = result.and_then(|output| match registry.take_deferred() {
+            // In process, what the task deferred runs here, before it counts
+            // (taken even from a failed task, so the next one does not run it).
+            let deferred = registry.take_deferred();
+            let result = result.and_then(|output| match deferred {
                 Some(deferred) => deferred().map(|()| output),
                 None => Ok(output),
             });

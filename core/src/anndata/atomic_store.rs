@@ -47,12 +47,13 @@ impl AtomicFsStore {
 pub use anncat_exec::write_roots::{check_write_allowed, restrict_writes};
 
 /// Writes `bytes` to `path` atomically: a temporary sibling, then a rename
-/// over the destination. Parent directories are created. The write is made
+/// over the destination. Missing parent directories are created. The write
+/// (and the new directories' entries) is made
 /// durable by the flush [`super::durable::take_unsynced`] hands over at the end of the task.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     check_write_allowed(path)?;
     let parent = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(parent)?;
+    super::durable::create_dirs(parent)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())

@@ -3,29 +3,36 @@
 //! loss the journal never claims a chunk the disk lost.
 //!
 //! Writes note the files they wrote ([`note_written`], or
-//! [`note_written_file`] with the open file, per thread); at the end of a
-//! task [`take_unsynced`] hands over their flush: an `fdatasync` of each
-//! file, then an `fsync` of each directory a name was added to. A worker
-//! runs it on another thread while its next task computes, and reports the
-//! task done once it returned.
+//! [`note_written_file`] with the open file) and the directories they
+//! changed ([`create_dirs`], [`note_dir_changed`]), per thread; at the end
+//! of a task [`take_unsynced`] hands over their flush: an `fdatasync` of
+//! each file, then an `fsync` of each directory that gained or lost a name.
+//! A worker runs it on another thread while its next task computes, and
+//! reports the task done once it returned.
 //!
 //! Only the task's own files are flushed, not the whole file system: a
 //! `syncfs(2)` would also write out every other process' dirty data (on a
 //! shared node, without bound), and it wrote the output's directory blocks
 //! in place while the next task looked names up in them (lookups waited
-//! for that write: 0.1-0.25 s of a 0.6 s concat). A task that wrote more
-//! than [`MAX_FILES`] files is flushed as its file system, by one `syncfs`.
+//! for that write: 0.1-0.25 s of a 0.6 s concat). The file system is
+//! flushed instead (one `syncfs`) for a task that wrote more than
+//! [`MAX_FILES`] files, and when a codec thread pool (rayon) wrote for a
+//! task: those threads' writes cannot be told apart by task, so they are
+//! counted, and a task's flush that may include some syncs the file system
+//! unless a `syncfs` that began after them already returned.
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::Error;
 
-/// Most files a task's flush syncs one by one; a task that wrote more has
-/// its file system flushed instead (and its note of files stays bounded).
-pub const MAX_FILES: usize = 256;
+/// Most files (and directories) a task's flush syncs one by one; a task
+/// that wrote more has its file system flushed instead (and its note of
+/// files stays bounded).
+pub const MAX_FILES: usize = 64;
 
 /// Most written files a process keeps open for their flushes (flushes may
 /// queue behind a slow disk); past it, a flush opens its files again.
@@ -34,24 +41,33 @@ pub const MAX_HELD_FILES: usize = 256;
 /// Written files kept open, process-wide.
 static HELD_FILES: AtomicUsize = AtomicUsize::new(0);
 
-/// A written file kept open for its flush, counted in [`HELD_FILES`].
-struct HeldFile(File);
+/// A written file kept open for its flush, counted in the counter it was
+/// held against ([`HELD_FILES`] but in tests).
+struct HeldFile {
+    file: File,
+    count: &'static AtomicUsize,
+}
 
 impl HeldFile {
-    /// `file`, kept open if fewer than [`MAX_HELD_FILES`] are.
-    fn hold(file: File) -> Option<HeldFile> {
-        if HELD_FILES.fetch_add(1, Ordering::Relaxed) < MAX_HELD_FILES {
-            Some(HeldFile(file))
+    /// `file`, kept open if fewer than `bound` are held in `count`.
+    fn hold_in(count: &'static AtomicUsize, bound: usize, file: File) -> Option<HeldFile> {
+        if count.fetch_add(1, Ordering::Relaxed) < bound {
+            Some(HeldFile { file, count })
         } else {
-            HELD_FILES.fetch_sub(1, Ordering::Relaxed);
+            count.fetch_sub(1, Ordering::Relaxed);
             None
         }
+    }
+
+    /// `file`, kept open if fewer than [`MAX_HELD_FILES`] are.
+    fn hold(file: File) -> Option<HeldFile> {
+        Self::hold_in(&HELD_FILES, MAX_HELD_FILES, file)
     }
 }
 
 impl Drop for HeldFile {
     fn drop(&mut self) {
-        HELD_FILES.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -59,6 +75,9 @@ impl Drop for HeldFile {
 #[derive(Default)]
 struct Written {
     files: Vec<(PathBuf, Option<HeldFile>)>,
+    /// Directories a name was added to besides the files' own (those that
+    /// hold directories this task created).
+    dirs: Vec<PathBuf>,
     /// More than [`MAX_FILES`] were written: flush the file system of
     /// this one instead.
     whole_file_system: Option<PathBuf>,
@@ -66,7 +85,20 @@ struct Written {
 
 impl Written {
     fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.whole_file_system.is_none()
+        self.files.is_empty() && self.dirs.is_empty() && self.whole_file_system.is_none()
+    }
+
+    fn note_dir(&mut self, dir: &Path) {
+        if self.whole_file_system.is_some() || self.dirs.iter().any(|d| d == dir) {
+            return;
+        }
+        if self.dirs.len() >= MAX_FILES {
+            self.dirs.clear();
+            self.files.clear();
+            self.whole_file_system = Some(dir.to_path_buf());
+            return;
+        }
+        self.dirs.push(dir.to_path_buf());
     }
 
     fn note(&mut self, path: &Path, file: Option<File>) {
@@ -79,6 +111,11 @@ impl Written {
             self.whole_file_system = Some(path.to_path_buf());
             return;
         }
+        if let Some(i) = self.files.iter().position(|(p, _)| p == path) {
+            // Written again: the newer file is the one to sync.
+            self.files[i].1 = file;
+            return;
+        }
         self.files.push((path.to_path_buf(), file));
     }
 }
@@ -88,9 +125,42 @@ thread_local! {
     static WRITTEN: RefCell<Written> = RefCell::new(Written::default());
 }
 
+/// Writes made on codec pool threads, counted (see the module doc).
+static POOL_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// Every pool write counted below this is durable: a `syncfs` that began
+/// after it returned.
+static POOL_WRITES_DURABLE: AtomicU64 = AtomicU64::new(0);
+
+/// The directory of a pool thread's latest write, kept open: what the
+/// file-system flush of pool writes syncs (by descriptor, so the flush
+/// still reaches that file system after the output moved into place).
+static POOL_WRITE_DIR: Mutex<Option<(PathBuf, File)>> = Mutex::new(None);
+
+/// Whether this is a thread of rayon's pool, writing for whichever task
+/// handed it work.
+fn on_pool_thread() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
+/// Counts a pool thread's write of `path`.
+fn note_pool_write(path: &Path) {
+    let dir = parent_of(path);
+    if let Ok(mut d) = POOL_WRITE_DIR.lock()
+        && d.as_ref().is_none_or(|(held, _)| held != dir)
+        && let Ok(f) = File::open(dir)
+    {
+        *d = Some((dir.to_path_buf(), f));
+    }
+    POOL_WRITES.fetch_add(1, Ordering::SeqCst);
+}
+
 /// Records that `path` was written (or renamed into place) on this thread;
 /// its flush opens it again by name.
 pub fn note_written(path: &Path) {
+    if on_pool_thread() {
+        return note_pool_write(path);
+    }
     WRITTEN.with(|w| w.borrow_mut().note(path, None));
 }
 
@@ -98,7 +168,47 @@ pub fn note_written(path: &Path) {
 /// flush syncs that very file (no lookup by name, and not whatever another
 /// writer may have renamed over it since).
 pub fn note_written_file(path: &Path, file: File) {
+    if on_pool_thread() {
+        return note_pool_write(path);
+    }
     WRITTEN.with(|w| w.borrow_mut().note(path, Some(file)));
+}
+
+/// Records that `dir` gained or lost a name on this thread (a removal, the
+/// source side of a rename).
+pub fn note_dir_changed(dir: &Path) {
+    if on_pool_thread() {
+        return note_pool_write(dir);
+    }
+    WRITTEN.with(|w| w.borrow_mut().note_dir(dir));
+}
+
+/// Creates `dir` and its missing ancestors, noting the directories that
+/// gained an entry (each created one's parent) for this thread's flush.
+/// An existing `dir` costs one `stat`.
+pub fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = vec![dir];
+    while let Some(up) = missing[missing.len() - 1].parent() {
+        if up.as_os_str().is_empty() || up.is_dir() {
+            break;
+        }
+        missing.push(up);
+    }
+    std::fs::create_dir_all(dir)?;
+    for created in &missing {
+        note_dir_changed(parent_of(created));
+    }
+    Ok(())
+}
+
+/// The directory holding `path` (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Whether this thread wrote something not yet made durable.
@@ -107,18 +217,56 @@ pub fn has_unsynced_writes() -> bool {
 }
 
 /// Takes what was written on this thread since the last call, as the
-/// flush that makes it durable (it may run on any thread). Nothing
-/// written: nothing to do.
+/// flush that makes it durable (it may run on any thread), with the pool
+/// writes made so far that no flush has covered yet. Nothing written:
+/// nothing to do.
 pub fn take_unsynced() -> Option<crate::kernel::Deferred> {
     let written = WRITTEN.with(|w| std::mem::take(&mut *w.borrow_mut()));
-    if written.is_empty() {
+    let pool_writes = POOL_WRITES.load(Ordering::SeqCst);
+    let pool_pending = pool_writes > POOL_WRITES_DURABLE.load(Ordering::SeqCst);
+    if written.is_empty() && !pool_pending {
         return None;
     }
-    Some(Box::new(move || make_durable(written)))
+    Some(Box::new(move || {
+        make_durable(written)?;
+        if pool_pending {
+            make_pool_writes_durable(pool_writes)?;
+        }
+        Ok(())
+    }))
 }
 
-/// Flushes `written`: each file's data, then each directory holding one
-/// of their names (or the whole file system, for a task of many files).
+/// Flushes what this thread wrote since the last flush was taken, here
+/// and now: for a thread that is not a task's (the planner's metadata,
+/// before any task may be journaled).
+pub fn flush_this_thread() -> crate::error::Result<()> {
+    take_unsynced().map_or(Ok(()), |flush| flush())
+}
+
+/// Makes the first `count` pool writes durable: one `syncfs` of their file
+/// system, unless one that began after them already returned.
+fn make_pool_writes_durable(count: u64) -> crate::error::Result<()> {
+    if POOL_WRITES_DURABLE.load(Ordering::SeqCst) >= count {
+        return Ok(());
+    }
+    let covers = POOL_WRITES.load(Ordering::SeqCst);
+    let held = POOL_WRITE_DIR.lock().ok().and_then(|d| {
+        d.as_ref()
+            .and_then(|(path, f)| Some((path.clone(), f.try_clone().ok()?)))
+    });
+    let Some((path, dir)) = held else {
+        return Ok(());
+    };
+    if !measuring_without_sync() {
+        sync_open_file_system(&dir)
+            .map_err(|e| Error::path(&path, format!("cannot make written data durable: {e}")))?;
+    }
+    POOL_WRITES_DURABLE.fetch_max(covers, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Flushes `written`: each file's data, then each directory that gained
+/// or lost a name (or the whole file system, for a task of many files).
 fn make_durable(written: Written) -> crate::error::Result<()> {
     let failed = |path: &Path, e: std::io::Error| {
         Error::path(path, format!("cannot make written data durable: {e}"))
@@ -126,13 +274,13 @@ fn make_durable(written: Written) -> crate::error::Result<()> {
     if let Some(path) = written.whole_file_system {
         return sync_file_system(&path).map_err(|e| failed(&path, e));
     }
-    if measuring_without_sync() {
+    if written.is_empty() || measuring_without_sync() {
         return Ok(());
     }
-    let mut dirs: Vec<&Path> = Vec::new();
+    let mut dirs: Vec<&Path> = written.dirs.iter().map(PathBuf::as_path).collect();
     for (path, file) in &written.files {
         let synced = match file {
-            Some(f) => f.0.sync_data(),
+            Some(f) => f.file.sync_data(),
             None => match File::open(path) {
                 Ok(f) => f.sync_data(),
                 // Gone since (a scratch file removed, a name renamed away):
@@ -142,10 +290,7 @@ fn make_durable(written: Written) -> crate::error::Result<()> {
             },
         };
         synced.map_err(|e| failed(path, e))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = parent_of(path);
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
@@ -170,6 +315,11 @@ pub fn sync_file_system(path: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     let file = File::open(path).or_else(|_| File::open(path.parent().unwrap_or(Path::new("."))))?;
+    sync_open_file_system(&file)
+}
+
+/// Flushes the file system holding the open `file`.
+fn sync_open_file_system(file: &File) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -207,7 +357,10 @@ mod tests {
         assert!(has_unsynced_writes());
         let flush = take_unsynced().expect("a flush");
         assert!(!has_unsynced_writes(), "taken");
-        assert!(take_unsynced().is_none(), "nothing more to sync");
+        assert!(
+            !has_unsynced_writes(),
+            "nothing more of this thread's to sync"
+        );
         // The flush runs on another thread; that thread's writes are its own.
         note_written(&f);
         std::thread::spawn(move || {
@@ -231,21 +384,59 @@ mod tests {
     }
 
     #[test]
+    fn created_directories_are_noted_in_their_parents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deep = dir.path().join("a").join("b");
+        create_dirs(&deep).expect("create");
+        assert!(deep.is_dir());
+        WRITTEN.with(|w| {
+            let w = w.borrow();
+            assert_eq!(w.dirs, vec![dir.path().join("a"), dir.path().to_path_buf()]);
+        });
+        (take_unsynced().expect("a flush"))().expect("sync");
+        create_dirs(&deep).expect("exists");
+        assert!(!has_unsynced_writes(), "an existing directory adds nothing");
+    }
+
+    #[test]
     fn written_files_kept_open_are_bounded() {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("chunk");
         std::fs::write(&f, b"x").expect("write");
         let open = || File::open(&f).expect("open");
-        let held: Vec<HeldFile> = (0..MAX_HELD_FILES + 5)
-            .filter_map(|_| HeldFile::hold(open()))
+        let held: Vec<HeldFile> = (0..5)
+            .filter_map(|_| HeldFile::hold_in(&COUNT, 3, open()))
             .collect();
-        assert!(held.len() <= MAX_HELD_FILES, "{}", held.len());
-        assert!(HeldFile::hold(open()).is_none(), "none past the bound");
-        drop(held);
+        assert_eq!(held.len(), 3);
         assert!(
-            HeldFile::hold(open()).is_some(),
+            HeldFile::hold_in(&COUNT, 3, open()).is_none(),
+            "none past the bound"
+        );
+        drop(held);
+        assert_eq!(
+            COUNT.load(Ordering::Relaxed),
+            0,
             "dropped ones free their places"
         );
+        assert!(HeldFile::hold_in(&COUNT, 3, open()).is_some());
+    }
+
+    #[test]
+    fn a_pool_threads_writes_are_flushed_by_the_next_task_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("chunk");
+        std::fs::write(&f, b"x").expect("write");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("pool");
+        pool.install(|| note_written(&f));
+        assert!(!has_unsynced_writes(), "not this thread's note");
+        let before = POOL_WRITES.load(Ordering::SeqCst);
+        assert!(before > POOL_WRITES_DURABLE.load(Ordering::SeqCst));
+        (take_unsynced().expect("a flush of the pool's write"))().expect("syncfs");
+        assert!(POOL_WRITES_DURABLE.load(Ordering::SeqCst) >= before);
     }
 
     #[test]

@@ -1,30 +1,34 @@
 //! The one place a worker's writes and deletes outside zarr stores are
 //! checked against its `--allow-write` directories: each function refuses a
 //! path outside them (the error names `--allow-write`), then does what the
-//! `std::fs` function of the same name does. Zarr chunks and metadata go
+//! `std::fs` function of the same name does, and notes what it changed for
+//! the task's flush ([`super::durable`]). Zarr chunks and metadata go
 //! through [`super::atomic_store`], which applies the same check.
 
 use std::fs::File;
 use std::path::Path;
 
 use super::atomic_store::check_write_allowed;
+use super::durable;
 
 /// `std::fs::create_dir_all`, inside the allowed directories.
 pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
     check_write_allowed(path)?;
-    std::fs::create_dir_all(path)
+    durable::create_dirs(path)
 }
 
 /// `std::fs::create_dir`, inside the allowed directories.
 pub fn create_dir(path: &Path) -> std::io::Result<()> {
     check_write_allowed(path)?;
-    std::fs::create_dir(path)
+    std::fs::create_dir(path)?;
+    durable::note_dir_changed(parent_of(path));
+    Ok(())
 }
 
 /// `std::fs::File::create`, inside the allowed directories.
 pub fn create_file(path: &Path) -> std::io::Result<File> {
     check_write_allowed(path)?;
-    super::durable::note_written(path);
+    durable::note_written(path);
     File::create(path)
 }
 
@@ -32,7 +36,7 @@ pub fn create_file(path: &Path) -> std::io::Result<File> {
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     check_write_allowed(path)?;
     std::fs::write(path, bytes)?;
-    super::durable::note_written(path);
+    durable::note_written(path);
     Ok(())
 }
 
@@ -41,20 +45,32 @@ pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
     check_write_allowed(from)?;
     check_write_allowed(to)?;
     std::fs::rename(from, to)?;
-    super::durable::note_written(to);
+    durable::note_written(to);
+    durable::note_dir_changed(parent_of(from));
     Ok(())
 }
 
 /// `std::fs::remove_file`, inside the allowed directories.
 pub fn remove_file(path: &Path) -> std::io::Result<()> {
     check_write_allowed(path)?;
-    std::fs::remove_file(path)
+    std::fs::remove_file(path)?;
+    durable::note_dir_changed(parent_of(path));
+    Ok(())
 }
 
 /// `std::fs::remove_dir_all`, inside the allowed directories.
 pub fn remove_dir_all(path: &Path) -> std::io::Result<()> {
     check_write_allowed(path)?;
-    std::fs::remove_dir_all(path)
+    std::fs::remove_dir_all(path)?;
+    durable::note_dir_changed(parent_of(path));
+    Ok(())
+}
+
+/// The directory holding `path` (`.` for a bare name).
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 #[cfg(test)]

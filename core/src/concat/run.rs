@@ -203,6 +203,9 @@ pub fn prepare_concat(opts: &ConcatOptions) -> Result<PreparedConcat> {
         let file = scratch(&staged.partial_path).join("run.bin");
         crate::anndata::atomic_store::write_atomic(&file, &encode(&record)?)
             .map_err(|e| Error::path(&file, format!("cannot save the run: {e}")))?;
+        // The plan, the metadata and the run record are durable before any
+        // task can be journaled as done (tasks flush only their own files).
+        crate::anndata::durable::flush_this_thread()?;
         Ok((planner.out, record))
     });
     match planned {

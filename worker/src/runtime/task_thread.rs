@@ -105,11 +105,9 @@ fn run_task(
         })
         .and_then(|r| r.map_err(|e| e.to_string())),
     };
-    let deferred = if result.is_ok() {
-        registry.take_deferred()
-    } else {
-        None
-    };
+    // Taken either way: a failed task's notes must not ride on the next
+    // task's flush (nothing of a failed task needs to be durable).
+    let deferred = registry.take_deferred().filter(|_| result.is_ok());
     drop(inputs);
     let peak_alloc = governor::task_peak();
     let written_bytes = take_bytes_written();
