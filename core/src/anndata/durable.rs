@@ -296,7 +296,11 @@ fn make_durable(written: Written) -> crate::error::Result<()> {
         }
     }
     for dir in dirs {
-        sync_dir(dir).map_err(|e| failed(dir, e))?;
+        match sync_dir(dir) {
+            // Removed since (a group rewritten): nothing in it to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            done => done.map_err(|e| failed(dir, e))?,
+        }
     }
     Ok(())
 }
@@ -308,13 +312,23 @@ fn measuring_without_sync() -> bool {
     *SKIP.get_or_init(|| std::env::var_os("ANNCAT_TEST_NO_SYNC").is_some_and(|v| v == "1"))
 }
 
-/// Flushes the file system holding `path` (its parent directory, if the
-/// file itself is gone).
+/// Flushes the file system holding `path` (through its nearest ancestor
+/// that still exists, if it is gone).
 pub fn sync_file_system(path: &Path) -> std::io::Result<()> {
     if measuring_without_sync() {
         return Ok(());
     }
-    let file = File::open(path).or_else(|_| File::open(path.parent().unwrap_or(Path::new("."))))?;
+    let mut at = path;
+    let file = loop {
+        match File::open(at) {
+            Ok(f) => break f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match at.parent() {
+                Some(up) if !up.as_os_str().is_empty() => at = up,
+                _ => break File::open(".")?,
+            },
+            Err(e) => return Err(e),
+        }
+    };
     sync_open_file_system(&file)
 }
 
@@ -376,10 +390,17 @@ mod tests {
         note_written_file(&g, File::create(&g).expect("create"));
         note_written(&dir.path().join("removed since"));
         (take_unsynced().expect("a flush"))().expect("sync");
-        // A directory that cannot be reached fails the flush, naming it.
+        // A directory removed since has nothing left to keep.
         note_written(Path::new("/nonexistent/anncat/chunk"));
-        let e = (take_unsynced().expect("a flush"))().expect_err("no such directory");
-        assert!(e.to_string().contains("/nonexistent/anncat"), "{e}");
+        (take_unsynced().expect("a flush"))().expect("gone: nothing to sync");
+        // A file that cannot be opened fails the flush, naming it.
+        let under_a_file = f.join("chunk");
+        note_written(&under_a_file);
+        let e = (take_unsynced().expect("a flush"))().expect_err("not a directory");
+        assert!(
+            e.to_string().contains(&*under_a_file.to_string_lossy()),
+            "{e}"
+        );
         sync_dir(dir.path()).expect("directory");
     }
 
@@ -453,8 +474,9 @@ mod tests {
                 Some(dir.path().join(format!("{MAX_FILES}")).as_path())
             );
         });
-        // The file system's flush: the file need not exist, its directory does.
+        // The file system's flush: the file need not exist, nor its directory.
         (take_unsynced().expect("a flush"))().expect("syncfs");
+        sync_file_system(&dir.path().join("gone/long/ago")).expect("an ancestor's");
         assert!(!has_unsynced_writes());
     }
 }
