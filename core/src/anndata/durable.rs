@@ -93,30 +93,33 @@ impl Written {
             return;
         }
         if self.dirs.len() >= MAX_FILES {
-            self.dirs.clear();
-            self.files.clear();
-            self.whole_file_system = Some(dir.to_path_buf());
-            return;
+            return self.flush_file_system_of(dir);
         }
         self.dirs.push(dir.to_path_buf());
     }
 
     fn note(&mut self, path: &Path, file: Option<File>) {
-        let file = file.and_then(HeldFile::hold);
         if self.whole_file_system.is_some() {
             return;
         }
-        if self.files.len() >= MAX_FILES {
-            self.files.clear();
-            self.whole_file_system = Some(path.to_path_buf());
-            return;
-        }
+        let file = file.and_then(HeldFile::hold);
         if let Some(i) = self.files.iter().position(|(p, _)| p == path) {
             // Written again: the newer file is the one to sync.
             self.files[i].1 = file;
             return;
         }
+        if self.files.len() >= MAX_FILES {
+            return self.flush_file_system_of(path);
+        }
         self.files.push((path.to_path_buf(), file));
+    }
+
+    /// Too many to sync one by one: the file system of `path` instead, and
+    /// the lists (and the files they hold open) go.
+    fn flush_file_system_of(&mut self, path: &Path) {
+        self.files.clear();
+        self.dirs.clear();
+        self.whole_file_system = Some(path.to_path_buf());
     }
 }
 
@@ -205,7 +208,7 @@ pub fn create_dirs(dir: &Path) -> std::io::Result<()> {
 }
 
 /// The directory holding `path` (`.` for a bare name).
-fn parent_of(path: &Path) -> &Path {
+pub(crate) fn parent_of(path: &Path) -> &Path {
     path.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))

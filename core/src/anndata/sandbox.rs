@@ -9,7 +9,7 @@ use std::fs::File;
 use std::path::Path;
 
 use super::atomic_store::check_write_allowed;
-use super::durable;
+use super::durable::{self, parent_of};
 
 /// `std::fs::create_dir_all`, inside the allowed directories.
 pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
@@ -64,13 +64,6 @@ pub fn remove_dir_all(path: &Path) -> std::io::Result<()> {
     std::fs::remove_dir_all(path)?;
     durable::note_dir_changed(parent_of(path));
     Ok(())
-}
-
-/// The directory holding `path` (`.` for a bare name).
-fn parent_of(path: &Path) -> &Path {
-    path.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
 }
 
 #[cfg(test)]
