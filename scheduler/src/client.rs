@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anncat_exec::executor::Executor;
 use anncat_exec::graph::Graph;
 use anncat_exec::protocol::{
-    Hello, JobId, PROTOCOL_VERSION, TaskDone, ToClient, ToScheduler, Want,
+    CloseCode, Hello, JobId, PROTOCOL_VERSION, TaskDone, ToClient, ToScheduler, Want,
 };
 use anncat_net::cluster_file::ClusterFile;
 use anncat_net::frame::CONTROL_MAX_BYTES;
@@ -65,6 +65,25 @@ impl std::fmt::Debug for Client {
             .finish()
     }
 }
+
+impl Drop for Client {
+    /// Says goodbye: the scheduler sees this client leave at once, not
+    /// after its connection times out (a local cluster stopping right
+    /// after its run's client would otherwise wait for it).
+    fn drop(&mut self) {
+        self.conn
+            .close(CloseCode::Shutdown.code().into(), b"client done");
+        // Long enough for the close frame to leave; the draining period
+        // after it protects nothing a departing client needs.
+        let endpoint = self._endpoint.clone();
+        self.rt.block_on(async move {
+            let _ = tokio::time::timeout(CLIENT_CLOSE_FLUSH, endpoint.wait_idle()).await;
+        });
+    }
+}
+
+/// How long a dropped client waits for its close frame to leave.
+const CLIENT_CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Cancels a running job from another thread.
 #[derive(Clone)]

@@ -354,12 +354,29 @@ async fn serve(
     let every_worker_closed = tokio::time::timeout(SHUTDOWN_WAIT, all_closed)
         .await
         .is_ok();
+    // A client that is done (the one of a local cluster's run, dropped
+    // just before the cluster stops) closes its connection by itself: its
+    // going is seen here, so the endpoint need not wait for it below.
+    let clients_gone = async {
+        while !comm.clients.is_empty() {
+            match events.recv().await {
+                Some(Event::ClientLost(id)) => {
+                    comm.clients.remove(&id);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    };
+    let every_client_closed = tokio::time::timeout(CLOSE_FLUSH, clients_gone)
+        .await
+        .is_ok();
     endpoint.close(CloseCode::Shutdown.code().into(), b"scheduler stopped");
     // Long enough for the close frames to leave, where a worker or a client
     // still has its connection open (one that closed its own needs none);
     // the draining period after (three probe timeouts) protects nothing a
     // stopping scheduler needs.
-    if !every_worker_closed || !comm.clients.is_empty() {
+    if !every_worker_closed || !every_client_closed {
         let _ = tokio::time::timeout(CLOSE_FLUSH, endpoint.wait_idle()).await;
     }
 }
