@@ -298,6 +298,7 @@ impl LocalExecutor {
                 .collect();
             drop(guard);
             let start_s = wall_s();
+            registry.prepare_task();
             let result = match registry.get(&task.kernel) {
                 Some(kernel) => {
                     // A panicking kernel must fail its task, not wedge the pool.

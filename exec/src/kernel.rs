@@ -58,6 +58,7 @@ pub const CONST_KERNEL: &str = "anncat.const";
 pub struct KernelRegistry {
     kernels: HashMap<String, Arc<dyn Kernel>>,
     finish: Vec<TakeDeferred>,
+    prepare: Vec<fn()>,
 }
 
 impl std::fmt::Debug for KernelRegistry {
@@ -93,6 +94,21 @@ impl KernelRegistry {
     /// another thread while its next task computes.)
     pub fn finish_each_with(&mut self, take: TakeDeferred) {
         self.finish.push(take);
+    }
+
+    /// Makes every task of this registry start with `hook`: executors
+    /// call it on the task's thread just before the kernel runs. (The
+    /// concat kernels let their chunk writes land behind the task this
+    /// way, on threads whose tasks are always followed by their
+    /// finishers.)
+    pub fn prepare_each_with(&mut self, hook: fn()) {
+        self.prepare.push(hook);
+    }
+
+    /// Runs the hooks given to [`KernelRegistry::prepare_each_with`], on
+    /// the thread about to run a task.
+    pub fn prepare_task(&self) {
+        self.prepare.iter().for_each(|hook| hook());
     }
 
     /// What the task that just succeeded on this thread left to finish
@@ -143,5 +159,22 @@ mod tests {
         r.finish_each_with(refuse);
         let e = (r.take_deferred().expect("deferred"))().expect_err("both refuse");
         assert!(e.to_string().contains("not durable"), "{e}");
+    }
+
+    static PREPARED: AtomicUsize = AtomicUsize::new(0);
+
+    fn prepared() {
+        PREPARED.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_registry_runs_its_prepare_hooks_before_each_task() {
+        let mut r = KernelRegistry::new();
+        r.prepare_task();
+        assert_eq!(PREPARED.load(Ordering::SeqCst), 0, "no hook yet");
+        r.prepare_each_with(prepared);
+        r.prepare_each_with(prepared);
+        r.prepare_task();
+        assert_eq!(PREPARED.load(Ordering::SeqCst), 2, "every hook runs");
     }
 }

@@ -51,6 +51,12 @@ pub use anncat_exec::write_roots::{check_write_allowed, restrict_writes};
 /// (and the new directories' entries) is made
 /// durable by the flush [`super::durable::take_unsynced`] hands over at the end of the task.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_as(path, bytes, false)
+}
+
+/// [`write_atomic`]; a chunk (`behind`) may land behind the task instead
+/// ([`super::write_behind`]), its flush waiting for it.
+fn write_atomic_as(path: &Path, bytes: &[u8], behind: bool) -> std::io::Result<()> {
     check_write_allowed(path)?;
     let parent = path.parent().unwrap_or_else(|| Path::new("."));
     super::durable::create_dirs(parent)?;
@@ -63,6 +69,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
+    if behind && super::write_behind::applies(bytes.len()) {
+        let pending = super::write_behind::write(tmp, path.to_path_buf(), bytes)?;
+        super::durable::note_landing(path, pending);
+        return Ok(());
+    }
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -78,16 +89,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Whether `key` names a chunk (or shard), not a metadata document.
+fn is_chunk(key: &StoreKey) -> bool {
+    let name = key.as_str().rsplit('/').next().unwrap_or_default();
+    !name.starts_with('.') && name != "zarr.json"
+}
+
 impl ReadableStorageTraits for AtomicFsStore {
     fn get_partial_many<'a>(
         &'a self,
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        super::durable::settle_this_thread();
         self.inner.get_partial_many(key, byte_ranges)
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        super::durable::settle_this_thread();
         self.inner.size_key(key)
     }
 
@@ -98,7 +117,8 @@ impl ReadableStorageTraits for AtomicFsStore {
 
 impl WritableStorageTraits for AtomicFsStore {
     fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
-        write_atomic(&self.inner.key_to_fspath(key), &value).map_err(StorageError::from)
+        write_atomic_as(&self.inner.key_to_fspath(key), &value, is_chunk(key))
+            .map_err(StorageError::from)
     }
 
     fn set_partial_many(
@@ -112,11 +132,13 @@ impl WritableStorageTraits for AtomicFsStore {
     }
 
     fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        super::durable::settle_this_thread();
         check_write_allowed(&self.inner.key_to_fspath(key))?;
         self.inner.erase(key)
     }
 
     fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        super::durable::settle_this_thread();
         check_write_allowed(&self.root.join(prefix.as_str()))?;
         self.inner.erase_prefix(prefix)
     }
@@ -128,18 +150,22 @@ impl WritableStorageTraits for AtomicFsStore {
 
 impl ListableStorageTraits for AtomicFsStore {
     fn list(&self) -> Result<StoreKeys, StorageError> {
+        super::durable::settle_this_thread();
         self.inner.list()
     }
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        super::durable::settle_this_thread();
         self.inner.list_prefix(prefix)
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        super::durable::settle_this_thread();
         self.inner.list_dir(prefix)
     }
 
     fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        super::durable::settle_this_thread();
         self.inner.size_prefix(prefix)
     }
 }
@@ -171,5 +197,72 @@ mod tests {
                 .set_partial(&key, 0, Bytes::from_static(b"x"))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_chunk_written_behind_is_read_back_and_flushed_by_the_task() {
+        std::thread::spawn(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = AtomicFsStore::new(dir.path()).expect("store");
+            super::super::write_behind::allow_on_this_thread();
+            let big: Vec<u8> = (0..super::super::write_behind::MIN_BYTES * 3)
+                .map(|i| (i % 253) as u8)
+                .collect();
+            let chunk = StoreKey::new("x/data/0").expect("key");
+            store.set(&chunk, Bytes::from(big.clone())).expect("set");
+            // The same task reads what it wrote, landed or not.
+            let read = store.get(&chunk).expect("get").expect("present");
+            assert_eq!(&read[..], &big[..]);
+            // Metadata is written in place, whatever its size.
+            let meta = StoreKey::new("x/data/.zarray").expect("key");
+            store.set(&meta, Bytes::from(big.clone())).expect("set");
+            assert_eq!(
+                std::fs::read(dir.path().join("x/data/.zarray")).expect("read"),
+                big
+            );
+            // The task's flush waits for its chunk and syncs it.
+            (super::super::durable::take_unsynced().expect("a flush"))().expect("durable");
+            assert_eq!(
+                std::fs::read(dir.path().join("x/data/0")).expect("read"),
+                big
+            );
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
+    fn a_chunk_that_fails_to_land_fails_the_flush_naming_it() {
+        std::thread::spawn(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = AtomicFsStore::new(dir.path()).expect("store");
+            super::super::write_behind::allow_on_this_thread();
+            // A directory where the chunk goes: its rename into place fails
+            // behind the task (as a full disk would fail the write).
+            let chunk_path = dir.path().join("0");
+            std::fs::create_dir(&chunk_path).expect("mkdir");
+            std::fs::write(chunk_path.join("x"), b"x").expect("write");
+            let chunk = StoreKey::new("0").expect("key");
+            let big = vec![7u8; super::super::write_behind::MIN_BYTES];
+            store.set(&chunk, Bytes::from(big)).expect("queued");
+            let e = (super::super::durable::take_unsynced().expect("a flush"))()
+                .expect_err("not written");
+            assert!(
+                e.to_string().contains("cannot write")
+                    && e.to_string().contains(&*chunk_path.to_string_lossy()),
+                "{e}"
+            );
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(
+                left,
+                vec![std::ffi::OsString::from("0")],
+                "no temporary left"
+            );
+        })
+        .join()
+        .expect("thread");
     }
 }

@@ -3,10 +3,13 @@
 //! loss the journal never claims a chunk the disk lost.
 //!
 //! Writes note the files they wrote ([`note_written`], or
-//! [`note_written_file`] with the open file) and the directories they
-//! changed ([`create_dirs`], [`note_dir_changed`]), per thread; at the end
-//! of a task [`take_unsynced`] hands over their flush: an `fdatasync` of
-//! each file, then an `fsync` of each directory that gained or lost a name.
+//! [`note_written_file`] with the open file, or `note_landing` with a
+//! chunk still being written behind the task, see [`super::write_behind`])
+//! and the directories they changed ([`create_dirs`], [`note_dir_changed`]),
+//! per thread; at the end of a task [`take_unsynced`] hands over their
+//! flush: each write behind waited for (one that failed fails the flush),
+//! an `fdatasync` of each file, then an `fsync` of each directory that
+//! gained or lost a name.
 //! A worker runs it on another thread while its next task computes, and
 //! reports the task done once it returned.
 //!
@@ -27,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use super::write_behind::PendingWrite;
 use crate::error::Error;
 
 /// Most files (and directories) a task's flush syncs one by one; a task
@@ -43,7 +47,7 @@ static HELD_FILES: AtomicUsize = AtomicUsize::new(0);
 
 /// A written file kept open for its flush, counted in the counter it was
 /// held against ([`HELD_FILES`] but in tests).
-struct HeldFile {
+pub(crate) struct HeldFile {
     file: File,
     count: &'static AtomicUsize,
 }
@@ -60,7 +64,7 @@ impl HeldFile {
     }
 
     /// `file`, kept open if fewer than [`MAX_HELD_FILES`] are.
-    fn hold(file: File) -> Option<HeldFile> {
+    pub(crate) fn hold(file: File) -> Option<HeldFile> {
         Self::hold_in(&HELD_FILES, MAX_HELD_FILES, file)
     }
 }
@@ -71,21 +75,36 @@ impl Drop for HeldFile {
     }
 }
 
+/// How a written file's flush reaches it.
+enum ToSync {
+    /// Opened again by name.
+    ByName,
+    /// The very file, kept open.
+    Held(HeldFile),
+    /// A write still landing behind the task (see [`super::write_behind`]).
+    Landing(PendingWrite),
+}
+
 /// Files a task wrote (the open file, when the writer handed it over).
 #[derive(Default)]
 struct Written {
-    files: Vec<(PathBuf, Option<HeldFile>)>,
+    files: Vec<(PathBuf, ToSync)>,
     /// Directories a name was added to besides the files' own (those that
     /// hold directories this task created).
     dirs: Vec<PathBuf>,
     /// More than [`MAX_FILES`] were written: flush the file system of
     /// this one instead.
     whole_file_system: Option<PathBuf>,
+    /// The first write behind that failed (once the file list is gone).
+    failed: Option<(PathBuf, std::io::Error)>,
 }
 
 impl Written {
     fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.dirs.is_empty() && self.whole_file_system.is_none()
+        self.files.is_empty()
+            && self.dirs.is_empty()
+            && self.whole_file_system.is_none()
+            && self.failed.is_none()
     }
 
     fn note_dir(&mut self, dir: &Path) {
@@ -98,26 +117,40 @@ impl Written {
         self.dirs.push(dir.to_path_buf());
     }
 
-    fn note(&mut self, path: &Path, file: Option<File>) {
+    fn note(&mut self, path: &Path, file: ToSync) {
         if self.whole_file_system.is_some() {
-            return;
+            return self.settle(path, file);
         }
-        let file = file.and_then(HeldFile::hold);
         if let Some(i) = self.files.iter().position(|(p, _)| p == path) {
             // Written again: the newer file is the one to sync.
             self.files[i].1 = file;
             return;
         }
         if self.files.len() >= MAX_FILES {
-            return self.flush_file_system_of(path);
+            self.flush_file_system_of(path);
+            return self.settle(path, file);
         }
         self.files.push((path.to_path_buf(), file));
     }
 
+    /// Waits for `file` if it is still landing, keeping its error: the
+    /// file system's flush covers it, but not a write that failed.
+    fn settle(&mut self, path: &Path, file: ToSync) {
+        if let ToSync::Landing(pending) = file
+            && let Err(e) = pending.outcome()
+            && self.failed.is_none()
+        {
+            self.failed = Some((path.to_path_buf(), e));
+        }
+    }
+
     /// Too many to sync one by one: the file system of `path` instead, and
-    /// the lists (and the files they hold open) go.
+    /// the lists (and the files they hold open) go, once what is still
+    /// landing landed.
     fn flush_file_system_of(&mut self, path: &Path) {
-        self.files.clear();
+        for (file, to_sync) in std::mem::take(&mut self.files) {
+            self.settle(&file, to_sync);
+        }
         self.dirs.clear();
         self.whole_file_system = Some(path.to_path_buf());
     }
@@ -164,7 +197,7 @@ pub fn note_written(path: &Path) {
     if on_pool_thread() {
         return note_pool_write(path);
     }
-    WRITTEN.with(|w| w.borrow_mut().note(path, None));
+    WRITTEN.with(|w| w.borrow_mut().note(path, ToSync::ByName));
 }
 
 /// Records that `file`, now at `path`, was written on this thread; its
@@ -174,7 +207,27 @@ pub fn note_written_file(path: &Path, file: File) {
     if on_pool_thread() {
         return note_pool_write(path);
     }
-    WRITTEN.with(|w| w.borrow_mut().note(path, Some(file)));
+    let file = HeldFile::hold(file).map_or(ToSync::ByName, ToSync::Held);
+    WRITTEN.with(|w| w.borrow_mut().note(path, file));
+}
+
+/// Records that `pending`, a write of `path` handed to the writer thread
+/// on this thread, will land: the flush waits for it, then syncs it.
+pub(crate) fn note_landing(path: &Path, pending: PendingWrite) {
+    WRITTEN.with(|w| w.borrow_mut().note(path, ToSync::Landing(pending)));
+}
+
+/// Waits until every write this thread handed to the writer thread since
+/// its last flush landed: before it reads or removes anything, a task
+/// sees what it wrote.
+pub fn settle_this_thread() {
+    WRITTEN.with(|w| {
+        for (_, file) in &w.borrow().files {
+            if let ToSync::Landing(pending) = file {
+                pending.wait();
+            }
+        }
+    });
 }
 
 /// Records that `dir` gained or lost a name on this thread (a removal, the
@@ -274,17 +327,29 @@ fn make_durable(written: Written) -> crate::error::Result<()> {
     let failed = |path: &Path, e: std::io::Error| {
         Error::path(path, format!("cannot make written data durable: {e}"))
     };
+    let not_written =
+        |path: &Path, e: std::io::Error| Error::path(path, format!("cannot write: {e}"));
+    if let Some((path, e)) = written.failed {
+        return Err(not_written(&path, e));
+    }
     if let Some(path) = written.whole_file_system {
         return sync_file_system(&path).map_err(|e| failed(&path, e));
     }
-    if written.is_empty() || measuring_without_sync() {
+    if written.is_empty() {
         return Ok(());
     }
-    let mut dirs: Vec<&Path> = written.dirs.iter().map(PathBuf::as_path).collect();
-    for (path, file) in &written.files {
-        let synced = match file {
+    let skip = measuring_without_sync();
+    let mut dirs = written.dirs;
+    for (path, file) in written.files {
+        let held = match file {
+            ToSync::Landing(pending) => pending.outcome().map_err(|e| not_written(&path, e))?,
+            ToSync::Held(held) => Some(held),
+            ToSync::ByName => None,
+        };
+        let synced = match held {
+            _ if skip => Ok(()),
             Some(f) => f.file.sync_data(),
-            None => match File::open(path) {
+            None => match File::open(&path) {
                 Ok(f) => f.sync_data(),
                 // Gone since (a scratch file removed, a name renamed away):
                 // nothing of it to keep, but its directory's change counts.
@@ -292,13 +357,13 @@ fn make_durable(written: Written) -> crate::error::Result<()> {
                 Err(e) => Err(e),
             },
         };
-        synced.map_err(|e| failed(path, e))?;
-        let dir = parent_of(path);
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
+        synced.map_err(|e| failed(&path, e))?;
+        let dir = parent_of(&path);
+        if !dirs.iter().any(|d| d == dir) {
+            dirs.push(dir.to_path_buf());
         }
     }
-    for dir in dirs {
+    for dir in &dirs {
         match sync_dir(dir) {
             // Removed since (a group rewritten): nothing in it to keep.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -461,6 +526,39 @@ mod tests {
         assert!(before > POOL_WRITES_DURABLE.load(Ordering::SeqCst));
         (take_unsynced().expect("a flush of the pool's write"))().expect("syncfs");
         assert!(POOL_WRITES_DURABLE.load(Ordering::SeqCst) >= before);
+    }
+
+    #[test]
+    fn writes_still_landing_are_waited_for_and_their_failure_kept_past_the_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bytes = vec![3u8; super::super::write_behind::MIN_BYTES];
+        let land = |name: &str| {
+            let path = dir.path().join(name);
+            let tmp = dir.path().join(format!(".{name}.tmp"));
+            let pending =
+                super::super::write_behind::write(tmp, path.clone(), &bytes).expect("queued");
+            note_landing(&path, pending);
+        };
+        land("a");
+        settle_this_thread();
+        assert!(dir.path().join("a").is_file(), "landed once settled");
+        // One that fails (its directory is missing), then more than the
+        // list holds: the file system is flushed, the failure still told.
+        let missing = dir.path().join("missing/b");
+        let pending = super::super::write_behind::write(
+            dir.path().join("missing/.b.tmp"),
+            missing.clone(),
+            &bytes,
+        )
+        .expect("queued");
+        note_landing(&missing, pending);
+        for i in 0..MAX_FILES {
+            land(&format!("c{i}"));
+        }
+        WRITTEN.with(|w| assert!(w.borrow().whole_file_system.is_some()));
+        let e = (take_unsynced().expect("a flush"))().expect_err("b failed");
+        assert!(e.to_string().contains(&*missing.to_string_lossy()), "{e}");
+        assert!(dir.path().join(format!("c{}", MAX_FILES - 1)).is_file());
     }
 
     #[test]

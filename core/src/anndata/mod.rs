@@ -32,6 +32,7 @@ pub mod sandbox;
 pub mod sparse;
 pub mod store;
 pub mod structured;
+pub mod write_behind;
 
 pub use dtype::DType;
 pub use element::{Element, Encoding, read_tree};

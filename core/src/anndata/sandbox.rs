@@ -27,6 +27,7 @@ pub fn create_dir(path: &Path) -> std::io::Result<()> {
 
 /// `std::fs::File::create`, inside the allowed directories.
 pub fn create_file(path: &Path) -> std::io::Result<File> {
+    durable::settle_this_thread();
     check_write_allowed(path)?;
     durable::note_written(path);
     File::create(path)
@@ -34,6 +35,7 @@ pub fn create_file(path: &Path) -> std::io::Result<File> {
 
 /// `std::fs::write`, inside the allowed directories.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    durable::settle_this_thread();
     check_write_allowed(path)?;
     std::fs::write(path, bytes)?;
     durable::note_written(path);
@@ -42,6 +44,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// `std::fs::rename`, both ends inside the allowed directories.
 pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
+    durable::settle_this_thread();
     check_write_allowed(from)?;
     check_write_allowed(to)?;
     std::fs::rename(from, to)?;
@@ -52,6 +55,7 @@ pub fn rename(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// `std::fs::remove_file`, inside the allowed directories.
 pub fn remove_file(path: &Path) -> std::io::Result<()> {
+    durable::settle_this_thread();
     check_write_allowed(path)?;
     std::fs::remove_file(path)?;
     durable::note_dir_changed(parent_of(path));
@@ -60,6 +64,7 @@ pub fn remove_file(path: &Path) -> std::io::Result<()> {
 
 /// `std::fs::remove_dir_all`, inside the allowed directories.
 pub fn remove_dir_all(path: &Path) -> std::io::Result<()> {
+    durable::settle_this_thread();
     check_write_allowed(path)?;
     std::fs::remove_dir_all(path)?;
     durable::note_dir_changed(parent_of(path));

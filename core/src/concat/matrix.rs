@@ -71,6 +71,8 @@ pub fn kernels() -> KernelRegistry {
     register(&mut registry);
     // A task is done (and journaled) only once what it wrote is durable.
     registry.finish_each_with(crate::anndata::durable::take_unsynced);
+    // ... so their chunk writes may land behind them.
+    registry.prepare_each_with(crate::anndata::write_behind::allow_on_this_thread);
     registry
 }
 

@@ -87,6 +87,7 @@ fn run_task(
     governor::begin_task();
     let _ = take_bytes_written();
     let start_s = wall_s();
+    registry.prepare_task();
     let result = match registry.get(&a.kernel) {
         None => Err(format!("this worker has no kernel named \"{}\"", a.kernel)),
         Some(kernel) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
