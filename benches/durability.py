@@ -68,8 +68,10 @@ def main() -> int:
         "# The cost of durable chunks\n",
         f"Produced by `benches/durability.py` on {machine()}; warm page cache; best of {args.repeats}, runs with and without the flushes "
         f"alternating. `anncat concat --memory-limit {MEM}` with the default local cluster, zarr v2 output. "
-        "With flushes (the default): an `fdatasync` of each file a task wrote, and an `fsync` of their directories, before it is reported done, and the output "
-        "flushed around its final rename. Without: `ANNCAT_TEST_NO_SYNC=1`, for this measurement only.\n",
+        "With flushes (the default): chunks of 64 KiB or more written behind the task with `O_DIRECT`, an `fdatasync` of each file a task wrote "
+        "and an `fsync` of their directories before it is reported done, and the output flushed around its final rename. "
+        "Without: `ANNCAT_TEST_NO_SYNC=1`, for this measurement only: no flush, and chunks written behind into the page cache, "
+        "where they stay when the run ends (as Python's output does).\n",
         "| case | inputs (MiB) | output (MiB) | durable (s) | without flushes (s) | cost |",
         "|---|--:|--:|--:|--:|--:|",
     ]

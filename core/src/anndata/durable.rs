@@ -373,9 +373,10 @@ fn make_durable(written: Written) -> crate::error::Result<()> {
     Ok(())
 }
 
-/// `ANNCAT_TEST_NO_SYNC=1`: every flush below does nothing, only so that
-/// the benches can measure what the flushes cost. Never for real runs.
-fn measuring_without_sync() -> bool {
+/// `ANNCAT_TEST_NO_SYNC=1`: every flush below does nothing (and chunks
+/// written behind go to the page cache), only so that the benches can
+/// measure what durability costs. Never for real runs.
+pub(crate) fn measuring_without_sync() -> bool {
     static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SKIP.get_or_init(|| std::env::var_os("ANNCAT_TEST_NO_SYNC").is_some_and(|v| v == "1"))
 }

@@ -188,7 +188,9 @@ fn write_all(jobs: Receiver<Job>) {
 static BUFFERED_ONLY: AtomicBool = AtomicBool::new(false);
 
 fn direct_allowed() -> bool {
-    cfg!(target_os = "linux") && !BUFFERED_ONLY.load(Ordering::Relaxed)
+    cfg!(target_os = "linux")
+        && !BUFFERED_ONLY.load(Ordering::Relaxed)
+        && !super::durable::measuring_without_sync()
 }
 
 /// Writes the first `len` of `padded` (aligned, a multiple of [`ALIGN`]
