@@ -199,12 +199,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_chunk_written_behind_is_read_back_and_flushed_by_the_task() {
-        std::thread::spawn(|| {
+    /// Runs `test` on a fresh thread that writes behind, as a task thread
+    /// does, with a store over a new temporary directory.
+    fn on_a_task_thread(test: impl FnOnce(&Path, &AtomicFsStore) + Send + 'static) {
+        std::thread::spawn(move || {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = AtomicFsStore::new(dir.path()).expect("store");
             super::super::write_behind::allow_on_this_thread();
+            test(dir.path(), &store);
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
+    fn a_chunk_written_behind_is_read_back_and_flushed_by_the_task() {
+        on_a_task_thread(|dir, store| {
             let big: Vec<u8> = (0..super::super::write_behind::MIN_BYTES * 3)
                 .map(|i| (i % 253) as u8)
                 .collect();
@@ -217,29 +227,21 @@ mod tests {
             let meta = StoreKey::new("x/data/.zarray").expect("key");
             store.set(&meta, Bytes::from(big.clone())).expect("set");
             assert_eq!(
-                std::fs::read(dir.path().join("x/data/.zarray")).expect("read"),
+                std::fs::read(dir.join("x/data/.zarray")).expect("read"),
                 big
             );
             // The task's flush waits for its chunk and syncs it.
             (super::super::durable::take_unsynced().expect("a flush"))().expect("durable");
-            assert_eq!(
-                std::fs::read(dir.path().join("x/data/0")).expect("read"),
-                big
-            );
-        })
-        .join()
-        .expect("thread");
+            assert_eq!(std::fs::read(dir.join("x/data/0")).expect("read"), big);
+        });
     }
 
     #[test]
     fn a_chunk_that_fails_to_land_fails_the_flush_naming_it() {
-        std::thread::spawn(|| {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let store = AtomicFsStore::new(dir.path()).expect("store");
-            super::super::write_behind::allow_on_this_thread();
+        on_a_task_thread(|dir, store| {
             // A directory where the chunk goes: its rename into place fails
             // behind the task (as a full disk would fail the write).
-            let chunk_path = dir.path().join("0");
+            let chunk_path = dir.join("0");
             std::fs::create_dir(&chunk_path).expect("mkdir");
             std::fs::write(chunk_path.join("x"), b"x").expect("write");
             let chunk = StoreKey::new("0").expect("key");
@@ -252,7 +254,7 @@ mod tests {
                     && e.to_string().contains(&*chunk_path.to_string_lossy()),
                 "{e}"
             );
-            let left: Vec<_> = std::fs::read_dir(dir.path())
+            let left: Vec<_> = std::fs::read_dir(dir)
                 .expect("dir")
                 .map(|e| e.expect("entry").file_name())
                 .collect();
@@ -261,8 +263,6 @@ mod tests {
                 vec![std::ffi::OsString::from("0")],
                 "no temporary left"
             );
-        })
-        .join()
-        .expect("thread");
+        });
     }
 }

@@ -175,7 +175,7 @@ static POOL_WRITE_DIR: Mutex<Option<(PathBuf, File)>> = Mutex::new(None);
 
 /// Whether this is a thread of rayon's pool, writing for whichever task
 /// handed it work.
-fn on_pool_thread() -> bool {
+pub(crate) fn on_pool_thread() -> bool {
     rayon::current_thread_index().is_some()
 }
 

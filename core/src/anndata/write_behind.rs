@@ -42,6 +42,12 @@ pub const MIN_BYTES: usize = 64 * 1024;
 /// for every common device's logical block).
 const ALIGN: usize = 4096;
 
+/// `len` rounded up to a whole number of [`ALIGN`] blocks: what an
+/// `O_DIRECT` write of `len` bytes writes.
+fn padded_len(len: usize) -> usize {
+    len.div_ceil(ALIGN) * ALIGN
+}
+
 /// Writes queued behind the one being written; a task thread that hands
 /// over more waits (the memory held stays at a few chunks).
 const QUEUED: usize = 1;
@@ -65,7 +71,7 @@ pub fn allow_on_this_thread() {
 /// Whether a chunk write of `len` bytes on this thread goes behind it (not
 /// on a codec pool thread, whose writes no task's flush waits for).
 pub(crate) fn applies(len: usize) -> bool {
-    len >= MIN_BYTES && ALLOWED.with(Cell::get) && rayon::current_thread_index().is_none()
+    len >= MIN_BYTES && ALLOWED.with(Cell::get) && !super::durable::on_pool_thread()
 }
 
 /// How a write behind ended: the written file (kept open for its flush,
@@ -121,7 +127,7 @@ struct Job {
 /// to `path` (whose directory exists).
 pub(crate) fn write(tmp: PathBuf, path: PathBuf, bytes: &[u8]) -> std::io::Result<PendingWrite> {
     let (mut buffer, offset) = take_buffer(bytes.len());
-    let padded = bytes.len().div_ceil(ALIGN) * ALIGN;
+    let padded = padded_len(bytes.len());
     buffer[offset..offset + bytes.len()].copy_from_slice(bytes);
     buffer[offset + bytes.len()..offset + padded].fill(0);
     let ticket = Arc::new(Ticket::default());
@@ -164,8 +170,7 @@ fn writer() -> std::io::Result<&'static SyncSender<Job>> {
 /// The writer thread: lands each job in turn.
 fn write_all(jobs: Receiver<Job>) {
     for job in jobs {
-        let padded = job.len.div_ceil(ALIGN) * ALIGN;
-        let bytes = &job.buffer[job.offset..job.offset + padded];
+        let bytes = &job.buffer[job.offset..job.offset + padded_len(job.len)];
         let landed = write_file(&job.tmp, bytes, job.len, direct_allowed())
             .and_then(|file| std::fs::rename(&job.tmp, &job.path).map(|()| file));
         let landed = match landed {
@@ -242,7 +247,7 @@ static BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// A buffer holding `len` bytes padded to [`ALIGN`] at an aligned offset
 /// (returned with it): a kept one if one is large enough.
 fn take_buffer(len: usize) -> (Vec<u8>, usize) {
-    let need = len.div_ceil(ALIGN) * ALIGN + ALIGN;
+    let need = padded_len(len) + ALIGN;
     let kept = BUFFERS.lock().ok().and_then(|mut b| {
         let i = b.iter().position(|v| v.len() >= need)?;
         Some(b.swap_remove(i))
