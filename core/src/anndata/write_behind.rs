@@ -35,18 +35,12 @@ use super::durable::HeldFile;
 
 /// Chunks at least this long are written behind; shorter ones (metadata,
 /// small chunks) are written in place, where an `O_DIRECT` write's
-/// padding and latency would cost more than the copy.
+/// latency would cost more than the copy.
 pub const MIN_BYTES: usize = 64 * 1024;
 
 /// Alignment of `O_DIRECT` buffers, lengths and offsets (4 KiB: enough
 /// for every common device's logical block).
 const ALIGN: usize = 4096;
-
-/// `len` rounded up to a whole number of [`ALIGN`] blocks: what an
-/// `O_DIRECT` write of `len` bytes writes.
-fn padded_len(len: usize) -> usize {
-    len.div_ceil(ALIGN) * ALIGN
-}
 
 /// Writes queued behind the one being written; a task thread that hands
 /// over more waits (the memory held stays at a few chunks).
@@ -127,9 +121,7 @@ struct Job {
 /// to `path` (whose directory exists).
 pub(crate) fn write(tmp: PathBuf, path: PathBuf, bytes: &[u8]) -> std::io::Result<PendingWrite> {
     let (mut buffer, offset) = take_buffer(bytes.len());
-    let padded = padded_len(bytes.len());
     buffer[offset..offset + bytes.len()].copy_from_slice(bytes);
-    buffer[offset + bytes.len()..offset + padded].fill(0);
     let ticket = Arc::new(Ticket::default());
     let job = Job {
         tmp,
@@ -170,8 +162,8 @@ fn writer() -> std::io::Result<&'static SyncSender<Job>> {
 /// The writer thread: lands each job in turn.
 fn write_all(jobs: Receiver<Job>) {
     for job in jobs {
-        let bytes = &job.buffer[job.offset..job.offset + padded_len(job.len)];
-        let landed = write_file(&job.tmp, bytes, job.len, direct_allowed())
+        let bytes = &job.buffer[job.offset..job.offset + job.len];
+        let landed = write_file(&job.tmp, bytes, direct_allowed())
             .and_then(|file| std::fs::rename(&job.tmp, &job.path).map(|()| file));
         let landed = match landed {
             Ok(file) => Ok(HeldFile::hold(file)),
@@ -198,17 +190,12 @@ fn direct_allowed() -> bool {
         && !super::durable::measuring_without_sync()
 }
 
-/// Writes the first `len` of `padded` (aligned, a multiple of [`ALIGN`]
-/// long) to a new file `tmp`: with `O_DIRECT` if `direct`, falling back
-/// to a buffered write where the file system refuses it.
-fn write_file(
-    tmp: &std::path::Path,
-    padded: &[u8],
-    len: usize,
-    direct: bool,
-) -> std::io::Result<File> {
+/// Writes `bytes` (starting at an [`ALIGN`]ed address) to a new file
+/// `tmp`: with `O_DIRECT` if `direct`, falling back to a buffered write
+/// where the file system refuses it.
+fn write_file(tmp: &std::path::Path, bytes: &[u8], direct: bool) -> std::io::Result<File> {
     if direct {
-        match write_direct(tmp, padded, len) {
+        match write_direct(tmp, bytes) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 BUFFERED_ONLY.store(true, Ordering::Relaxed);
             }
@@ -216,12 +203,17 @@ fn write_file(
         }
     }
     let mut file = File::create(tmp)?;
-    file.write_all(&padded[..len])?;
+    file.write_all(bytes)?;
     Ok(file)
 }
 
+/// The whole blocks of `bytes` go with `O_DIRECT`; a partial last
+/// block goes through the page cache from a second, buffered handle (then
+/// the one returned, for the flush). Writing it padded and truncating
+/// instead made the file system read that block back from the device to
+/// zero its tail: a synchronous read per chunk.
 #[cfg(target_os = "linux")]
-fn write_direct(tmp: &std::path::Path, padded: &[u8], len: usize) -> std::io::Result<File> {
+fn write_direct(tmp: &std::path::Path, bytes: &[u8]) -> std::io::Result<File> {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -229,25 +221,28 @@ fn write_direct(tmp: &std::path::Path, padded: &[u8], len: usize) -> std::io::Re
         .truncate(true)
         .custom_flags(libc::O_DIRECT)
         .open(tmp)?;
-    file.write_all_at(padded, 0)?;
-    if padded.len() != len {
-        file.set_len(len as u64)?;
+    let whole = bytes.len() / ALIGN * ALIGN;
+    file.write_all_at(&bytes[..whole], 0)?;
+    if whole == bytes.len() {
+        return Ok(file);
     }
-    Ok(file)
+    let tail = std::fs::OpenOptions::new().write(true).open(tmp)?;
+    tail.write_all_at(&bytes[whole..], whole as u64)?;
+    Ok(tail)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn write_direct(_: &std::path::Path, _: &[u8], _: usize) -> std::io::Result<File> {
+fn write_direct(_: &std::path::Path, _: &[u8]) -> std::io::Result<File> {
     Err(std::io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// Buffers kept for reuse.
 static BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// A buffer holding `len` bytes padded to [`ALIGN`] at an aligned offset
-/// (returned with it): a kept one if one is large enough.
+/// A buffer holding `len` bytes at an [`ALIGN`]ed offset (returned with
+/// it): a kept one if one is large enough.
 fn take_buffer(len: usize) -> (Vec<u8>, usize) {
-    let need = padded_len(len) + ALIGN;
+    let need = len + ALIGN;
     let kept = BUFFERS.lock().ok().and_then(|mut b| {
         let i = b.iter().position(|v| v.len() >= need)?;
         Some(b.swap_remove(i))
@@ -295,12 +290,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut buffer, offset) = take_buffer(5000);
         buffer[offset..offset + 5000].fill(9);
-        let padded = &buffer[offset..offset + 2 * ALIGN];
+        let bytes = &buffer[offset..offset + 5000];
         let tmp = dir.path().join("f");
-        write_file(&tmp, padded, 5000, false).expect("buffered");
+        write_file(&tmp, bytes, false).expect("buffered");
         assert_eq!(std::fs::read(&tmp).expect("read"), vec![9; 5000]);
-        write_file(&tmp, padded, 5000, direct_allowed()).expect("either way");
+        write_file(&tmp, bytes, direct_allowed()).expect("either way");
         assert_eq!(std::fs::read(&tmp).expect("read"), vec![9; 5000]);
+        // Whole blocks only, and a file shorter than one block.
+        write_file(&tmp, &buffer[offset..offset + ALIGN], direct_allowed()).expect("whole");
+        assert_eq!(std::fs::read(&tmp).expect("read"), vec![9; ALIGN]);
+        write_file(&tmp, &buffer[offset..offset + 10], direct_allowed()).expect("short");
+        assert_eq!(std::fs::read(&tmp).expect("read"), vec![9; 10]);
     }
 
     #[test]

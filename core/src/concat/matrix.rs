@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
 use crate::kernel::KernelRegistry;
 
+mod column_scatter;
 mod counts;
-mod rising_runs;
 mod rows;
 
 pub(crate) use counts::count_group;
@@ -142,14 +142,27 @@ pub(crate) fn write_values(
     shape: Vec<u64>,
     values: &Values,
 ) -> Result<()> {
+    write_value_range(store, path, start, shape, values, 0..values.len())
+}
+
+/// Writes `values[range]` as the block `start .. start + shape` of the
+/// array at `path` (no copy of the values).
+fn write_value_range(
+    store: &OutputStore,
+    path: &str,
+    start: Vec<u64>,
+    shape: Vec<u64>,
+    values: &Values,
+    range: Range<usize>,
+) -> Result<()> {
     if shape.contains(&0) {
         return Ok(());
     }
-    crate::kernel::record_bytes_written(values.len() as u64 * values.dtype().item_size() as u64);
+    crate::kernel::record_bytes_written(range.len() as u64 * values.dtype().item_size() as u64);
     let array = store.writable_array(path)?;
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
     array
-        .store_array_subset(&subset, values.to_array_bytes())
+        .store_array_subset(&subset, values.range_array_bytes(range))
         .map_err(|e| store.err(path, format!("cannot write chunk: {e}")))
 }
 
@@ -503,59 +516,111 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         let data_path = format!("{}/data", m.out_path);
         return write_bytes(&out, &data_path, lo, data, &m.dtype).map(|()| Vec::new());
     }
-    let mut indices: Vec<i64> = Vec::with_capacity((hi - lo) as usize);
+    let data_path = format!("{}/data", m.out_path);
+    let span = (hi - lo) as usize;
+    if let Some((rows, first)) = rows_holding(&plan, m, &offsets.block_start, lo, hi)? {
+        // One assembly of just the rows holding the chunk's entries,
+        // written from where the chunk starts in it.
+        let block = assemble(&plan, m, rows)?;
+        let from = (lo - first) as usize;
+        if from + span > block.indices.len() || block.data.len() != block.indices.len() {
+            return Err(Error::internal(format!(
+                "{} holds fewer entries than counted",
+                m.out_path
+            )));
+        }
+        let ix = index_values(&block.indices[from..from + span], &ix_dtype)?;
+        write_values(&out, &ix_path, vec![lo], vec![hi - lo], &ix)?;
+        let range = from..from + span;
+        write_value_range(
+            &out,
+            &data_path,
+            vec![lo],
+            vec![hi - lo],
+            &block.data,
+            range,
+        )?;
+        return Ok(Vec::new());
+    }
+    let mut indices: Vec<i64> = Vec::with_capacity(span);
     let mut data = Values::zeros(&m.dtype, 0)?;
-    data.reserve((hi - lo) as usize);
+    data.reserve(span);
     for b in 0..n_blocks(m) as usize {
         let (bs, be) = (offsets.block_start[b], offsets.block_start[b + 1]);
         if be <= lo || bs >= hi || bs == be {
             continue;
         }
-        let rows = block_range(m, b as u64);
-        // Entries lo..hi of this block: assemble only the rows holding them
-        // when row lengths are known from the inputs' indptr alone.
-        let (rows, first) = if bs >= lo && be <= hi {
-            (rows, bs)
-        } else if let Some(counts) = counts_from_indptr(&plan, m, &rows)? {
-            let mut start = bs;
-            let (mut r0, mut r1, mut first) = (rows.end, rows.end, bs);
-            for (r, &c) in counts.iter().enumerate() {
-                let end = start + u64::from(c);
-                if r0 == rows.end && end > lo {
-                    r0 = rows.start + r as u64;
-                    first = start;
-                }
-                if start >= hi {
-                    r1 = rows.start + r as u64;
-                    break;
-                }
-                start = end;
-            }
-            (r0..r1, first)
-        } else {
-            (rows, bs)
-        };
-        let block = assemble(&plan, m, rows)?;
-        let from = (lo.max(first) - first) as usize;
-        let to = ((hi.min(be) - first) as usize).min(block.indices.len());
-        if indices.is_empty() && from == 0 && to == block.indices.len() && to as u64 == hi - lo {
-            indices = block.indices;
-            data = block.data;
-        } else {
-            indices.extend_from_slice(&block.indices[from..to]);
-            data.extend_range(&block.data, from, to)?;
-        }
+        let block = assemble(&plan, m, block_range(m, b as u64))?;
+        let from = (lo.max(bs) - bs) as usize;
+        let to = ((hi.min(be) - bs) as usize).min(block.indices.len());
+        indices.extend_from_slice(&block.indices[from..to]);
+        data.extend_range(&block.data, from, to)?;
     }
-    let ix = Values::I64(indices).into_cast(&ix_dtype)?;
+    let ix = index_values(&indices, &ix_dtype)?;
     write_values(&out, &ix_path, vec![lo], vec![hi - lo], &ix)?;
-    write_values(
-        &out,
-        &format!("{}/data", m.out_path),
-        vec![lo],
-        vec![hi - lo],
-        &data,
-    )?;
+    write_values(&out, &data_path, vec![lo], vec![hi - lo], &data)?;
     Ok(Vec::new())
+}
+
+/// Column indices as values of the output's index dtype.
+fn index_values(indices: &[i64], dtype: &DType) -> Result<Values> {
+    match dtype {
+        DType::Int32 => Ok(Values::I32(indices.iter().map(|&c| c as i32).collect())),
+        _ => Values::I64(indices.to_vec()).into_cast(dtype),
+    }
+}
+
+/// The rows of sparse `m` holding its entries `lo..hi` (`block_start`: the
+/// first entry of each row block, and the total), with the entry number
+/// of their first row; `None` when row lengths are not known from the
+/// inputs' `indptr` alone.
+fn rows_holding(
+    plan: &ConcatPlan,
+    m: &MatrixPlan,
+    block_start: &[u64],
+    lo: u64,
+    hi: u64,
+) -> Result<Option<(Range<u64>, u64)>> {
+    let n = n_blocks(m) as usize;
+    // The first block ending after `lo`, then on to the one holding `hi`.
+    let mut b = block_start[1..=n].partition_point(|&end| end <= lo);
+    let mut start: Option<(u64, u64)> = None;
+    while b < n && block_start[b] < hi {
+        let (bs, be) = (block_start[b], block_start[b + 1]);
+        let rows = block_range(m, b as u64);
+        if start.is_some() && be < hi {
+            b += 1;
+            continue;
+        }
+        let Some(counts) = counts_from_indptr(plan, m, &rows)? else {
+            return Ok(None);
+        };
+        let mut at = bs;
+        for (r, &c) in counts.iter().enumerate() {
+            let row = rows.start + r as u64;
+            if at >= hi {
+                return Ok(start.map(|(r0, first)| (r0..row, first)));
+            }
+            let end = at + u64::from(c);
+            if start.is_none() && end > lo {
+                start = Some((row, at));
+            }
+            at = end;
+        }
+        if at != be {
+            return Err(Error::internal(format!(
+                "{} row block {b} holds {} entries, counted {}",
+                m.out_path,
+                at - bs,
+                be - bs
+            )));
+        }
+        if be >= hi {
+            return Ok(start.map(|(r0, first)| (r0..rows.end, first)));
+        }
+        b += 1;
+    }
+    Ok(start.map(|(r0, first)| (r0..block_range(m, b.saturating_sub(1) as u64).end, first)))
 }
 
 #[cfg(test)]

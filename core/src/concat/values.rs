@@ -258,6 +258,13 @@ impl Number for bool {
     }
 }
 
+/// Work on two vectors of one element type, whatever it is: see
+/// [`Values::append_with`].
+pub trait AppendKernel {
+    /// Appends to `into`, reading `from`.
+    fn append<T: Number>(&mut self, into: &mut Vec<T>, from: &[T]);
+}
+
 fn convert<S: Number, T: Number>(src: &[S], float_target: bool) -> Vec<T> {
     if float_target {
         src.iter().map(|v| T::from_f64(v.to_f64())).collect()
@@ -376,6 +383,15 @@ impl Values {
 
     /// Encodes the values as little-endian array bytes.
     pub fn to_array_bytes(&self) -> ArrayBytes<'_> {
+        self.range_array_bytes(0..self.len())
+    }
+
+    /// Encodes the values at positions `range` as little-endian array
+    /// bytes (lent without a copy on a little-endian machine).
+    ///
+    /// # Panics
+    /// When `range` is outside the values.
+    pub fn range_array_bytes(&self, range: std::ops::Range<usize>) -> ArrayBytes<'_> {
         // Numbers are stored little-endian: on a little-endian machine the
         // vector's own memory is the encoding, lent without a copy.
         #[cfg(target_endian = "little")]
@@ -392,18 +408,18 @@ impl Values {
         }
         let raw = match self {
             Values::Bool(v) => {
-                ArrayBytesRaw::from(v.iter().map(|&b| u8::from(b)).collect::<Vec<u8>>())
+                ArrayBytesRaw::from(v[range].iter().map(|&b| u8::from(b)).collect::<Vec<u8>>())
             }
-            Values::U8(v) => ArrayBytesRaw::from(v.as_slice()),
-            Values::I8(v) => raw!(v.as_slice()),
-            Values::I16(v) => raw!(v.as_slice()),
-            Values::I32(v) => raw!(v.as_slice()),
-            Values::I64(v) => raw!(v.as_slice()),
-            Values::U16(v) => raw!(v.as_slice()),
-            Values::U32(v) => raw!(v.as_slice()),
-            Values::U64(v) => raw!(v.as_slice()),
-            Values::F32(v) => raw!(v.as_slice()),
-            Values::F64(v) => raw!(v.as_slice()),
+            Values::U8(v) => ArrayBytesRaw::from(&v[range]),
+            Values::I8(v) => raw!(&v[range]),
+            Values::I16(v) => raw!(&v[range]),
+            Values::I32(v) => raw!(&v[range]),
+            Values::I64(v) => raw!(&v[range]),
+            Values::U16(v) => raw!(&v[range]),
+            Values::U32(v) => raw!(&v[range]),
+            Values::U64(v) => raw!(&v[range]),
+            Values::F32(v) => raw!(&v[range]),
+            Values::F64(v) => raw!(&v[range]),
         };
         ArrayBytes::Fixed(raw)
     }
@@ -498,6 +514,13 @@ impl Values {
     /// gathered straight into this vector.
     pub fn extend_selected(&mut self, other: &Values, positions: &[usize]) -> Result<()> {
         append_same!(self, other, a, b => a.extend(positions.iter().map(|&p| b[p])));
+        Ok(())
+    }
+
+    /// Runs `kernel` on this vector and `from`'s, of one dtype (an
+    /// internal error otherwise).
+    pub fn append_with(&mut self, from: &Values, kernel: &mut impl AppendKernel) -> Result<()> {
+        append_same!(self, from, a, b => kernel.append(a, b));
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! reindexed and assembled into the block of one output matrix (stacked
 //! along the rows, or side by side along the columns).
 
-use super::rising_runs::RisingRuns;
+use super::column_scatter::{ColumnScatter, RenamedRows, narrow_map};
 use super::*;
 
 /// Rows of a sparse matrix: `indptr` from 0, column indices, values.
@@ -251,10 +251,12 @@ pub(super) fn read_row_set(
 
 /// The fast path of [`assemble`]: rows stacked along obs from sparse inputs
 /// with a zero fill (nothing to insert), not block-diagonal. Columns go
-/// through each input's reindexer; a row is sorted (by packed
-/// `column << 32 | position` keys) only when the reindexer reorders
-/// columns; values are gathered once per input, or appended whole when
-/// nothing moves. `None` when the general path is needed.
+/// through each input's reindexer; a row is put back in column order only
+/// when the reindexer reorders columns (through a [`ColumnScatter`], or a
+/// stable sort of packed `column << 32 | position` keys for a row holding
+/// a column twice); values are gathered once per input, or appended whole
+/// when nothing moves. Counting (`!with_data`) only counts each row's kept
+/// entries. `None` when the general path is needed.
 pub(super) fn assemble_stacked_sparse(
     plan: &ConcatPlan,
     m: &MatrixPlan,
@@ -277,6 +279,7 @@ pub(super) fn assemble_stacked_sparse(
     let mut indices: Vec<i64> = Vec::new();
     let mut data = Values::zeros(&m.dtype, 0)?;
     let mut keyed: Vec<u64> = Vec::new();
+    let mut scatter: Option<ColumnScatter> = None;
     for (i, local) in parts {
         let Some(src) = &m.sources[i] else { continue };
         let first_out = (m.along[i][0] + local.start - range.start) as usize;
@@ -307,42 +310,35 @@ pub(super) fn assemble_stacked_sparse(
             }
             continue;
         }
-        let mut take: Vec<usize> = Vec::with_capacity(rows.indices.len());
-        // A renaming into a few rising runs (a lexicographic union of
-        // numbered names: gene0..gene9, gene10..gene99, ...) merges each
-        // row's runs instead of sorting it.
-        let runs = (!ordered)
-            .then(|| RisingRuns::of(map))
-            .flatten()
-            .filter(|_| rows.rows_ascending());
-        for r in 0..n {
-            let (a, b) = (rows.indptr[r], rows.indptr[r + 1]);
-            if let Some(runs) = &runs {
+        if !with_data {
+            // Counting: how many entries each row keeps, in any order.
+            for r in 0..n {
+                let row = &rows.indices[rows.indptr[r]..rows.indptr[r + 1]];
                 counts[first_out + r] =
-                    runs.merge_row(map, &rows.indices[a..b], a, &mut indices, &mut take);
-                continue;
+                    row.iter().filter(|&&c| map[c as usize] >= 0).count() as u32;
             }
-            keyed.clear();
-            for k in a..b {
-                let c = map[rows.indices[k] as usize];
-                if c >= 0 {
-                    keyed.push(((c as u64) << 32) | (k - a) as u64);
-                }
-            }
-            if !ordered {
-                // Stable sort: it merges the rising runs a renaming leaves (a
-                // lexicographic union of numbered names leaves a handful).
-                keyed.sort();
-            }
-            counts[first_out + r] = keyed.len() as u32;
-            for &key in &keyed {
-                indices.push((key >> 32) as i64);
-                take.push(a + (key & 0xffff_ffff) as usize);
-            }
+            continue;
         }
-        if with_data {
-            data.extend_selected(&rows.data, &take)?;
+        if !ordered && scatter.is_none() {
+            scatter = ColumnScatter::new(space.n_other);
         }
+        let narrow = if scatter.is_some() && !ordered {
+            narrow_map(map)
+        } else {
+            Vec::new()
+        };
+        let mut renamed = RenamedRows {
+            scatter: scatter.as_mut(),
+            ordered,
+            map,
+            narrow: &narrow,
+            indptr: &rows.indptr,
+            cols: &rows.indices,
+            counts: &mut counts[first_out..first_out + n],
+            indices: &mut indices,
+            keyed: &mut keyed,
+        };
+        data.append_with(&rows.data, &mut renamed)?;
     }
     Ok(Some(Block {
         counts,
