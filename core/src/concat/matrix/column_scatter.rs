@@ -42,7 +42,8 @@ impl ColumnScatter {
     /// Appends the kept entries of one row (old columns `row`, values
     /// `vals`; `map` gives each old column's new one, [`DROPPED`]: none)
     /// in ascending new column: each new column to `indices`, its value to
-    /// `out`. Returns how many, or `None` (nothing appended) when two
+    /// `out`. `by_col` (one value per column of the joined axis) is
+    /// scratch. Returns how many, or `None` (nothing appended) when two
     /// entries of the row land on one column, which a stable sort must
     /// order instead.
     pub(super) fn sort_row<T: Copy + Default>(
@@ -50,11 +51,12 @@ impl ColumnScatter {
         map: &[u32],
         row: &[i64],
         vals: &[T],
+        by_col: &mut [T],
         indices: &mut Vec<i64>,
         out: &mut Vec<T>,
     ) -> Option<u32> {
         if row.len() * 4 >= self.bits.len() {
-            return self.sort_dense_row(map, row, vals, indices, out);
+            return self.sort_dense_row(map, row, vals, by_col, indices, out);
         }
         let (mut lo, mut hi, mut kept) = (usize::MAX, 0usize, 0usize);
         for (k, &c) in row.iter().enumerate() {
@@ -114,25 +116,28 @@ impl ColumnScatter {
     }
 
     /// [`Self::sort_row`] for a row with entries in a good share of the
-    /// bitmap's words: no bounds kept while marking, every word read back,
-    /// and a column marked twice found by counting what was read.
+    /// bitmap's words: no bounds kept while marking, each value put at its
+    /// column of `by_col` (read back without going through its position),
+    /// every word read back, and a column marked twice found by counting
+    /// what was read.
     fn sort_dense_row<T: Copy + Default>(
         &mut self,
         map: &[u32],
         row: &[i64],
         vals: &[T],
+        by_col: &mut [T],
         indices: &mut Vec<i64>,
         out: &mut Vec<T>,
     ) -> Option<u32> {
         let mut kept = 0usize;
-        for (k, &c) in row.iter().enumerate() {
+        for (&c, &v) in row.iter().zip(vals) {
             let n = map[c as usize];
             if n == DROPPED {
                 continue;
             }
             let n = n as usize;
             self.bits[n >> 6] |= 1u64 << (n & 63);
-            self.pos[n] = k as u32;
+            by_col[n] = v;
             kept += 1;
         }
         let (i0, v0) = (indices.len(), out.len());
@@ -149,7 +154,7 @@ impl ColumnScatter {
                 let n = w * 64 + left.trailing_zeros() as usize;
                 // Fewer marks than entries kept: `j` stays below `kept`.
                 new_cols[j] = n as i64;
-                new_vals[j] = vals[self.pos[n] as usize];
+                new_vals[j] = by_col[n];
                 j += 1;
                 left &= left - 1;
             }
@@ -203,11 +208,16 @@ impl AppendKernel for RenamedRows<'_> {
     fn append<T: Number>(&mut self, out: &mut Vec<T>, vals: &[T]) {
         self.indices.reserve(self.cols.len());
         out.reserve(self.cols.len());
+        let mut by_col = match &self.scatter {
+            Some(scatter) if !self.ordered => vec![T::default(); scatter.pos.len()],
+            _ => Vec::new(),
+        };
         for (r, count) in self.counts.iter_mut().enumerate() {
             let (a, b) = (self.indptr[r], self.indptr[r + 1]);
             let (row, row_vals) = (&self.cols[a..b], &vals[a..b]);
             if let Some(scatter) = self.scatter.as_deref_mut().filter(|_| !self.ordered)
-                && let Some(c) = scatter.sort_row(self.narrow, row, row_vals, self.indices, out)
+                && let Some(c) =
+                    scatter.sort_row(self.narrow, row, row_vals, &mut by_col, self.indices, out)
             {
                 *count = c;
                 continue;
@@ -276,7 +286,14 @@ mod tests {
                 let vals: Vec<usize> = (5..5 + row.len()).collect();
                 let (mut indices, mut take) = (vec![-7], vec![99]);
                 let count = scatter
-                    .sort_row(&narrow_map(&map), &row, &vals, &mut indices, &mut take)
+                    .sort_row(
+                        &narrow_map(&map),
+                        &row,
+                        &vals,
+                        &mut [0; 12],
+                        &mut indices,
+                        &mut take,
+                    )
                     .expect("no column twice");
                 let want = sorted(&map, &row, 5);
                 assert_eq!(count as usize, want.len());
@@ -296,8 +313,16 @@ mod tests {
         let mut scatter = ColumnScatter::new(width as u64).expect("narrow");
         let row = vec![3, 50_000, 99_999, 12];
         let vals: Vec<usize> = (0..row.len()).collect();
+        let mut by_col = vec![0; width as usize];
         let (mut indices, mut take) = (Vec::new(), Vec::new());
-        let count = scatter.sort_row(&narrow_map(&map), &row, &vals, &mut indices, &mut take);
+        let count = scatter.sort_row(
+            &narrow_map(&map),
+            &row,
+            &vals,
+            &mut by_col,
+            &mut indices,
+            &mut take,
+        );
         assert_eq!(count, Some(4));
         let want = sorted(&map, &row, 0);
         assert_eq!(indices, want.iter().map(|w| w.0).collect::<Vec<_>>());
@@ -311,6 +336,7 @@ mod tests {
                 &narrow_map(&map),
                 &twice,
                 &[7, 8, 9],
+                &mut by_col,
                 &mut indices,
                 &mut take
             ),
@@ -326,6 +352,7 @@ mod tests {
             &narrow_map(&identity),
             &twice,
             &[7, 8, 9],
+            &mut [0; 12],
             &mut indices,
             &mut take,
         );
