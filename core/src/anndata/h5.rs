@@ -331,6 +331,10 @@ pub struct H5Store {
     path: PathBuf,
     file: hdf5::File,
     arrays: Mutex<HashMap<String, Arc<VirtualArray>>>,
+    /// What each node asked about is (`None`: no object of that name),
+    /// so that asking a dataset for its group (or a group for its
+    /// dataset), which HDF5 answers with a costly error, is never done.
+    kinds: Mutex<HashMap<String, Option<hdf5::LocationType>>>,
     /// A pre-0.7 file (no encoding-type on the root, `obs` a compound
     /// dataset): a one-element array of fixed-length byte strings (but
     /// `uns/<column>_categories`) reads as a 0-d string, as anndata reads
@@ -359,6 +363,7 @@ impl H5Store {
             path: path.to_path_buf(),
             file,
             arrays: Mutex::new(HashMap::new()),
+            kinds: Mutex::new(HashMap::new()),
             singleton_scalars: false,
         };
         let root_encoded = store
@@ -377,9 +382,29 @@ impl H5Store {
     fn group(&self, node: &str) -> Option<hdf5::Group> {
         if node.is_empty() {
             self.file.group("/").ok()
-        } else {
+        } else if self.kind(node) == Some(hdf5::LocationType::Group) {
             self.file.group(node).ok()
+        } else {
+            None
         }
+    }
+
+    /// What `node` is: a group, a dataset (or a named datatype), or `None`
+    /// when no object has that name (a field of a compound dataset, say).
+    fn kind(&self, node: &str) -> Option<hdf5::LocationType> {
+        if node.is_empty() {
+            return Some(hdf5::LocationType::Group);
+        }
+        if let Ok(kinds) = self.kinds.lock()
+            && let Some(&kind) = kinds.get(node)
+        {
+            return kind;
+        }
+        let kind = self.file.loc_type_by_name(node).ok();
+        if let Ok(mut kinds) = self.kinds.lock() {
+            kinds.insert(node.to_string(), kind);
+        }
+        kind
     }
 
     fn array(&self, node: &str) -> Result<Option<Arc<VirtualArray>>, String> {
@@ -393,6 +418,9 @@ impl H5Store {
             .get(node)
         {
             return Ok(Some(a.clone()));
+        }
+        if self.kind(node) == Some(hdf5::LocationType::Group) {
+            return Ok(None);
         }
         let a = match self.file.dataset(node) {
             Ok(ds) => {
@@ -510,9 +538,14 @@ impl H5Store {
             ".zgroup" => self.group(node).map(|_| json!({"zarr_format": 2})),
             ".zarray" => self.array(node)?.map(|a| a.zarray()),
             ".zattrs" => {
-                let loc: Option<hdf5::Location> = match self.group(node) {
-                    Some(g) => Some((*g).clone()),
-                    None => self.file.dataset(node).ok().map(|d| (**d).clone()),
+                let loc: Option<hdf5::Location> = match self.kind(node) {
+                    Some(hdf5::LocationType::Group) => self.group(node).map(|g| (*g).clone()),
+                    // The dataset the array opened (and keeps), else its own.
+                    Some(hdf5::LocationType::Dataset) => match self.array(node) {
+                        Ok(Some(a)) => Some((**a.ds).clone()),
+                        _ => self.file.dataset(node).ok().map(|d| (**d).clone()),
+                    },
+                    _ => None,
                 };
                 loc.map(|l| {
                     let mut attrs = Map::new();
