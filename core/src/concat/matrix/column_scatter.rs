@@ -1,6 +1,6 @@
 //! Renamed columns put back in order without sorting: each kept entry of a
-//! row is marked in a bitmap of the joined axis (its position beside it),
-//! and the bitmap is read back in column order. A reindexing that reorders
+//! row is marked in a bitmap of the joined axis (its value beside it, in a
+//! scratch array by column), and the bitmap is read back in column order. A reindexing that reorders
 //! columns (an outer join's lexicographic union of `gene0..geneN`, a
 //! shuffled var order) costs two passes over the row instead of a sort or a
 //! many-way merge with a data-dependent branch per entry.
@@ -18,16 +18,15 @@ pub(super) fn narrow_map(map: &[i64]) -> Vec<u32> {
         .collect()
 }
 
-/// A bitmap of the joined axis and, for each marked column, the row
-/// position it came from; empty between rows.
+/// A bitmap of the joined axis; empty between rows.
 pub(super) struct ColumnScatter {
     bits: Vec<u64>,
-    pos: Vec<u32>,
 }
 
 impl ColumnScatter {
-    /// Widest joined axis scattered (16 MiB of positions); wider ones sort.
-    /// Below [`DROPPED`], so a kept new column fits a `u32`.
+    /// Widest joined axis scattered (its scratch values: 32 MiB of
+    /// float64); wider ones sort. Below [`DROPPED`], so a kept new column
+    /// fits a `u32`.
     pub(super) const MAX_COLUMNS: u64 = 1 << 22;
 
     /// A scatter for a joined axis of `n_columns`; `None` when wider than
@@ -35,14 +34,18 @@ impl ColumnScatter {
     pub(super) fn new(n_columns: u64) -> Option<Self> {
         (n_columns <= Self::MAX_COLUMNS).then(|| Self {
             bits: vec![0; n_columns.div_ceil(64) as usize],
-            pos: vec![0; n_columns as usize],
         })
+    }
+
+    /// Columns the bitmap covers: how long a `by_col` scratch must be.
+    pub(super) fn columns(&self) -> usize {
+        self.bits.len() * 64
     }
 
     /// Appends the kept entries of one row (old columns `row`, values
     /// `vals`; `map` gives each old column's new one, [`DROPPED`]: none)
     /// in ascending new column: each new column to `indices`, its value to
-    /// `out`. `by_col` (one value per column of the joined axis) is
+    /// `out`. `by_col` (a value per column, see [`Self::columns`]) is
     /// scratch. Returns how many, or `None` (nothing appended) when two
     /// entries of the row land on one column, which a stable sort must
     /// order instead.
@@ -55,26 +58,29 @@ impl ColumnScatter {
         indices: &mut Vec<i64>,
         out: &mut Vec<T>,
     ) -> Option<u32> {
-        if row.len() * 4 >= self.bits.len() {
-            return self.sort_dense_row(map, row, vals, by_col, indices, out);
-        }
+        let dense = row.len() * 4 >= self.bits.len();
+        // Words holding marks, and entries kept. A row with entries in a
+        // good share of the words keeps no bounds and finds a column
+        // marked twice by counting what is read back; a sparser one checks
+        // each mark.
         let (mut lo, mut hi, mut kept) = (usize::MAX, 0usize, 0usize);
-        for (k, &c) in row.iter().enumerate() {
+        for (k, (&c, &v)) in row.iter().zip(vals).enumerate() {
             let n = map[c as usize];
             if n == DROPPED {
                 continue;
             }
             let n = n as usize;
             let (w, bit) = (n >> 6, 1u64 << (n & 63));
-            let word = self.bits[w];
-            if word & bit != 0 {
-                self.unmark(map, &row[..k]);
-                return None;
+            if !dense {
+                if self.bits[w] & bit != 0 {
+                    self.unmark(map, &row[..k]);
+                    return None;
+                }
+                lo = lo.min(w);
+                hi = hi.max(w);
             }
-            self.bits[w] = word | bit;
-            self.pos[n] = k as u32;
-            lo = lo.min(w);
-            hi = hi.max(w);
+            self.bits[w] |= bit;
+            by_col[n] = v;
             kept += 1;
         }
         if kept == 0 {
@@ -84,7 +90,7 @@ impl ColumnScatter {
         indices.resize(i0 + kept, 0);
         out.resize(v0 + kept, T::default());
         let (new_cols, new_vals) = (&mut indices[i0..], &mut out[v0..]);
-        if hi - lo > 16 * kept {
+        if !dense && hi - lo > 16 * kept {
             // Few entries spread over a wide axis: sort them rather than
             // read every word between.
             let kept_cols = row
@@ -96,70 +102,30 @@ impl ColumnScatter {
             }
             new_cols.sort_unstable();
             for (&n, v) in new_cols.iter().zip(new_vals.iter_mut()) {
-                *v = vals[self.pos[n as usize] as usize];
+                *v = by_col[n as usize];
             }
             self.unmark(map, row);
             return Some(kept as u32);
         }
+        let words = if dense {
+            0..self.bits.len()
+        } else {
+            lo..hi + 1
+        };
         let mut j = 0;
-        for w in lo..=hi {
+        for w in words {
             let mut word = std::mem::take(&mut self.bits[w]);
             while word != 0 {
                 let n = w * 64 + word.trailing_zeros() as usize;
+                // Never more marks than entries kept: `j` stays below `kept`.
                 new_cols[j] = n as i64;
-                new_vals[j] = vals[self.pos[n] as usize];
+                new_vals[j] = by_col[n];
                 j += 1;
                 word &= word - 1;
             }
         }
-        Some(kept as u32)
-    }
-
-    /// [`Self::sort_row`] for a row with entries in a good share of the
-    /// bitmap's words: no bounds kept while marking, each value put at its
-    /// column of `by_col` (read back without going through its position),
-    /// every word read back, and a column marked twice found by counting
-    /// what was read.
-    fn sort_dense_row<T: Copy + Default>(
-        &mut self,
-        map: &[u32],
-        row: &[i64],
-        vals: &[T],
-        by_col: &mut [T],
-        indices: &mut Vec<i64>,
-        out: &mut Vec<T>,
-    ) -> Option<u32> {
-        let mut kept = 0usize;
-        for (&c, &v) in row.iter().zip(vals) {
-            let n = map[c as usize];
-            if n == DROPPED {
-                continue;
-            }
-            let n = n as usize;
-            self.bits[n >> 6] |= 1u64 << (n & 63);
-            by_col[n] = v;
-            kept += 1;
-        }
-        let (i0, v0) = (indices.len(), out.len());
-        indices.resize(i0 + kept, 0);
-        out.resize(v0 + kept, T::default());
-        let (new_cols, new_vals) = (&mut indices[i0..], &mut out[v0..]);
-        let mut j = 0;
-        for (w, word) in self.bits.iter_mut().enumerate() {
-            if *word == 0 {
-                continue;
-            }
-            let mut left = std::mem::take(word);
-            while left != 0 {
-                let n = w * 64 + left.trailing_zeros() as usize;
-                // Fewer marks than entries kept: `j` stays below `kept`.
-                new_cols[j] = n as i64;
-                new_vals[j] = by_col[n];
-                j += 1;
-                left &= left - 1;
-            }
-        }
         if j != kept {
+            // A column marked twice (a dense row's marks are not checked).
             indices.truncate(i0);
             out.truncate(v0);
             return None;
@@ -209,7 +175,7 @@ impl AppendKernel for RenamedRows<'_> {
         self.indices.reserve(self.cols.len());
         out.reserve(self.cols.len());
         let mut by_col = match &self.scatter {
-            Some(scatter) if !self.ordered => vec![T::default(); scatter.pos.len()],
+            Some(scatter) if !self.ordered => vec![T::default(); scatter.columns()],
             _ => Vec::new(),
         };
         for (r, count) in self.counts.iter_mut().enumerate() {
