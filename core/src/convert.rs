@@ -242,7 +242,7 @@ pub fn copy_array_data(src: &Store, dst: &OutputStore, path: &str) -> Result<u64
                 .chunk_subset_bounded(&indices)
                 .map_err(|e| dst.err(path, format!("bad chunk {indices:?}: {e}")))?;
             let bytes: ArrayBytes<'static> = input
-                .retrieve_array_subset(&subset)
+                .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
                 .map_err(|e| src.err(path, format!("cannot read data: {e}")))?;
             output
                 .store_array_subset(&subset, bytes)

@@ -135,7 +135,10 @@ impl Writer<'_> {
             DType::Structured(s) => {
                 let array = self.src.array(path)?;
                 let bytes: zarrs::array::ArrayBytes<'static> = array
-                    .retrieve_array_subset(&array.subset_all())
+                    .retrieve_array_subset_opt(
+                        &array.subset_all(),
+                        &crate::anndata::range_read::codec_options(),
+                    )
                     .map_err(|e| self.src.err(path, format!("cannot read data: {e}")))?;
                 let bytes = bytes
                     .into_fixed()
@@ -218,7 +221,10 @@ impl Copy<'_> {
         let array: Array<Backend> = src.array(self.path)?;
         if self.meta.shape.is_empty() {
             let values: Vec<Z> = array
-                .retrieve_array_subset(&array.subset_all())
+                .retrieve_array_subset_opt(
+                    &array.subset_all(),
+                    &crate::anndata::range_read::codec_options(),
+                )
                 .map_err(|e| src.err(self.path, format!("cannot read data: {e}")))?;
             let value = convert(values)
                 .map_err(|why| src.err(self.path, why))?
@@ -246,7 +252,10 @@ impl Copy<'_> {
                         .chunk_subset_bounded(&indices)
                         .map_err(|e| src.err(self.path, format!("bad chunk {indices:?}: {e}")))?;
                     let values: Vec<Z> = array
-                        .retrieve_array_subset(&subset)
+                        .retrieve_array_subset_opt(
+                            &subset,
+                            &crate::anndata::range_read::codec_options(),
+                        )
                         .map_err(|e| src.err(self.path, format!("cannot read data: {e}")))?;
                     let values = convert(values).map_err(|why| src.err(self.path, why))?;
                     Ok((subset, values))

@@ -13,9 +13,19 @@
 //! of it fetch just the bytes wanted: decoding whole 8 MiB scratch chunks
 //! for a few rows each made the CSC to CSR transpose 1.4x slower.
 
-use zarrs::array::{Array, ArrayBytes, ArraySubset};
+use zarrs::array::{Array, ArrayBytes, ArraySubset, CodecOptions};
 
 use super::backend::Backend;
+
+/// The codec options of this process's zarrs configuration, for every
+/// read. zarrs' reads without `_opt` take `CodecOptions::default()`,
+/// which ignores that configuration and decodes at least four chunks at
+/// once on rayon's pool: a one-thread worker handed every read of more than
+/// one chunk to the pool's thread and waited, and two workers on two cores
+/// ran four busy threads.
+pub fn codec_options() -> CodecOptions {
+    zarrs::config::global_config().codec_options()
+}
 
 /// Chunks larger than this (decoded) are left to zarrs' partial decoders:
 /// decoding a large shard whole for a few elements would cost more.
@@ -35,7 +45,8 @@ pub fn read_range_pieces(
         Some(chunks) => each_chunk_piece(array, start, len, chunks, take),
         None => {
             let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])?;
-            let bytes: ArrayBytes<'_> = array.retrieve_array_subset(&subset)?;
+            let bytes: ArrayBytes<'_> = array
+                .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())?;
             take(&bytes.into_fixed()?);
             Ok(())
         }
@@ -101,6 +112,22 @@ mod tests {
     use super::*;
     use crate::anndata::store::Store;
 
+    /// Reads take the process's zarrs configuration (a worker sets how
+    /// many chunks decode at once), not zarrs' fixed defaults.
+    #[test]
+    fn reads_take_the_configured_codec_options() {
+        let configured = zarrs::config::global_config().codec_options();
+        let used = codec_options();
+        assert_eq!(
+            used.chunk_concurrent_minimum(),
+            configured.chunk_concurrent_minimum()
+        );
+        assert_eq!(used.concurrent_target(), configured.concurrent_target());
+        // Only this test changes the setting, to a value reads accept.
+        zarrs::config::global_config_mut().set_chunk_concurrent_minimum(3);
+        assert_eq!(codec_options().chunk_concurrent_minimum(), 3);
+    }
+
     /// Every range of a compressed chunked array (chunks of 37) reads as
     /// zarrs' own subset read gives it.
     #[test]
@@ -124,8 +151,12 @@ mod tests {
             ] {
                 let subset =
                     ArraySubset::new_with_start_shape(vec![start], vec![len]).expect("subset");
-                let want: ArrayBytes<'static> =
-                    array.retrieve_array_subset(&subset).expect("subset read");
+                let want: ArrayBytes<'static> = array
+                    .retrieve_array_subset_opt(
+                        &subset,
+                        &crate::anndata::range_read::codec_options(),
+                    )
+                    .expect("subset read");
                 assert!(
                     whole_chunks(&array, start, len).expect("chunks").is_some(),
                     "1-D fixed-size: read by chunks"
@@ -146,7 +177,9 @@ mod tests {
         let array = store.array("layers/sparse/indices").expect("array");
         assert!(whole_chunks(&array, 5, 37).expect("chunks").is_none());
         let subset = ArraySubset::new_with_start_shape(vec![5], vec![37]).expect("subset");
-        let want: ArrayBytes<'static> = array.retrieve_array_subset(&subset).expect("subset read");
+        let want: ArrayBytes<'static> = array
+            .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
+            .expect("subset read");
         let mut pieces = Vec::new();
         read_range_pieces(&array, 5, 37, |p| pieces.extend_from_slice(p)).expect("pieces");
         assert_eq!(ArrayBytes::new_flen(pieces), want);

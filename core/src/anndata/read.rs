@@ -72,7 +72,7 @@ pub fn read_dense_block(
         .map_err(|err| store.err(&e.path, err))?;
     let array = store.array(&e.path)?;
     let bytes = array
-        .retrieve_array_subset(&subset)
+        .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
         .map_err(|err| store.err(&e.path, format!("cannot read data: {err}")))?;
     Ok(DenseBlock { shape, bytes })
 }
@@ -118,7 +118,7 @@ pub fn read_sparse_major(store: &Store, e: &Element, range: Range<u64>) -> Resul
         .map_err(|err| store.err(&data_e.path, err))?;
     let data = store
         .array(&data_e.path)?
-        .retrieve_array_subset(&subset)
+        .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
         .map_err(|err| store.err(&data_e.path, format!("cannot read data: {err}")))?;
     Ok(SparseBlock {
         indptr,

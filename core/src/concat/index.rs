@@ -34,7 +34,10 @@ pub fn read_strings_range(store: &Store, path: &str, start: u64, len: u64) -> Re
         .map_err(|e| store.err(path, e))?;
     store
         .array(path)?
-        .retrieve_array_subset::<Vec<String>>(&subset)
+        .retrieve_array_subset_opt::<Vec<String>>(
+            &subset,
+            &crate::anndata::range_read::codec_options(),
+        )
         .map_err(|e| store.err(path, format!("cannot read strings: {e}")))
 }
 
@@ -56,7 +59,7 @@ pub fn read_raw_strings(
         .map_err(|e| store.err(path, e))?;
     let read: zarrs::array::ArrayBytes<'static> = store
         .array(path)?
-        .retrieve_array_subset(&subset)
+        .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
         .map_err(|e| store.err(path, format!("cannot read strings: {e}")))?;
     let Ok(read) = read.into_variable() else {
         return Ok(None);

@@ -61,7 +61,13 @@ pub fn keep_codecs_within(threads: usize) {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global();
-    zarrs::config::global_config_mut().set_codec_concurrent_target(threads);
+    let mut config = zarrs::config::global_config_mut();
+    config.set_codec_concurrent_target(threads);
+    // Reads decode at least this many chunks at once on rayon's pool (see
+    // `range_read::codec_options`); at zarrs' default (4) every multi-chunk
+    // read of a one-thread worker went to the pool's thread while the task
+    // thread waited.
+    config.set_chunk_concurrent_minimum(threads);
 }
 
 /// A registry with every kernel a concatenation runs (for executors and
@@ -131,7 +137,9 @@ pub(crate) fn read_values(
         return Ok(values);
     }
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
-    let bytes = array.retrieve_array_subset(&subset).map_err(err)?;
+    let bytes = array
+        .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
+        .map_err(err)?;
     Values::from_array_bytes(dtype, &bytes).map_err(|e| store.err(path, e))
 }
 
@@ -363,7 +371,7 @@ fn dense_copy(
         let subset =
             ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(&src.path, e))?;
         let bytes: zarrs::array::ArrayBytes<'_> = array
-            .retrieve_array_subset(&subset)
+            .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
             .map_err(|e| store.err(&src.path, format!("cannot read data: {e}")))?;
         let zarrs::array::ArrayBytes::Fixed(block) = bytes else {
             return Err(store.err(&src.path, "expected fixed-size numeric data"));

@@ -24,7 +24,10 @@ fn names(e: &Element) -> Vec<String> {
 fn read_all(store: &Store, e: &Element) -> Result<ArrayBytes<'static>> {
     let array = store.array(&e.path)?;
     array
-        .retrieve_array_subset(&array.subset_all())
+        .retrieve_array_subset_opt(
+            &array.subset_all(),
+            &crate::anndata::range_read::codec_options(),
+        )
         .map_err(|err| store.err(&e.path, format!("cannot read data: {err}")))
 }
 
