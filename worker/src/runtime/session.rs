@@ -51,11 +51,16 @@ pub(super) async fn session(
                     }
                 }
                 Some(Ok(ToWorker::Peers(peers))) => {
+                    let mut joined = Vec::new();
                     if let Ok(mut map) = shared.peers.lock() {
                         for p in peers {
-                            map.insert(p.id, p);
+                            let id = p.id;
+                            if map.insert(id, p).is_none() {
+                                joined.push(id);
+                            }
                         }
                     }
+                    dial_ahead(shared, joined);
                 }
                 Some(Ok(ToWorker::PeerGone(id))) => {
                     if let Ok(mut map) = shared.peers.lock() {
