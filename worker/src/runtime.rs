@@ -41,7 +41,7 @@ mod task_thread;
 use task_thread::exec_loop;
 pub use task_thread::test_task_delay;
 
-use peers::{dial_ahead, fetch_and_queue, local_inputs, serve_peers};
+use peers::{fetch_and_queue, local_inputs, serve_peers};
 use session::session;
 
 /// Largest request frame a worker reads from a peer.

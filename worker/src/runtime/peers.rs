@@ -83,34 +83,6 @@ pub(super) async fn fetch(
     }
 }
 
-/// How many peer connections a worker opens before any fetch needs them.
-/// Dialling a peer (QUIC and TLS handshakes, then the hello) took the
-/// first fetch from it about 5 ms, and that fetch sits on the graph's
-/// critical path: every task after a reduction (a sparse matrix's
-/// `offsets`) waited for it. Past this many, peers are dialled on first use.
-const DIALS_AHEAD: usize = 16;
-
-/// Dials `joined` peers in the background (not this worker, and no more
-/// than [`DIALS_AHEAD`] connections in all), so their first fetch finds a
-/// connection. A dial that fails is left to the fetch to retry.
-pub(super) fn dial_ahead(shared: &Arc<Shared>, joined: Vec<WorkerId>) {
-    let me = shared.me();
-    let open = shared
-        .peer_conns
-        .lock()
-        .map_or(DIALS_AHEAD, |conns| conns.len());
-    for id in joined
-        .into_iter()
-        .filter(|&id| Some(id) != me)
-        .take(DIALS_AHEAD.saturating_sub(open))
-    {
-        let s = shared.clone();
-        tokio::spawn(async move {
-            let _ = peer_conn(&s, id).await;
-        });
-    }
-}
-
 pub(super) async fn peer_conn(
     shared: &Arc<Shared>,
     holder: WorkerId,

@@ -51,16 +51,11 @@ pub(super) async fn session(
                     }
                 }
                 Some(Ok(ToWorker::Peers(peers))) => {
-                    let mut joined = Vec::new();
                     if let Ok(mut map) = shared.peers.lock() {
                         for p in peers {
-                            let id = p.id;
-                            if map.insert(id, p).is_none() {
-                                joined.push(id);
-                            }
+                            map.insert(p.id, p);
                         }
                     }
-                    dial_ahead(shared, joined);
                 }
                 Some(Ok(ToWorker::PeerGone(id))) => {
                     if let Ok(mut map) = shared.peers.lock() {
