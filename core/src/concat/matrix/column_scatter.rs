@@ -1,9 +1,10 @@
 //! Renamed columns put back in order without sorting: each kept entry of a
 //! row is marked in a bitmap of the joined axis (its value beside it, in a
-//! scratch array by column), and the bitmap is read back in column order. A reindexing that reorders
-//! columns (an outer join's lexicographic union of `gene0..geneN`, a
-//! shuffled var order) costs two passes over the row instead of a sort or a
-//! many-way merge with a data-dependent branch per entry.
+//! scratch array by column), and the bitmap is read back in column order.
+//! A reindexing that reorders columns (an outer join's lexicographic union
+//! of `gene0..geneN`, a shuffled var order) costs two passes over the row
+//! instead of a sort or a many-way merge with a data-dependent branch per
+//! entry.
 
 use crate::concat::values::{AppendKernel, Number};
 
