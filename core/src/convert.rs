@@ -1,6 +1,7 @@
 //! `anncat convert`: rewrite an AnnData store in the other zarr format and/or
 //! with new chunking, streaming one output chunk (or shard) at a time.
 
+use crate::anndata::range_read::ReadSubset;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -242,7 +243,7 @@ pub fn copy_array_data(src: &Store, dst: &OutputStore, path: &str) -> Result<u64
                 .chunk_subset_bounded(&indices)
                 .map_err(|e| dst.err(path, format!("bad chunk {indices:?}: {e}")))?;
             let bytes: ArrayBytes<'static> = input
-                .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
+                .read_subset(&subset)
                 .map_err(|e| src.err(path, format!("cannot read data: {e}")))?;
             output
                 .store_array_subset(&subset, bytes)

@@ -9,6 +9,7 @@
 //! library takes one call at a time), so memory stays at a few chunks
 //! whatever the store's size.
 
+use crate::anndata::range_read::ReadSubset;
 use std::path::Path;
 
 use hdf5::types::VarLenUnicode;
@@ -135,10 +136,7 @@ impl Writer<'_> {
             DType::Structured(s) => {
                 let array = self.src.array(path)?;
                 let bytes: zarrs::array::ArrayBytes<'static> = array
-                    .retrieve_array_subset_opt(
-                        &array.subset_all(),
-                        &crate::anndata::range_read::codec_options(),
-                    )
+                    .read_subset(&array.subset_all())
                     .map_err(|e| self.src.err(path, format!("cannot read data: {e}")))?;
                 let bytes = bytes
                     .into_fixed()
@@ -221,10 +219,7 @@ impl Copy<'_> {
         let array: Array<Backend> = src.array(self.path)?;
         if self.meta.shape.is_empty() {
             let values: Vec<Z> = array
-                .retrieve_array_subset_opt(
-                    &array.subset_all(),
-                    &crate::anndata::range_read::codec_options(),
-                )
+                .read_subset(&array.subset_all())
                 .map_err(|e| src.err(self.path, format!("cannot read data: {e}")))?;
             let value = convert(values)
                 .map_err(|why| src.err(self.path, why))?
@@ -252,10 +247,7 @@ impl Copy<'_> {
                         .chunk_subset_bounded(&indices)
                         .map_err(|e| src.err(self.path, format!("bad chunk {indices:?}: {e}")))?;
                     let values: Vec<Z> = array
-                        .retrieve_array_subset_opt(
-                            &subset,
-                            &crate::anndata::range_read::codec_options(),
-                        )
+                        .read_subset(&subset)
                         .map_err(|e| src.err(self.path, format!("cannot read data: {e}")))?;
                     let values = convert(values).map_err(|why| src.err(self.path, why))?;
                     Ok((subset, values))

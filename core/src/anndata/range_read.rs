@@ -13,7 +13,7 @@
 //! of it fetch just the bytes wanted: decoding whole 8 MiB scratch chunks
 //! for a few rows each made the CSC to CSR transpose 1.4x slower.
 
-use zarrs::array::{Array, ArrayBytes, ArraySubset, CodecOptions};
+use zarrs::array::{Array, ArrayBytes, ArrayError, ArraySubset, CodecOptions, FromArrayBytes};
 
 use super::backend::Backend;
 
@@ -25,6 +25,19 @@ use super::backend::Backend;
 /// ran four busy threads.
 pub fn codec_options() -> CodecOptions {
     zarrs::config::global_config().codec_options()
+}
+
+/// Subset reads with [`codec_options`], for every read of a subset in
+/// this crate (in place of zarrs' `retrieve_array_subset`).
+pub trait ReadSubset {
+    /// The elements of `subset`, decoded as `T`.
+    fn read_subset<T: FromArrayBytes>(&self, subset: &ArraySubset) -> Result<T, ArrayError>;
+}
+
+impl ReadSubset for Array<Backend> {
+    fn read_subset<T: FromArrayBytes>(&self, subset: &ArraySubset) -> Result<T, ArrayError> {
+        self.retrieve_array_subset_opt(subset, &codec_options())
+    }
 }
 
 /// Chunks larger than this (decoded) are left to zarrs' partial decoders:
@@ -45,8 +58,7 @@ pub fn read_range_pieces(
         Some(chunks) => each_chunk_piece(array, start, len, chunks, take),
         None => {
             let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])?;
-            let bytes: ArrayBytes<'_> = array
-                .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())?;
+            let bytes: ArrayBytes<'_> = array.read_subset(&subset)?;
             take(&bytes.into_fixed()?);
             Ok(())
         }
@@ -151,12 +163,7 @@ mod tests {
             ] {
                 let subset =
                     ArraySubset::new_with_start_shape(vec![start], vec![len]).expect("subset");
-                let want: ArrayBytes<'static> = array
-                    .retrieve_array_subset_opt(
-                        &subset,
-                        &crate::anndata::range_read::codec_options(),
-                    )
-                    .expect("subset read");
+                let want: ArrayBytes<'static> = array.read_subset(&subset).expect("subset read");
                 assert!(
                     whole_chunks(&array, start, len).expect("chunks").is_some(),
                     "1-D fixed-size: read by chunks"
@@ -177,9 +184,7 @@ mod tests {
         let array = store.array("layers/sparse/indices").expect("array");
         assert!(whole_chunks(&array, 5, 37).expect("chunks").is_none());
         let subset = ArraySubset::new_with_start_shape(vec![5], vec![37]).expect("subset");
-        let want: ArrayBytes<'static> = array
-            .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
-            .expect("subset read");
+        let want: ArrayBytes<'static> = array.read_subset(&subset).expect("subset read");
         let mut pieces = Vec::new();
         read_range_pieces(&array, 5, 37, |p| pieces.extend_from_slice(p)).expect("pieces");
         assert_eq!(ArrayBytes::new_flen(pieces), want);

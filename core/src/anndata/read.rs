@@ -2,6 +2,7 @@
 //! columns) of a dense array, or a range along the major axis of a sparse
 //! matrix. Only the chunks overlapping the request are read and decoded.
 
+use crate::anndata::range_read::ReadSubset;
 use std::ops::Range;
 
 use zarrs::array::{ArrayBytes, ArraySubset};
@@ -72,7 +73,7 @@ pub fn read_dense_block(
         .map_err(|err| store.err(&e.path, err))?;
     let array = store.array(&e.path)?;
     let bytes = array
-        .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
+        .read_subset(&subset)
         .map_err(|err| store.err(&e.path, format!("cannot read data: {err}")))?;
     Ok(DenseBlock { shape, bytes })
 }
@@ -118,7 +119,7 @@ pub fn read_sparse_major(store: &Store, e: &Element, range: Range<u64>) -> Resul
         .map_err(|err| store.err(&data_e.path, err))?;
     let data = store
         .array(&data_e.path)?
-        .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
+        .read_subset(&subset)
         .map_err(|err| store.err(&data_e.path, format!("cannot read data: {err}")))?;
     Ok(SparseBlock {
         indptr,

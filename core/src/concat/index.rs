@@ -2,6 +2,7 @@
 //! axis (pandas' `intersection` / `union` rules as `anndata.concat` applies
 //! them), and the reindexer that maps each input onto the joined axis.
 
+use crate::anndata::range_read::ReadSubset;
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -34,10 +35,7 @@ pub fn read_strings_range(store: &Store, path: &str, start: u64, len: u64) -> Re
         .map_err(|e| store.err(path, e))?;
     store
         .array(path)?
-        .retrieve_array_subset_opt::<Vec<String>>(
-            &subset,
-            &crate::anndata::range_read::codec_options(),
-        )
+        .read_subset::<Vec<String>>(&subset)
         .map_err(|e| store.err(path, format!("cannot read strings: {e}")))
 }
 
@@ -59,7 +57,7 @@ pub fn read_raw_strings(
         .map_err(|e| store.err(path, e))?;
     let read: zarrs::array::ArrayBytes<'static> = store
         .array(path)?
-        .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
+        .read_subset(&subset)
         .map_err(|e| store.err(path, format!("cannot read strings: {e}")))?;
     let Ok(read) = read.into_variable() else {
         return Ok(None);

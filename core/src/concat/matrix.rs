@@ -9,6 +9,7 @@
 //! assemble the rows overlapping one data chunk and write it. CSC inputs are
 //! first converted to temporary CSR parts (see `csc`).
 
+use crate::anndata::range_read::ReadSubset;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -137,9 +138,7 @@ pub(crate) fn read_values(
         return Ok(values);
     }
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
-    let bytes = array
-        .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
-        .map_err(err)?;
+    let bytes = array.read_subset(&subset).map_err(err)?;
     Values::from_array_bytes(dtype, &bytes).map_err(|e| store.err(path, e))
 }
 
@@ -371,7 +370,7 @@ fn dense_copy(
         let subset =
             ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(&src.path, e))?;
         let bytes: zarrs::array::ArrayBytes<'_> = array
-            .retrieve_array_subset_opt(&subset, &crate::anndata::range_read::codec_options())
+            .read_subset(&subset)
             .map_err(|e| store.err(&src.path, format!("cannot read data: {e}")))?;
         let zarrs::array::ArrayBytes::Fixed(block) = bytes else {
             return Err(store.err(&src.path, "expected fixed-size numeric data"));

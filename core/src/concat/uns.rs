@@ -2,6 +2,7 @@
 //! `only`), recursing into nested mappings as `anndata.concat` does, and
 //! copied element by element from the input that supplies each value.
 
+use crate::anndata::range_read::ReadSubset;
 use serde_json::{Value, json};
 use zarrs::array::ArrayBytes;
 
@@ -24,10 +25,7 @@ fn names(e: &Element) -> Vec<String> {
 fn read_all(store: &Store, e: &Element) -> Result<ArrayBytes<'static>> {
     let array = store.array(&e.path)?;
     array
-        .retrieve_array_subset_opt(
-            &array.subset_all(),
-            &crate::anndata::range_read::codec_options(),
-        )
+        .read_subset(&array.subset_all())
         .map_err(|err| store.err(&e.path, format!("cannot read data: {err}")))
 }
 
