@@ -4,6 +4,7 @@
 
 pub mod atomic_store;
 pub mod backend;
+mod blosc_frames;
 pub mod consolidate;
 pub mod dtype;
 pub mod durable;

@@ -154,17 +154,15 @@ pub fn copy_entries(
 }
 
 /// Appends the decoded bytes of elements `start .. start + len` of the 1-d
-/// array at `path` to `out`, straight out of each decoded chunk.
+/// array at `path` to `out` (decoded in place where the chunks allow).
 fn append_bytes(store: &Store, path: &str, start: u64, len: u64, out: &mut Vec<u8>) -> Result<()> {
     let array = store.array(path)?;
     let Some(size) = array.data_type().fixed_size() else {
         return Err(store.err(path, "expected fixed-size numeric data"));
     };
     out.reserve(len as usize * size);
-    crate::anndata::range_read::read_range_pieces(&array, start, len, |piece| {
-        out.extend_from_slice(piece);
-    })
-    .map_err(|e| store.err(path, format!("cannot read data: {e}")))
+    crate::anndata::range_read::read_range_into(&array, start, len, out)
+        .map_err(|e| store.err(path, format!("cannot read data: {e}")))
 }
 
 /// The decoded bytes of elements `start .. start + len` of the 1-d array at

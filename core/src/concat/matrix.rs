@@ -128,13 +128,10 @@ pub(crate) fn read_values(
     let array = store.array(path)?;
     let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
     if let ([s], [n]) = (start.as_slice(), shape.as_slice()) {
-        // Straight from each decoded chunk into the typed vector.
+        // Decoded into the typed vector (in place where the chunks allow).
         let mut values = Values::zeros(dtype, 0).map_err(|e| store.err(path, e))?;
         values.reserve(*n as usize);
-        crate::anndata::range_read::read_range_pieces(&array, *s, *n, |piece| {
-            values.extend_from_le_bytes(piece);
-        })
-        .map_err(err)?;
+        crate::anndata::range_read::read_range_into(&array, *s, *n, &mut values).map_err(err)?;
         return Ok(values);
     }
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;

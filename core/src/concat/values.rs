@@ -544,6 +544,38 @@ impl Values {
     }
 }
 
+/// Decoded elements appended in place: their stored little-endian bytes
+/// are the vector's own on a little-endian machine (booleans, which not
+/// every byte is, go through [`Values::extend_from_le_bytes`]).
+#[allow(unsafe_code)] // Writes into the vector's spare capacity.
+impl crate::anndata::range_read::ByteSink for Values {
+    fn append(&mut self, piece: &[u8]) {
+        self.extend_from_le_bytes(piece);
+    }
+
+    fn reserve_bytes(&mut self, n: usize) -> Option<*mut u8> {
+        if cfg!(not(target_endian = "little")) || matches!(self, Values::Bool(_)) {
+            return None;
+        }
+        let item = self.dtype().item_size();
+        if !n.is_multiple_of(item) {
+            return None;
+        }
+        Some(each!(self, v => {
+            v.reserve(n / item);
+            v.spare_capacity_mut().as_mut_ptr().cast::<u8>()
+        }))
+    }
+
+    unsafe fn commit_bytes(&mut self, n: usize) {
+        let item = self.dtype().item_size();
+        // SAFETY: per the contract, `n` bytes (whole elements of a
+        // plain-number type, any bit pattern valid) were written after
+        // the end.
+        each!(self, v => unsafe { v.set_len(v.len() + n / item) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
