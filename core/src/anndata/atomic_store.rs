@@ -60,15 +60,7 @@ fn write_atomic_as(path: &Path, bytes: &[u8], behind: bool) -> std::io::Result<(
     check_write_allowed(path)?;
     let parent = path.parent().unwrap_or_else(|| Path::new("."));
     super::durable::create_dirs(parent)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = temp_sibling(path);
     if behind && super::write_behind::applies(bytes.len()) {
         let pending = super::write_behind::write(tmp, path.to_path_buf(), bytes)?;
         super::durable::note_landing(path, pending);
@@ -87,6 +79,51 @@ fn write_atomic_as(path: &Path, bytes: &[u8], behind: bool) -> std::io::Result<(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes a chunk file at `path` atomically (as [`write_atomic`], behind
+/// the task where that applies) from the bytes `encode` puts at the start
+/// of a buffer of `max_len` bytes, returning how many: when behind, the
+/// buffer is the writer's own aligned one, so nothing is copied.
+/// `Ok(false)`: `encode` failed and nothing was written.
+pub(crate) fn write_chunk_encoded(
+    path: &Path,
+    max_len: usize,
+    encode: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> std::io::Result<bool> {
+    check_write_allowed(path)?;
+    let parent = path.parent().unwrap_or_else(|| Path::new("."));
+    super::durable::create_dirs(parent)?;
+    if super::write_behind::applies(max_len) {
+        let tmp = temp_sibling(path);
+        let Some(pending) =
+            super::write_behind::write_encoded(tmp, path.to_path_buf(), max_len, encode)?
+        else {
+            return Ok(false);
+        };
+        super::durable::note_landing(path, pending);
+        return Ok(true);
+    }
+    let mut buffer = vec![0u8; max_len];
+    let Some(n) = encode(&mut buffer) else {
+        return Ok(false);
+    };
+    write_atomic(path, &buffer[..n.min(max_len)])?;
+    Ok(true)
+}
+
+/// A temporary file beside `path`, unique to this process and write.
+fn temp_sibling(path: &Path) -> PathBuf {
+    let parent = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    parent.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// Whether `key` names a chunk (or shard), not a metadata document.

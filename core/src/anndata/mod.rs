@@ -4,6 +4,7 @@
 
 pub mod atomic_store;
 pub mod backend;
+pub(crate) mod blosc_encode;
 mod blosc_frames;
 pub mod consolidate;
 pub mod dtype;

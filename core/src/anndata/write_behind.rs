@@ -120,21 +120,40 @@ struct Job {
 /// Hands `bytes` to the writer thread, to be written to `tmp` and renamed
 /// to `path` (whose directory exists).
 pub(crate) fn write(tmp: PathBuf, path: PathBuf, bytes: &[u8]) -> std::io::Result<PendingWrite> {
-    let (mut buffer, offset) = take_buffer(bytes.len());
-    buffer[offset..offset + bytes.len()].copy_from_slice(bytes);
+    write_encoded(tmp, path, bytes.len(), |dest| {
+        dest[..bytes.len()].copy_from_slice(bytes);
+        Some(bytes.len())
+    })?
+    .ok_or_else(|| std::io::Error::other("a copy into the write buffer failed"))
+}
+
+/// Hands the bytes `encode` puts at the start of a kept buffer of
+/// `max_len` aligned bytes (returning how many) to the writer thread, as
+/// [`write`] does, without copying them; `None` if `encode` failed.
+pub(crate) fn write_encoded(
+    tmp: PathBuf,
+    path: PathBuf,
+    max_len: usize,
+    encode: impl FnOnce(&mut [u8]) -> Option<usize>,
+) -> std::io::Result<Option<PendingWrite>> {
+    let (mut buffer, offset) = take_buffer(max_len);
+    let Some(len) = encode(&mut buffer[offset..offset + max_len]).filter(|&n| n <= max_len) else {
+        give_back(buffer);
+        return Ok(None);
+    };
     let ticket = Arc::new(Ticket::default());
     let job = Job {
         tmp,
         path,
         buffer,
         offset,
-        len: bytes.len(),
+        len,
         ticket: ticket.clone(),
     };
     writer()?
         .send(job)
         .map_err(|_| std::io::Error::other("the chunk writer thread stopped"))?;
-    Ok(PendingWrite(ticket))
+    Ok(Some(PendingWrite(ticket)))
 }
 
 /// The writer thread's queue, started on first use.

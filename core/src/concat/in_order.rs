@@ -188,11 +188,15 @@ pub fn write_bytes(
     }
     crate::kernel::record_bytes_written(bytes.len() as u64);
     let array = store.writable_array(path)?;
+    let err = |e| store.err(path, format!("cannot write chunk: {e}"));
+    if crate::anndata::blosc_encode::store_whole_chunks(&array, start, &bytes).map_err(err)? {
+        return Ok(());
+    }
     let subset = ArraySubset::new_with_start_shape(vec![start], vec![len])
         .map_err(|e| store.err(path, e))?;
     array
         .store_array_subset(&subset, ArrayBytes::Fixed(ArrayBytesRaw::from(bytes)))
-        .map_err(|e| store.err(path, format!("cannot write chunk: {e}")))
+        .map_err(err)
 }
 
 #[cfg(test)]

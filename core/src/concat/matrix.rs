@@ -164,10 +164,15 @@ fn write_value_range(
     }
     crate::kernel::record_bytes_written(range.len() as u64 * values.dtype().item_size() as u64);
     let array = store.writable_array(path)?;
+    let err = |e| store.err(path, format!("cannot write chunk: {e}"));
+    let bytes = values.range_array_bytes(range);
+    if let ([at], zarrs::array::ArrayBytes::Fixed(raw)) = (start.as_slice(), &bytes)
+        && crate::anndata::blosc_encode::store_whole_chunks(&array, *at, raw).map_err(err)?
+    {
+        return Ok(());
+    }
     let subset = ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(path, e))?;
-    array
-        .store_array_subset(&subset, values.range_array_bytes(range))
-        .map_err(|e| store.err(path, format!("cannot write chunk: {e}")))
+    array.store_array_subset(&subset, bytes).map_err(err)
 }
 
 /// The inputs overlapping `range` along the concatenation axis, with the
