@@ -32,8 +32,8 @@ mod column_scatter;
 mod counts;
 mod rows;
 
-pub(crate) use counts::count_group;
 use counts::{block_range, counts_from_indptr, sparse_count};
+pub(crate) use counts::{count_group, indptr_group};
 pub use counts::{group_blocks, max_data_chunks, n_blocks, n_count_tasks, n_indptr_chunks};
 use rows::{array_meta, assemble};
 pub(crate) use rows::{index_dtype, read_csr_rows};
@@ -463,7 +463,7 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
             "indptr",
             idx,
             m.shape[0] + 1,
-            m.chunks[0] * m.count_group.max(1),
+            m.chunks[0] * m.indptr_group.max(1),
         ),
     ] {
         let spec = ArraySpec::new(vec![len], dtype, vec![chunk.min(len.max(1))]);
@@ -478,16 +478,20 @@ fn sparse_prefix(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
 fn sparse_indptr(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     let plan = ConcatPlan::load(&t.plan)?;
     let m = &plan.matrices[t.matrix];
-    let (groups, offsets): (Vec<Vec<u32>>, Offsets) = match inputs {
-        [c, o] => (decode(c)?, decode(o)?),
-        [o] => (Vec::new(), decode(o)?),
-        _ => return Err(Error::internal("indptr task inputs")),
+    // The count tasks of this chunk's blocks, in order, then the offsets.
+    let Some((o, count_outputs)) = inputs.split_last() else {
+        return Err(Error::internal("indptr task inputs"));
     };
-    let counts: Vec<u32> = groups.into_iter().flatten().collect();
-    let rows = m.chunks[0] * m.count_group.max(1);
+    let offsets: Offsets = decode(o)?;
+    let mut counts: Vec<u32> = Vec::new();
+    for c in count_outputs {
+        let groups: Vec<Vec<u32>> = decode(c)?;
+        counts.extend(groups.into_iter().flatten());
+    }
+    let rows = m.chunks[0] * m.indptr_group.max(1);
     let first = t.block * rows;
     let last = ((t.block + 1) * rows).min(m.shape[0] + 1);
-    let block = (t.block * m.count_group.max(1)).min(offsets.block_start.len() as u64 - 1);
+    let block = (t.block * m.indptr_group.max(1)).min(offsets.block_start.len() as u64 - 1);
     let mut acc = offsets.block_start[block as usize];
     let mut ptr = Vec::with_capacity((last - first) as usize);
     for k in 0..(last - first) as usize {

@@ -138,11 +138,15 @@ pub struct MatrixPlan {
     /// Block-diagonal ({axis}p with `pairwise`): input `i`'s columns are
     /// shifted by its offset; nothing is reindexed or filled.
     pub diagonal: bool,
-    /// Sparse: row blocks counted by one task, and rows of one `indptr`
-    /// chunk in blocks: many when row lengths come from the inputs'
-    /// `indptr` alone (a task per block of a few hundred rows spent more
-    /// on its dispatch than on its work), one when counting assembles rows.
+    /// Sparse: row blocks counted by one task: many when row lengths come
+    /// from the inputs' `indptr` alone (a task per block of a few hundred
+    /// rows spent more on its dispatch than on its work), a few when
+    /// counting assembles rows.
     pub count_group: u64,
+    /// Sparse: row blocks of one `indptr` chunk (and task), a whole number
+    /// of count groups: as many as [`count_group`](Self::count_group)
+    /// allows when row lengths come from `indptr` alone.
+    pub indptr_group: u64,
 }
 
 /// Everything the matrix kernels need.

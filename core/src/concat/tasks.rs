@@ -357,9 +357,14 @@ impl Planner<'_> {
                 .collect(),
             diagonal,
             count_group: 1,
+            indptr_group: 1,
         };
         let m = MatrixPlan {
             count_group: matrix::count_group(&self.plan, &m, self.chunk_bytes),
+            ..m
+        };
+        let m = MatrixPlan {
+            indptr_group: matrix::indptr_group(&m, self.chunk_bytes),
             ..m
         };
         self.check_read_chunks_fit(&m)?;
@@ -521,16 +526,20 @@ impl Planner<'_> {
                     format!("{}: offsets", m.out_path),
                 )?;
                 for c in 0..matrix::n_indptr_chunks(m) {
-                    let mut deps = Vec::new();
-                    if let Some(&id) = counts.get(c as usize) {
-                        deps.push(id);
-                    }
+                    // The count tasks of its blocks, then the offsets.
+                    let per = (m.indptr_group / m.count_group.max(1)).max(1) as usize;
+                    let mut deps: Vec<TaskId> = counts
+                        .iter()
+                        .skip(c as usize * per)
+                        .take(per)
+                        .copied()
+                        .collect();
                     deps.push(prefix);
                     g.add(
                         "concat.sparse_indptr",
                         &task(c, 0),
                         deps,
-                        m.chunks[0] * m.count_group * 16 + (1 << 20),
+                        m.chunks[0] * m.indptr_group.max(1) * 16 + (1 << 20),
                         format!("{}: indptr chunk {c}", m.out_path),
                     )?;
                 }

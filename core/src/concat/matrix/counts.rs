@@ -32,11 +32,18 @@ const CHUNK_BYTES_PER_COUNTED_ROW: u64 = 64;
 /// ready to run, so a single task would leave every other worker idle.
 const MIN_COUNT_TASKS: u64 = 4;
 
-/// Row blocks per count task (and per `indptr` chunk) of sparse `m` with
-/// output chunks of `chunk_bytes`: many when [`counts_from_indptr`] serves
-/// every block (a task per block of a few hundred rows spent more on its
-/// dispatch than on its work), though no fewer than [`MIN_COUNT_TASKS`]
-/// tasks; else one (counting assembles the rows).
+/// Row blocks per count task when counting assembles the rows (reads
+/// their columns): a block holds about half an output chunk of entries,
+/// so a task of one block took under a millisecond, and on CSC along var
+/// with `--sparse-format csc` the coordinator's share of the CPU reached
+/// 5% from dispatching those and their one-block `indptr` chunks.
+const ASSEMBLED_BLOCKS_PER_COUNT_TASK: u64 = 4;
+
+/// Row blocks per count task of sparse `m` with output chunks of
+/// `chunk_bytes`: many when [`counts_from_indptr`] serves every block (a
+/// task per block of a few hundred rows spent more on its dispatch than
+/// on its work), else [`ASSEMBLED_BLOCKS_PER_COUNT_TASK`]; either way no
+/// fewer than [`MIN_COUNT_TASKS`] tasks.
 pub(crate) fn count_group(plan: &ConcatPlan, m: &MatrixPlan, chunk_bytes: u64) -> u64 {
     let reads_indptr_alone = m.sparse
         && m.fill.is_zero()
@@ -53,8 +60,27 @@ pub(crate) fn count_group(plan: &ConcatPlan, m: &MatrixPlan, chunk_bytes: u64) -
     if reads_indptr_alone {
         blocks_per_count_task(n_blocks(m), m.chunks[0], chunk_bytes)
     } else {
-        1
+        ASSEMBLED_BLOCKS_PER_COUNT_TASK
+            .min(n_blocks(m).div_ceil(MIN_COUNT_TASKS))
+            .max(1)
     }
+}
+
+/// Row blocks per `indptr` chunk of sparse `m` (its
+/// [`count_group`](MatrixPlan::count_group) set): a whole number of count
+/// groups, as many as [`blocks_per_count_task`] allows. An `indptr` chunk
+/// of one small count group was a chunk of a few hundred rows and a task
+/// of its own.
+pub(crate) fn indptr_group(m: &MatrixPlan, chunk_bytes: u64) -> u64 {
+    indptr_blocks(n_blocks(m), m.chunks[0], chunk_bytes, m.count_group)
+}
+
+/// [`indptr_group`] of `n_blocks` blocks of `block_rows` rows counted in
+/// groups of `count_group`.
+fn indptr_blocks(n_blocks: u64, block_rows: u64, chunk_bytes: u64, count_group: u64) -> u64 {
+    let g = count_group.max(1);
+    let want = blocks_per_count_task(n_blocks, block_rows, chunk_bytes);
+    (want / g).max(1) * g
 }
 
 /// Row blocks (of `block_rows` rows) per count task, of `n_blocks`, when
@@ -77,9 +103,9 @@ pub fn group_blocks(m: &MatrixPlan, c: u64) -> Range<u64> {
 }
 
 /// Number of `indptr` chunks of a sparse output (it has one more entry
-/// than rows), each the rows of one count task.
+/// than rows), each the rows of [`MatrixPlan::indptr_group`] blocks.
 pub fn n_indptr_chunks(m: &MatrixPlan) -> u64 {
-    (m.shape[0] + 1).div_ceil(m.chunks[0] * m.count_group.max(1))
+    (m.shape[0] + 1).div_ceil(m.chunks[0] * m.indptr_group.max(1))
 }
 
 /// Upper bound of the number of data chunks of a sparse output.
@@ -196,5 +222,20 @@ mod tests {
         // Rows wider than the bytes allow: still one block a task.
         assert_eq!(blocks_per_count_task(100, 1 << 20, 8 * mib), 1);
         assert_eq!(blocks_per_count_task(0, 0, 0), 1);
+    }
+
+    #[test]
+    fn indptr_chunks_are_whole_count_groups_as_large_as_the_bytes_allow() {
+        let mib = 1 << 20;
+        // Counting from indptr: the chunk is the count group.
+        let g = blocks_per_count_task(10_000, 512, 8 * mib);
+        assert_eq!(indptr_blocks(10_000, 512, 8 * mib, g), g);
+        // Counting assembles rows in groups of four blocks: 412 blocks of
+        // 238 rows give chunks of 100 blocks (25 count tasks), not 4.
+        assert_eq!(indptr_blocks(412, 238, 8 * mib, 4), 100);
+        // Never less than one count group, never a part of one.
+        assert_eq!(indptr_blocks(8, 238, 8 * mib, 4), 4);
+        assert_eq!(indptr_blocks(412, 1 << 20, 8 * mib, 4), 4);
+        assert_eq!(indptr_blocks(412, 238, 8 * mib, 1), 103);
     }
 }
