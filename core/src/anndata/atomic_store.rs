@@ -105,10 +105,10 @@ pub(crate) fn write_chunk_encoded(
         return Ok(true);
     }
     let mut buffer = vec![0u8; max_len];
-    let Some(n) = encode(&mut buffer) else {
+    let Some(n) = encode(&mut buffer).filter(|&n| n <= max_len) else {
         return Ok(false);
     };
-    write_atomic(path, &buffer[..n.min(max_len)])?;
+    write_atomic(path, &buffer[..n])?;
     Ok(true)
 }
 

@@ -15,9 +15,7 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-use zarrs::array::codec::{
-    BloscCodec, BloscCodecConfigurationV1, BloscCompressor, BloscShuffleMode, BytesCodec,
-};
+use zarrs::array::codec::{BloscCodecConfigurationV1, BloscCompressor, BloscShuffleMode};
 use zarrs::array::{Array, ArrayError};
 
 use super::atomic_store::AtomicFsStore;
@@ -41,29 +39,12 @@ impl BloscOutput {
     /// little-endian (or single bytes), in a regular grid, under exactly
     /// one blosc codec.
     pub(crate) fn of(array: &Array<AtomicFsStore>) -> Option<Self> {
-        if cfg!(not(target_endian = "little")) || array.dimensionality() != 1 {
-            return None;
-        }
-        let size = array.data_type().fixed_size()?;
+        let size = super::blosc_frames::plain_blosc_element_size(array)?;
         let codecs = array.codecs();
-        if !codecs.array_to_array_codecs().is_empty() {
-            return None;
-        }
-        let [blosc] = codecs.bytes_to_bytes_codecs() else {
-            return None;
-        };
-        blosc.as_any().downcast_ref::<BloscCodec>()?;
-        let bytes = codecs.array_to_bytes_codec();
-        bytes.as_any().downcast_ref::<BytesCodec>()?;
-        let endian = bytes.configuration_v3(&Default::default())?;
-        let little = match endian.get("endian") {
-            None => size == 1,
-            Some(e) => e.as_str() == Some("little"),
-        };
-        if !little {
-            return None;
-        }
-        let config = blosc.configuration_v3(&Default::default())?;
+        let config = codecs
+            .bytes_to_bytes_codecs()
+            .first()?
+            .configuration_v3(&Default::default())?;
         let config: BloscCodecConfigurationV1 =
             serde_json::from_value(serde_json::to_value(config).ok()?).ok()?;
         let shuffle = config.shuffle;

@@ -24,8 +24,38 @@ use zarrs::array::{Array, ArrayError};
 
 use super::backend::Backend;
 
-/// An array whose chunks are plain blosc frames of its fixed-size
-/// elements, 1-D and in a regular grid.
+/// The bytes of an element of `array` when its chunks are plain blosc
+/// frames of its elements: 1-D, fixed-size elements stored little-endian
+/// (or single bytes) on a little-endian machine, exactly one `bytes` codec
+/// and one `blosc` codec. For reading ([`PlainBlosc`]) and writing
+/// (`super::blosc_encode`) alike.
+pub(crate) fn plain_blosc_element_size<S: ?Sized>(array: &Array<S>) -> Option<usize> {
+    if cfg!(not(target_endian = "little")) || array.dimensionality() != 1 {
+        return None;
+    }
+    let size = array.data_type().fixed_size()?;
+    let codecs = array.codecs();
+    if !codecs.array_to_array_codecs().is_empty() {
+        return None;
+    }
+    let [blosc] = codecs.bytes_to_bytes_codecs() else {
+        return None;
+    };
+    blosc.as_any().downcast_ref::<BloscCodec>()?;
+    let bytes = codecs.array_to_bytes_codec();
+    bytes.as_any().downcast_ref::<BytesCodec>()?;
+    // The stored order must be this machine's (little-endian), or of
+    // single bytes.
+    let config = bytes.configuration_v3(&Default::default())?;
+    let little = match config.get("endian") {
+        None => size == 1,
+        Some(e) => e.as_str() == Some("little"),
+    };
+    little.then_some(size)
+}
+
+/// An input array whose chunks are plain blosc frames of its elements
+/// ([`plain_blosc_element_size`]).
 pub(crate) struct PlainBlosc {
     /// Bytes an element.
     size: usize,
@@ -34,31 +64,7 @@ pub(crate) struct PlainBlosc {
 impl PlainBlosc {
     /// `Some` when `array` stores plain blosc frames (see the module).
     pub(crate) fn of(array: &Array<Backend>) -> Option<Self> {
-        if cfg!(not(target_endian = "little")) || array.dimensionality() != 1 {
-            return None;
-        }
-        let size = array.data_type().fixed_size()?;
-        let codecs = array.codecs();
-        if !codecs.array_to_array_codecs().is_empty() {
-            return None;
-        }
-        let [blosc] = codecs.bytes_to_bytes_codecs() else {
-            return None;
-        };
-        blosc.as_any().downcast_ref::<BloscCodec>()?;
-        let bytes = codecs.array_to_bytes_codec();
-        bytes.as_any().downcast_ref::<BytesCodec>()?;
-        // The stored order must be this machine's (little-endian), or of
-        // single bytes.
-        let config = bytes.configuration_v3(&Default::default())?;
-        let little = match config.get("endian") {
-            None => size == 1,
-            Some(e) => e.as_str() == Some("little"),
-        };
-        if !little {
-            return None;
-        }
-        Some(Self { size })
+        plain_blosc_element_size(array).map(|size| Self { size })
     }
 
     /// Elements of chunk `c` (whole, as its frame holds them).
