@@ -222,6 +222,54 @@ fn incompatible_shapes_and_unreadable_data_are_errors() {
     );
 }
 
+/// A stored column index outside its matrix is an error naming the file,
+/// the array and the index (it was an internal error: a kernel indexed
+/// past the reindexer).
+#[test]
+fn a_column_index_outside_the_matrix_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad_index.zarr");
+    copy_tree(&fixture("edge_v2.zarr"), &bad);
+    // X/indices rewritten uncompressed: every index 0 but the last, 1000
+    // (X has 4 columns).
+    let meta = bad.join("X/indices/.zarray");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).expect("read")).expect("json");
+    let n = doc["chunks"][0].as_u64().expect("one chunk") as usize;
+    doc["compressor"] = serde_json::Value::Null;
+    std::fs::write(&meta, doc.to_string()).expect("write");
+    let mut raw = vec![0u8; 4 * n];
+    raw[4 * (n - 1)..].copy_from_slice(&1000i32.to_le_bytes());
+    std::fs::write(bad.join("X/indices/0"), raw).expect("write");
+    let out = dir.path().join("out.zarr");
+    let res = anncat(&[
+        "concat",
+        s(&bad),
+        s(&fixture("chunked_v2.zarr")),
+        "-o",
+        s(&out),
+        "--join",
+        "outer",
+        "--quiet",
+    ]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success(),
+        "an index out of range was not noticed"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    for m in [
+        "bad_index.zarr",
+        "X/indices",
+        "column index 1000",
+        "4 columns",
+    ] {
+        assert!(err.contains(m), "{err:?} does not mention {m:?}");
+    }
+    assert!(!err.contains("internal error"), "{err}");
+    assert!(!out.exists(), "an output that looks complete");
+}
+
 #[test]
 fn output_placement_is_checked() {
     let a = fixture("chunked_v2.zarr");

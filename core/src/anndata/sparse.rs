@@ -1,7 +1,8 @@
 //! Sparse matrix (CSR / CSC) checks and reads over zarr: the `indptr` array
 //! is read in bounded blocks and must be a valid compressed-pointer array.
 
-use super::range_read::read_range_pieces;
+use super::blosc_frames::ByteSink;
+use super::range_read::{read_range_into, read_range_pieces};
 
 use super::dtype::DType;
 use super::element::{Element, Encoding};
@@ -57,6 +58,104 @@ pub fn read_i64_range(
     }
     .map_err(err)?;
     Ok(out)
+}
+
+/// Reads `len` column indices of a sparse `indices` array from `start`, as
+/// `u32`, each checked to be below `columns` (the matrix's width): an index
+/// out of range (or negative) is an error naming the array, not a wrong
+/// matrix. `int32` and `uint32` indices (what anndata writes) are decoded
+/// straight into the vector; other integer widths are converted.
+pub fn read_columns(
+    store: &Store,
+    path: &str,
+    dtype: &DType,
+    start: u64,
+    len: u64,
+    columns: u64,
+) -> Result<Vec<u32>> {
+    let array = store.array(path)?;
+    let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
+    let mut out = ColumnSink(Vec::with_capacity(len as usize));
+    match dtype {
+        DType::Int32 | DType::UInt32 => read_range_into(&array, start, len, &mut out),
+        DType::Int8
+        | DType::Int16
+        | DType::Int64
+        | DType::UInt8
+        | DType::UInt16
+        | DType::UInt64 => {
+            // Converted; one that does not fit becomes `u32::MAX`, refused below.
+            let wide = read_i64_range(store, path, dtype, start, len)?;
+            out.0 = wide
+                .iter()
+                .map(|&c| u32::try_from(c).unwrap_or(u32::MAX))
+                .collect();
+            Ok(())
+        }
+        other => {
+            return Err(store.err(
+                path,
+                format!("expected an integer array, found {}", other.display_name()),
+            ));
+        }
+    }
+    .map_err(err)?;
+    let out = out.0;
+    if out.len() as u64 != len {
+        return Err(store.err(path, "holds fewer entries than its indptr says"));
+    }
+    // The widest index first: one pass, no branch per entry.
+    if let Some(&widest) = out.iter().max()
+        && u64::from(widest) >= columns
+    {
+        let at = out
+            .iter()
+            .position(|&c| u64::from(c) >= columns)
+            .unwrap_or(0);
+        let shown = match dtype {
+            DType::Int32 => (out[at] as i32).to_string(),
+            DType::UInt32 => out[at].to_string(),
+            _ if out[at] == u32::MAX => "out of range".to_string(),
+            _ => out[at].to_string(),
+        };
+        return Err(store.err(
+            path,
+            format!(
+                "column index {shown} at entry {} is not below the matrix's {columns} columns",
+                start + at as u64
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// Decoded 32-bit column indices, taken as `u32` (a negative `int32`
+/// becomes one no matrix is wide enough for, and is refused after).
+struct ColumnSink(Vec<u32>);
+
+#[allow(unsafe_code)] // Writes into the vector's spare capacity.
+impl ByteSink for ColumnSink {
+    fn append(&mut self, piece: &[u8]) {
+        self.0.extend(
+            piece
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default())),
+        );
+    }
+
+    fn reserve_bytes(&mut self, n: usize) -> Option<*mut u8> {
+        if cfg!(not(target_endian = "little")) || !n.is_multiple_of(4) {
+            return None;
+        }
+        self.0.reserve(n / 4);
+        Some(self.0.spare_capacity_mut().as_mut_ptr().cast::<u8>())
+    }
+
+    unsafe fn commit_bytes(&mut self, n: usize) {
+        // SAFETY: per the contract, `n` bytes (whole `u32`s, any bit
+        // pattern valid) were written after the end.
+        unsafe { self.0.set_len(self.0.len() + n / 4) };
+    }
 }
 
 /// Checks that the `indptr` of the sparse element `e` starts at 0, never

@@ -555,7 +555,7 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         )?;
         return Ok(Vec::new());
     }
-    let mut indices: Vec<i64> = Vec::with_capacity(span);
+    let mut indices: Vec<u32> = Vec::with_capacity(span);
     let mut data = Values::zeros(&m.dtype, 0)?;
     data.reserve(span);
     for b in 0..n_blocks(m) as usize {
@@ -576,10 +576,11 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
 }
 
 /// Column indices as values of the output's index dtype.
-fn index_values(indices: &[i64], dtype: &DType) -> Result<Values> {
+fn index_values(indices: &[u32], dtype: &DType) -> Result<Values> {
     match dtype {
-        DType::Int32 => Ok(Values::I32(indices.iter().map(|&c| c as i32).collect())),
-        _ => Values::I64(indices.to_vec()).into_cast(dtype),
+        // Below 2^31 (the output's width chose int32): the same bits.
+        DType::Int32 => Ok(Values::I32(bytemuck::cast_slice(indices).to_vec())),
+        _ => Values::U32(indices.to_vec()).into_cast(dtype),
     }
 }
 

@@ -158,22 +158,14 @@ fn read_sparse(store: &Store, e: &Element) -> Result<Merged> {
         (shape[1], shape[0])
     };
     // Every major slice, as the matrix kernels read them (indptr was
-    // checked when the input was opened).
-    let rows = read_csr_rows(store.root(), &e.path, &dtype, 0..major, true)?;
+    // checked when the input was opened, each index is checked to be
+    // below `minor` as it is read).
+    let rows = read_csr_rows(store.root(), &e.path, &dtype, 0..major, minor, true)?;
     let mut entries = Vec::with_capacity(rows.indices.len());
     for m in 0..major as usize {
         for &j in &rows.indices[rows.indptr[m]..rows.indptr[m + 1]] {
-            if j < 0 || j as u64 >= minor {
-                return Err(store.err(
-                    &format!("{}/indices", e.path),
-                    format!("index {j} out of range"),
-                ));
-            }
-            entries.push(if csr {
-                (m as u64, j as u64)
-            } else {
-                (j as u64, m as u64)
-            });
+            let j = u64::from(j);
+            entries.push(if csr { (m as u64, j) } else { (j, m as u64) });
         }
     }
     let data = rows.data;

@@ -84,6 +84,9 @@ pub struct MatrixSource {
     pub kind: SourceKind,
     /// The element's dtype.
     pub dtype: DType,
+    /// Columns of the matrix as read (as CSR): every stored column index
+    /// is checked to be below this.
+    pub columns: u64,
     /// The input store and element the data comes from (differs from
     /// `store` / `path` for a converted CSC input).
     pub origin: (PathBuf, String),

@@ -188,6 +188,15 @@ impl Planner<'_> {
         };
         // block_diag always gives CSR; its blocks are never filled.
         let sparse = diagonal || kinds.iter().flatten().any(|(k, _)| *k != SourceKind::Dense);
+        // Sparse kernels hold column indices as `u32`, one value kept to
+        // mark a dropped column.
+        if sparse && shape[1] >= u64::from(u32::MAX) {
+            return Err(Error::data(format!(
+                "{out_path}: a sparse result of {} columns is wider than anncat supports ({})",
+                shape[1],
+                u32::MAX - 1
+            )));
+        }
         let fill = if diagonal {
             Scalar::Int(0)
         } else {
@@ -291,6 +300,7 @@ impl Planner<'_> {
                         path: "m".to_string(),
                         kind: SourceKind::Csc,
                         dtype: d.clone(),
+                        columns: n_cols,
                         origin,
                         bytes,
                         read_chunk_bytes,
@@ -302,6 +312,7 @@ impl Planner<'_> {
                     path: e.path.clone(),
                     kind: *kind,
                     dtype: d.clone(),
+                    columns: n_cols,
                     origin,
                     bytes,
                     read_chunk_bytes,

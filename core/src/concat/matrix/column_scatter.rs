@@ -1,8 +1,10 @@
 //! Renamed columns put back in order without sorting: each kept entry of a
-//! row is marked in a bitmap of the joined axis (its value beside it, in a
-//! scratch array by column), and the bitmap is read back in column order.
-//! A reindexing that reorders columns (an outer join's lexicographic union
-//! of `gene0..geneN`, a shuffled var order) costs two passes over the row
+//! row is marked in a bitmap of the joined axis, a running count of the
+//! marks before each word is taken, and every entry is then stored
+//! straight at its rank (the marks before its word plus those below it in
+//! the word). A reindexing that reorders columns (an outer join's
+//! lexicographic union of `gene0..geneN`, a shuffled var order) costs two
+//! branch-free passes over the row and one over the words it spans,
 //! instead of a sort or a many-way merge with a data-dependent branch per
 //! entry.
 
@@ -19,87 +21,145 @@ pub(super) fn narrow_map(map: &[i64]) -> Vec<u32> {
         .collect()
 }
 
-/// A bitmap of the joined axis; empty between rows.
+/// A bitmap of the joined axis (empty between rows) and the scratch that
+/// ranks a row's entries in it.
 pub(super) struct ColumnScatter {
     bits: Vec<u64>,
+    /// Marks in the words before each word of the row's span.
+    before: Vec<u32>,
+    /// The new column of each entry of the row ([`DROPPED`]: none).
+    news: Vec<u32>,
+    /// Sort keys (`column << 32 | position`) of a row too sparse to rank.
+    keyed: Vec<u64>,
+    /// Whether the CPU counts bits in one instruction (the rank loop is
+    /// compiled for it then; the baseline x86-64 target lacks it).
+    popcnt: bool,
 }
 
 impl ColumnScatter {
-    /// Widest joined axis scattered (its scratch values: 32 MiB of
-    /// float64); wider ones sort. Below [`DROPPED`], so a kept new column
-    /// fits a `u32`.
+    /// Widest joined axis scattered (a bitmap of 512 KiB); wider ones
+    /// sort. Below [`DROPPED`], so a kept new column fits a `u32`.
     pub(super) const MAX_COLUMNS: u64 = 1 << 22;
 
     /// A scatter for a joined axis of `n_columns`; `None` when wider than
     /// [`Self::MAX_COLUMNS`].
     pub(super) fn new(n_columns: u64) -> Option<Self> {
+        let words = n_columns.div_ceil(64) as usize;
+        #[cfg(target_arch = "x86_64")]
+        let popcnt = std::arch::is_x86_feature_detected!("popcnt");
+        #[cfg(not(target_arch = "x86_64"))]
+        let popcnt = false;
         (n_columns <= Self::MAX_COLUMNS).then(|| Self {
-            bits: vec![0; n_columns.div_ceil(64) as usize],
+            bits: vec![0; words],
+            before: vec![0; words],
+            news: Vec::new(),
+            keyed: Vec::new(),
+            popcnt,
         })
-    }
-
-    /// Columns the bitmap covers: how long a `by_col` scratch must be.
-    pub(super) fn columns(&self) -> usize {
-        self.bits.len() * 64
     }
 
     /// Appends the kept entries of one row (old columns `row`, values
     /// `vals`; `map` gives each old column's new one, [`DROPPED`]: none)
     /// in ascending new column: each new column to `indices`, its value to
-    /// `out`. `by_col` (a value per column, see [`Self::columns`]) is
-    /// scratch. Returns how many, or `None` (nothing appended) when two
+    /// `out`. Returns how many, or `None` (nothing appended) when two
     /// entries of the row land on one column, which a stable sort must
     /// order instead.
     pub(super) fn sort_row<T: Copy + Default>(
         &mut self,
         map: &[u32],
-        row: &[i64],
+        row: &[u32],
         vals: &[T],
-        by_col: &mut [T],
-        indices: &mut Vec<i64>,
+        indices: &mut Vec<u32>,
+        out: &mut Vec<T>,
+    ) -> Option<u32> {
+        #[cfg(target_arch = "x86_64")]
+        if self.popcnt {
+            // SAFETY: the CPU was found to have `popcnt` in `new`.
+            #[allow(unsafe_code)]
+            return unsafe { self.sort_row_popcnt(map, row, vals, indices, out) };
+        }
+        self.sort_row_any(map, row, vals, indices, out)
+    }
+
+    /// [`Self::sort_row`] compiled for a CPU with `popcnt`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    fn sort_row_popcnt<T: Copy + Default>(
+        &mut self,
+        map: &[u32],
+        row: &[u32],
+        vals: &[T],
+        indices: &mut Vec<u32>,
+        out: &mut Vec<T>,
+    ) -> Option<u32> {
+        self.sort_row_any(map, row, vals, indices, out)
+    }
+
+    /// [`Self::sort_row`] for any CPU; inlined into its callers so that
+    /// each is compiled with its own target features.
+    #[inline(always)]
+    fn sort_row_any<T: Copy + Default>(
+        &mut self,
+        map: &[u32],
+        row: &[u32],
+        vals: &[T],
+        indices: &mut Vec<u32>,
         out: &mut Vec<T>,
     ) -> Option<u32> {
         let dense = row.len() * 4 >= self.bits.len();
         // Words holding marks, and entries kept. A row with entries in a
         // good share of the words keeps no bounds and finds a column
-        // marked twice by counting what is read back; a sparser one checks
-        // each mark.
+        // marked twice by counting the marks; a sparser one checks each.
         let (mut lo, mut hi, mut kept) = (usize::MAX, 0usize, 0usize);
-        for (k, (&c, &v)) in row.iter().zip(vals).enumerate() {
-            let n = map[c as usize];
+        self.news.clear();
+        self.news.extend(row.iter().map(|&c| map[c as usize]));
+        let bits = &mut self.bits[..];
+        let mut twice = None;
+        for (k, &n) in self.news.iter().enumerate() {
             if n == DROPPED {
                 continue;
             }
             let n = n as usize;
             let (w, bit) = (n >> 6, 1u64 << (n & 63));
             if !dense {
-                if self.bits[w] & bit != 0 {
-                    self.unmark(map, &row[..k]);
-                    return None;
+                if bits[w] & bit != 0 {
+                    twice = Some(k);
+                    break;
                 }
                 lo = lo.min(w);
                 hi = hi.max(w);
             }
-            self.bits[w] |= bit;
-            by_col[n] = v;
+            bits[w] |= bit;
             kept += 1;
+        }
+        if let Some(k) = twice {
+            // Entries from `k` on are not marked.
+            self.news.truncate(k);
+            self.unmark();
+            return None;
         }
         if kept == 0 {
             return Some(0);
         }
-        let i0 = indices.len();
         if !dense && hi - lo > 16 * kept {
             // Few entries spread over a wide axis: sort them rather than
-            // read every word between.
-            indices.extend(
-                row.iter()
-                    .map(|&c| map[c as usize])
-                    .filter(|&n| n != DROPPED)
-                    .map(i64::from),
+            // count the marks of every word between.
+            self.keyed.clear();
+            self.keyed.extend(
+                self.news
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n != DROPPED)
+                    .map(|(k, &n)| (u64::from(n) << 32) | k as u64),
             );
-            indices[i0..].sort_unstable();
-            out.extend(indices[i0..].iter().map(|&n| by_col[n as usize]));
-            self.unmark(map, row);
+            self.keyed.sort_unstable();
+            indices.extend(self.keyed.iter().map(|&key| (key >> 32) as u32));
+            out.extend(
+                self.keyed
+                    .iter()
+                    .map(|&key| vals[(key & 0xffff_ffff) as usize]),
+            );
+            self.unmark();
             return Some(kept as u32);
         }
         let words = if dense {
@@ -107,31 +167,51 @@ impl ColumnScatter {
         } else {
             lo..hi + 1
         };
-        // The columns first, then the values in one gather: appending
-        // (rather than zero-filling `kept` slots and writing them) and the
-        // separate gather took 13% off this loop (micro-benchmark, rows of
-        // 1,000 entries over 14,000 columns).
-        for (w, slot) in self.bits[words.clone()].iter_mut().enumerate() {
-            let mut word = std::mem::take(slot);
-            let base = ((words.start + w) * 64) as i64;
-            while word != 0 {
-                indices.push(base + i64::from(word.trailing_zeros()));
-                word &= word - 1;
-            }
+        let mut marks = 0u32;
+        for (before, &word) in self.before[words.clone()]
+            .iter_mut()
+            .zip(&self.bits[words.clone()])
+        {
+            *before = marks;
+            marks += word.count_ones();
         }
-        if indices.len() - i0 != kept {
+        if marks as usize != kept {
             // A column marked twice (a dense row's marks are not checked).
-            indices.truncate(i0);
+            self.bits[words].fill(0);
             return None;
         }
-        out.extend(indices[i0..].iter().map(|&n| by_col[n as usize]));
+        // Every kept entry is written at its rank, straight into the
+        // vectors' spare room: the ranks are `0..kept`, each once, as the
+        // marks (one per kept entry, none shared) were counted above.
+        indices.reserve(kept);
+        out.reserve(kept);
+        let to_indices = &mut indices.spare_capacity_mut()[..kept];
+        let to_out = &mut out.spare_capacity_mut()[..kept];
+        let (bits, before) = (&self.bits[..], &self.before[..]);
+        for (&n, &v) in self.news.iter().zip(vals) {
+            if n == DROPPED {
+                continue;
+            }
+            let (w, below) = ((n >> 6) as usize, (1u64 << (n & 63)) - 1);
+            let rank = before[w] as usize + (bits[w] & below).count_ones() as usize;
+            to_indices[rank].write(n);
+            to_out[rank].write(v);
+        }
+        // SAFETY: the first `kept` spare elements of both were written
+        // (the ranks of the kept entries are exactly `0..kept`).
+        #[allow(unsafe_code)]
+        unsafe {
+            indices.set_len(indices.len() + kept);
+            out.set_len(out.len() + kept);
+        }
+        self.bits[words].fill(0);
         Some(kept as u32)
     }
 
-    /// Clears the marks of `row`'s kept entries.
-    fn unmark(&mut self, map: &[u32], row: &[i64]) {
-        for &c in row {
-            let n = map[c as usize];
+    /// Clears the marks of the row's kept entries (`news`, the entries
+    /// marked).
+    fn unmark(&mut self) {
+        for &n in &self.news {
             if n != DROPPED {
                 self.bits[n as usize >> 6] = 0;
             }
@@ -149,18 +229,16 @@ pub(super) struct RenamedRows<'a> {
     pub(super) scatter: Option<&'a mut ColumnScatter>,
     /// Whether the renaming keeps kept columns in order.
     pub(super) ordered: bool,
-    /// New column of each old one (negative: dropped).
-    pub(super) map: &'a [i64],
-    /// `map` narrowed for the scatter (see [`narrow_map`]); empty without one.
+    /// New column of each old one ([`DROPPED`]: none; see [`narrow_map`]).
     pub(super) narrow: &'a [u32],
     /// Where each input row starts in `cols`, from 0.
     pub(super) indptr: &'a [usize],
     /// The input rows' old columns.
-    pub(super) cols: &'a [i64],
+    pub(super) cols: &'a [u32],
     /// Entries kept per row, written.
     pub(super) counts: &'a mut [u32],
     /// New columns, appended.
-    pub(super) indices: &'a mut Vec<i64>,
+    pub(super) indices: &'a mut Vec<u32>,
     /// Sort keys, reused between rows.
     pub(super) keyed: &'a mut Vec<u64>,
 }
@@ -169,25 +247,20 @@ impl AppendKernel for RenamedRows<'_> {
     fn append<T: Number>(&mut self, out: &mut Vec<T>, vals: &[T]) {
         self.indices.reserve(self.cols.len());
         out.reserve(self.cols.len());
-        let mut by_col = match &self.scatter {
-            Some(scatter) if !self.ordered => vec![T::default(); scatter.columns()],
-            _ => Vec::new(),
-        };
         for (r, count) in self.counts.iter_mut().enumerate() {
             let (a, b) = (self.indptr[r], self.indptr[r + 1]);
             let (row, row_vals) = (&self.cols[a..b], &vals[a..b]);
             if let Some(scatter) = self.scatter.as_deref_mut().filter(|_| !self.ordered)
-                && let Some(c) =
-                    scatter.sort_row(self.narrow, row, row_vals, &mut by_col, self.indices, out)
+                && let Some(c) = scatter.sort_row(self.narrow, row, row_vals, self.indices, out)
             {
                 *count = c;
                 continue;
             }
             self.keyed.clear();
             for (k, &c) in row.iter().enumerate() {
-                let n = self.map[c as usize];
-                if n >= 0 {
-                    self.keyed.push(((n as u64) << 32) | k as u64);
+                let n = self.narrow[c as usize];
+                if n != DROPPED {
+                    self.keyed.push((u64::from(n) << 32) | k as u64);
                 }
             }
             if !self.ordered {
@@ -196,7 +269,7 @@ impl AppendKernel for RenamedRows<'_> {
             }
             *count = self.keyed.len() as u32;
             for &key in self.keyed.iter() {
-                self.indices.push((key >> 32) as i64);
+                self.indices.push((key >> 32) as u32);
                 out.push(row_vals[(key & 0xffff_ffff) as usize]);
             }
         }
@@ -208,20 +281,21 @@ mod tests {
     use super::{ColumnScatter, narrow_map};
 
     /// What a stable sort of the row's renamed entries gives.
-    fn sorted(map: &[i64], row: &[i64], at: usize) -> Vec<(i64, usize)> {
-        let mut want: Vec<(i64, usize)> = row
+    fn sorted(map: &[i64], row: &[u32], at: usize) -> Vec<(u32, usize)> {
+        let mut want: Vec<(u32, usize)> = row
             .iter()
             .enumerate()
             .filter(|(_, c)| map[**c as usize] >= 0)
-            .map(|(k, c)| (map[*c as usize], at + k))
+            .map(|(k, c)| (map[*c as usize] as u32, at + k))
             .collect();
         want.sort_by_key(|w| w.0);
         want
     }
 
-    /// Scattering a row gives what sorting its renamed entries gives, for
+    /// Ranking a row gives what sorting its renamed entries gives, for
     /// every subset of a few renamings (with dropped columns), rows in any
-    /// order, and leaves the bitmap clear for the next row.
+    /// order, with and without `popcnt`, and leaves the bitmap clear for
+    /// the next row.
     #[test]
     fn scattered_rows_equal_sorted_rows() {
         // gene0..gene11 in lexicographic order: 0,1,10,11,2,...,9.
@@ -236,25 +310,23 @@ mod tests {
         with_drops[3] = -1;
         with_drops[10] = -1;
         let reversed: Vec<i64> = (0..12).rev().collect();
-        for map in [lexicographic, with_drops, reversed] {
+        for (map, popcnt) in [lexicographic, with_drops, reversed]
+            .into_iter()
+            .flat_map(|m| [(m.clone(), true), (m, false)])
+        {
             let mut scatter = ColumnScatter::new(12).expect("narrow");
-            let n = map.len() as i64;
+            // Both builds of the rank loop, whatever this CPU has.
+            scatter.popcnt &= popcnt;
+            let n = map.len() as u32;
             for mask in 0u32..(1 << n) {
-                let mut row: Vec<i64> = (0..n).filter(|c| mask & (1 << c) != 0).collect();
+                let mut row: Vec<u32> = (0..n).filter(|c| mask & (1 << c) != 0).collect();
                 if mask % 3 == 0 {
                     row.reverse();
                 }
                 let vals: Vec<usize> = (5..5 + row.len()).collect();
-                let (mut indices, mut take) = (vec![-7], vec![99]);
+                let (mut indices, mut take) = (vec![7], vec![99]);
                 let count = scatter
-                    .sort_row(
-                        &narrow_map(&map),
-                        &row,
-                        &vals,
-                        &mut [0; 12],
-                        &mut indices,
-                        &mut take,
-                    )
+                    .sort_row(&narrow_map(&map), &row, &vals, &mut indices, &mut take)
                     .expect("no column twice");
                 let want = sorted(&map, &row, 5);
                 assert_eq!(count as usize, want.len());
@@ -274,16 +346,8 @@ mod tests {
         let mut scatter = ColumnScatter::new(width as u64).expect("narrow");
         let row = vec![3, 50_000, 99_999, 12];
         let vals: Vec<usize> = (0..row.len()).collect();
-        let mut by_col = vec![0; width as usize];
         let (mut indices, mut take) = (Vec::new(), Vec::new());
-        let count = scatter.sort_row(
-            &narrow_map(&map),
-            &row,
-            &vals,
-            &mut by_col,
-            &mut indices,
-            &mut take,
-        );
+        let count = scatter.sort_row(&narrow_map(&map), &row, &vals, &mut indices, &mut take);
         assert_eq!(count, Some(4));
         let want = sorted(&map, &row, 0);
         assert_eq!(indices, want.iter().map(|w| w.0).collect::<Vec<_>>());
@@ -297,7 +361,6 @@ mod tests {
                 &narrow_map(&map),
                 &twice,
                 &[7, 8, 9],
-                &mut by_col,
                 &mut indices,
                 &mut take
             ),
@@ -313,7 +376,6 @@ mod tests {
             &narrow_map(&identity),
             &twice,
             &[7, 8, 9],
-            &mut [0; 12],
             &mut indices,
             &mut take,
         );

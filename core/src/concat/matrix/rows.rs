@@ -2,14 +2,15 @@
 //! reindexed and assembled into the block of one output matrix (stacked
 //! along the rows, or side by side along the columns).
 
-use super::column_scatter::{ColumnScatter, RenamedRows, narrow_map};
+use super::column_scatter::{ColumnScatter, DROPPED, RenamedRows, narrow_map};
 use super::*;
 
-/// Rows of a sparse matrix: `indptr` from 0, column indices, values.
+/// Rows of a sparse matrix: `indptr` from 0, column indices (checked
+/// against the matrix's width when read), values.
 #[derive(Debug, Clone)]
 pub(crate) struct Rows {
     pub(crate) indptr: Vec<usize>,
-    pub(crate) indices: Vec<i64>,
+    pub(crate) indices: Vec<u32>,
     pub(crate) data: Values,
 }
 
@@ -52,13 +53,14 @@ pub(super) fn csr_pieces(
     }
 }
 
-/// Reads CSR rows `rows` of the group `path` in `store` (values left
-/// empty unless `with_data`).
+/// Reads CSR rows `rows` of the group `path` in `store`, a matrix of
+/// `columns` columns (values left empty unless `with_data`).
 pub(crate) fn read_csr_rows(
     store_path: &Path,
     path: &str,
     dtype: &DType,
     rows: Range<u64>,
+    columns: u64,
     with_data: bool,
 ) -> Result<Rows> {
     let store = open(store_path)?;
@@ -70,7 +72,8 @@ pub(crate) fn read_csr_rows(
     let (lo, hi) = (ip[0] as u64, ip[n as usize] as u64);
     let ix_path = format!("{path}/indices");
     let ix_dtype = index_dtype(&store, &ix_path)?;
-    let indices = crate::anndata::sparse::read_i64_range(&store, &ix_path, &ix_dtype, lo, hi - lo)?;
+    let indices =
+        crate::anndata::sparse::read_columns(&store, &ix_path, &ix_dtype, lo, hi - lo, columns)?;
     let data = if with_data {
         let data_path = format!("{path}/data");
         let data_dtype = index_dtype(&store, &data_path)?;
@@ -109,9 +112,12 @@ pub(super) fn read_rows_with(
                     data: Values::zeros(dtype, 0)?,
                 });
             };
-            let mut out = read_csr_rows(&store, &path, dtype, local, with_data)?;
+            let columns = src.columns;
+            let mut out = read_csr_rows(&store, &path, dtype, local, columns, with_data)?;
             for (store, path, local) in pieces {
-                out.append(read_csr_rows(&store, &path, dtype, local, with_data)?)?;
+                out.append(read_csr_rows(
+                    &store, &path, dtype, local, columns, with_data,
+                )?)?;
             }
             Ok(out)
         }
@@ -134,7 +140,7 @@ pub(super) fn read_rows_with(
                 for c in 0..ncols as usize {
                     let k = r * ncols as usize + c;
                     if nonzero[k] {
-                        indices.push(c as i64);
+                        indices.push(c as u32);
                         keep.push(k);
                     }
                 }
@@ -175,7 +181,7 @@ pub(crate) fn index_dtype(store: &Store, path: &str) -> Result<DType> {
 /// One assembled block of output rows.
 pub(super) struct Block {
     pub(super) counts: Vec<u32>,
-    pub(super) indices: Vec<i64>,
+    pub(super) indices: Vec<u32>,
     pub(super) data: Values,
 }
 
@@ -187,7 +193,7 @@ pub(super) fn push_row(
     out_idx: &mut Vec<(i64, usize)>,
 ) {
     for k in rows.indptr[r]..rows.indptr[r + 1] {
-        if let Some(c) = map_col(rows.indices[k]) {
+        if let Some(c) = map_col(i64::from(rows.indices[k])) {
             out_idx.push((c, k));
         }
     }
@@ -276,7 +282,7 @@ pub(super) fn assemble_stacked_sparse(
     }
     let space = &plan.spaces[m.space];
     let mut counts = vec![0u32; (range.end - range.start) as usize];
-    let mut indices: Vec<i64> = Vec::new();
+    let mut indices: Vec<u32> = Vec::new();
     let mut data = Values::zeros(&m.dtype, 0)?;
     let mut keyed: Vec<u64> = Vec::new();
     let mut scatter: Option<ColumnScatter> = None;
@@ -290,8 +296,9 @@ pub(super) fn assemble_stacked_sparse(
         // Kept columns in order, the dropped ones (if any) all after them
         // (an inner join of nested names): each row keeps a prefix.
         let kept = map.iter().position(|&c| c < 0).unwrap_or(map.len());
+        let narrow = narrow_map(map);
         if ordered && kept == map.len() {
-            indices.extend(rows.indices.iter().map(|&c| map[c as usize]));
+            indices.extend(rows.indices.iter().map(|&c| narrow[c as usize]));
             for r in 0..n {
                 counts[first_out + r] = (rows.indptr[r + 1] - rows.indptr[r]) as u32;
             }
@@ -303,7 +310,7 @@ pub(super) fn assemble_stacked_sparse(
                 let (a, b) = (rows.indptr[r], rows.indptr[r + 1]);
                 let cut = a + rows.indices[a..b].partition_point(|&c| (c as usize) < kept);
                 counts[first_out + r] = (cut - a) as u32;
-                indices.extend(rows.indices[a..cut].iter().map(|&c| map[c as usize]));
+                indices.extend(rows.indices[a..cut].iter().map(|&c| narrow[c as usize]));
                 if with_data {
                     data.extend_range(&rows.data, a, cut)?;
                 }
@@ -314,23 +321,19 @@ pub(super) fn assemble_stacked_sparse(
             // Counting: how many entries each row keeps, in any order.
             for r in 0..n {
                 let row = &rows.indices[rows.indptr[r]..rows.indptr[r + 1]];
-                counts[first_out + r] =
-                    row.iter().filter(|&&c| map[c as usize] >= 0).count() as u32;
+                counts[first_out + r] = row
+                    .iter()
+                    .filter(|&&c| narrow[c as usize] != DROPPED)
+                    .count() as u32;
             }
             continue;
         }
         if !ordered && scatter.is_none() {
             scatter = ColumnScatter::new(space.n_other);
         }
-        let narrow = if scatter.is_some() && !ordered {
-            narrow_map(map)
-        } else {
-            Vec::new()
-        };
         let mut renamed = RenamedRows {
             scatter: scatter.as_mut(),
             ordered,
-            map,
             narrow: &narrow,
             indptr: &rows.indptr,
             cols: &rows.indices,
@@ -367,7 +370,7 @@ pub(super) fn assemble_side_by_side(
     let nrows = (range.end - range.start) as usize;
     // Per input: its column offset, the rows read, and where each output
     // row's input row landed in them (`usize::MAX`: the input lacks it).
-    let mut reads: Vec<(i64, Rows, Vec<usize>)> = Vec::new();
+    let mut reads: Vec<(u32, Rows, Vec<usize>)> = Vec::new();
     let mut total = 0usize;
     for (i, &[offset, _]) in m.along.iter().enumerate() {
         let Some(src) = &m.sources[i] else { continue };
@@ -389,7 +392,7 @@ pub(super) fn assemble_side_by_side(
             .filter(|&&a| a != usize::MAX)
             .map(|&a| rows.indptr[a + 1] - rows.indptr[a])
             .sum::<usize>();
-        reads.push((offset as i64, rows, at));
+        reads.push((offset as u32, rows, at));
     }
     let mut counts = Vec::with_capacity(nrows);
     let mut indices = Vec::with_capacity(total);
@@ -448,7 +451,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
                         for r in 0..(local.end - local.start) as usize {
                             for k in rows.indptr[r]..rows.indptr[r + 1] {
                                 row_entries[first_out + r].push((
-                                    rows.indices[k] + shift,
+                                    i64::from(rows.indices[k]) + shift,
                                     piece,
                                     k,
                                 ));
@@ -517,7 +520,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
                         (Some((rows, at)), true) => {
                             let lr = at[&old];
                             for k in rows.indptr[lr]..rows.indptr[lr + 1] {
-                                row_entries[r].push((rows.indices[k] + off, piece, k));
+                                row_entries[r].push((i64::from(rows.indices[k]) + off, piece, k));
                             }
                         }
                         _ => row_entries[r].extend(fill_row.iter().map(|&c| (c, fill_id, 0))),
@@ -551,7 +554,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
         }
         counts.push(entries.len() as u32);
         for &(c, piece, k) in entries.iter() {
-            indices.push(c);
+            indices.push(c as u32);
             take.push(offsets[piece] + k);
         }
     }
