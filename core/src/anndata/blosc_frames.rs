@@ -168,6 +168,13 @@ impl FrameLayout {
     /// # Safety
     /// `dest` has room for `to - from` bytes; `frame` passed [`Self::check`].
     unsafe fn decode(&self, frame: &[u8], (from, to): (usize, usize), dest: *mut u8) -> bool {
+        // SAFETY: per the caller's contract, `dest` has room for the part.
+        let room = unsafe {
+            std::slice::from_raw_parts_mut(dest.cast::<std::mem::MaybeUninit<u8>>(), to - from)
+        };
+        if super::blosc_lz4::decode_range(frame, (from, to), room).is_some() {
+            return true;
+        }
         let src = frame.as_ptr().cast::<c_void>();
         let dest = dest.cast::<c_void>();
         if (from, to) == (0, self.nbytes) {

@@ -6,6 +6,7 @@ pub mod atomic_store;
 pub mod backend;
 pub(crate) mod blosc_encode;
 mod blosc_frames;
+mod blosc_lz4;
 pub mod consolidate;
 pub mod dtype;
 pub mod durable;
