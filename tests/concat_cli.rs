@@ -68,6 +68,37 @@ fn expect_failure(inputs: &[&Path], extra: &[&str], must_mention: &[&str]) -> St
     err
 }
 
+/// Runs a concat (`args`) that must fail once its tasks run: one line
+/// mentioning each of `must_mention`, no output at `out` that looks
+/// complete, and the partial output kept for `--resume`; returns the error.
+fn expect_failure_while_running(args: &[&str], out: &Path, must_mention: &[&str]) -> String {
+    let res = anncat(args);
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(!res.status.success(), "concat succeeded: {args:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for m in must_mention {
+        assert!(err.contains(m), "{err:?} does not mention {m:?}");
+    }
+    assert!(!out.exists(), "an output that looks complete");
+    let partial = out.with_file_name(format!(
+        "{}.partial",
+        out.file_name()
+            .and_then(|n| n.to_str())
+            .expect("a file name")
+    ));
+    assert!(partial.is_dir(), "partial output removed");
+    err
+}
+
+/// Rewrites the JSON document at `path` with `edit`.
+fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+    edit(&mut doc);
+    std::fs::write(path, doc.to_string()).expect("write");
+}
+
 #[test]
 fn concat_of_fixtures_works_and_reports() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -175,11 +206,9 @@ fn incompatible_shapes_and_unreadable_data_are_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bad_shape = dir.path().join("shape.zarr");
     copy_tree(&fixture("edge_v2.zarr"), &bad_shape);
-    let p = bad_shape.join("obsm/X_pca/.zarray");
-    let mut doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
-    doc["shape"] = serde_json::json!([5, 3]);
-    std::fs::write(&p, doc.to_string()).expect("write");
+    edit_json(&bad_shape.join("obsm/X_pca/.zarray"), |doc| {
+        doc["shape"] = serde_json::json!([5, 3]);
+    });
     expect_failure(
         &[&fixture("edge_v2.zarr"), &bad_shape],
         &[],
@@ -194,31 +223,24 @@ fn incompatible_shapes_and_unreadable_data_are_errors() {
     std::fs::write(&chunk, &bytes[..bytes.len() / 3]).expect("truncate");
     // Found while the run goes: the partial output is kept for --resume.
     let out = dir.path().join("out.zarr");
-    let res = anncat(&[
-        "concat",
-        s(&fixture("chunked_v3.zarr")),
-        s(&corrupt),
-        "-o",
-        s(&out),
-        "--quiet",
-        "--chunk-mib",
-        "0.002",
-    ]);
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success(), "a corrupt chunk was not noticed");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    for m in [
-        "corrupt.zarr",
-        ": X:",
-        "cannot read",
-        "kept: rerun with --resume",
-    ] {
-        assert!(err.contains(m), "{err:?} does not mention {m:?}");
-    }
-    assert!(!out.exists(), "an output that looks complete");
-    assert!(
-        dir.path().join("out.zarr.partial").is_dir(),
-        "partial output removed"
+    expect_failure_while_running(
+        &[
+            "concat",
+            s(&fixture("chunked_v3.zarr")),
+            s(&corrupt),
+            "-o",
+            s(&out),
+            "--quiet",
+            "--chunk-mib",
+            "0.002",
+        ],
+        &out,
+        &[
+            "corrupt.zarr",
+            ": X:",
+            "cannot read",
+            "kept: rerun with --resume",
+        ],
     );
 }
 
@@ -232,42 +254,35 @@ fn a_column_index_outside_the_matrix_is_an_error() {
     copy_tree(&fixture("edge_v2.zarr"), &bad);
     // X/indices rewritten uncompressed: every index 0 but the last, 1000
     // (X has 4 columns).
-    let meta = bad.join("X/indices/.zarray");
-    let mut doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&meta).expect("read")).expect("json");
-    let n = doc["chunks"][0].as_u64().expect("one chunk") as usize;
-    doc["compressor"] = serde_json::Value::Null;
-    std::fs::write(&meta, doc.to_string()).expect("write");
+    let mut n = 0;
+    edit_json(&bad.join("X/indices/.zarray"), |doc| {
+        n = doc["chunks"][0].as_u64().expect("one chunk") as usize;
+        doc["compressor"] = serde_json::Value::Null;
+    });
     let mut raw = vec![0u8; 4 * n];
     raw[4 * (n - 1)..].copy_from_slice(&1000i32.to_le_bytes());
     std::fs::write(bad.join("X/indices/0"), raw).expect("write");
     let out = dir.path().join("out.zarr");
-    let res = anncat(&[
-        "concat",
-        s(&bad),
-        s(&fixture("chunked_v2.zarr")),
-        "-o",
-        s(&out),
-        "--join",
-        "outer",
-        "--quiet",
-    ]);
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(
-        !res.status.success(),
-        "an index out of range was not noticed"
+    let err = expect_failure_while_running(
+        &[
+            "concat",
+            s(&bad),
+            s(&fixture("chunked_v2.zarr")),
+            "-o",
+            s(&out),
+            "--join",
+            "outer",
+            "--quiet",
+        ],
+        &out,
+        &[
+            "bad_index.zarr",
+            "X/indices",
+            "column index 1000",
+            "4 columns",
+        ],
     );
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    for m in [
-        "bad_index.zarr",
-        "X/indices",
-        "column index 1000",
-        "4 columns",
-    ] {
-        assert!(err.contains(m), "{err:?} does not mention {m:?}");
-    }
     assert!(!err.contains("internal error"), "{err}");
-    assert!(!out.exists(), "an output that looks complete");
 }
 
 #[test]

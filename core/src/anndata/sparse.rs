@@ -1,13 +1,13 @@
 //! Sparse matrix (CSR / CSC) checks and reads over zarr: the `indptr` array
 //! is read in bounded blocks and must be a valid compressed-pointer array.
 
-use super::blosc_frames::ByteSink;
 use super::range_read::{read_range_into, read_range_pieces};
 
 use super::dtype::DType;
 use super::element::{Element, Encoding};
 use super::store::Store;
-use crate::error::Result;
+use crate::concat::values::Values;
+use crate::error::{Error, Result};
 
 /// Entries of `indptr` read per block (8 MiB of int64).
 const INDPTR_BLOCK: u64 = 1 << 20;
@@ -73,11 +73,18 @@ pub fn read_columns(
     len: u64,
     columns: u64,
 ) -> Result<Vec<u32>> {
-    let array = store.array(path)?;
-    let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
-    let mut out = ColumnSink(Vec::with_capacity(len as usize));
-    match dtype {
-        DType::Int32 | DType::UInt32 => read_range_into(&array, start, len, &mut out),
+    let out: Vec<u32> = match dtype {
+        DType::Int32 | DType::UInt32 => {
+            // Decoded in place: an `int32` index's bits as a `u32`.
+            let array = store.array(path)?;
+            let mut decoded = Values::U32(Vec::with_capacity(len as usize));
+            read_range_into(&array, start, len, &mut decoded)
+                .map_err(|e| store.err(path, format!("cannot read data: {e}")))?;
+            match decoded {
+                Values::U32(v) => v,
+                _ => return Err(Error::internal("column indices decoded as another type")),
+            }
+        }
         DType::Int8
         | DType::Int16
         | DType::Int64
@@ -85,12 +92,10 @@ pub fn read_columns(
         | DType::UInt16
         | DType::UInt64 => {
             // Converted; one that does not fit becomes `u32::MAX`, refused below.
-            let wide = read_i64_range(store, path, dtype, start, len)?;
-            out.0 = wide
+            read_i64_range(store, path, dtype, start, len)?
                 .iter()
                 .map(|&c| u32::try_from(c).unwrap_or(u32::MAX))
-                .collect();
-            Ok(())
+                .collect()
         }
         other => {
             return Err(store.err(
@@ -98,9 +103,7 @@ pub fn read_columns(
                 format!("expected an integer array, found {}", other.display_name()),
             ));
         }
-    }
-    .map_err(err)?;
-    let out = out.0;
+    };
     if out.len() as u64 != len {
         return Err(store.err(path, "holds fewer entries than its indptr says"));
     }
@@ -127,35 +130,6 @@ pub fn read_columns(
         ));
     }
     Ok(out)
-}
-
-/// Decoded 32-bit column indices, taken as `u32` (a negative `int32`
-/// becomes one no matrix is wide enough for, and is refused after).
-struct ColumnSink(Vec<u32>);
-
-#[allow(unsafe_code)] // Writes into the vector's spare capacity.
-impl ByteSink for ColumnSink {
-    fn append(&mut self, piece: &[u8]) {
-        self.0.extend(
-            piece
-                .chunks_exact(4)
-                .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default())),
-        );
-    }
-
-    fn reserve_bytes(&mut self, n: usize) -> Option<*mut u8> {
-        if cfg!(not(target_endian = "little")) || !n.is_multiple_of(4) {
-            return None;
-        }
-        self.0.reserve(n / 4);
-        Some(self.0.spare_capacity_mut().as_mut_ptr().cast::<u8>())
-    }
-
-    unsafe fn commit_bytes(&mut self, n: usize) {
-        // SAFETY: per the contract, `n` bytes (whole `u32`s, any bit
-        // pattern valid) were written after the end.
-        unsafe { self.0.set_len(self.0.len() + n / 4) };
-    }
 }
 
 /// Checks that the `indptr` of the sparse element `e` starts at 0, never
