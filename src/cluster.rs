@@ -214,8 +214,21 @@ impl LocalCluster {
         &self.cluster_file
     }
 
-    /// A new client of this cluster.
+    /// A new client of this cluster, in this process: it talks to the
+    /// scheduler over channels, not over a QUIC connection to itself.
+    /// Must not be called from inside an async runtime.
     pub fn client(&self) -> anyhow::Result<Client> {
+        let scheduler = self
+            .scheduler
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the local cluster was stopped"))?;
+        Ok(scheduler.local_client()?)
+    }
+
+    /// A new client of this cluster over the network, as a client on
+    /// another host would connect (address, certificate and secret from
+    /// the cluster file).
+    pub fn network_client(&self) -> anyhow::Result<Client> {
         Ok(Client::connect(
             &self.cluster()?,
             &TransportTuning::default(),

@@ -137,6 +137,19 @@ fn diamond_and_peer_transfer() {
     let r = client.run(&g).expect("run");
     assert_eq!(r.outputs.len(), 1);
     assert_eq!(decode::<u64>(&r.outputs[&bottom]).expect("sum"), 2);
+    // The same graph from a client over QUIC, as another host's would be,
+    // while the in-process one is still connected: the same answer.
+    let mut remote = c.network_client().expect("network client");
+    assert!(format!("{remote:?}").contains("127.0.0.1"), "{remote:?}");
+    assert!(
+        format!("{client:?}").contains("in this process"),
+        "{client:?}"
+    );
+    let r = remote.run(&g).expect("run over the network");
+    assert_eq!(decode::<u64>(&r.outputs[&bottom]).expect("sum"), 2);
+    drop(remote);
+    let r = client.run(&g).expect("the in-process client still works");
+    assert_eq!(decode::<u64>(&r.outputs[&bottom]).expect("sum"), 2);
     c.shutdown();
 }
 
@@ -254,6 +267,17 @@ fn a_task_that_kills_three_workers_fails_the_run() {
     c.shutdown();
 }
 
+fn a_stopped_scheduler_is_an_error_for_its_local_client() {
+    let c = cluster(1, 64 << 20);
+    let mut client = c.client().expect("client");
+    let mut g = Graph::new();
+    g.add("value", &7u64, vec![], 1, "seven").expect("add");
+    assert_eq!(client.run(&g).expect("run").outputs.len(), 1);
+    c.shutdown();
+    let e = client.run(&g).expect_err("no scheduler").to_string();
+    assert!(e.contains("lost the connection to the scheduler"), "{e}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("worker") {
@@ -264,8 +288,12 @@ fn main() {
         }
         return;
     }
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         ("diamond_and_peer_transfer", diamond_and_peer_transfer),
+        (
+            "a_stopped_scheduler_is_an_error_for_its_local_client",
+            a_stopped_scheduler_is_an_error_for_its_local_client,
+        ),
         (
             "a_task_that_kills_three_workers_fails_the_run",
             a_task_that_kills_three_workers_fails_the_run,

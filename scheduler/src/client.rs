@@ -1,6 +1,8 @@
 //! A client of a running scheduler: submits a [`Graph`], streams task
 //! completions back (with the outputs it asked for), and can cancel. The
-//! API is blocking; the client runs its own small runtime.
+//! API is blocking; the client runs its own small runtime. It reaches the
+//! scheduler over QUIC ([`Client::connect`]) or, in the scheduler's own
+//! process, over channels ([`crate::SchedulerHandle::local_client`]).
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use anncat_net::{FrameReader, FrameWriter, NetError, TransportTuning};
 use tokio::sync::Mutex;
 
 use crate::error::{Result, SchedulerError};
+use crate::local_link::{LocalLink, LocalSender};
 
 /// Tasks per `AddTasks` frame.
 const BATCH: usize = 4096;
@@ -52,30 +55,64 @@ fn job_error(e: SchedulerError) -> anncat_exec::Error {
 /// A connection to a scheduler.
 pub struct Client {
     rt: tokio::runtime::Runtime,
-    conn: quinn::Connection,
-    writer: Arc<Mutex<FrameWriter>>,
-    reader: FrameReader,
-    _endpoint: quinn::Endpoint,
+    link: Link,
+}
+
+/// How a client reaches its scheduler.
+enum Link {
+    /// A QUIC connection.
+    Net {
+        conn: quinn::Connection,
+        writer: Arc<Mutex<FrameWriter>>,
+        reader: FrameReader,
+        endpoint: quinn::Endpoint,
+    },
+    /// Channels into a scheduler in this process.
+    Local(LocalLink),
+}
+
+impl Link {
+    /// Sends `msg` to the scheduler.
+    async fn send(&self, msg: ToScheduler) -> Result<()> {
+        match self {
+            Link::Net { writer, .. } => Ok(writer.lock().await.send(&msg).await?),
+            Link::Local(link) => link.send(msg).await,
+        }
+    }
+
+    /// The scheduler's next message; `None` when it closed the link.
+    async fn next(&mut self) -> Result<Option<ToClient>> {
+        match self {
+            Link::Net { reader, .. } => Ok(reader.next::<ToClient>().await?),
+            Link::Local(link) => Ok(link.next().await),
+        }
+    }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("scheduler", &self.conn.remote_address())
-            .finish()
+        let mut d = f.debug_struct("Client");
+        match &self.link {
+            Link::Net { conn, .. } => d.field("scheduler", &conn.remote_address()),
+            Link::Local(_) => d.field("scheduler", &"in this process"),
+        }
+        .finish()
     }
 }
 
 impl Drop for Client {
     /// Says goodbye: the scheduler sees this client leave at once, not
     /// after its connection times out (a local cluster stopping right
-    /// after its run's client would otherwise wait for it).
+    /// after its run's client would otherwise wait for it). A local link
+    /// says it as it drops.
     fn drop(&mut self) {
-        self.conn
-            .close(CloseCode::Shutdown.code().into(), b"client done");
+        let Link::Net { conn, endpoint, .. } = &self.link else {
+            return;
+        };
+        conn.close(CloseCode::Shutdown.code().into(), b"client done");
         // Long enough for the close frame to leave; the draining period
         // after it protects nothing a departing client needs.
-        let endpoint = self._endpoint.clone();
+        let endpoint = endpoint.clone();
         self.rt.block_on(async move {
             let _ = tokio::time::timeout(CLIENT_CLOSE_FLUSH, endpoint.wait_idle()).await;
         });
@@ -89,7 +126,14 @@ const CLIENT_CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_millis
 #[derive(Clone)]
 pub struct Canceller {
     handle: tokio::runtime::Handle,
-    writer: Arc<Mutex<FrameWriter>>,
+    to: CancelTo,
+}
+
+/// Where a canceller's message goes.
+#[derive(Clone)]
+enum CancelTo {
+    Net(Arc<Mutex<FrameWriter>>),
+    Local(LocalSender),
 }
 
 impl std::fmt::Debug for Canceller {
@@ -101,10 +145,13 @@ impl std::fmt::Debug for Canceller {
 impl Canceller {
     /// Asks the scheduler to cancel `job`.
     pub fn cancel(&self, job: JobId) -> Result<()> {
-        let writer = self.writer.clone();
-        self.handle.block_on(async move {
-            writer.lock().await.send(&ToScheduler::Cancel { job }).await
-        })?;
+        let msg = ToScheduler::Cancel { job };
+        match self.to.clone() {
+            CancelTo::Net(writer) => self
+                .handle
+                .block_on(async move { writer.lock().await.send(&msg).await })?,
+            CancelTo::Local(sender) => self.handle.block_on(sender.send(msg))?,
+        }
         Ok(())
     }
 }
@@ -145,10 +192,25 @@ impl Client {
             })?;
         Ok(Client {
             rt,
-            conn,
-            writer: Arc::new(Mutex::new(writer)),
-            reader,
-            _endpoint: endpoint,
+            link: Link::Net {
+                conn,
+                writer: Arc::new(Mutex::new(writer)),
+                reader,
+                endpoint,
+            },
+        })
+    }
+
+    /// A client over `link`, into a scheduler in this process. Its runtime
+    /// runs on the calling thread only: nothing arrives but through it.
+    pub(crate) fn local(link: LocalLink) -> Result<Client> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SchedulerError::system("start a runtime", e))?;
+        Ok(Client {
+            rt,
+            link: Link::Local(link),
         })
     }
 
@@ -156,19 +218,21 @@ impl Client {
     pub fn canceller(&self) -> Canceller {
         Canceller {
             handle: self.rt.handle().clone(),
-            writer: self.writer.clone(),
+            to: match &self.link {
+                Link::Net { writer, .. } => CancelTo::Net(writer.clone()),
+                Link::Local(link) => CancelTo::Local(link.sender()),
+            },
         }
     }
 
     /// The memory limits of the workers connected now (smallest first;
     /// empty when none has joined yet).
     pub fn worker_limits(&mut self) -> Result<Vec<u64>> {
-        let writer = self.writer.clone();
-        let reader = &mut self.reader;
+        let link = &mut self.link;
         self.rt.block_on(async move {
-            writer.lock().await.send(&ToScheduler::WorkerLimits).await?;
+            link.send(ToScheduler::WorkerLimits).await?;
             loop {
-                match reader.next::<ToClient>().await? {
+                match link.next().await? {
                     Some(ToClient::WorkerLimits(limits)) => return Ok(limits),
                     Some(_) => continue,
                     None => return Err(lost()),
@@ -180,29 +244,27 @@ impl Client {
     /// Submits `graph` as a job; returns its id. Outputs in `want` come back.
     pub fn submit(&mut self, name: &str, graph: &Graph, want: Want) -> Result<JobId> {
         graph.validate()?;
-        let writer = self.writer.clone();
-        let reader = &mut self.reader;
+        let link = &mut self.link;
         self.rt.block_on(async move {
-            let mut w = writer.lock().await;
-            w.send(&ToScheduler::NewJob {
+            link.send(ToScheduler::NewJob {
                 name: name.to_string(),
             })
             .await?;
             let job = loop {
-                match reader.next::<ToClient>().await? {
+                match link.next().await? {
                     Some(ToClient::JobCreated(job)) => break job,
                     Some(_) => continue,
                     None => return Err(lost()),
                 }
             };
             for batch in graph.tasks().chunks(BATCH) {
-                w.send(&ToScheduler::AddTasks {
+                link.send(ToScheduler::AddTasks {
                     job,
                     tasks: batch.to_vec(),
                 })
                 .await?;
             }
-            w.send(&ToScheduler::Start { job, want }).await?;
+            link.send(ToScheduler::Start { job, want }).await?;
             Ok(job)
         })
     }
@@ -210,14 +272,14 @@ impl Client {
     /// Waits for `job` to end, calling `on_done` for every finished task (in
     /// the order they finish). Returns the wanted outputs.
     pub fn wait(&mut self, job: JobId, on_done: &mut dyn FnMut(&TaskDone)) -> Result<JobResult> {
-        let reader = &mut self.reader;
+        let link = &mut self.link;
         self.rt.block_on(async move {
             let mut result = JobResult::default();
             loop {
-                let msg = reader
-                    .next::<ToClient>()
-                    .await
-                    .map_err(|e| SchedulerError::Lost(e.to_string()))?;
+                let msg = link.next().await.map_err(|e| match e {
+                    SchedulerError::Net(e) => SchedulerError::Lost(e.to_string()),
+                    other => other,
+                })?;
                 match msg {
                     None => return Err(lost()),
                     Some(ToClient::TasksDone { job: j, done }) if j == job => {

@@ -22,7 +22,9 @@ use anncat_net::{Identity, TransportTuning};
 use quinn::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::client::Client;
 use crate::error::{Result, SchedulerError};
+use crate::local_link::Inlet;
 use crate::state::{Comm, SchedulerConfig, SchedulerState};
 
 /// How to run a scheduler.
@@ -109,7 +111,9 @@ pub fn new_secret() -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-enum Event {
+/// What the scheduler's event loop is fed: from the network, and from
+/// in-process clients ([`crate::local_link`]).
+pub(crate) enum Event {
     WorkerJoined {
         id: WorkerId,
         info: WorkerInfo,
@@ -157,6 +161,7 @@ impl Comm for NetComm {
 #[derive(Debug)]
 pub struct SchedulerHandle {
     cluster: ClusterFile,
+    inlet: Inlet,
     workers: Arc<std::sync::atomic::AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -176,7 +181,7 @@ impl SchedulerHandle {
                 new_secret()?,
             ),
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<ClusterFile>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(ClusterFile, Inlet)>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = workers.clone();
@@ -197,11 +202,12 @@ impl SchedulerHandle {
                 rt.block_on(serve(config, identity, secret, ready_tx, stop_rx, counter));
             })
             .map_err(|e| SchedulerError::system("start the scheduler thread", e))?;
-        let cluster = ready_rx.recv().map_err(|_| {
+        let (cluster, inlet) = ready_rx.recv().map_err(|_| {
             SchedulerError::system("start the scheduler", "its thread ended during startup")
         })??;
         Ok(SchedulerHandle {
             cluster,
+            inlet,
             workers,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -211,6 +217,13 @@ impl SchedulerHandle {
     /// What workers and clients need to connect.
     pub fn cluster(&self) -> &ClusterFile {
         &self.cluster
+    }
+
+    /// A client in this process: the same protocol as a [`Client`] over
+    /// the network, carried by channels (no connection, no encryption, no
+    /// encoding). Must not be called from inside an async runtime.
+    pub fn local_client(&self) -> Result<Client> {
+        Client::local(self.inlet.open()?)
     }
 
     /// Workers registered now.
@@ -256,7 +269,7 @@ async fn serve(
     config: ServerConfig,
     identity: Identity,
     secret: String,
-    ready: std::sync::mpsc::Sender<Result<ClusterFile>>,
+    ready: std::sync::mpsc::Sender<Result<(ClusterFile, Inlet)>>,
     mut stop: oneshot::Receiver<()>,
     worker_count: Arc<std::sync::atomic::AtomicUsize>,
 ) {
@@ -296,10 +309,14 @@ async fn serve(
             cluster
         }
     };
-    let _ = ready.send(Ok(cluster));
     let (events_tx, mut events) = mpsc::channel::<Event>(4096);
     let secret = Arc::new(secret);
     let next_id = Arc::new(AtomicU64::new(0));
+    let inlet = Inlet {
+        events: events_tx.clone(),
+        next_id: next_id.clone(),
+    };
+    let _ = ready.send(Ok((cluster, inlet)));
     let accept_endpoint = endpoint.clone();
     let accept_tx = events_tx.clone();
     tokio::spawn(async move {
