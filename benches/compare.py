@@ -403,10 +403,10 @@ def main() -> int:
         "flush and rename do not get faster with workers: about 0.1 s on nine gzip h5ad inputs, "
         "a tenth of the sparse 5000 run on two workers and a thirtieth of the sparse 10000 one. "
         "Floor: `benches/floor.rs` on the same inputs and as many cores (best of 3), the same decoding, "
-        "encoding and writing with no executor: how far the machine lets this work scale (on zarr, "
-        "the kernel's share, reading out of the page cache and writing new files, does not scale on "
-        "this virtual machine; the floor reads h5ad through the HDF5 library, one call at a time, "
-        "where anncat reads and inflates raw chunks itself, so on h5ad it is no limit):",
+        "encoding and writing with no executor, for comparison: its output is left in the page cache, "
+        "so its times, and its speed-up, swing with the kernel's writeback; and it reads h5ad "
+        "through the HDF5 library, one call at a time, "
+        "where anncat reads and inflates raw chunks itself:",
         "",
         "| case | workers | wall s, cores = workers | speed-up | wall s, unpinned | speed-up "
         "| floor s, cores = workers | floor speed-up |",
