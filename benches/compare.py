@@ -104,20 +104,20 @@ def floor_seconds(files: list[str]) -> float:
     """Best of 2 runs of benches/floor.rs on the case's inputs: every chunk
     of their X read, decoded, encoded with the codec anncat writes and
     written once, on all cores, with no concatenation."""
-    best = None
-    for _ in range(2):
-        res = run(["cargo", "bench", "--quiet", "--locked", "--bench", "floor", "--", "X", *files], cwd=REPO)
-        took = last_json_text(res.stdout)["seconds"]
-        best = took if best is None else min(best, took)
-    return best
+    return min(floor_on_cores(files) for _ in range(2))
 
 
-def floor_on_cores(files: list[str], cores: int) -> float:
-    """One run of benches/floor.rs on the case's inputs, pinned to the
-    first `cores` cores (its thread pool sizes itself to them)."""
-    pin = ["taskset", "-c", ",".join(str(c) for c in range(cores))]
-    res = run([*pin, "cargo", "bench", "--quiet", "--locked", "--bench", "floor", "--", "X", *files], cwd=REPO)
+def floor_on_cores(files: list[str], cores: int | None = None) -> float:
+    """One run of benches/floor.rs on the case's inputs: on every core, or
+    pinned to the first `cores` (its thread pool sizes itself to them)."""
+    res = run([*pinned_to(cores), "cargo", "bench", "--quiet", "--locked", "--bench", "floor", "--", "X", *files], cwd=REPO)
     return last_json_text(res.stdout)["seconds"]
+
+
+def pinned_to(cores: int | None) -> list[str]:
+    """The `taskset` prefix running a command on the first `cores` cores
+    (none for every core)."""
+    return ["taskset", "-c", ",".join(str(c) for c in range(cores))] if cores else []
 
 
 def last_json_text(text: str) -> dict:
@@ -342,7 +342,7 @@ def main() -> int:
                     out = work / "scale.zarr"
                     run(["rm", "-rf", str(out)])
                     os.sync()
-                    pin = ["taskset", "-c", ",".join(str(c) for c in range(workers))] if pinned else []
+                    pin = pinned_to(workers if pinned else None)
                     t0 = time.perf_counter()
                     run([*pin, str(ANNCAT), "concat", *files, "-o", str(out), "--join", "outer",
                          "--memory-limit", MEM, "--workers", str(workers), "--quiet"])

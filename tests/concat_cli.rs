@@ -31,7 +31,20 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// Runs a concat that must fail and checks the error and the aftermath.
+/// Runs anncat (`args`), which must fail with one line on stderr, no
+/// panic, mentioning each of `must_mention`; returns that line.
+fn expect_one_line_error(args: &[&str], must_mention: &[&str]) -> String {
+    let res = anncat(args);
+    let err = String::from_utf8_lossy(&res.stderr).into_owned();
+    assert!(!res.status.success(), "concat succeeded: {args:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for m in must_mention {
+        assert!(err.contains(m), "{err:?} does not mention {m:?}");
+    }
+    err
+}
+
 /// Runs a concat that must fail, checks the error is one line mentioning
 /// each of `must_mention` and that nothing was left behind; returns it.
 fn expect_failure(inputs: &[&Path], extra: &[&str], must_mention: &[&str]) -> String {
@@ -46,14 +59,7 @@ fn expect_failure(inputs: &[&Path], extra: &[&str], must_mention: &[&str]) -> St
     args.extend(inputs.iter().map(|p| s(p)));
     args.extend(["-o", s(&out), "--quiet"]);
     args.extend(extra);
-    let res = anncat(&args);
-    let err = String::from_utf8_lossy(&res.stderr).into_owned();
-    assert!(!res.status.success(), "concat succeeded: {args:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for m in must_mention {
-        assert!(err.contains(m), "{err:?} does not mention {m:?}");
-    }
+    let err = expect_one_line_error(&args, must_mention);
     assert!(!out.exists(), "output left behind");
     assert!(
         !dir.path().join("out.zarr.partial").exists(),
@@ -72,14 +78,7 @@ fn expect_failure(inputs: &[&Path], extra: &[&str], must_mention: &[&str]) -> St
 /// mentioning each of `must_mention`, no output at `out` that looks
 /// complete, and the partial output kept for `--resume`; returns the error.
 fn expect_failure_while_running(args: &[&str], out: &Path, must_mention: &[&str]) -> String {
-    let res = anncat(args);
-    let err = String::from_utf8_lossy(&res.stderr).into_owned();
-    assert!(!res.status.success(), "concat succeeded: {args:?}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-    for m in must_mention {
-        assert!(err.contains(m), "{err:?} does not mention {m:?}");
-    }
+    let err = expect_one_line_error(args, must_mention);
     assert!(!out.exists(), "an output that looks complete");
     let partial = out.with_file_name(format!(
         "{}.partial",
@@ -331,13 +330,9 @@ fn an_h5ad_output_is_one_hdf5_file_and_other_names_are_refused() {
     anncat_ok(&[&["concat", s(&out), s(&out), "-o", s(&again)][..], &twice].concat());
 
     let odd = dir.path().join("atlas.out");
-    let res = anncat(&["concat", s(&a), s(&a), "-o", s(&odd), "--quiet"]);
-    let err = String::from_utf8_lossy(&res.stderr).into_owned();
-    assert!(!res.status.success(), "an output named .out accepted");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(
-        err.contains("atlas.out") && err.contains(".zarr or .h5ad"),
-        "{err}"
+    expect_one_line_error(
+        &["concat", s(&a), s(&a), "-o", s(&odd), "--quiet"],
+        &["atlas.out", ".zarr or .h5ad"],
     );
     assert!(!odd.exists() && !dir.path().join("atlas.out.partial").exists());
 }

@@ -55,15 +55,35 @@ fn job_error(e: SchedulerError) -> anncat_exec::Error {
 /// A connection to a scheduler.
 pub struct Client {
     rt: tokio::runtime::Runtime,
+    sender: Sender,
     link: Link,
 }
 
-/// How a client reaches its scheduler.
+/// The sending half of a client's link to its scheduler, shared with its
+/// cancellers.
+#[derive(Clone)]
+enum Sender {
+    /// The control stream of a QUIC connection.
+    Net(Arc<Mutex<FrameWriter>>),
+    /// A channel into a scheduler in this process.
+    Local(LocalSender),
+}
+
+impl Sender {
+    /// Sends `msg` to the scheduler.
+    async fn send(&self, msg: ToScheduler) -> Result<()> {
+        match self {
+            Sender::Net(writer) => Ok(writer.lock().await.send(&msg).await?),
+            Sender::Local(sender) => sender.send(msg).await,
+        }
+    }
+}
+
+/// How a client hears from its scheduler, and what it closes on leaving.
 enum Link {
     /// A QUIC connection.
     Net {
         conn: quinn::Connection,
-        writer: Arc<Mutex<FrameWriter>>,
         reader: FrameReader,
         endpoint: quinn::Endpoint,
     },
@@ -72,14 +92,6 @@ enum Link {
 }
 
 impl Link {
-    /// Sends `msg` to the scheduler.
-    async fn send(&self, msg: ToScheduler) -> Result<()> {
-        match self {
-            Link::Net { writer, .. } => Ok(writer.lock().await.send(&msg).await?),
-            Link::Local(link) => link.send(msg).await,
-        }
-    }
-
     /// The scheduler's next message; `None` when it closed the link.
     async fn next(&mut self) -> Result<Option<ToClient>> {
         match self {
@@ -126,14 +138,7 @@ const CLIENT_CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_millis
 #[derive(Clone)]
 pub struct Canceller {
     handle: tokio::runtime::Handle,
-    to: CancelTo,
-}
-
-/// Where a canceller's message goes.
-#[derive(Clone)]
-enum CancelTo {
-    Net(Arc<Mutex<FrameWriter>>),
-    Local(LocalSender),
+    sender: Sender,
 }
 
 impl std::fmt::Debug for Canceller {
@@ -145,14 +150,8 @@ impl std::fmt::Debug for Canceller {
 impl Canceller {
     /// Asks the scheduler to cancel `job`.
     pub fn cancel(&self, job: JobId) -> Result<()> {
-        let msg = ToScheduler::Cancel { job };
-        match self.to.clone() {
-            CancelTo::Net(writer) => self
-                .handle
-                .block_on(async move { writer.lock().await.send(&msg).await })?,
-            CancelTo::Local(sender) => self.handle.block_on(sender.send(msg))?,
-        }
-        Ok(())
+        self.handle
+            .block_on(self.sender.send(ToScheduler::Cancel { job }))
     }
 }
 
@@ -192,9 +191,9 @@ impl Client {
             })?;
         Ok(Client {
             rt,
+            sender: Sender::Net(Arc::new(Mutex::new(writer))),
             link: Link::Net {
                 conn,
-                writer: Arc::new(Mutex::new(writer)),
                 reader,
                 endpoint,
             },
@@ -210,6 +209,7 @@ impl Client {
             .map_err(|e| SchedulerError::system("start a runtime", e))?;
         Ok(Client {
             rt,
+            sender: Sender::Local(link.sender()),
             link: Link::Local(link),
         })
     }
@@ -218,19 +218,16 @@ impl Client {
     pub fn canceller(&self) -> Canceller {
         Canceller {
             handle: self.rt.handle().clone(),
-            to: match &self.link {
-                Link::Net { writer, .. } => CancelTo::Net(writer.clone()),
-                Link::Local(link) => CancelTo::Local(link.sender()),
-            },
+            sender: self.sender.clone(),
         }
     }
 
     /// The memory limits of the workers connected now (smallest first;
     /// empty when none has joined yet).
     pub fn worker_limits(&mut self) -> Result<Vec<u64>> {
-        let link = &mut self.link;
+        let (sender, link) = (&self.sender, &mut self.link);
         self.rt.block_on(async move {
-            link.send(ToScheduler::WorkerLimits).await?;
+            sender.send(ToScheduler::WorkerLimits).await?;
             loop {
                 match link.next().await? {
                     Some(ToClient::WorkerLimits(limits)) => return Ok(limits),
@@ -244,12 +241,13 @@ impl Client {
     /// Submits `graph` as a job; returns its id. Outputs in `want` come back.
     pub fn submit(&mut self, name: &str, graph: &Graph, want: Want) -> Result<JobId> {
         graph.validate()?;
-        let link = &mut self.link;
+        let (sender, link) = (&self.sender, &mut self.link);
         self.rt.block_on(async move {
-            link.send(ToScheduler::NewJob {
-                name: name.to_string(),
-            })
-            .await?;
+            sender
+                .send(ToScheduler::NewJob {
+                    name: name.to_string(),
+                })
+                .await?;
             let job = loop {
                 match link.next().await? {
                     Some(ToClient::JobCreated(job)) => break job,
@@ -258,13 +256,14 @@ impl Client {
                 }
             };
             for batch in graph.tasks().chunks(BATCH) {
-                link.send(ToScheduler::AddTasks {
-                    job,
-                    tasks: batch.to_vec(),
-                })
-                .await?;
+                sender
+                    .send(ToScheduler::AddTasks {
+                        job,
+                        tasks: batch.to_vec(),
+                    })
+                    .await?;
             }
-            link.send(ToScheduler::Start { job, want }).await?;
+            sender.send(ToScheduler::Start { job, want }).await?;
             Ok(job)
         })
     }

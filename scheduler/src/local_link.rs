@@ -74,14 +74,9 @@ pub(crate) struct LocalLink {
 }
 
 impl LocalLink {
-    /// The sending half, for a canceller on another thread.
+    /// The sending half (the client's, and its cancellers').
     pub(crate) fn sender(&self) -> LocalSender {
         self.sender.clone()
-    }
-
-    /// Hands `msg` to the scheduler.
-    pub(crate) async fn send(&self, msg: ToScheduler) -> Result<()> {
-        self.sender.send(msg).await
     }
 
     /// The scheduler's next message; `None` once it stopped.
