@@ -483,6 +483,16 @@ impl Values {
         Ok(())
     }
 
+    /// Appends `other` (of the same dtype), taking its buffer instead of
+    /// copying it when this holds nothing yet.
+    pub fn append(&mut self, other: Values) -> Result<()> {
+        if self.is_empty() && std::mem::discriminant(self) == std::mem::discriminant(&other) {
+            *self = other;
+            return Ok(());
+        }
+        self.extend(&other)
+    }
+
     /// Appends `other[from..to]` (of the same dtype) without an
     /// intermediate copy.
     pub fn extend_range(&mut self, other: &Values, from: usize, to: usize) -> Result<()> {
@@ -579,6 +589,28 @@ impl crate::anndata::range_read::ByteSink for Values {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appending to nothing takes the other buffer itself; appending to
+    /// values copies after them; another dtype is refused either way.
+    #[test]
+    fn append_takes_the_buffer_of_the_first_values() {
+        let first = vec![1.5f64, 2.5];
+        let at = first.as_ptr();
+        let mut values = Values::F64(Vec::new());
+        values.append(Values::F64(first)).expect("same dtype");
+        match &values {
+            Values::F64(v) => assert_eq!((v.as_ptr(), v.as_slice()), (at, &[1.5, 2.5][..])),
+            other => panic!("{other:?}"),
+        }
+        values.append(Values::F64(vec![3.5])).expect("same dtype");
+        assert_eq!(values, Values::F64(vec![1.5, 2.5, 3.5]));
+        assert!(values.append(Values::I32(vec![1])).is_err());
+        assert!(
+            Values::F32(Vec::new())
+                .append(Values::I32(vec![1]))
+                .is_err()
+        );
+    }
 
     #[test]
     fn promotion_follows_numpy() {

@@ -298,11 +298,18 @@ pub(super) fn assemble_stacked_sparse(
         let kept = map.iter().position(|&c| c < 0).unwrap_or(map.len());
         let narrow = narrow_map(map);
         if ordered && kept == map.len() {
-            indices.extend(rows.indices.iter().map(|&c| narrow[c as usize]));
             for r in 0..n {
                 counts[first_out + r] = (rows.indptr[r + 1] - rows.indptr[r]) as u32;
             }
-            data.extend(&rows.data)?;
+            // The first input of the block hands over its buffers when
+            // nothing is renamed (an inner join of one var): no copy.
+            let identity = map.iter().zip(0..).all(|(&new, old)| new == old);
+            if identity && indices.is_empty() {
+                indices = rows.indices;
+            } else {
+                indices.extend(rows.indices.iter().map(|&c| narrow[c as usize]));
+            }
+            data.append(rows.data)?;
             continue;
         }
         if ordered && map[kept..].iter().all(|&c| c < 0) && rows.rows_ascending() {
