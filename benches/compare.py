@@ -321,7 +321,7 @@ def main() -> int:
         })
         print(json.dumps(rows[-1]), flush=True)
     # Scaling of the executor: the same concat with 1 and 2 local workers,
-    # alternating, best of 3 each.
+    # alternating, best of --repeat each.
     scaling: dict[str, list[tuple[int, float, float]]] = {}
     # The floor's own speed-up on the same inputs and cores: what the
     # machine gives this work with no executor at all.
@@ -336,7 +336,7 @@ def main() -> int:
         # threads, the kernel's I/O and the coordinator use the idle core.
         times: dict[tuple[int, bool], list[float]] = {(w, p): [] for w in (1, 2) for p in (True, False)}
         floor_times: dict[int, list[float]] = {1: [], 2: []}
-        for _ in range(3):
+        for _ in range(args.repeat):
             for workers in (1, 2):
                 for pinned in (True, False):
                     out = work / "scale.zarr"
@@ -396,13 +396,13 @@ def main() -> int:
         "## Executor scaling",
         "",
         "The same concat (outer, 9 files) with 1 and 2 local workers of one task thread each, "
-        "alternating, best of 3 runs; on as many cores as workers (`taskset`, the whole process tree: "
+        f"alternating, best of {args.repeat} runs; on as many cores as workers (`taskset`, the whole process tree: "
         "what the target counts), and unpinned, where a single worker's writer and flush threads, the "
         "kernel's block I/O and the coordinator run on the core it leaves idle. Process start, "
         "opening the inputs and planning (one core, HDF5 serves one call at a time) and the final "
         "flush and rename do not get faster with workers: about 0.1 s on nine gzip h5ad inputs, "
         "a tenth of the sparse 5000 run on two workers and a thirtieth of the sparse 10000 one. "
-        "Floor: `benches/floor.rs` on the same inputs and as many cores (best of 3), the same decoding, "
+        f"Floor: `benches/floor.rs` on the same inputs and as many cores (best of {args.repeat}), the same decoding, "
         "encoding and writing with no executor, for comparison: its output is left in the page cache, "
         "so its times, and its speed-up, swing with the kernel's writeback; and it reads h5ad "
         "through the HDF5 library, one call at a time, "
