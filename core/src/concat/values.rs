@@ -598,18 +598,12 @@ mod tests {
         let at = first.as_ptr();
         let mut values = Values::F64(Vec::new());
         values.append(Values::F64(first)).expect("same dtype");
-        match &values {
-            Values::F64(v) => assert_eq!((v.as_ptr(), v.as_slice()), (at, &[1.5, 2.5][..])),
-            other => panic!("{other:?}"),
-        }
+        assert!(matches!(&values, Values::F64(v) if v.as_ptr() == at && v == &[1.5, 2.5]));
         values.append(Values::F64(vec![3.5])).expect("same dtype");
         assert_eq!(values, Values::F64(vec![1.5, 2.5, 3.5]));
         assert!(values.append(Values::I32(vec![1])).is_err());
-        assert!(
-            Values::F32(Vec::new())
-                .append(Values::I32(vec![1]))
-                .is_err()
-        );
+        let mut empty = Values::F32(Vec::new());
+        assert!(empty.append(Values::I32(vec![1])).is_err());
     }
 
     #[test]
