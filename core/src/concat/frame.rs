@@ -373,7 +373,7 @@ impl Column {
     /// same categories).
     pub fn append(&mut self, other: Column) -> Result<()> {
         match (self, other) {
-            (Column::Num(a), Column::Num(b)) => a.extend(&b)?,
+            (Column::Num(a), Column::Num(b)) => a.append(b)?,
             (Column::Str(a), Column::Str(b)) => a.extend(b),
             (
                 Column::Cat {
@@ -388,7 +388,7 @@ impl Column {
                 },
             ) if *ka == kb => a.extend(b),
             (Column::NullInt { values: a, mask: m }, Column::NullInt { values: b, mask: n }) => {
-                a.extend(&b)?;
+                a.append(b)?;
                 m.extend(n);
             }
             (Column::NullBool { values: a, mask: m }, Column::NullBool { values: b, mask: n }) => {

@@ -301,7 +301,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
             let whole =
                 picks.len() == block.len() && picks.iter().enumerate().all(|(j, &s)| j == s);
             let picked = if whole { block } else { block.select(&picks) };
-            all.extend(&picked.into_cast(&m.dtype)?)?;
+            all.append(picked.into_cast(&m.dtype)?)?;
         }
     }
     // One input filling the chunk in order (no join, no fill): `all` is

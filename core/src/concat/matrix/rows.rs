@@ -28,7 +28,7 @@ impl Rows {
         self.indptr
             .extend(more.indptr[1..].iter().map(|&p| p + base));
         self.indices.extend(more.indices);
-        self.data.extend(&more.data)
+        self.data.append(more.data)
     }
 }
 
@@ -303,8 +303,7 @@ pub(super) fn assemble_stacked_sparse(
             }
             // The first input of the block hands over its buffers when
             // nothing is renamed (an inner join of one var): no copy.
-            let identity = map.iter().zip(0..).all(|(&new, old)| new == old);
-            if identity && indices.is_empty() {
+            if indices.is_empty() && map.iter().zip(0..).all(|(&new, old)| new == old) {
                 indices = rows.indices;
             } else {
                 indices.extend(rows.indices.iter().map(|&c| narrow[c as usize]));
