@@ -138,12 +138,12 @@ impl ReadableStorageTraits for AtomicFsStore {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
-        super::durable::settle_this_thread();
+        super::durable::settle_this_thread_under(&self.inner.key_to_fspath(key));
         self.inner.get_partial_many(key, byte_ranges)
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
-        super::durable::settle_this_thread();
+        super::durable::settle_this_thread_under(&self.inner.key_to_fspath(key));
         self.inner.size_key(key)
     }
 
@@ -169,13 +169,14 @@ impl WritableStorageTraits for AtomicFsStore {
     }
 
     fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
-        super::durable::settle_this_thread();
-        check_write_allowed(&self.inner.key_to_fspath(key))?;
+        let path = self.inner.key_to_fspath(key);
+        super::durable::settle_this_thread_under(&path);
+        check_write_allowed(&path)?;
         self.inner.erase(key)
     }
 
     fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
-        super::durable::settle_this_thread();
+        super::durable::settle_this_thread_under(&self.inner.prefix_to_fs_path(prefix));
         check_write_allowed(&self.root.join(prefix.as_str()))?;
         self.inner.erase_prefix(prefix)
     }
@@ -192,17 +193,17 @@ impl ListableStorageTraits for AtomicFsStore {
     }
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
-        super::durable::settle_this_thread();
+        super::durable::settle_this_thread_under(&self.inner.prefix_to_fs_path(prefix));
         self.inner.list_prefix(prefix)
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
-        super::durable::settle_this_thread();
+        super::durable::settle_this_thread_under(&self.inner.prefix_to_fs_path(prefix));
         self.inner.list_dir(prefix)
     }
 
     fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
-        super::durable::settle_this_thread();
+        super::durable::settle_this_thread_under(&self.inner.prefix_to_fs_path(prefix));
         self.inner.size_prefix(prefix)
     }
 }
@@ -257,9 +258,21 @@ mod tests {
                 .collect();
             let chunk = StoreKey::new("x/data/0").expect("key");
             store.set(&chunk, Bytes::from(big.clone())).expect("set");
-            // The same task reads what it wrote, landed or not.
+            // The same task reads what it wrote, landed or not: by key, by
+            // size, and in listings of the prefixes above it (each waits
+            // only for the writes at or under what it looks at).
             let read = store.get(&chunk).expect("get").expect("present");
             assert_eq!(&read[..], &big[..]);
+            let other = StoreKey::new("x/indices/0").expect("key");
+            store.set(&other, Bytes::from(big.clone())).expect("set");
+            assert_eq!(
+                store.size_key(&other).expect("size"),
+                Some(big.len() as u64)
+            );
+            let listed = store
+                .list_prefix(&StorePrefix::new("x/").expect("prefix"))
+                .expect("list");
+            assert_eq!(listed, vec![chunk.clone(), other.clone()]);
             // Metadata is written in place, whatever its size.
             let meta = StoreKey::new("x/data/.zarray").expect("key");
             store.set(&meta, Bytes::from(big.clone())).expect("set");

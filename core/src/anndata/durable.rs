@@ -221,9 +221,23 @@ pub(crate) fn note_landing(path: &Path, pending: PendingWrite) {
 /// its last flush landed: before it reads or removes anything, a task
 /// sees what it wrote.
 pub fn settle_this_thread() {
+    settle_this_thread_where(|_| true);
+}
+
+/// [`settle_this_thread`] for the writes at `path` or under it only: what a
+/// read, listing or removal there sees. A task that reads another array's
+/// metadata after handing over a chunk goes on while the chunk lands.
+pub fn settle_this_thread_under(path: &Path) {
+    settle_this_thread_where(|written| written.starts_with(path));
+}
+
+/// Waits for this thread's writes still landing whose path `wanted` picks.
+fn settle_this_thread_where(wanted: impl Fn(&Path) -> bool) {
     WRITTEN.with(|w| {
-        for (_, file) in &w.borrow().files {
-            if let ToSync::Landing(pending) = file {
+        for (written, file) in &w.borrow().files {
+            if let ToSync::Landing(pending) = file
+                && wanted(written)
+            {
                 pending.wait();
             }
         }
