@@ -19,9 +19,12 @@
 //!
 //! Only threads that opted in ([`allow_on_this_thread`], a task thread
 //! whose every task ends in a flush) write behind, and only chunks of at
-//! least [`MIN_BYTES`]; reads and removals through anncat's stores and
-//! sandbox first wait for this thread's writes ([`super::durable::settle_this_thread`]),
-//! so a task reads what it wrote.
+//! least [`MIN_BYTES`]; reads, listings and removals through anncat's
+//! stores first wait for this thread's writes at or under the key they
+//! touch ([`super::durable::settle_this_thread_under`]), and the sandbox's
+//! for all of them ([`super::durable::settle_this_thread`]), so a task
+//! reads what it wrote, while a chunk it handed over lands as it goes on
+//! (opening the next array's metadata does not wait for it).
 
 use std::cell::Cell;
 use std::fs::File;
