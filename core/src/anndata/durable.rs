@@ -281,6 +281,12 @@ pub(crate) fn parent_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// The files this thread's next flush syncs one by one (for tests).
+#[cfg(test)]
+pub(crate) fn noted_files() -> Vec<PathBuf> {
+    WRITTEN.with(|w| w.borrow().files.iter().map(|(p, _)| p.clone()).collect())
+}
+
 /// Whether this thread wrote something not yet made durable.
 pub fn has_unsynced_writes() -> bool {
     WRITTEN.with(|w| !w.borrow().is_empty())

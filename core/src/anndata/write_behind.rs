@@ -65,6 +65,14 @@ pub fn allow_on_this_thread() {
     ALLOWED.with(|a| a.set(true));
 }
 
+/// Keeps this thread's chunk writes in place (buffered) until the next
+/// [`allow_on_this_thread`]: for scratch data read back soon, which a
+/// direct write would send to the disk only for the reader to fault it
+/// back into fresh page-cache pages.
+pub fn forbid_on_this_thread() {
+    ALLOWED.with(|a| a.set(false));
+}
+
 /// Whether a chunk write of `len` bytes on this thread goes behind it (not
 /// on a codec pool thread, whose writes no task's flush waits for).
 pub(crate) fn applies(len: usize) -> bool {

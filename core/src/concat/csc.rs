@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 
 use super::in_order::read_bytes;
-use super::matrix::{index_dtype, write_values};
+use super::matrix::{index_dtype, write_value_range};
 use super::values::Values;
 use crate::anndata::OutputStore;
 use crate::anndata::layout::ArraySpec;
@@ -235,6 +235,9 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
     if let Some(parent) = t.out.parent() {
         sandbox::create_dir_all(parent).map_err(|e| io_err(parent, "cannot create", e))?;
     }
+    // The part is read back by the data tasks soon: written through the
+    // page cache, not around it.
+    crate::anndata::write_behind::forbid_on_this_thread();
     let out = OutputStore::create(&t.out, ZarrFormat::V3)?;
     let empty = Map::new();
     out.write_group("", &empty)?;
@@ -249,7 +252,8 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
         // which zarrs reads partially (only the byte range a read needs),
         // large enough that a part is a few files.
         let len = values.len() as u64;
-        let spec = ArraySpec::new(vec![len], values.dtype(), vec![len.clamp(1, 1 << 20)]);
+        let chunk = len.clamp(1, 1 << 20);
+        let spec = ArraySpec::new(vec![len], values.dtype(), vec![chunk]);
         let mut doc = spec
             .to_metadata(out.format())
             .ok_or_else(|| out.err(name, "no zarr spelling"))?;
@@ -257,11 +261,97 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
             serde_json::json!([{"name": "bytes", "configuration": {"endian": "little"}}]);
         let path = format!("m/{name}");
         out.write_array_meta(&path, &doc, &empty)?;
-        write_values(&out, &path, vec![0], vec![len], &values)?;
+        // One chunk per write: zarrs writes a single chunk on this thread,
+        // so each file is synced by this task's flush. (Several chunks at
+        // once went to the codec pool, whose writes cost a flush of the
+        // whole file system: every other part's spill file, which is
+        // removed before the disk need ever see it, went to the disk too.)
+        for at in (0..len).step_by(chunk as usize) {
+            let n = chunk.min(len - at);
+            write_value_range(
+                &out,
+                &path,
+                vec![at],
+                vec![n],
+                &values,
+                at as usize..(at + n) as usize,
+            )?;
+        }
     }
     let marker = t.out.join(COMPLETE);
     sandbox::write(&marker, b"").map_err(|e| io_err(&marker, "cannot write", e))?;
     // Removed while its pages are likely still unwritten: the disk never sees it.
     sandbox::remove_file(&t.spill).map_err(|e| io_err(&t.spill, "cannot remove spill file", e))?;
     Ok(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gather_sorts_its_part_by_row_and_syncs_each_file_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Entries (local row, column, value) in column order, as spilled:
+        // three, then enough for a second chunk of each array (which zarrs
+        // would write on the codec pool).
+        let mut spill = Vec::new();
+        let more = (4..(1u32 << 20) + 4).map(|c| (2, c, 0.5));
+        for (r, c, v) in [(1u32, 0u32, 1.5f64), (0, 2, 2.5), (1, 3, 3.5)]
+            .into_iter()
+            .chain(more)
+        {
+            spill.extend_from_slice(&r.to_le_bytes());
+            spill.extend_from_slice(&c.to_le_bytes());
+            spill.extend_from_slice(&v.to_le_bytes());
+        }
+        let task = CscGatherTask {
+            spill: dir.path().join("part-0.bin"),
+            rows: 3,
+            dtype: DType::Float64,
+            out: dir.path().join("part-0.zarr"),
+        };
+        std::fs::write(&task.spill, &spill).expect("spill");
+        let noted = std::thread::spawn(move || {
+            // As on a task thread, whose chunk writes may land behind it.
+            crate::anndata::write_behind::allow_on_this_thread();
+            gather(&task).expect("gather");
+            let noted = crate::anndata::durable::noted_files();
+            (crate::anndata::durable::take_unsynced().expect("a flush"))().expect("durable");
+            noted
+        })
+        .join()
+        .expect("thread");
+        // Each chunk is synced by the task's own flush (not left to a flush
+        // of the whole file system, as the codec pool's writes are).
+        for chunk in [
+            "data/c/0",
+            "data/c/1",
+            "indices/c/0",
+            "indices/c/1",
+            "indptr/c/0",
+        ] {
+            let chunk = dir.path().join("part-0.zarr/m").join(chunk);
+            assert!(noted.contains(&chunk), "{chunk:?} not in {noted:?}");
+        }
+        let store = Store::open(&dir.path().join("part-0.zarr")).expect("part");
+        let indptr =
+            crate::anndata::sparse::read_i64_range(&store, "m/indptr", &DType::Int64, 0, 4)
+                .expect("indptr");
+        assert_eq!(indptr, vec![0, 1, 3, 3 + (1 << 20)]);
+        let cols = crate::anndata::sparse::read_i64_range(&store, "m/indices", &DType::Int32, 0, 3)
+            .expect("indices");
+        assert_eq!(
+            cols,
+            vec![2, 0, 3],
+            "rows in order, columns ascending in each"
+        );
+        let data = read_bytes(&store, "m/data", 0, 3).expect("data");
+        let data: Vec<f64> = data
+            .chunks(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        assert_eq!(data, vec![2.5, 1.5, 3.5]);
+        assert!(!dir.path().join("part-0.bin").exists(), "spill removed");
+    }
 }

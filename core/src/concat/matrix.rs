@@ -151,7 +151,7 @@ pub(crate) fn write_values(
 
 /// Writes `values[range]` as the block `start .. start + shape` of the
 /// array at `path` (no copy of the values).
-fn write_value_range(
+pub(crate) fn write_value_range(
     store: &OutputStore,
     path: &str,
     start: Vec<u64>,
