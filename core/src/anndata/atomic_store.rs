@@ -176,8 +176,9 @@ impl WritableStorageTraits for AtomicFsStore {
     }
 
     fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
-        super::durable::settle_this_thread_under(&self.inner.prefix_to_fs_path(prefix));
-        check_write_allowed(&self.root.join(prefix.as_str()))?;
+        let path = self.inner.prefix_to_fs_path(prefix);
+        super::durable::settle_this_thread_under(&path);
+        check_write_allowed(&path)?;
         self.inner.erase_prefix(prefix)
     }
 
