@@ -42,6 +42,40 @@ impl AtomicFsStore {
     pub fn key_path(&self, key: &StoreKey) -> PathBuf {
         self.inner.key_to_fspath(key)
     }
+
+    /// Asks the kernel to start reading `key`'s file into the page cache
+    /// (`posix_fadvise(WILLNEED)`), so that a read soon after finds it
+    /// there instead of waiting for the disk. Advice only: a missing file
+    /// or a refusal is ignored, and nothing waits for the reading.
+    pub fn advise_willneed(&self, key: &StoreKey) {
+        #[cfg(test)]
+        ADVISED.with(|a| a.borrow_mut().push(self.inner.key_to_fspath(key)));
+        #[cfg(target_os = "linux")]
+        if let Ok(file) = std::fs::File::open(self.inner.key_to_fspath(key)) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: `file` is an open descriptor for the whole call; the
+            // call touches no memory of this process.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = key;
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The files this thread advised the kernel to fetch (for tests).
+    static ADVISED: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Takes the files this thread advised the kernel to fetch since the last
+/// call (for tests).
+#[cfg(test)]
+pub(crate) fn take_advised() -> Vec<PathBuf> {
+    ADVISED.with(|a| std::mem::take(&mut *a.borrow_mut()))
 }
 
 pub use anncat_exec::write_roots::{check_write_allowed, restrict_writes};

@@ -69,6 +69,25 @@ impl Backend {
             None => Ok(key.clone()),
         }
     }
+
+    /// Asks the storage to start fetching `key` ahead of a read soon after
+    /// (a zarr chunk file into the page cache); nothing for an h5ad file
+    /// or a derived array. Advice only: never an error.
+    pub fn advise_willneed(&self, key: &StoreKey) {
+        match self {
+            Backend::Zarr(s) => s.advise_willneed(key),
+            Backend::Aliased {
+                inner,
+                virtual_prefix,
+                real_prefix,
+            } => {
+                if let Ok(real) = Self::real_key(virtual_prefix, real_prefix, key) {
+                    inner.advise_willneed(&real);
+                }
+            }
+            Backend::H5(_) | Backend::Derived(_) => {}
+        }
+    }
 }
 
 fn not_listed() -> StorageError {

@@ -84,6 +84,20 @@ pub fn read_range_into(
     }
 }
 
+/// Asks the storage to start fetching the chunks that hold elements
+/// `start .. start + len` of `array` (all but the first `skip`), where
+/// they are read whole ([`whole_chunks`]): a task reading a range then
+/// decodes one chunk while the disk reads the next, instead of waiting
+/// for each in turn when the chunks are not in the page cache.
+pub fn advise_range(array: &Array<Backend>, start: u64, len: u64, skip: u64) {
+    if let Ok(Some((first, last))) = whole_chunks(array, start, len) {
+        let storage = array.storage();
+        for c in first.saturating_add(skip)..last {
+            storage.advise_willneed(&array.chunk_key(&[c]));
+        }
+    }
+}
+
 /// A [`ByteSink`] that hands each piece to a closure.
 struct Pieces<F>(F);
 
@@ -142,6 +156,8 @@ fn each_chunk_piece(
 ) -> Result<(), zarrs::array::ArrayError> {
     let size = array.data_type().fixed_size().unwrap_or(1);
     let end = start + len;
+    // The first chunk is read right away; the others are fetched meanwhile.
+    advise_range(array, start, len, 1);
     let blosc = PlainBlosc::of(array);
     let mut scratch = Vec::new();
     for c in first..last {
@@ -232,6 +248,31 @@ mod tests {
         let mut pieces = Vec::new();
         read_range_pieces(&array, 5, 37, |p| pieces.extend_from_slice(p)).expect("pieces");
         assert_eq!(ArrayBytes::new_flen(pieces), want);
+    }
+
+    /// A range read whole chunk by chunk has the kernel fetch every chunk
+    /// but the first (read at once) before decoding it, and
+    /// [`advise_range`] names exactly the chunks of the range, past the
+    /// skipped ones.
+    #[test]
+    fn a_range_read_fetches_its_later_chunks_ahead() {
+        use crate::anndata::atomic_store::take_advised;
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let root = fixtures.join("chunked_v2.zarr");
+        let store = Store::open(&root).expect("open");
+        let array = store.array("layers/sparse/data").expect("array");
+        let chunk = |c: u64| root.join(format!("layers/sparse/data/{c}"));
+        take_advised();
+        // Elements 40 .. 140 lie in chunks 1, 2 and 3 (chunks of 37).
+        advise_range(&array, 40, 100, 0);
+        assert_eq!(take_advised(), vec![chunk(1), chunk(2), chunk(3)]);
+        advise_range(&array, 40, 100, 2);
+        assert_eq!(take_advised(), vec![chunk(3)]);
+        read_range_pieces(&array, 40, 100, |_| {}).expect("read");
+        assert_eq!(take_advised(), vec![chunk(2), chunk(3)]);
+        // One chunk: read at once, nothing fetched ahead.
+        read_range_pieces(&array, 0, 5, |_| {}).expect("read");
+        assert!(take_advised().is_empty());
     }
 
     /// Plain blosc chunks decoded in place, into bytes and into typed
