@@ -3,7 +3,8 @@
 //! kernels. Checks results, worker-to-worker transfer of outputs, kernel
 //! errors and panics, work a task deferred (failing it, or not), unknown
 //! kernels, the memory governor failing a task that goes over the limit
-//! (the worker survives), and cancellation.
+//! (the worker survives), cancellation, and queued tasks fetched ahead
+//! (a kernel's prefetch runs before the task does).
 //!
 //! `harness = false`: this file has its own `main`, which is either a
 //! worker or the test runner.
@@ -53,6 +54,21 @@ fn kernels() -> KernelRegistry {
         encode(&7u64)
     });
     k.finish_each_with(deferred);
+    // Notes in a file when it is fetched ahead and when it runs (slowly).
+    k.register_prefetching(
+        "note",
+        |args: &[u8], _: &[Arc<Vec<u8>>]| {
+            let (path, id): (String, u32) = decode(args)?;
+            std::thread::sleep(Duration::from_millis(150));
+            append_line(&path, &format!("ran {id}"));
+            encode(&id)
+        },
+        |args: &[u8], _: &[Arc<Vec<u8>>]| {
+            if let Ok((path, id)) = decode::<(String, u32)>(args) {
+                append_line(&path, &format!("fetched {id}"));
+            }
+        },
+    );
     // Allocates (and touches) the number of MiB in its arguments.
     k.register("hog_mib", |args: &[u8], _: &[Arc<Vec<u8>>]| {
         let mib: usize = decode(args)?;
@@ -60,6 +76,16 @@ fn kernels() -> KernelRegistry {
         encode(&(v.iter().map(|&b| u64::from(b)).sum::<u64>() >> 20))
     });
     k
+}
+
+fn append_line(path: &str, line: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open the notes");
+    f.write_all(format!("{line}\n").as_bytes()).expect("note");
 }
 
 thread_local! {
@@ -267,6 +293,38 @@ fn a_task_that_kills_three_workers_fails_the_run() {
     c.shutdown();
 }
 
+fn queued_tasks_are_fetched_ahead_of_their_run() {
+    let c = cluster(1, 64 << 20);
+    let mut client = c.client().expect("client");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notes = dir.path().join("notes").to_string_lossy().into_owned();
+    let mut g = Graph::new();
+    for id in 0..4u32 {
+        g.add("note", &(notes.clone(), id), vec![], 1 << 20, "note")
+            .expect("add");
+    }
+    assert_eq!(client.run(&g).expect("run").outputs.len(), 4);
+    let lines: Vec<String> = std::fs::read_to_string(&notes)
+        .expect("notes")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let at = |line: String| lines.iter().position(|l| *l == line);
+    for id in 0..4u32 {
+        assert!(at(format!("ran {id}")).is_some(), "{id} ran: {lines:?}");
+    }
+    // The first starts at once; each later one waited in the queue behind
+    // a running task, and was fetched ahead before it ran.
+    for id in 1..4u32 {
+        let fetched = at(format!("fetched {id}"));
+        assert!(
+            fetched.is_some_and(|f| Some(f) < at(format!("ran {id}"))),
+            "{id} fetched ahead of its run: {lines:?}"
+        );
+    }
+    c.shutdown();
+}
+
 fn a_stopped_scheduler_is_an_error_for_its_local_client() {
     let c = cluster(1, 64 << 20);
     let mut client = c.client().expect("client");
@@ -288,7 +346,11 @@ fn main() {
         }
         return;
     }
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
+        (
+            "queued_tasks_are_fetched_ahead_of_their_run",
+            queued_tasks_are_fetched_ahead_of_their_run,
+        ),
         ("diamond_and_peer_transfer", diamond_and_peer_transfer),
         (
             "a_stopped_scheduler_is_an_error_for_its_local_client",

@@ -13,6 +13,37 @@ pub trait Kernel: Send + Sync {
     /// Runs the kernel. `inputs` are the outputs of the task's dependencies,
     /// in the order of its `deps`.
     fn run(&self, args: &[u8], inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>>;
+
+    /// Asks storage to start fetching what [`Kernel::run`] will read for
+    /// these arguments and inputs (a file's pages into the page cache),
+    /// ahead of the run: a worker calls it on a thread of its own for the
+    /// tasks queued next, so their reads overlap the running task's
+    /// compute. Advice only: nothing is returned, nothing may fail, and it
+    /// should not take long. By default it does nothing.
+    fn prefetch(&self, args: &[u8], inputs: &[Arc<Vec<u8>>]) {
+        let _ = (args, inputs);
+    }
+}
+
+/// A kernel made of a run function and a prefetch function (see
+/// [`KernelRegistry::register_prefetching`]).
+struct Prefetching<R, P> {
+    run: R,
+    prefetch: P,
+}
+
+impl<R, P> Kernel for Prefetching<R, P>
+where
+    R: Fn(&[u8], &[Arc<Vec<u8>>]) -> Result<Vec<u8>> + Send + Sync,
+    P: Fn(&[u8], &[Arc<Vec<u8>>]) + Send + Sync,
+{
+    fn run(&self, args: &[u8], inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
+        (self.run)(args, inputs)
+    }
+
+    fn prefetch(&self, args: &[u8], inputs: &[Arc<Vec<u8>>]) {
+        (self.prefetch)(args, inputs);
+    }
 }
 
 impl<F> Kernel for F
@@ -84,6 +115,16 @@ impl KernelRegistry {
     /// Registers `kernel` under `name` (replacing any earlier one).
     pub fn register(&mut self, name: &str, kernel: impl Kernel + 'static) {
         self.kernels.insert(name.to_string(), Arc::new(kernel));
+    }
+
+    /// Registers under `name` a kernel that runs `run` and fetches ahead
+    /// with `prefetch` (see [`Kernel::prefetch`]).
+    pub fn register_prefetching<R, P>(&mut self, name: &str, run: R, prefetch: P)
+    where
+        R: Fn(&[u8], &[Arc<Vec<u8>>]) -> Result<Vec<u8>> + Send + Sync + 'static,
+        P: Fn(&[u8], &[Arc<Vec<u8>>]) + Send + Sync + 'static,
+    {
+        self.register(name, Prefetching { run, prefetch });
     }
 
     /// Makes every task of this registry finish with `take` too (after
@@ -159,6 +200,36 @@ mod tests {
         r.finish_each_with(refuse);
         let e = (r.take_deferred().expect("deferred"))().expect_err("both refuse");
         assert!(e.to_string().contains("not durable"), "{e}");
+    }
+
+    static FETCHED: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn a_kernel_fetches_ahead_only_when_registered_with_a_prefetch() {
+        let mut r = KernelRegistry::new();
+        r.register("plain", |args: &[u8], _: &[Arc<Vec<u8>>]| Ok(args.to_vec()));
+        r.register_prefetching(
+            "ahead",
+            |args: &[u8], _: &[Arc<Vec<u8>>]| Ok(args.to_vec()),
+            |args: &[u8], inputs: &[Arc<Vec<u8>>]| {
+                FETCHED.fetch_add(args.len() + inputs.len(), Ordering::SeqCst);
+            },
+        );
+        let input = [Arc::new(vec![1u8])];
+        r.get("plain").expect("plain").prefetch(b"ab", &input);
+        assert_eq!(
+            FETCHED.load(Ordering::SeqCst),
+            0,
+            "the default does nothing"
+        );
+        let ahead = r.get("ahead").expect("ahead");
+        ahead.prefetch(b"ab", &input);
+        assert_eq!(
+            FETCHED.load(Ordering::SeqCst),
+            3,
+            "arguments and inputs passed"
+        );
+        assert_eq!(ahead.run(b"xy", &[]).expect("run"), b"xy");
     }
 
     static PREPARED: AtomicUsize = AtomicUsize::new(0);

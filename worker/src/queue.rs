@@ -2,7 +2,8 @@
 //! threads, no sockets): tasks wait in arrival order; the one at the front
 //! starts when the [`MemoryGovernor`] admits it against what running tasks
 //! reserved and what the process uses; tasks of a session that ended are
-//! dropped unstarted. The runtime holds one [`TaskQueue`] behind a mutex
+//! dropped unstarted. The tasks at the front of the queue are handed out
+//! once each to be fetched ahead ([`TaskQueue::to_prefetch`]). The runtime holds one [`TaskQueue`] behind a mutex
 //! and its task threads call [`TaskQueue::admit`] and [`TaskQueue::finish`].
 
 use std::collections::VecDeque;
@@ -23,12 +24,26 @@ pub struct ReadyTask {
     pub inputs: Vec<Arc<Vec<u8>>>,
 }
 
+/// A queued task to fetch ahead: its kernel, arguments and inputs.
+#[derive(Debug)]
+pub struct Prefetch {
+    /// The kernel's name.
+    pub kernel: String,
+    /// Its encoded arguments.
+    pub args: Vec<u8>,
+    /// Its inputs, in the order of its dependencies.
+    pub inputs: Vec<Arc<Vec<u8>>>,
+}
+
 /// Waiting tasks and what the running ones reserved.
 #[derive(Debug, Default)]
 pub struct TaskQueue {
     waiting: VecDeque<ReadyTask>,
     reserved: u64,
     running: usize,
+    /// How many tasks at the front of `waiting` were handed out to fetch
+    /// ahead.
+    prefetched: usize,
 }
 
 impl TaskQueue {
@@ -40,6 +55,30 @@ impl TaskQueue {
     /// Drops every waiting task (the session that gave them ended).
     pub fn clear(&mut self) {
         self.waiting.clear();
+        self.prefetched = 0;
+    }
+
+    /// The tasks among the first `window` waiting ones not handed out
+    /// before, to fetch ahead (each task is handed out once).
+    pub fn to_prefetch(&mut self, window: usize) -> Vec<Prefetch> {
+        let end = window.min(self.waiting.len());
+        let out = self
+            .waiting
+            .range(self.prefetched.min(end)..end)
+            .map(|t| Prefetch {
+                kernel: t.a.kernel.clone(),
+                args: t.a.args.clone(),
+                inputs: t.inputs.clone(),
+            })
+            .collect();
+        self.prefetched = self.prefetched.max(end);
+        out
+    }
+
+    /// Takes the task at the front of the queue.
+    fn pop_front(&mut self) -> Option<ReadyTask> {
+        self.prefetched = self.prefetched.saturating_sub(1);
+        self.waiting.pop_front()
     }
 
     /// Tasks running now.
@@ -63,7 +102,7 @@ impl TaskQueue {
         session: u64,
     ) -> Option<ReadyTask> {
         while self.waiting.front().is_some_and(|t| t.session != session) {
-            self.waiting.pop_front();
+            self.pop_front();
         }
         let front = self.waiting.front()?;
         let estimate = front.a.memory_bytes;
@@ -72,7 +111,7 @@ impl TaskQueue {
         }
         self.reserved += estimate;
         self.running += 1;
-        self.waiting.pop_front()
+        self.pop_front()
     }
 
     /// A started task (estimated at `estimate` bytes) ended.
@@ -97,7 +136,7 @@ mod tests {
                     task: TaskId(id),
                 },
                 kernel: "k".into(),
-                args: Vec::new(),
+                args: id.to_string().into_bytes(),
                 inputs: Vec::new(),
                 memory_bytes: mib << 20,
                 label: format!("t{id}"),
@@ -138,6 +177,29 @@ mod tests {
             q.admit(&g, 0, 1).is_none(),
             "not beside an over-budget task"
         );
+    }
+
+    #[test]
+    fn queued_tasks_are_handed_out_to_fetch_ahead_once_each_in_order() {
+        let g = MemoryGovernor::new(100 << 20, 0);
+        let mut q = TaskQueue::default();
+        for id in 1..=5 {
+            q.push(task(1, id, 1));
+        }
+        let ids = |p: Vec<Prefetch>| -> Vec<String> {
+            p.into_iter()
+                .map(|p| String::from_utf8(p.args).expect("utf8"))
+                .collect()
+        };
+        assert_eq!(ids(q.to_prefetch(2)), ["1", "2"]);
+        assert!(q.to_prefetch(2).is_empty(), "each once");
+        assert_eq!(q.admit(&g, 0, 1).map(|t| t.a.key.task), Some(TaskId(1)));
+        // The window moved on by one: only task 3 is new in it.
+        assert_eq!(ids(q.to_prefetch(2)), ["3"]);
+        assert_eq!(ids(q.to_prefetch(3)), ["4"]);
+        q.clear();
+        q.push(task(2, 6, 1));
+        assert_eq!(ids(q.to_prefetch(2)), ["6"], "a new session starts over");
     }
 
     #[test]

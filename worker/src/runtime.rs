@@ -36,6 +36,7 @@ mod peers;
 mod session;
 
 mod flush;
+mod prefetch;
 mod task_thread;
 
 use task_thread::exec_loop;
@@ -181,6 +182,10 @@ struct Shared {
     done_tx: mpsc::UnboundedSender<Event>,
     /// Tasks whose deferred work (a flush) runs on the flush thread.
     flush_tx: std::sync::mpsc::Sender<flush::Pending>,
+    /// Queued tasks whose kernels fetch ahead on the prefetch thread.
+    prefetch_tx: std::sync::mpsc::Sender<crate::queue::Prefetch>,
+    /// How many of the tasks queued next are fetched ahead.
+    prefetch_window: usize,
 }
 
 impl Shared {
@@ -213,11 +218,24 @@ impl Shared {
     }
 
     /// Queues a task whose inputs are all here and wakes a task thread.
+    /// Queues a task whose inputs are here. When tasks are running it
+    /// will wait: if it is among the next to start, it is fetched ahead.
     fn enqueue(&self, task: ReadyTask) {
-        if let Ok(mut st) = self.exec.lock() {
-            st.push(task);
-        }
+        let ahead = match self.exec.lock() {
+            Ok(mut st) => {
+                st.push(task);
+                if st.running() > 0 {
+                    st.to_prefetch(self.prefetch_window)
+                } else {
+                    Vec::new()
+                }
+            }
+            Err(_) => Vec::new(),
+        };
         self.wake.notify_all();
+        for p in ahead {
+            let _ = self.prefetch_tx.send(p);
+        }
     }
 
     fn in_use(&self) -> u64 {
@@ -321,6 +339,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     let gov = MemoryGovernor::new(config.memory_limit, baseline);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Event>();
     let (flush_tx, flush_rx) = flush::channel();
+    let (prefetch_tx, prefetch_rx) = prefetch::channel();
     let shared = Arc::new(Shared {
         me: AtomicU64::new(NO_ID),
         session: AtomicU64::new(1),
@@ -338,6 +357,8 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
         task_rss: Mutex::new(HashMap::new()),
         done_tx,
         flush_tx,
+        prefetch_tx,
+        prefetch_window: prefetch::AHEAD_PER_THREAD * config.threads,
     });
     let pid = std::process::id();
     let info = WorkerInfo {
@@ -376,6 +397,7 @@ async fn run(config: WorkerConfig, registry: KernelRegistry) -> Result<()> {
     flush::start(shared.clone(), flush_rx)?;
     // Task threads.
     let registry = Arc::new(registry);
+    prefetch::start(shared.clone(), registry.clone(), prefetch_rx)?;
     for i in 0..config.threads {
         let (s, r) = (shared.clone(), registry.clone());
         std::thread::Builder::new()

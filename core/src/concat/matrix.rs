@@ -30,6 +30,7 @@ use crate::kernel::KernelRegistry;
 
 mod column_scatter;
 mod counts;
+mod prefetch;
 mod rows;
 
 use counts::{block_range, counts_from_indptr, sparse_count};
@@ -100,9 +101,15 @@ pub fn register(registry: &mut KernelRegistry) {
     registry.register("concat.sparse_indptr", |a: &[u8], i: &[Arc<Vec<u8>>]| {
         sparse_indptr(&decode(a)?, i)
     });
-    registry.register("concat.sparse_data", |a: &[u8], i: &[Arc<Vec<u8>>]| {
-        sparse_data(&decode(a)?, i)
-    });
+    registry.register_prefetching(
+        "concat.sparse_data",
+        |a: &[u8], i: &[Arc<Vec<u8>>]| sparse_data(&decode(a)?, i),
+        |a: &[u8], i: &[Arc<Vec<u8>>]| {
+            if let Ok(t) = decode(a) {
+                prefetch::sparse_data(&t, i);
+            }
+        },
+    );
 }
 
 fn open(path: &Path) -> Result<Store> {

@@ -1,5 +1,5 @@
-//! A worker's task threads: each takes the next admitted task, runs its
-//! kernel, and hands the kernel's deferred work (its flush) to the flush
+//! A worker's task threads: each takes the next admitted task, hands the
+//! tasks queued behind it to the prefetch thread, runs its kernel, and hands the kernel's deferred work (its flush) to the flush
 //! thread, telling the scheduler at once that the task computed.
 
 use super::*;
@@ -7,7 +7,7 @@ use super::*;
 /// The loop of one task thread, until the worker stops.
 pub(super) fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
     loop {
-        let task = {
+        let (task, ahead) = {
             let Ok(mut st) = shared.exec.lock() else {
                 return;
             };
@@ -17,7 +17,7 @@ pub(super) fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
                 }
                 let session = shared.current_session();
                 if let Some(task) = st.admit(&shared.governor, shared.in_use(), session) {
-                    break task;
+                    break (task, st.to_prefetch(shared.prefetch_window));
                 }
                 st = match shared.wake.wait_timeout(st, SAMPLE_INTERVAL) {
                     Ok((g, _)) => g,
@@ -25,6 +25,9 @@ pub(super) fn exec_loop(shared: &Shared, registry: &KernelRegistry) {
                 };
             }
         };
+        for p in ahead {
+            let _ = shared.prefetch_tx.send(p);
+        }
         let mem = task.a.memory_bytes;
         let _ = shared
             .done_tx
