@@ -10,9 +10,44 @@
 //! Advice only: anything that cannot be read here is skipped, and the task
 //! itself reads it and reports what is wrong.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use zarrs::array::Array;
+
 use super::rows::csr_pieces;
 use super::*;
-use crate::anndata::range_read::advise_range;
+use crate::anndata::backend::Backend;
+use crate::anndata::range_read::{advise_range, read_range_pieces};
+
+/// Arrays a thread opened to fetch ahead, kept between tasks: the
+/// prefetch thread would otherwise read and parse the same metadata for
+/// every task. Cleared when it grows past this many.
+const OPEN_ARRAYS_MAX: usize = 256;
+
+/// Opened arrays by (store, array path).
+type OpenArrays = HashMap<(PathBuf, String), Arc<Array<Backend>>>;
+
+thread_local! {
+    static OPEN_ARRAYS: RefCell<OpenArrays> = RefCell::new(HashMap::new());
+}
+
+/// The array `path` of the store at `store_path`, opened once per thread.
+fn array(store_path: &Path, path: &str) -> Result<Arc<Array<Backend>>> {
+    let key = (store_path.to_path_buf(), path.to_string());
+    if let Some(a) = OPEN_ARRAYS.with(|c| c.borrow().get(&key).cloned()) {
+        return Ok(a);
+    }
+    let a = Arc::new(Store::open(store_path)?.array(path)?);
+    OPEN_ARRAYS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= OPEN_ARRAYS_MAX {
+            c.clear();
+        }
+        c.insert(key, a.clone());
+    });
+    Ok(a)
+}
 
 /// Fetches ahead what the data task `t` (whose dependency's output is
 /// `inputs`) will read; nothing when that cannot be worked out.
@@ -69,9 +104,8 @@ fn entries(m: &MatrixPlan, at: &InputEntries, lo: u64, hi: u64) -> Result<()> {
         if first >= end {
             continue;
         }
-        let store = Store::open(&src.store)?;
         let from = first - at.start[i] + at.base[i];
-        advise(&store, &src.path, from, end - first);
+        advise(&src.store, &src.path, from, end - first);
     }
     Ok(())
 }
@@ -79,25 +113,39 @@ fn entries(m: &MatrixPlan, at: &InputEntries, lo: u64, hi: u64) -> Result<()> {
 /// The stored entries of rows `rows` of the CSR group `path` in
 /// `store_path`: found from the two ends of its `indptr`.
 fn csr_rows(store_path: &Path, path: &str, rows: Range<u64>) -> Result<()> {
-    let store = Store::open(store_path)?;
-    let ip_path = format!("{path}/indptr");
-    let ip_dtype = index_dtype(&store, &ip_path)?;
+    let indptr = array(store_path, &format!("{path}/indptr"))?;
     let at = |row: u64| -> Result<u64> {
-        let v = crate::anndata::sparse::read_i64_range(&store, &ip_path, &ip_dtype, row, 1)?;
-        Ok(v.first().map_or(0, |&p| p.max(0) as u64))
+        let mut value = 0u64;
+        read_range_pieces(&indptr, row, 1, |raw| {
+            // One element in native order; a valid indptr is not negative,
+            // so signed and unsigned read alike.
+            value = match raw.len() {
+                8 => raw.try_into().map_or(0, u64::from_ne_bytes),
+                4 => raw
+                    .try_into()
+                    .map_or(0, |b| u64::from(u32::from_ne_bytes(b))),
+                2 => raw
+                    .try_into()
+                    .map_or(0, |b| u64::from(u16::from_ne_bytes(b))),
+                1 => u64::from(raw[0]),
+                _ => 0,
+            };
+        })
+        .map_err(|e| Error::internal(format!("{path}/indptr: {e}")))?;
+        Ok(value)
     };
     let (lo, hi) = (at(rows.start)?, at(rows.end)?);
     if hi > lo {
-        advise(&store, path, lo, hi - lo);
+        advise(store_path, path, lo, hi - lo);
     }
     Ok(())
 }
 
 /// Advises the chunks of entries `start .. start + len` of the group
 /// `path`'s `indices` and `data`.
-fn advise(store: &Store, path: &str, start: u64, len: u64) {
+fn advise(store_path: &Path, path: &str, start: u64, len: u64) {
     for part in ["indices", "data"] {
-        if let Ok(array) = store.array(&format!("{path}/{part}")) {
+        if let Ok(array) = array(store_path, &format!("{path}/{part}")) {
             advise_range(&array, start, len, 0);
         }
     }

@@ -73,11 +73,6 @@ pub(crate) fn read_csr_rows(
     let ix_path = format!("{path}/indices");
     let ix_dtype = index_dtype(&store, &ix_path)?;
     let data_path = format!("{path}/data");
-    if with_data && hi > lo {
-        // The values' chunks are fetched while the indices are decoded.
-        let data = store.array(&data_path)?;
-        crate::anndata::range_read::advise_range(&data, lo, hi - lo, 0);
-    }
     let indices =
         crate::anndata::sparse::read_columns(&store, &ix_path, &ix_dtype, lo, hi - lo, columns)?;
     let data = if with_data {
@@ -575,52 +570,4 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
         indices,
         data,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::anndata::atomic_store::take_advised;
-
-    /// Reading CSR rows has the kernel fetch the values' chunks before the
-    /// indices are decoded, so the two reads overlap; the rows read are
-    /// the stored ones.
-    #[test]
-    fn csr_rows_fetch_their_values_while_the_indices_decode() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chunked_v2.zarr");
-        take_advised();
-        let rows =
-            read_csr_rows(&root, "layers/sparse", &DType::Float64, 10..60, 29, true).expect("rows");
-        let store = open(&root).expect("open");
-        let ip = crate::anndata::sparse::read_i64_range(
-            &store,
-            "layers/sparse/indptr",
-            &index_dtype(&store, "layers/sparse/indptr").expect("dtype"),
-            10,
-            51,
-        )
-        .expect("indptr");
-        let (lo, hi) = (ip[0] as u64, ip[50] as u64);
-        assert_eq!(rows.indices.len() as u64, hi - lo);
-        let data_chunks: Vec<_> = (lo / 37..hi.div_ceil(37))
-            .map(|c| root.join(format!("layers/sparse/data/{c}")))
-            .collect();
-        assert!(data_chunks.len() > 1, "the rows span several chunks");
-        // After the indptr's own later chunks, read first.
-        let advised: Vec<_> = take_advised()
-            .into_iter()
-            .skip_while(|p| p.starts_with(root.join("layers/sparse/indptr")))
-            .collect();
-        assert_eq!(
-            advised[..data_chunks.len()],
-            data_chunks[..],
-            "values fetched first, all of their chunks"
-        );
-        assert!(
-            advised[data_chunks.len()..]
-                .iter()
-                .any(|p| p.starts_with(root.join("layers/sparse/indices"))),
-            "then the indices' later chunks, as they are read"
-        );
-    }
 }
