@@ -3,8 +3,9 @@
 //! starts when the [`MemoryGovernor`] admits it against what running tasks
 //! reserved and what the process uses; tasks of a session that ended are
 //! dropped unstarted. The tasks at the front of the queue are handed out
-//! once each to be fetched ahead ([`TaskQueue::to_prefetch`]). The runtime holds one [`TaskQueue`] behind a mutex
-//! and its task threads call [`TaskQueue::admit`] and [`TaskQueue::finish`].
+//! once each to be fetched ahead ([`TaskQueue::to_prefetch`]). The
+//! runtime holds one [`TaskQueue`] behind a mutex and its task threads
+//! call [`TaskQueue::admit`] and [`TaskQueue::finish`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;

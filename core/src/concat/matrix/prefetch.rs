@@ -32,8 +32,17 @@ thread_local! {
     static OPEN_ARRAYS: RefCell<OpenArrays> = RefCell::new(HashMap::new());
 }
 
-/// The array `path` of the store at `store_path`, opened once per thread.
+/// The array `path` of the zarr store at `store_path`, opened once per
+/// thread. An `.h5ad` file is not opened: its chunks are not advised
+/// (they lie inside one file, found through the HDF5 library, whose calls
+/// the task thread would then wait for).
 fn array(store_path: &Path, path: &str) -> Result<Arc<Array<Backend>>> {
+    if !store_path.is_dir() {
+        return Err(Error::path(
+            store_path,
+            "not a zarr directory: not fetched ahead",
+        ));
+    }
     let key = (store_path.to_path_buf(), path.to_string());
     if let Some(a) = OPEN_ARRAYS.with(|c| c.borrow().get(&key).cloned()) {
         return Ok(a);
@@ -184,7 +193,12 @@ mod tests {
             .filter(|p| !p.starts_with(root.join("layers/sparse/indptr")))
             .collect();
         assert_eq!(advised, [chunks("indices"), chunks("data")].concat());
-        // A missing store is skipped quietly by the prefetch, reported by the read.
+        // A missing store, or an h5ad file, is skipped (the read reports
+        // what is wrong).
         assert!(csr_rows(&root.join("absent.zarr"), "layers/sparse", 0..1).is_err());
+        let h5ad = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/legacy/a07.h5ad");
+        assert!(h5ad.is_file(), "fixture {}", h5ad.display());
+        assert!(csr_rows(&h5ad, "layers/sparse", 0..1).is_err());
+        assert!(take_advised().is_empty());
     }
 }
