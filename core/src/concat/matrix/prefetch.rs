@@ -201,4 +201,73 @@ mod tests {
         assert!(csr_rows(&h5ad, "layers/sparse", 0..1).is_err());
         assert!(take_advised().is_empty());
     }
+
+    /// On the copy path, each input's entries that a chunk's entries come
+    /// from are advised: the indices' and the values' chunks holding
+    /// them, input by input, and nothing of an input outside the chunk.
+    #[test]
+    fn copied_entries_advise_the_chunks_they_come_from() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chunked_v2.zarr");
+        let source = MatrixSource {
+            store: root.clone(),
+            path: "layers/sparse".into(),
+            kind: SourceKind::Csr,
+            dtype: DType::Float64,
+            columns: 29,
+            origin: (root.clone(), "layers/sparse".into()),
+            bytes: 0,
+            read_chunk_bytes: 0,
+            parts: Vec::new(),
+        };
+        let m = MatrixPlan {
+            out_path: "X".into(),
+            space: 0,
+            sources: vec![Some(source.clone()), None, Some(source)],
+            sparse: true,
+            dtype: DType::Float64,
+            shape: [300, 29],
+            chunks: [100, 100],
+            fill: Scalar::Int(0),
+            max_nnz: 0,
+            stack: Axis::Obs,
+            along: vec![[0, 100], [100, 0], [100, 200]],
+            diagonal: false,
+            count_group: 1,
+            indptr_group: 1,
+        };
+        // Input 0's entries land on 0..100, input 2's (from its entry 10)
+        // on 100..400; input 1 has none.
+        let at = InputEntries {
+            start: vec![0, 100, 100, 400],
+            base: vec![0, 0, 10],
+        };
+        let chunk = |part: &str, c: u64| root.join(format!("layers/sparse/{part}/{c}"));
+        take_advised();
+        // Output entries 90..150: input 0's 90..100 (chunk 2 of 37), input
+        // 2's 10..60 (chunks 0 and 1).
+        entries(&m, &at, 90, 150).expect("advised");
+        assert_eq!(
+            take_advised(),
+            [
+                chunk("indices", 2),
+                chunk("data", 2),
+                chunk("indices", 0),
+                chunk("indices", 1),
+                chunk("data", 0),
+                chunk("data", 1),
+            ]
+        );
+        // Entries of input 2 only (its 110..120: chunks 2 and 3), nothing
+        // of input 0.
+        entries(&m, &at, 200, 210).expect("advised");
+        assert_eq!(
+            take_advised(),
+            [
+                chunk("indices", 2),
+                chunk("indices", 3),
+                chunk("data", 2),
+                chunk("data", 3),
+            ]
+        );
+    }
 }
