@@ -218,8 +218,8 @@ impl Shared {
     }
 
     /// Queues a task whose inputs are all here and wakes a task thread.
-    /// Queues a task whose inputs are here. When tasks are running it
-    /// will wait: if it is among the next to start, it is fetched ahead.
+    /// When tasks are running it will wait: if it is among the next to
+    /// start, it is fetched ahead.
     fn enqueue(&self, task: ReadyTask) {
         let ahead = match self.exec.lock() {
             Ok(mut st) => {

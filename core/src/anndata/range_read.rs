@@ -85,16 +85,16 @@ pub fn read_range_into(
 }
 
 /// Asks the storage to start fetching the chunks that hold elements
-/// `start .. start + len` of `array` (all but the first `skip`), where
+/// `start .. start + len` of `array`, where
 /// they are read whole ([`whole_chunks`]): a kernel's prefetch calls it
 /// for a task queued next, so the task finds them in the page cache
 /// instead of waiting for the disk chunk by chunk. (Not called by the
 /// reads themselves: on inputs already in the page cache, the extra
 /// opens cost a task more than the overlap gained on cold ones.)
-pub fn advise_range(array: &Array<Backend>, start: u64, len: u64, skip: u64) {
+pub fn advise_range(array: &Array<Backend>, start: u64, len: u64) {
     if let Ok(Some((first, last))) = whole_chunks(array, start, len) {
         let storage = array.storage();
-        for c in first.saturating_add(skip)..last {
+        for c in first..last {
             storage.advise_willneed(&array.chunk_key(&[c]));
         }
     }
@@ -250,8 +250,8 @@ mod tests {
         assert_eq!(ArrayBytes::new_flen(pieces), want);
     }
 
-    /// [`advise_range`] names exactly the chunks of the range, past the
-    /// skipped ones; a range read itself advises nothing.
+    /// [`advise_range`] names exactly the chunks of the range; a range
+    /// read itself advises nothing.
     #[test]
     fn advising_a_range_names_its_chunk_files() {
         use crate::anndata::atomic_store::take_advised;
@@ -262,9 +262,9 @@ mod tests {
         let chunk = |c: u64| root.join(format!("layers/sparse/data/{c}"));
         take_advised();
         // Elements 40 .. 140 lie in chunks 1, 2 and 3 (chunks of 37).
-        advise_range(&array, 40, 100, 0);
+        advise_range(&array, 40, 100);
         assert_eq!(take_advised(), vec![chunk(1), chunk(2), chunk(3)]);
-        advise_range(&array, 40, 100, 2);
+        advise_range(&array, 111, 1);
         assert_eq!(take_advised(), vec![chunk(3)]);
         read_range_pieces(&array, 40, 100, |_| {}).expect("read");
         assert!(take_advised().is_empty());

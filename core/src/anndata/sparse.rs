@@ -1,6 +1,9 @@
 //! Sparse matrix (CSR / CSC) checks and reads over zarr: the `indptr` array
 //! is read in bounded blocks and must be a valid compressed-pointer array.
 
+use zarrs::array::Array;
+
+use super::backend::Backend;
 use super::range_read::{read_range_into, read_range_pieces};
 
 use super::dtype::DType;
@@ -21,13 +24,23 @@ pub fn read_i64_range(
     len: u64,
 ) -> Result<Vec<i64>> {
     let array = store.array(path)?;
-    let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
+    i64_range_of(&array, dtype, start, len).map_err(|e| store.err(path, e))
+}
+
+/// [`read_i64_range`] of an opened array (stored as `dtype`); what is
+/// wrong, for the caller to attach to the array's name.
+pub(crate) fn i64_range_of(
+    array: &Array<Backend>,
+    dtype: &DType,
+    start: u64,
+    len: u64,
+) -> std::result::Result<Vec<i64>, String> {
     let mut out: Vec<i64> = Vec::with_capacity(len as usize);
     // zarrs hands decoded elements over in native byte order; each piece
     // is widened straight out of its decoded chunk.
     macro_rules! widened {
         ($t:ty) => {
-            read_range_pieces(&array, start, len, |raw| {
+            read_range_pieces(array, start, len, |raw| {
                 out.extend(
                     raw.chunks_exact(size_of::<$t>())
                         .map(|c| i64::from(<$t>::from_ne_bytes(c.try_into().unwrap_or_default()))),
@@ -43,20 +56,20 @@ pub fn read_i64_range(
         DType::Int32 => widened!(i32),
         DType::Int64 => widened!(i64),
         DType::UInt32 => widened!(u32),
-        DType::UInt64 => read_range_pieces(&array, start, len, |raw| {
+        DType::UInt64 => read_range_pieces(array, start, len, |raw| {
             out.extend(raw.chunks_exact(8).map(|c| {
                 i64::try_from(u64::from_ne_bytes(c.try_into().unwrap_or_default()))
                     .unwrap_or(i64::MAX)
             }))
         }),
         other => {
-            return Err(store.err(
-                path,
-                format!("expected an integer array, found {}", other.display_name()),
+            return Err(format!(
+                "expected an integer array, found {}",
+                other.display_name()
             ));
         }
     }
-    .map_err(err)?;
+    .map_err(|e| format!("cannot read data: {e}"))?;
     Ok(out)
 }
 

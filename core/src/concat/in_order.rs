@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use zarrs::array::{ArrayBytes, ArrayBytesRaw, ArraySubset};
 
 use super::matrix::{index_dtype, read_values};
-use super::plan::{Axis, ConcatPlan, MatrixPlan, SourceKind};
+use super::plan::{Axis, ConcatPlan, MatrixPlan, MatrixSource, SourceKind};
 use super::values::Values;
 use crate::anndata::{DType, OutputStore, Store};
 use crate::error::Result;
@@ -93,6 +93,22 @@ fn entries_between(counts: &[Vec<u32>], rows_per_block: u64, from: u64, to: u64)
         .sum()
 }
 
+/// The stored entries that output entries `lo .. hi` come from on the
+/// copy path: per input holding some, (input, its source, first stored
+/// entry, how many), in input order.
+pub fn input_entries<'a>(
+    m: &'a MatrixPlan,
+    at: &'a InputEntries,
+    lo: u64,
+    hi: u64,
+) -> impl Iterator<Item = (usize, &'a MatrixSource, u64, u64)> + 'a {
+    m.sources.iter().enumerate().filter_map(move |(i, src)| {
+        let src = src.as_ref()?;
+        let (first, end) = (at.start[i].max(lo), at.start[i + 1].min(hi));
+        (first < end).then(|| (i, src, first - at.start[i] + at.base[i], end - first))
+    })
+}
+
 /// Output entries `lo..hi` of `m` as the little-endian bytes of its
 /// `indices` (in `idx_dtype`) and `data`.
 pub fn copy_entries(
@@ -109,14 +125,7 @@ pub fn copy_entries(
     let n = (hi - lo) as usize;
     let mut indices: Vec<u8> = Vec::with_capacity(n * idx_dtype.item_size());
     let mut data: Vec<u8> = Vec::with_capacity(n * m.dtype.item_size());
-    for (i, src) in m.sources.iter().enumerate() {
-        let Some(src) = src else { continue };
-        let (first, end) = (at.start[i].max(lo), at.start[i + 1].min(hi));
-        if first >= end {
-            continue;
-        }
-        let from = first - at.start[i] + at.base[i];
-        let len = end - first;
+    for (i, src, from, len) in input_entries(m, at, lo, hi) {
         let store = Store::open(&src.store)?;
         let ix_path = format!("{}/indices", src.path);
         let ix_dtype = index_dtype(&store, &ix_path)?;

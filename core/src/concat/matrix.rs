@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Map;
 use zarrs::array::ArraySubset;
 
-use super::in_order::{InputEntries, copy_entries, entries_in_order, locate_inputs, write_bytes};
+use super::in_order::{
+    InputEntries, copy_entries, entries_in_order, input_entries, locate_inputs, write_bytes,
+};
 use super::plan::{Axis, ConcatPlan, MatrixPlan, MatrixSource, SourceKind};
 use super::values::{Scalar, Values};
 use crate::anndata::layout::ArraySpec;

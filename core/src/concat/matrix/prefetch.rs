@@ -18,15 +18,21 @@ use zarrs::array::Array;
 use super::rows::csr_pieces;
 use super::*;
 use crate::anndata::backend::Backend;
-use crate::anndata::range_read::{advise_range, read_range_pieces};
+use crate::anndata::range_read::advise_range;
 
 /// Arrays a thread opened to fetch ahead, kept between tasks: the
 /// prefetch thread would otherwise read and parse the same metadata for
 /// every task. Cleared when it grows past this many.
 const OPEN_ARRAYS_MAX: usize = 256;
 
+/// An array opened to fetch ahead, with its stored element type.
+struct OpenArray {
+    array: Array<Backend>,
+    dtype: DType,
+}
+
 /// Opened arrays by (store, array path).
-type OpenArrays = HashMap<(PathBuf, String), Arc<Array<Backend>>>;
+type OpenArrays = HashMap<(PathBuf, String), Arc<OpenArray>>;
 
 thread_local! {
     static OPEN_ARRAYS: RefCell<OpenArrays> = RefCell::new(HashMap::new());
@@ -36,7 +42,7 @@ thread_local! {
 /// thread. An `.h5ad` file is not opened: its chunks are not advised
 /// (they lie inside one file, found through the HDF5 library, whose calls
 /// the task thread would then wait for).
-fn array(store_path: &Path, path: &str) -> Result<Arc<Array<Backend>>> {
+fn array(store_path: &Path, path: &str) -> Result<Arc<OpenArray>> {
     if !store_path.is_dir() {
         return Err(Error::path(
             store_path,
@@ -47,7 +53,11 @@ fn array(store_path: &Path, path: &str) -> Result<Arc<Array<Backend>>> {
     if let Some(a) = OPEN_ARRAYS.with(|c| c.borrow().get(&key).cloned()) {
         return Ok(a);
     }
-    let a = Arc::new(Store::open(store_path)?.array(path)?);
+    let store = Store::open(store_path)?;
+    let a = Arc::new(OpenArray {
+        array: store.array(path)?,
+        dtype: index_dtype(&store, path)?,
+    });
     OPEN_ARRAYS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= OPEN_ARRAYS_MAX {
@@ -107,14 +117,8 @@ fn sparse_data_or_err(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<()> {
 /// The stored entries of output entries `lo .. hi` on the copy path: a
 /// range of each input's `indices` and `data`.
 fn entries(m: &MatrixPlan, at: &InputEntries, lo: u64, hi: u64) -> Result<()> {
-    for (i, src) in m.sources.iter().enumerate() {
-        let Some(src) = src else { continue };
-        let (first, end) = (at.start[i].max(lo), at.start[i + 1].min(hi));
-        if first >= end {
-            continue;
-        }
-        let from = first - at.start[i] + at.base[i];
-        advise(&src.store, &src.path, from, end - first);
+    for (_, src, from, len) in input_entries(m, at, lo, hi) {
+        advise(&src.store, &src.path, from, len);
     }
     Ok(())
 }
@@ -122,26 +126,12 @@ fn entries(m: &MatrixPlan, at: &InputEntries, lo: u64, hi: u64) -> Result<()> {
 /// The stored entries of rows `rows` of the CSR group `path` in
 /// `store_path`: found from the two ends of its `indptr`.
 fn csr_rows(store_path: &Path, path: &str, rows: Range<u64>) -> Result<()> {
-    let indptr = array(store_path, &format!("{path}/indptr"))?;
+    let ip_path = format!("{path}/indptr");
+    let indptr = array(store_path, &ip_path)?;
     let at = |row: u64| -> Result<u64> {
-        let mut value = 0u64;
-        read_range_pieces(&indptr, row, 1, |raw| {
-            // One element in native order; a valid indptr is not negative,
-            // so signed and unsigned read alike.
-            value = match raw.len() {
-                8 => raw.try_into().map_or(0, u64::from_ne_bytes),
-                4 => raw
-                    .try_into()
-                    .map_or(0, |b| u64::from(u32::from_ne_bytes(b))),
-                2 => raw
-                    .try_into()
-                    .map_or(0, |b| u64::from(u16::from_ne_bytes(b))),
-                1 => u64::from(raw[0]),
-                _ => 0,
-            };
-        })
-        .map_err(|e| Error::internal(format!("{path}/indptr: {e}")))?;
-        Ok(value)
+        let v = crate::anndata::sparse::i64_range_of(&indptr.array, &indptr.dtype, row, 1)
+            .map_err(|e| Error::path(store_path, format!("{ip_path}: {e}")))?;
+        Ok(v.first().map_or(0, |&p| p.max(0) as u64))
     };
     let (lo, hi) = (at(rows.start)?, at(rows.end)?);
     if hi > lo {
@@ -155,7 +145,7 @@ fn csr_rows(store_path: &Path, path: &str, rows: Range<u64>) -> Result<()> {
 fn advise(store_path: &Path, path: &str, start: u64, len: u64) {
     for part in ["indices", "data"] {
         if let Ok(array) = array(store_path, &format!("{path}/{part}")) {
-            advise_range(&array, start, len, 0);
+            advise_range(&array.array, start, len);
         }
     }
 }

@@ -72,10 +72,10 @@ pub(crate) fn read_csr_rows(
     let (lo, hi) = (ip[0] as u64, ip[n as usize] as u64);
     let ix_path = format!("{path}/indices");
     let ix_dtype = index_dtype(&store, &ix_path)?;
-    let data_path = format!("{path}/data");
     let indices =
         crate::anndata::sparse::read_columns(&store, &ix_path, &ix_dtype, lo, hi - lo, columns)?;
     let data = if with_data {
+        let data_path = format!("{path}/data");
         let data_dtype = index_dtype(&store, &data_path)?;
         read_values(&store, &data_path, &data_dtype, vec![lo], vec![hi - lo])?.into_cast(dtype)?
     } else {
