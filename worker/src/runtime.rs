@@ -45,6 +45,31 @@ pub use task_thread::test_task_delay;
 use peers::{fetch_and_queue, local_inputs, serve_peers};
 use session::session;
 
+/// Starts a thread named `name` that hands each item received on `items`
+/// to `handle`, in turn, until the worker stops or every sender is gone
+/// (the flush thread and the prefetch thread).
+fn drain_on_thread<T: Send + 'static>(
+    name: &str,
+    shared: Arc<Shared>,
+    items: std::sync::mpsc::Receiver<T>,
+    mut handle: impl FnMut(T) + Send + 'static,
+) -> Result<()> {
+    use std::sync::mpsc::RecvTimeoutError;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while !shared.stop.load(Ordering::Relaxed) {
+                match items.recv_timeout(SAMPLE_INTERVAL) {
+                    Ok(item) => handle(item),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| WorkerError::system("start a thread", e))
+}
+
 /// Largest request frame a worker reads from a peer.
 pub const PEER_REQUEST_MAX_BYTES: usize = 4096;
 

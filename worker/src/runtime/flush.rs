@@ -3,7 +3,7 @@
 //! next task computes while the disk catches up. A task is reported done
 //! only once its flush returned; a flush that fails fails its task.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender};
 
 use anncat_exec::kernel::Deferred;
 
@@ -23,21 +23,10 @@ pub(super) fn channel() -> (Sender<Pending>, Receiver<Pending>) {
 /// Starts the flush thread: it runs each pending task's deferred work in
 /// turn and reports the task, until the worker stops.
 pub(super) fn start(shared: Arc<Shared>, pending: Receiver<Pending>) -> Result<()> {
-    std::thread::Builder::new()
-        .name("anncat-flush".into())
-        .spawn(move || {
-            while !shared.stop.load(Ordering::Relaxed) {
-                match pending.recv_timeout(SAMPLE_INTERVAL) {
-                    Ok(p) => {
-                        let _ = shared.done_tx.send(Event::Ended(finish(p)));
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| WorkerError::system("start a thread", e))
+    let done = shared.done_tx.clone();
+    drain_on_thread("anncat-flush", shared, pending, move |p| {
+        let _ = done.send(Event::Ended(finish(p)));
+    })
 }
 
 /// Runs `p`'s deferred work: its completion as it was, or failed with the

@@ -6,7 +6,7 @@
 //!
 //! [`Kernel::prefetch`]: anncat_exec::kernel::Kernel::prefetch
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, Sender};
 
 use crate::queue::Prefetch;
 
@@ -27,23 +27,11 @@ pub(super) fn start(
     registry: Arc<KernelRegistry>,
     tasks: Receiver<Prefetch>,
 ) -> Result<()> {
-    std::thread::Builder::new()
-        .name("anncat-prefetch".into())
-        .spawn(move || {
-            while !shared.stop.load(Ordering::Relaxed) {
-                match tasks.recv_timeout(SAMPLE_INTERVAL) {
-                    Ok(p) => {
-                        if let Some(kernel) = registry.get(&p.kernel) {
-                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                kernel.prefetch(&p.args, &p.inputs)
-                            }));
-                        }
-                    }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
-                }
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| WorkerError::system("start a thread", e))
+    drain_on_thread("anncat-prefetch", shared, tasks, move |p| {
+        if let Some(kernel) = registry.get(&p.kernel) {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                kernel.prefetch(&p.args, &p.inputs)
+            }));
+        }
+    })
 }
