@@ -303,7 +303,9 @@ impl Planner<'_> {
                         columns: n_cols,
                         origin,
                         bytes,
-                        read_chunk_bytes,
+                        // The data tasks decode the parts' chunks.
+                        read_chunk_bytes: read_chunk_bytes
+                            .max(csc::part_read_chunk_bytes(d.item_size())),
                         parts,
                     }
                 }
