@@ -197,53 +197,115 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
 /// Marks a part store as complete (its spill file may be gone).
 const COMPLETE: &str = "anncat-complete";
 
+/// Records read from a spill file at once.
+const SPILL_BLOCK_RECORDS: usize = 1 << 16;
+
+/// Calls `each` with every spilled record of `file` (`rec` bytes each),
+/// a block at a time from its start, and returns how many there were.
+fn each_record(
+    file: &mut std::fs::File,
+    spill: &Path,
+    rec: usize,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let read_err = |e| io_err(spill, "cannot read spill file", e);
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut block = vec![0u8; rec * SPILL_BLOCK_RECORDS];
+    let mut count = 0u64;
+    loop {
+        // Fills the block, or up to the end of the file.
+        let mut filled = 0;
+        while filled < block.len() {
+            match file.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(got) => filled += got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_err(e)),
+            }
+        }
+        if filled % rec != 0 {
+            return Err(Error::path(spill, "spill file is truncated"));
+        }
+        for record in block[..filled].chunks_exact(rec) {
+            each(record)?;
+        }
+        count += (filled / rec) as u64;
+        if filled < block.len() {
+            return Ok(count);
+        }
+    }
+}
+
+/// The local row and the column of a spilled record.
+fn row_and_column(record: &[u8]) -> (usize, u32) {
+    let word = |at: usize| {
+        u32::from_le_bytes([record[at], record[at + 1], record[at + 2], record[at + 3]])
+    };
+    (word(0) as usize, word(4))
+}
+
 fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
     if t.out.join(COMPLETE).is_file() {
         return Ok(Vec::new()); // An earlier attempt finished (and removed the spill file).
     }
-    let bytes =
-        std::fs::read(&t.spill).map_err(|e| io_err(&t.spill, "cannot read spill file", e))?;
+    // Read twice, a block at a time (to count each row's entries, then to
+    // put each entry in place), rather than whole into memory: the
+    // file's pages are in the page cache, and a part-sized buffer of
+    // fresh memory cost more than the second read.
+    let mut file =
+        std::fs::File::open(&t.spill).map_err(|e| io_err(&t.spill, "cannot read spill file", e))?;
     let item = t.dtype.item_size();
     let rec = record_bytes(item);
-    if bytes.len() % rec != 0 {
-        return Err(Error::path(&t.spill, "spill file is truncated"));
-    }
-    let n = bytes.len() / rec;
     let nrows = t.rows as usize;
-    let row_of = |k: usize| {
-        let b = &bytes[k * rec..k * rec + 4];
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
-    };
+    let outside = || Error::path(&t.spill, "spill file holds a row outside its part");
     // Stable counting sort by row: columns stay ascending within a row.
     let mut indptr = vec![0usize; nrows + 1];
-    for k in 0..n {
-        let r = row_of(k);
-        if r >= nrows {
-            return Err(Error::path(
-                &t.spill,
-                "spill file holds a row outside its part",
-            ));
-        }
-        indptr[r + 1] += 1;
-    }
+    let n = each_record(&mut file, &t.spill, rec, |record| {
+        let (r, _) = row_and_column(record);
+        *indptr
+            .get_mut(r + 1)
+            .filter(|_| r < nrows)
+            .ok_or_else(outside)? += 1;
+        Ok(())
+    })?;
+    let n = usize::try_from(n).map_err(|_| Error::path(&t.spill, "spill file too large"))?;
     for r in 0..nrows {
         indptr[r + 1] += indptr[r];
     }
-    let mut next = indptr.clone();
+    let mut next = indptr[..nrows].to_vec();
     let mut cols = vec![0i32; n];
-    let mut values = vec![0u8; n * item];
-    for k in 0..n {
-        let r = row_of(k);
-        let at = next[r];
+    // The values are sorted straight into the vector written (on a
+    // little-endian machine); else into bytes, decoded after.
+    let mut data = Values::zeros(&t.dtype, n)?;
+    let mut staged = Vec::new();
+    let values: &mut [u8] = match data.le_bytes_mut() {
+        Some(bytes) => bytes,
+        None => {
+            staged = vec![0u8; n * item];
+            &mut staged
+        }
+    };
+    let changed = || Error::path(&t.spill, "spill file changed while it was read");
+    let placed = each_record(&mut file, &t.spill, rec, |record| {
+        let (r, c) = row_and_column(record);
+        let at = next.get(r).copied().ok_or_else(outside)?;
+        if at >= indptr[r + 1] {
+            return Err(changed());
+        }
         next[r] += 1;
-        let b = &bytes[k * rec + 4..k * rec + 8];
-        let c = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         cols[at] = i32::try_from(c).map_err(|_| Error::path(&t.spill, "column index over 2^31"))?;
-        values[at * item..(at + 1) * item].copy_from_slice(&bytes[k * rec + 8..(k + 1) * rec]);
+        values[at * item..(at + 1) * item].copy_from_slice(&record[8..]);
+        Ok(())
+    })?;
+    if placed != n as u64 {
+        return Err(changed());
     }
-    drop(bytes);
-    let data = Values::from_le_bytes(&t.dtype, &values)?;
-    drop(values);
+    drop(file);
+    if !staged.is_empty() {
+        data = Values::from_le_bytes(&t.dtype, &staged)?;
+        drop(staged);
+    }
     // Idempotent: a re-run replaces what an earlier attempt left.
     if t.out.exists() {
         sandbox::remove_dir_all(&t.out).map_err(|e| io_err(&t.out, "cannot replace", e))?;
@@ -360,5 +422,42 @@ mod tests {
             .collect();
         assert_eq!(data, vec![2.5, 1.5, 3.5]);
         assert!(!dir.path().join("part-0.bin").exists(), "spill removed");
+    }
+
+    /// A spill file cut inside a record, or holding a row beyond its
+    /// part, is refused with an error naming it (not a panic), and no
+    /// part store is marked complete.
+    #[test]
+    fn a_gather_refuses_a_truncated_or_corrupt_spill_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let record = |r: u32, c: u32, v: f64| {
+            let mut b = r.to_le_bytes().to_vec();
+            b.extend_from_slice(&c.to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes());
+            b
+        };
+        let mut truncated = record(0, 0, 1.0);
+        truncated.extend_from_slice(&record(1, 0, 2.0)[..10]);
+        // More records than one read block, the last one's row outside.
+        let mut outside: Vec<u8> = (0..SPILL_BLOCK_RECORDS as u32 + 5)
+            .flat_map(|c| record(c % 2, c, 1.0))
+            .collect();
+        outside.extend_from_slice(&record(2, 0, 1.0));
+        for (name, bytes, says) in [
+            ("cut", truncated, "truncated"),
+            ("outside", outside, "outside its part"),
+        ] {
+            let task = CscGatherTask {
+                spill: dir.path().join(format!("{name}.bin")),
+                rows: 2,
+                dtype: DType::Float64,
+                out: dir.path().join(format!("{name}.zarr")),
+            };
+            std::fs::write(&task.spill, &bytes).expect("spill");
+            let err = gather(&task).expect_err(name).to_string();
+            assert!(err.contains(says), "{name}: {err}");
+            assert!(err.contains(&format!("{name}.bin")), "{name}: {err}");
+            assert!(!task.out.join(COMPLETE).exists(), "{name}");
+        }
     }
 }

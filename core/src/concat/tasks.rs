@@ -28,8 +28,9 @@ pub(crate) struct MatrixLayout<'b> {
     pub(crate) csc: bool,
 }
 
-/// Memory per entry of a CSC input while it is converted to CSR (spill
-/// record, column, value, order).
+/// Memory per entry of a CSC input while it is converted to CSR: a bound
+/// on what the scatter (entries read, records buffered) and the gather
+/// (columns and values sorted, then encoded) hold per entry.
 fn csc_entry_bytes(dtype: &DType) -> u64 {
     2 * dtype.item_size() as u64 + 24
 }

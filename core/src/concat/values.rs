@@ -424,6 +424,32 @@ impl Values {
         ArrayBytes::Fixed(raw)
     }
 
+    /// The vector's own memory, which is its little-endian encoding, to be
+    /// written in place. `None` for booleans (any byte but 0 and 1 would
+    /// be invalid) and on a big-endian machine.
+    pub fn le_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        #[cfg(target_endian = "little")]
+        {
+            Some(match self {
+                Values::Bool(_) => return None,
+                Values::U8(v) => v,
+                Values::I8(v) => bytemuck::cast_slice_mut(v),
+                Values::I16(v) => bytemuck::cast_slice_mut(v),
+                Values::I32(v) => bytemuck::cast_slice_mut(v),
+                Values::I64(v) => bytemuck::cast_slice_mut(v),
+                Values::U16(v) => bytemuck::cast_slice_mut(v),
+                Values::U32(v) => bytemuck::cast_slice_mut(v),
+                Values::U64(v) => bytemuck::cast_slice_mut(v),
+                Values::F32(v) => bytemuck::cast_slice_mut(v),
+                Values::F64(v) => bytemuck::cast_slice_mut(v),
+            })
+        }
+        #[cfg(not(target_endian = "little"))]
+        {
+            None
+        }
+    }
+
     /// The values as little-endian bytes.
     pub fn to_le_bytes(&self) -> Vec<u8> {
         match self.to_array_bytes() {
@@ -587,111 +613,5 @@ impl crate::anndata::range_read::ByteSink for Values {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Appending to nothing takes the other buffer itself; appending to
-    /// values copies after them; another dtype is refused either way.
-    #[test]
-    fn append_takes_the_buffer_of_the_first_values() {
-        let first = vec![1.5f64, 2.5];
-        let at = first.as_ptr();
-        let mut values = Values::F64(Vec::new());
-        values.append(Values::F64(first)).expect("same dtype");
-        assert!(matches!(&values, Values::F64(v) if v.as_ptr() == at && v == &[1.5, 2.5]));
-        values.append(Values::F64(vec![3.5])).expect("same dtype");
-        assert_eq!(values, Values::F64(vec![1.5, 2.5, 3.5]));
-        assert!(values.append(Values::I32(vec![1])).is_err());
-        let mut empty = Values::F32(Vec::new());
-        assert!(empty.append(Values::I32(vec![1])).is_err());
-    }
-
-    #[test]
-    fn promotion_follows_numpy() {
-        use DType::*;
-        let cases = [
-            (Int32, Float64, Float64),
-            (Int32, Float32, Float64),
-            (Int16, Float32, Float32),
-            (UInt8, Int8, Int16),
-            (UInt32, Int64, Int64),
-            (UInt64, Int64, Float64),
-            (Bool, Int8, Int8),
-            (Float32, Float64, Float64),
-            (Int64, Int64, Int64),
-        ];
-        for (a, b, want) in cases {
-            assert_eq!(promote(&a, &b), Some(want.clone()), "{a:?}+{b:?}");
-            assert_eq!(promote(&b, &a), Some(want), "{b:?}+{a:?}");
-        }
-    }
-
-    #[test]
-    fn fill_promotion_follows_pandas() {
-        use DType::*;
-        assert_eq!(
-            fill_promote(&Int32, Scalar::Float(f64::NAN)).expect("ok"),
-            Float64
-        );
-        assert_eq!(fill_promote(&Int32, Scalar::Int(0)).expect("ok"), Int32);
-        assert_eq!(
-            fill_promote(&Float32, Scalar::Float(f64::NAN)).expect("ok"),
-            Float32
-        );
-        assert_eq!(fill_promote(&UInt8, Scalar::Int(-1)).expect("ok"), Int16);
-        assert_eq!(
-            fill_promote(&Int8, Scalar::Float(0.0)).expect("ok"),
-            Float64
-        );
-        assert!(fill_promote(&Bool, Scalar::Int(0)).is_err());
-    }
-
-    #[test]
-    fn bytes_cast_take_round_trip() {
-        let v = Values::I32(vec![1, -2, 3]);
-        let back = Values::from_array_bytes(&DType::Int32, &v.to_array_bytes()).expect("decode");
-        assert_eq!(back, v);
-        let f = v.cast(&DType::Float64).expect("cast");
-        assert_eq!(f, Values::F64(vec![1.0, -2.0, 3.0]));
-        let t = f.take(&[Some(2), None, Some(0)], Scalar::Float(f64::NAN));
-        let Values::F64(t) = t else { panic!("f64") };
-        assert_eq!(t[0], 3.0);
-        assert!(t[1].is_nan());
-        assert!(Scalar::parse("nan").expect("nan").as_f64().is_nan());
-        assert_eq!(Scalar::parse("3").expect("int"), Scalar::Int(3));
-        assert!(Scalar::parse("x").is_err());
-    }
-
-    #[test]
-    fn bytes_round_trip_aligned_or_not_and_gathers_append() {
-        let v = Values::F64(vec![1.5, -2.0, 3.25]);
-        let bytes = v.to_array_bytes();
-        assert_eq!(
-            Values::from_array_bytes(&DType::Float64, &bytes).expect("decode"),
-            v
-        );
-        // Bytes that do not start on an 8-byte boundary decode the same.
-        let ArrayBytes::Fixed(raw) = &bytes else {
-            panic!("fixed")
-        };
-        let mut shifted = vec![0u8];
-        shifted.extend_from_slice(raw);
-        let unaligned = ArrayBytes::Fixed(ArrayBytesRaw::from(&shifted[1..]));
-        assert_eq!(
-            Values::from_array_bytes(&DType::Float64, &unaligned).expect("decode"),
-            v
-        );
-        let i = Values::I16(vec![-1, 2, 300]);
-        assert_eq!(
-            i.to_le_bytes(),
-            [-1i16, 2, 300]
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>()
-        );
-        let mut out = Values::F64(vec![9.0]);
-        out.extend_selected(&v, &[2, 0]).expect("same dtype");
-        assert_eq!(out, Values::F64(vec![9.0, 3.25, 1.5]));
-        assert!(out.extend_selected(&i, &[0]).is_err(), "dtypes differ");
-    }
-}
+#[path = "values_tests.rs"]
+mod tests;
