@@ -105,6 +105,75 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
     )
 }
 
+/// A part's spill file being written: its temporary name, the file, and
+/// the records not written yet.
+struct SpillOut {
+    tmp: PathBuf,
+    file: std::fs::File,
+    buf: Vec<u8>,
+}
+
+/// A group of whole columns read by a scatter task.
+struct SpillGroup<'a> {
+    /// The columns.
+    columns: std::ops::Range<usize>,
+    /// Where each column starts among the input's entries.
+    ip: &'a [i64],
+    /// The input entry the group starts at.
+    start: i64,
+    /// The group's entries' rows.
+    rows: &'a [i64],
+    /// Their values, little-endian.
+    values: &'a [u8],
+}
+
+/// Appends each entry of `g` (values of `W` bytes: the record's size is
+/// known to the compiler, so no copy calls out) to the spill buffer of
+/// the part its row falls in (row bounds `bounds`), writing out each
+/// buffer that fills, and counts the entries per part.
+fn spill_columns<const W: usize>(
+    g: &SpillGroup<'_>,
+    bounds: &[u64],
+    outs: &mut [SpillOut],
+    counts: &mut [u64],
+    negative: &dyn Fn() -> Error,
+) -> Result<()> {
+    let parts = outs.len();
+    for c in g.columns.clone() {
+        // A column's rows ascend, and so do the parts they fall in.
+        let mut part = 0usize;
+        for k in (g.ip[c] - g.start) as usize..(g.ip[c + 1] - g.start) as usize {
+            let r = u64::try_from(g.rows[k]).map_err(|_| negative())?;
+            while part + 1 < parts && bounds[part + 1] <= r {
+                part += 1;
+            }
+            if r < bounds[part] {
+                // Rows out of order in this column: look the part up.
+                part = bounds
+                    .partition_point(|&b| b <= r)
+                    .saturating_sub(1)
+                    .min(parts - 1);
+            }
+            let local = (r - bounds[part]) as u32;
+            let value: &[u8; W] = g.values[k * W..(k + 1) * W]
+                .try_into()
+                .expect("W bytes per value");
+            let out = &mut outs[part];
+            out.buf.extend_from_slice(&local.to_le_bytes());
+            out.buf.extend_from_slice(&(c as u32).to_le_bytes());
+            out.buf.extend_from_slice(value);
+            if out.buf.len() + 8 + W > SPILL_BUFFER {
+                out.file
+                    .write_all(&out.buf)
+                    .map_err(|e| io_err(&out.tmp, "cannot write spill file", e))?;
+                out.buf.clear();
+            }
+            counts[part] += 1;
+        }
+    }
+    Ok(())
+}
+
 fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
     // Refused up front, before any reading, if outside --allow-write.
     sandbox::create_dir_all(&t.spill_dir).map_err(|e| io_err(&t.spill_dir, "cannot create", e))?;
@@ -125,13 +194,24 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
     let item = dtype.item_size();
     let parts = t.bounds.len().saturating_sub(1);
     // Records gather in a buffer per part, written out when full.
-    let mut files = Vec::with_capacity(parts);
+    let mut outs = Vec::with_capacity(parts);
     for k in 0..parts {
         let tmp = spill_file(&t.spill_dir, k).with_extension("tmp");
-        let f = sandbox::create_file(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
-        files.push((tmp, f, Vec::with_capacity(SPILL_BUFFER)));
+        let file = sandbox::create_file(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
+        outs.push(SpillOut {
+            tmp,
+            file,
+            buf: Vec::with_capacity(SPILL_BUFFER),
+        });
     }
-    let rec = record_bytes(item);
+    let spill = match item {
+        1 => spill_columns::<1>,
+        2 => spill_columns::<2>,
+        4 => spill_columns::<4>,
+        8 => spill_columns::<8>,
+        _ => return Err(store.err(&data_path, format!("values of {item} bytes"))),
+    };
+    let negative = || store.err(&ix_path, "negative row index");
     let mut counts = vec![0u64; parts];
     let mut c0 = 0usize;
     while c0 < ncols as usize {
@@ -151,45 +231,25 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
                 n,
             )?;
             let values = read_bytes(&store, &data_path, start as u64, n)?;
-            for c in c0..c1 {
-                // A column's rows ascend, and so do the parts they fall in.
-                let mut part = 0usize;
-                for k in (ip[c] - start) as usize..(ip[c + 1] - start) as usize {
-                    let r = u64::try_from(rows[k])
-                        .map_err(|_| store.err(&ix_path, "negative row index"))?;
-                    while part + 1 < parts && t.bounds[part + 1] <= r {
-                        part += 1;
-                    }
-                    if r < t.bounds[part] {
-                        // Rows out of order in this column: look the part up.
-                        part = t
-                            .bounds
-                            .partition_point(|&b| b <= r)
-                            .saturating_sub(1)
-                            .min(parts - 1);
-                    }
-                    let local = (r - t.bounds[part]) as u32;
-                    let (path, f, buf) = &mut files[part];
-                    buf.extend_from_slice(&local.to_le_bytes());
-                    buf.extend_from_slice(&(c as u32).to_le_bytes());
-                    buf.extend_from_slice(&values[k * item..(k + 1) * item]);
-                    if buf.len() + rec > SPILL_BUFFER {
-                        f.write_all(buf)
-                            .map_err(|e| io_err(path, "cannot write spill file", e))?;
-                        buf.clear();
-                    }
-                    counts[part] += 1;
-                }
-            }
+            let group = SpillGroup {
+                columns: c0..c1,
+                ip: &ip,
+                start,
+                rows: &rows,
+                values: &values,
+            };
+            spill(&group, &t.bounds, &mut outs, &mut counts, &negative)?;
         }
         c0 = c1;
     }
-    for (k, (tmp, mut f, buf)) in files.into_iter().enumerate() {
-        f.write_all(&buf)
-            .map_err(|e| io_err(&tmp, "cannot write spill file", e))?;
-        drop(f);
+    for (k, mut out) in outs.into_iter().enumerate() {
+        out.file
+            .write_all(&out.buf)
+            .map_err(|e| io_err(&out.tmp, "cannot write spill file", e))?;
+        drop(out.file);
         let dest = spill_file(&t.spill_dir, k);
-        sandbox::rename(&tmp, &dest).map_err(|e| io_err(&dest, "cannot write spill file", e))?;
+        sandbox::rename(&out.tmp, &dest)
+            .map_err(|e| io_err(&dest, "cannot write spill file", e))?;
     }
     encode(&counts)
 }
@@ -202,6 +262,7 @@ const SPILL_BLOCK_RECORDS: usize = 1 << 16;
 
 /// Calls `each` with every spilled record of `file` (`rec` bytes each),
 /// a block at a time from its start, and returns how many there were.
+#[inline]
 fn each_record(
     file: &mut std::fs::File,
     spill: &Path,
@@ -245,6 +306,33 @@ fn row_and_column(record: &[u8]) -> (usize, u32) {
     (word(0) as usize, word(4))
 }
 
+/// Puts each record of the spill file `file` (values of `W` bytes) at its
+/// row's next place (`next`, within the row's `indptr` range): its
+/// column in `cols`, its value in `values`. Returns how many records.
+fn place_records<const W: usize>(
+    file: &mut std::fs::File,
+    spill: &Path,
+    indptr: &[usize],
+    next: &mut [usize],
+    cols: &mut [i32],
+    values: &mut [u8],
+) -> Result<u64> {
+    each_record(file, spill, 8 + W, |record| {
+        let (r, c) = row_and_column(record);
+        let at = *next
+            .get(r)
+            .ok_or_else(|| Error::path(spill, "spill file holds a row outside its part"))?;
+        if at >= indptr[r + 1] {
+            return Err(Error::path(spill, "spill file changed while it was read"));
+        }
+        next[r] = at + 1;
+        cols[at] = i32::try_from(c).map_err(|_| Error::path(spill, "column index over 2^31"))?;
+        let value: &[u8; W] = record[8..].try_into().expect("8 + W bytes per record");
+        values[at * W..(at + 1) * W].copy_from_slice(value);
+        Ok(())
+    })
+}
+
 fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
     if t.out.join(COMPLETE).is_file() {
         return Ok(Vec::new()); // An earlier attempt finished (and removed the spill file).
@@ -286,20 +374,19 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
             &mut staged
         }
     };
-    let changed = || Error::path(&t.spill, "spill file changed while it was read");
-    let placed = each_record(&mut file, &t.spill, rec, |record| {
-        let (r, c) = row_and_column(record);
-        let at = next.get(r).copied().ok_or_else(outside)?;
-        if at >= indptr[r + 1] {
-            return Err(changed());
-        }
-        next[r] += 1;
-        cols[at] = i32::try_from(c).map_err(|_| Error::path(&t.spill, "column index over 2^31"))?;
-        values[at * item..(at + 1) * item].copy_from_slice(&record[8..]);
-        Ok(())
-    })?;
+    let place = match item {
+        1 => place_records::<1>,
+        2 => place_records::<2>,
+        4 => place_records::<4>,
+        8 => place_records::<8>,
+        _ => return Err(Error::path(&t.spill, format!("values of {item} bytes"))),
+    };
+    let placed = place(&mut file, &t.spill, &indptr, &mut next, &mut cols, values)?;
     if placed != n as u64 {
-        return Err(changed());
+        return Err(Error::path(
+            &t.spill,
+            "spill file changed while it was read",
+        ));
     }
     drop(file);
     if !staged.is_empty() {
