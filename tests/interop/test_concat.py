@@ -319,6 +319,30 @@ def test_csc_inputs_converted_in_many_row_parts(tmp_path, axis):
     compare(paths, tmp_path, dict(axis=axis, join="outer"), chunk_mib="0.0005")
 
 
+def test_csc_row_index_past_the_rows_is_refused(tmp_path):
+    # A corrupt CSC input (a stored row index past its rows) is an error
+    # naming that input's indices, and leaves no output.
+    import zarr
+
+    adatas = []
+    for i in range(2):
+        X = sp.random(40, 10 + i, density=0.3, format="csc", random_state=i, dtype=np.float32)
+        a = ad.AnnData(X=X)
+        a.obs_names = [f"c{i}_{j}" for j in range(40)]
+        a.var_names = [f"g{j}" for j in range(X.shape[1])]
+        adatas.append(a)
+    paths = write_all(adatas, tmp_path)
+    indices = zarr.open(str(paths[1] / "X" / "indices"), mode="r+")
+    indices[3] = 45
+    out = tmp_path / "out.zarr"
+    proc = run_anncat("concat", *paths, "-o", out, "--quiet", check=False)
+    assert proc.returncode != 0
+    error = proc.stderr.strip()
+    assert len(error.splitlines()) == 1, error
+    assert "in1.zarr" in error and "X/indices" in error and "45 outside 0..40" in error, error
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("dense", [False, True])
 def test_var_axis_with_rows_the_join_reorders(tmp_path, dense):
     # Outer join of obs names sorts them as strings (cell0, cell1, cell10,

@@ -8,7 +8,8 @@
 //! - `concat.csc_gather` (one per part) reads its spill file, orders the
 //!   entries by row with a stable counting sort (columns stay ascending
 //!   within a row) and writes the part as a small CSR store, compressed
-//!   (blosc lz4, as the output) in chunks of [`PART_CHUNK`] elements.
+//!   (blosc lz4, anndata's default zarr v2 codec) in chunks of
+//!   [`PART_CHUNK`] elements.
 //!
 //! The spill files and parts live in the run's scratch directory
 //! (`OUT.partial/.anncat/tmp`) and go away with it.
@@ -83,9 +84,10 @@ const SPILL_BUFFER: usize = 256 << 10;
 pub const PART_CHUNK: u64 = 1 << 17;
 
 /// The most a reader of a part store decodes at once: a chunk of each of
-/// its arrays (values of `item` bytes, 4-byte columns, 8-byte `indptr`).
-pub fn part_read_chunk_bytes(item: usize) -> u64 {
-    PART_CHUNK * (item as u64 + 4 + 8)
+/// its arrays (values of `item` bytes and 4-byte columns of at most
+/// `entries` entries, an 8-byte `indptr` of at most `rows` rows).
+pub fn part_read_chunk_bytes(item: usize, entries: u64, rows: u64) -> u64 {
+    PART_CHUNK.min(entries.max(1)) * (item as u64 + 4) + PART_CHUNK.min(rows + 1) * 8
 }
 
 /// Bytes of one spilled entry of values of `item` bytes.
@@ -130,20 +132,25 @@ struct SpillGroup<'a> {
 /// Appends each entry of `g` (values of `W` bytes: the record's size is
 /// known to the compiler, so no copy calls out) to the spill buffer of
 /// the part its row falls in (row bounds `bounds`), writing out each
-/// buffer that fills, and counts the entries per part.
+/// buffer that fills, and counts the entries per part. A row outside the
+/// bounds is refused with `bad_row` of it.
 fn spill_columns<const W: usize>(
     g: &SpillGroup<'_>,
     bounds: &[u64],
     outs: &mut [SpillOut],
     counts: &mut [u64],
-    negative: &dyn Fn() -> Error,
+    bad_row: &dyn Fn(i64) -> Error,
 ) -> Result<()> {
     let parts = outs.len();
+    let end = bounds.last().copied().unwrap_or(0);
     for c in g.columns.clone() {
         // A column's rows ascend, and so do the parts they fall in.
         let mut part = 0usize;
         for k in (g.ip[c] - g.start) as usize..(g.ip[c + 1] - g.start) as usize {
-            let r = u64::try_from(g.rows[k]).map_err(|_| negative())?;
+            let r = u64::try_from(g.rows[k])
+                .ok()
+                .filter(|&r| r < end)
+                .ok_or_else(|| bad_row(g.rows[k]))?;
             while part + 1 < parts && bounds[part + 1] <= r {
                 part += 1;
             }
@@ -211,7 +218,8 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
         8 => spill_columns::<8>,
         _ => return Err(store.err(&data_path, format!("values of {item} bytes"))),
     };
-    let negative = || store.err(&ix_path, "negative row index");
+    let rows_end = t.bounds.last().copied().unwrap_or(0);
+    let bad_row = |r: i64| store.err(&ix_path, format!("row index {r} outside 0..{rows_end}"));
     let mut counts = vec![0u64; parts];
     let mut c0 = 0usize;
     while c0 < ncols as usize {
@@ -238,7 +246,7 @@ fn scatter(t: &CscScatterTask) -> Result<Vec<u8>> {
                 rows: &rows,
                 values: &values,
             };
-            spill(&group, &t.bounds, &mut outs, &mut counts, &negative)?;
+            spill(&group, &t.bounds, &mut outs, &mut counts, &bad_row)?;
         }
         c0 = c1;
     }
@@ -403,8 +411,8 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
     // The part is read back by the data tasks soon: written through the
     // page cache, not around it.
     crate::anndata::write_behind::forbid_on_this_thread();
-    // Zarr v2, whose default codec is the output's blosc lz4 (read by
-    // anncat's own decoder).
+    // Zarr v2, whose default codec (blosc lz4) anncat encodes and decodes
+    // itself.
     let out = OutputStore::create(&t.out, ZarrFormat::V2)?;
     let empty = Map::new();
     out.write_group("", &empty)?;
@@ -423,11 +431,12 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
             .ok_or_else(|| out.err(name, "no zarr spelling"))?;
         let path = format!("m/{name}");
         out.write_array_meta(&path, &doc, &empty)?;
-        // One chunk per write: zarrs writes a single chunk on this thread,
-        // so each file is synced by this task's flush. (Several chunks at
-        // once went to the codec pool, whose writes cost a flush of the
-        // whole file system: every other part's spill file, which is
-        // removed before the disk need ever see it, went to the disk too.)
+        // One chunk per write, encoded and written on this thread, so that
+        // each file is synced by this task's flush. (Several chunks at once
+        // through zarrs went to its codec pool, whose writes cost a flush
+        // of the whole file system: every other part's spill file, which
+        // is removed before the disk need ever see it, went to the disk
+        // too.)
         for at in (0..len).step_by(chunk as usize) {
             let n = chunk.min(len - at);
             write_value_range(
@@ -455,8 +464,7 @@ mod tests {
     fn a_gather_sorts_its_part_by_row_and_syncs_each_file_itself() {
         let dir = tempfile::tempdir().expect("tempdir");
         // Entries (local row, column, value) in column order, as spilled:
-        // three, then enough for a second chunk of each array (which zarrs
-        // would write on the codec pool).
+        // three, then enough for a second chunk of each array.
         let mut spill = Vec::new();
         let more = (4..PART_CHUNK as u32 + 4).map(|c| (2, c, 0.5));
         for (r, c, v) in [(1u32, 0u32, 1.5f64), (0, 2, 2.5), (1, 3, 3.5)]
@@ -485,7 +493,7 @@ mod tests {
         .join()
         .expect("thread");
         // Each chunk is synced by the task's own flush (not left to a flush
-        // of the whole file system, as the codec pool's writes are).
+        // of the whole file system, as writes on zarrs' codec pool are).
         for chunk in ["data/0", "data/1", "indices/0", "indices/1", "indptr/0"] {
             let chunk = dir.path().join("part-0.zarr/m").join(chunk);
             assert!(noted.contains(&chunk), "{chunk:?} not in {noted:?}");

@@ -304,9 +304,13 @@ impl Planner<'_> {
                         columns: n_cols,
                         origin,
                         bytes,
-                        // The data tasks decode the parts' chunks.
-                        read_chunk_bytes: read_chunk_bytes
-                            .max(csc::part_read_chunk_bytes(d.item_size())),
+                        // The scatter decodes the input's chunks, the
+                        // data tasks the parts'.
+                        read_chunk_bytes: read_chunk_bytes.max(csc::part_read_chunk_bytes(
+                            d.item_size(),
+                            stored,
+                            n_rows.div_ceil(k),
+                        )),
                         parts,
                     }
                 }
