@@ -8,7 +8,7 @@
 //! - `concat.csc_gather` (one per part) reads its spill file, orders the
 //!   entries by row with a stable counting sort (columns stay ascending
 //!   within a row) and writes the part as a small CSR store, compressed
-//!   (blosc lz4, anndata's default zarr v2 codec) in chunks of
+//!   (blosc lz4 at its fastest level) in chunks of
 //!   [`PART_CHUNK`] elements.
 //!
 //! The spill files and parts live in the run's scratch directory
@@ -426,9 +426,12 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
         let len = values.len() as u64;
         let chunk = len.clamp(1, PART_CHUNK);
         let spec = ArraySpec::new(vec![len], values.dtype(), vec![chunk]);
-        let doc = spec
+        let mut doc = spec
             .to_metadata(out.format())
             .ok_or_else(|| out.err(name, "no zarr spelling"))?;
+        // Scratch read back once: blosc's fastest level (CSC along var:
+        // user CPU 5.1-5.5 s at anndata's level 5, 4.3-4.4 s at 1).
+        doc["compressor"]["clevel"] = serde_json::json!(1);
         let path = format!("m/{name}");
         out.write_array_meta(&path, &doc, &empty)?;
         // One chunk per write, encoded and written on this thread, so that
