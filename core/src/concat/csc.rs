@@ -169,7 +169,7 @@ fn spill_columns<const W: usize>(
             out.buf.extend_from_slice(&local.to_le_bytes());
             out.buf.extend_from_slice(&(c as u32).to_le_bytes());
             out.buf.extend_from_slice(value);
-            if out.buf.len() + 8 + W > SPILL_BUFFER {
+            if out.buf.len() + record_bytes(W) > SPILL_BUFFER {
                 out.file
                     .write_all(&out.buf)
                     .map_err(|e| io_err(&out.tmp, "cannot write spill file", e))?;
@@ -314,6 +314,11 @@ fn row_and_column(record: &[u8]) -> (usize, u32) {
     (word(0) as usize, word(4))
 }
 
+/// The error of a spill file holding a row past its part's.
+fn row_outside_part(spill: &Path) -> Error {
+    Error::path(spill, "spill file holds a row outside its part")
+}
+
 /// Puts each record of the spill file `file` (values of `W` bytes) at its
 /// row's next place (`next`, within the row's `indptr` range): its
 /// column in `cols`, its value in `values`. Returns how many records.
@@ -325,11 +330,9 @@ fn place_records<const W: usize>(
     cols: &mut [i32],
     values: &mut [u8],
 ) -> Result<u64> {
-    each_record(file, spill, 8 + W, |record| {
+    each_record(file, spill, record_bytes(W), |record| {
         let (r, c) = row_and_column(record);
-        let at = *next
-            .get(r)
-            .ok_or_else(|| Error::path(spill, "spill file holds a row outside its part"))?;
+        let at = *next.get(r).ok_or_else(|| row_outside_part(spill))?;
         if at >= indptr[r + 1] {
             return Err(Error::path(spill, "spill file changed while it was read"));
         }
@@ -354,15 +357,14 @@ fn gather(t: &CscGatherTask) -> Result<Vec<u8>> {
     let item = t.dtype.item_size();
     let rec = record_bytes(item);
     let nrows = t.rows as usize;
-    let outside = || Error::path(&t.spill, "spill file holds a row outside its part");
     // Stable counting sort by row: columns stay ascending within a row.
     let mut indptr = vec![0usize; nrows + 1];
     let n = each_record(&mut file, &t.spill, rec, |record| {
         let (r, _) = row_and_column(record);
+        // `indptr` has a slot past each of the part's rows, and no more.
         *indptr
             .get_mut(r + 1)
-            .filter(|_| r < nrows)
-            .ok_or_else(outside)? += 1;
+            .ok_or_else(|| row_outside_part(&t.spill))? += 1;
         Ok(())
     })?;
     let n = usize::try_from(n).map_err(|_| Error::path(&t.spill, "spill file too large"))?;
