@@ -101,38 +101,47 @@ fn intersection(a: &[String], b: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// pandas `Index.union` (sort=None): `a` if equal, else the sorted union.
-fn union(a: &[String], b: &[String]) -> Vec<String> {
-    if a == b {
-        return a.to_vec();
+/// pandas `Index.union` (sort=None) folded over `lists` from the left:
+/// `union(a, b)` is `a` when the two are equal or `b` is empty, `b` when
+/// `a` is empty, and otherwise the sorted union. Once a union is sorted,
+/// every later one is the sorted union of it and the next list, so the
+/// fold is one set and one sort, however many lists differ.
+fn union_all(lists: &[Vec<String>]) -> Vec<String> {
+    let Some((first, rest)) = lists.split_first() else {
+        return Vec::new();
+    };
+    let mut acc: &[String] = first;
+    for (k, next) in rest.iter().enumerate() {
+        if next.is_empty() || next == acc {
+            continue;
+        }
+        if acc.is_empty() {
+            acc = next;
+            continue;
+        }
+        let mut all: HashSet<&str> = acc.iter().map(String::as_str).collect();
+        for list in &rest[k..] {
+            all.extend(list.iter().map(String::as_str));
+        }
+        let mut sorted: Vec<&str> = all.into_iter().collect();
+        sorted.sort_unstable();
+        return sorted.into_iter().map(str::to_owned).collect();
     }
-    if b.is_empty() {
-        return a.to_vec();
-    }
-    if a.is_empty() {
-        return b.to_vec();
-    }
-    let mut all: Vec<String> = a
-        .iter()
-        .chain(b)
-        .cloned()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    all.sort();
-    all
+    acc.to_vec()
 }
 
 /// The joined other-axis index, reducing pairwise from the left as anndata does.
 pub fn join_indices(indices: &[Vec<String>], join: Join) -> Vec<String> {
-    let mut iter = indices.iter();
-    let Some(first) = iter.next() else {
-        return Vec::new();
-    };
-    iter.fold(first.clone(), |acc, next| match join {
-        Join::Inner => intersection(&acc, next),
-        Join::Outer => union(&acc, next),
-    })
+    match join {
+        Join::Inner => {
+            let mut iter = indices.iter();
+            let Some(first) = iter.next() else {
+                return Vec::new();
+            };
+            iter.fold(first.clone(), |acc, next| intersection(&acc, next))
+        }
+        Join::Outer => union_all(indices),
+    }
 }
 
 /// Each input's names along the other axis, held once per distinct list:
@@ -174,10 +183,20 @@ impl NameLists {
 
     /// Each input's reindexer onto `joined`.
     pub fn reindexers(&self, joined: &[String]) -> Vec<Reindexer> {
+        // The joined names' positions, built once for every list that
+        // differs from them.
+        let mut positions = None;
         let distinct: Vec<Reindexer> = self
             .lists
             .iter()
-            .map(|old| Reindexer::new(old, joined))
+            .map(|old| {
+                if old.as_slice() == joined {
+                    Reindexer::identity(old.len())
+                } else {
+                    let pos = positions.get_or_insert_with(|| positions_of(joined));
+                    Reindexer::with_positions(old, joined.len(), pos)
+                }
+            })
             .collect();
         self.of_input.iter().map(|&k| distinct[k].clone()).collect()
     }
@@ -198,23 +217,28 @@ impl Reindexer {
     /// Maps `old` names onto `new` names.
     pub fn new(old: &[String], new: &[String]) -> Reindexer {
         if old == new {
-            let ids: Vec<i64> = (0..old.len() as i64).collect();
-            return Reindexer {
-                old_of_new: ids.clone(),
-                new_of_old: ids,
-                identity: true,
-            };
+            return Reindexer::identity(old.len());
         }
-        let pos: HashMap<&str, i64> = new
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i as i64))
-            .collect();
+        Reindexer::with_positions(old, new.len(), &positions_of(new))
+    }
+
+    /// The reindexer of an input whose names are the joined ones.
+    fn identity(len: usize) -> Reindexer {
+        let ids: Vec<i64> = (0..len as i64).collect();
+        Reindexer {
+            old_of_new: ids.clone(),
+            new_of_old: ids,
+            identity: true,
+        }
+    }
+
+    /// Maps `old` names onto `n_new` names whose positions are `pos`.
+    fn with_positions(old: &[String], n_new: usize, pos: &HashMap<&str, i64>) -> Reindexer {
         let new_of_old: Vec<i64> = old
             .iter()
             .map(|n| pos.get(n.as_str()).copied().unwrap_or(-1))
             .collect();
-        let mut old_of_new = vec![-1i64; new.len()];
+        let mut old_of_new = vec![-1i64; n_new];
         for (o, &n) in new_of_old.iter().enumerate() {
             if n >= 0 {
                 old_of_new[n as usize] = o as i64;
@@ -231,6 +255,15 @@ impl Reindexer {
     pub fn has_missing(&self) -> bool {
         self.old_of_new.iter().any(|&o| o < 0)
     }
+}
+
+/// Each name's position in `names`.
+fn positions_of(names: &[String]) -> HashMap<&str, i64> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i as i64))
+        .collect()
 }
 
 /// An error for names that cannot be joined.
@@ -278,6 +311,48 @@ mod tests {
             one.push(a.clone());
         }
         assert_eq!(one.lists.len(), 1);
+    }
+
+    /// pandas' `Index.union` (sort=None) of two indices, as written.
+    fn pandas_union(a: &[String], b: &[String]) -> Vec<String> {
+        if a == b || b.is_empty() {
+            return a.to_vec();
+        }
+        if a.is_empty() {
+            return b.to_vec();
+        }
+        let mut all: Vec<String> = a.iter().chain(b).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    #[test]
+    fn outer_join_is_the_pairwise_union_folded_from_the_left() {
+        let a = s(&["c", "a", "b"]);
+        let b = s(&["b", "c", "d"]);
+        let sorted = s(&["a", "b", "c", "d"]);
+        let e: Vec<String> = Vec::new();
+        let cases = [
+            vec![],
+            vec![e.clone()],
+            vec![a.clone()],
+            vec![e.clone(), a.clone(), e.clone(), a.clone()],
+            vec![a.clone(), a.clone(), b.clone()],
+            vec![a.clone(), b.clone(), sorted.clone(), a.clone()],
+            vec![a.clone(), s(&["a"]), s(&["z", "y"])],
+            vec![b.clone(), s(&["d", "c", "b"]), e.clone()],
+        ];
+        for lists in cases {
+            let folded = lists
+                .split_first()
+                .map(|(first, rest)| {
+                    rest.iter()
+                        .fold(first.clone(), |acc, next| pandas_union(&acc, next))
+                })
+                .unwrap_or_default();
+            assert_eq!(join_indices(&lists, Join::Outer), folded, "{lists:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod values;
 
 use std::path::PathBuf;
 
+use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 
 use self::axis_frame::{FramePart, Text, plan_axis_frame};
@@ -366,18 +367,31 @@ impl<'a> Planner<'a> {
         }
         let mut axis_index = Vec::new();
         // Each input's names along the other axis (once per distinct
-        // list), and its index's name.
+        // list), and its index's name. The inputs are read at once (an
+        // .h5ad's reads take HDF5's lock in turn); the first input's error
+        // in order is the one reported.
         let mut other_names = NameLists::default();
         let mut other_index_names: Vec<Option<String>> = Vec::new();
-        for (i, (af, of)) in axis_frames.iter().zip(&other_frames).enumerate() {
-            let store = &self.inputs[i].store;
-            axis_index.push(frame_index_element(store, af)?);
-            let (names, name) = frame_index(store, of)?;
-            let frame = match axis {
-                Axis::Obs => at("var"),
-                Axis::Var => "obs".to_string(),
-            };
-            check_unique(store, &frame, &names)?;
+        let other_frame = match axis {
+            Axis::Obs => at("var"),
+            Axis::Var => "obs".to_string(),
+        };
+        let inputs = self.inputs;
+        let read: Vec<Result<_>> = axis_frames
+            .par_iter()
+            .zip(&other_frames)
+            .enumerate()
+            .map(|(i, (af, of))| {
+                let store = &inputs[i].store;
+                let axis_index = frame_index_element(store, af)?;
+                let (names, name) = frame_index(store, of)?;
+                check_unique(store, &other_frame, &names)?;
+                Ok((axis_index, names, name))
+            })
+            .collect();
+        for input in read {
+            let (index, names, name) = input?;
+            axis_index.push(index);
             other_names.push(names);
             other_index_names.push(name);
         }
