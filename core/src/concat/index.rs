@@ -189,14 +189,7 @@ impl NameLists {
         let distinct: Vec<Reindexer> = self
             .lists
             .iter()
-            .map(|old| {
-                if old.as_slice() == joined {
-                    Reindexer::identity(old.len())
-                } else {
-                    let pos = positions.get_or_insert_with(|| positions_of(joined));
-                    Reindexer::with_positions(old, joined.len(), pos)
-                }
-            })
+            .map(|old| Reindexer::onto(old, joined, &mut positions))
             .collect();
         self.of_input.iter().map(|&k| distinct[k].clone()).collect()
     }
@@ -216,29 +209,31 @@ pub struct Reindexer {
 impl Reindexer {
     /// Maps `old` names onto `new` names.
     pub fn new(old: &[String], new: &[String]) -> Reindexer {
+        Reindexer::onto(old, new, &mut None)
+    }
+
+    /// Maps `old` names onto `new` names, with `new`'s positions taken
+    /// from `positions`, or built there on first need (so that several
+    /// inputs mapped onto the same names share one map).
+    fn onto<'n>(
+        old: &[String],
+        new: &'n [String],
+        positions: &mut Option<HashMap<&'n str, i64>>,
+    ) -> Reindexer {
         if old == new {
-            return Reindexer::identity(old.len());
+            let ids: Vec<i64> = (0..old.len() as i64).collect();
+            return Reindexer {
+                old_of_new: ids.clone(),
+                new_of_old: ids,
+                identity: true,
+            };
         }
-        Reindexer::with_positions(old, new.len(), &positions_of(new))
-    }
-
-    /// The reindexer of an input whose names are the joined ones.
-    fn identity(len: usize) -> Reindexer {
-        let ids: Vec<i64> = (0..len as i64).collect();
-        Reindexer {
-            old_of_new: ids.clone(),
-            new_of_old: ids,
-            identity: true,
-        }
-    }
-
-    /// Maps `old` names onto `n_new` names whose positions are `pos`.
-    fn with_positions(old: &[String], n_new: usize, pos: &HashMap<&str, i64>) -> Reindexer {
+        let pos = positions.get_or_insert_with(|| positions_of(new));
         let new_of_old: Vec<i64> = old
             .iter()
             .map(|n| pos.get(n.as_str()).copied().unwrap_or(-1))
             .collect();
-        let mut old_of_new = vec![-1i64; n_new];
+        let mut old_of_new = vec![-1i64; new.len()];
         for (o, &n) in new_of_old.iter().enumerate() {
             if n >= 0 {
                 old_of_new[n as usize] = o as i64;
