@@ -1,5 +1,5 @@
-//! Output chunks of plain blosc arrays encoded by the blosc library
-//! straight into the buffer they are written from.
+//! Output chunks of plain blosc arrays encoded straight into the buffer
+//! they are written from.
 //!
 //! zarrs encodes a chunk into a vector of its own and hands it to the
 //! store, whose write behind the task ([`super::write_behind`]) copies it
@@ -7,9 +7,12 @@
 //! elements under one blosc compressor (what anndata writes, and what
 //! anncat writes for such inputs), a write of whole chunks is encoded here
 //! with the array's blosc settings into the writer's kept, aligned buffer
-//! instead: no copy, and no fresh pages for each chunk. The frames are
-//! what zarrs would write (same compressor, level, shuffle, type size and
-//! block size). Other arrays and partial chunks are left to zarrs.
+//! instead: no copy, and no fresh pages for each chunk. LZ4 frames (what
+//! anndata writes) are encoded by [`super::blosc_lz4_encode`], which
+//! shuffles into the frame itself; other compressors by the blosc
+//! library. The frames are what zarrs would write (same compressor,
+//! level, shuffle, type size and block size). Other arrays and partial
+//! chunks are left to zarrs.
 
 #![allow(unsafe_code)] // Calls into the blosc C library, and buffers it writes into.
 
@@ -19,6 +22,7 @@ use zarrs::array::codec::{BloscCodecConfigurationV1, BloscCompressor, BloscShuff
 use zarrs::array::{Array, ArrayError};
 
 use super::atomic_store::AtomicFsStore;
+use super::blosc_lz4_encode::Lz4Encoder;
 
 /// The blosc settings of an output array whose chunks are plain blosc
 /// frames of its elements.
@@ -32,6 +36,9 @@ pub(crate) struct BloscOutput {
     size: usize,
     /// Elements a chunk.
     chunk_len: u64,
+    /// anncat's own encoder of these frames, when it takes them (LZ4,
+    /// byte shuffle or none, blosc's block size).
+    lz4: Option<Lz4Encoder>,
 }
 
 impl BloscOutput {
@@ -56,18 +63,24 @@ impl BloscOutput {
         {
             return None;
         }
+        let clevel = c_int::from(u8::from(config.clevel));
+        let shuffle = match shuffle {
+            BloscShuffleMode::NoShuffle => 0,
+            BloscShuffleMode::Shuffle => 1,
+            BloscShuffleMode::BitShuffle => 2,
+        };
+        let lz4 = (config.cname == BloscCompressor::LZ4 && config.blocksize == 0)
+            .then(|| Lz4Encoder::new(clevel as usize, shuffle, typesize.max(1)))
+            .flatten();
         Some(Self {
             compressor: compressor_name(config.cname),
-            clevel: c_int::from(u8::from(config.clevel)),
-            shuffle: match shuffle {
-                BloscShuffleMode::NoShuffle => 0,
-                BloscShuffleMode::Shuffle => 1,
-                BloscShuffleMode::BitShuffle => 2,
-            },
+            clevel,
+            shuffle,
             typesize: typesize.max(1),
             blocksize: config.blocksize,
             size,
             chunk_len,
+            lz4,
         })
     }
 
@@ -87,7 +100,7 @@ impl BloscOutput {
     /// Encodes one chunk's elements `raw` (fewer than a chunk only at the
     /// end of the array, then padded with `fill`) into `dest`, which has
     /// room for [`Self::max_encoded`] bytes; how many it wrote, `None` if
-    /// blosc failed.
+    /// the encoder failed.
     pub(crate) fn encode(&self, raw: &[u8], fill: &[u8], dest: &mut [u8]) -> Option<usize> {
         let whole = self.chunk_len as usize * self.size;
         let padded;
@@ -107,6 +120,9 @@ impl BloscOutput {
         };
         if dest.len() < self.max_encoded() {
             return None;
+        }
+        if let Some(lz4) = &self.lz4 {
+            return lz4.encode(src, dest);
         }
         // SAFETY: `src` and `dest` are live buffers of the lengths passed;
         // blosc writes at most `dest.len()` bytes; the compressor name is
@@ -130,7 +146,11 @@ impl BloscOutput {
 
     /// The most bytes a chunk's frame can take.
     pub(crate) fn max_encoded(&self) -> usize {
-        self.chunk_len as usize * self.size + blosc_src::BLOSC_MAX_OVERHEAD as usize
+        let nbytes = self.chunk_len as usize * self.size;
+        match &self.lz4 {
+            Some(lz4) => lz4.max_encoded(nbytes),
+            None => nbytes + blosc_src::BLOSC_MAX_OVERHEAD as usize,
+        }
     }
 }
 
@@ -196,6 +216,7 @@ mod tests {
             blocksize: 0,
             size: 8,
             chunk_len: 10,
+            lz4: None,
         };
         assert_eq!(out.whole_chunks(95, 0, 10), Some((0, 1)));
         assert_eq!(out.whole_chunks(95, 10, 30), Some((1, 3)));

@@ -7,6 +7,7 @@ pub mod backend;
 pub(crate) mod blosc_encode;
 mod blosc_frames;
 mod blosc_lz4;
+pub(crate) mod blosc_lz4_encode;
 pub mod consolidate;
 pub mod dtype;
 pub mod durable;
