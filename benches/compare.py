@@ -145,10 +145,49 @@ def evict(files: list[str]) -> None:
                     os.close(fd)
 
 
+def disk_irq_core(path: Path) -> int | None:
+    """The core that takes most of the interrupts of the block device
+    holding `path` (its queues' lines in /proc/interrupts), or None when
+    that cannot be told (no such device, or no interrupts counted)."""
+    import re
+
+    try:
+        st = os.stat(path)
+        dev = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}").resolve()
+        if (dev / "partition").exists():
+            dev = dev.parent
+        name = (dev / "device").resolve().name  # virtio1, nvme0, ...
+        lines = Path("/proc/interrupts").read_text().splitlines()
+    except OSError:
+        return None
+    ncpu = len(lines[0].split())
+    totals = [0] * ncpu
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > ncpu and re.match(rf"{re.escape(name)}(\D|$)", fields[-1]):
+            for c in range(ncpu):
+                if fields[1 + c].isdigit():
+                    totals[c] += int(fields[1 + c])
+    return max(range(ncpu), key=totals.__getitem__) if any(totals) else None
+
+
+# The core a one-core run is pinned to: the one that takes the interrupts
+# of the disk the outputs go to. On any other core, the kernel's work of
+# completing the run's writes and reads would run on a core the run was
+# not given (here every interrupt of the disk goes to one core), and a
+# "one-core" run would use part of a second one.
+ONE_CORE = disk_irq_core(REPO / "target")
+
+
 def pinned_to(cores: int | None) -> list[str]:
-    """The `taskset` prefix running a command on the first `cores` cores
-    (none for every core)."""
-    return ["taskset", "-c", ",".join(str(c) for c in range(cores))] if cores else []
+    """The `taskset` prefix running a command on `cores` cores (none for
+    every core): one core is the disk's interrupt core ([`ONE_CORE`]),
+    more are the first `cores`."""
+    if not cores:
+        return []
+    if cores == 1 and ONE_CORE is not None:
+        return ["taskset", "-c", str(ONE_CORE)]
+    return ["taskset", "-c", ",".join(str(c) for c in range(cores))]
 
 
 def last_json_text(text: str) -> dict:
@@ -435,7 +474,11 @@ def main() -> int:
         "",
         "The same concat (outer, 9 files) with 1 and 2 local workers of one task thread each, "
         f"alternating, best of {args.repeat} runs; on as many cores as workers (`taskset`, the whole process tree: "
-        "what the target counts), and unpinned, where a single worker's writer and flush threads, the "
+        "what the target counts; "
+        + (f"one core is core {ONE_CORE}, the one that takes the output disk's interrupts, so that the kernel's "
+           "work of completing the run's I/O is counted in the one-core run as it is in the two-core one"
+           if ONE_CORE is not None else "one core is core 0")
+        + "), and unpinned, where a single worker's writer and flush threads, the "
         "kernel's block I/O and the coordinator run on the core it leaves idle. Process start, "
         "opening the inputs and planning (one core, HDF5 serves one call at a time) and the final "
         "flush and rename do not get faster with workers: about 0.1 s on nine gzip h5ad inputs, "
