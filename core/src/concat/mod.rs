@@ -367,7 +367,7 @@ impl<'a> Planner<'a> {
         }
         let mut axis_index = Vec::new();
         // Each input's names along the other axis (once per distinct
-        // list), and its index's name. The inputs are read at once (an
+        // list), and its index's name. The inputs are read in parallel (an
         // .h5ad's reads take HDF5's lock in turn); the first input's error
         // in order is the one reported.
         let mut other_names = NameLists::default();
@@ -377,23 +377,28 @@ impl<'a> Planner<'a> {
             Axis::Var => "obs".to_string(),
         };
         let inputs = self.inputs;
-        let read: Vec<Result<_>> = axis_frames
-            .par_iter()
-            .zip(&other_frames)
-            .enumerate()
-            .map(|(i, (af, of))| {
-                let store = &inputs[i].store;
-                let axis_index = frame_index_element(store, af)?;
-                let (names, name) = frame_index(store, of)?;
-                check_unique(store, &other_frame, &names)?;
-                Ok((axis_index, names, name))
-            })
-            .collect();
-        for input in read {
-            let (index, names, name) = input?;
-            axis_index.push(index);
-            other_names.push(names);
-            other_index_names.push(name);
+        // A batch at a time: the lists held at once are a batch's and the
+        // distinct ones (most inputs of an atlas share one), not every
+        // input's.
+        let batch = 4 * rayon::current_num_threads().max(4);
+        for first in (0..axis_frames.len()).step_by(batch) {
+            let last = (first + batch).min(axis_frames.len());
+            let read: Vec<Result<_>> = (first..last)
+                .into_par_iter()
+                .map(|i| {
+                    let store = &inputs[i].store;
+                    let axis_index = frame_index_element(store, axis_frames[i])?;
+                    let (names, name) = frame_index(store, other_frames[i])?;
+                    check_unique(store, &other_frame, &names)?;
+                    Ok((axis_index, names, name))
+                })
+                .collect();
+            for input in read {
+                let (index, names, name) = input?;
+                axis_index.push(index);
+                other_names.push(names);
+                other_index_names.push(name);
+            }
         }
         let joined = other_names.join(join);
         let other_na = frame::common_index_na(other_frames.iter().map(|f| frame::index_na(f)));
