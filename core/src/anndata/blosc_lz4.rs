@@ -21,18 +21,27 @@
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
-/// blosc's header flags.
-const DOSHUFFLE: u8 = 0x1;
-const MEMCPYED: u8 = 0x2;
+/// blosc's header flags (shared with [`super::blosc_lz4_encode`]).
+pub(super) const DOSHUFFLE: u8 = 0x1;
+pub(super) const MEMCPYED: u8 = 0x2;
 const DOBITSHUFFLE: u8 = 0x4;
 const FUTURE: u8 = 0x8;
-const DONT_SPLIT: u8 = 0x10;
+pub(super) const DONT_SPLIT: u8 = 0x10;
 /// The compressor code (flags >> 5) of LZ4.
-const LZ4: u8 = 1;
+pub(super) const LZ4: u8 = 1;
 /// blosc splits a block into streams only for elements up to this wide,
-/// and blocks of at least [`MIN_SPLIT_BLOCK`] bytes an element.
-const MAX_SPLITS: usize = 16;
-const MIN_SPLIT_BLOCK: usize = 128;
+/// and blocks of at least [`MIN_BUFFER`] bytes an element.
+pub(super) const MAX_SPLITS: usize = 16;
+/// blosc's smallest buffer: below it a buffer is stored as it is, and a
+/// block split into streams has at least this many elements.
+pub(super) const MIN_BUFFER: usize = 128;
+
+/// Whether blosc splits blocks of `blocksize` bytes of `typesize`-byte
+/// elements into a stream per byte (its default split mode, for LZ4; a
+/// frame can forbid it with [`DONT_SPLIT`]).
+pub(super) fn splits(typesize: usize, blocksize: usize) -> bool {
+    typesize <= MAX_SPLITS && blocksize / typesize >= MIN_BUFFER
+}
 
 thread_local! {
     /// Where LZ4 decodes a block's streams, and a whole block for a part.
@@ -74,9 +83,7 @@ impl<'a> Frame<'a> {
             nbytes,
             blocksize,
             shuffled: flags & DOSHUFFLE != 0 && typesize > 1,
-            split: flags & DONT_SPLIT == 0
-                && typesize <= MAX_SPLITS
-                && blocksize / typesize >= MIN_SPLIT_BLOCK,
+            split: flags & DONT_SPLIT == 0 && splits(typesize, blocksize),
         })
     }
 
@@ -324,12 +331,12 @@ mod simd {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::ffi::c_void;
 
     /// A blosc frame of `bytes` compressed by blosc itself.
-    fn frame(
+    pub(in crate::anndata) fn frame(
         bytes: &[u8],
         typesize: usize,
         shuffle: i32,

@@ -22,17 +22,11 @@
 
 use std::cell::RefCell;
 
-/// blosc's header flags and sizes.
-const DOSHUFFLE: u8 = 0x1;
-const MEMCPYED: u8 = 0x2;
-const DONT_SPLIT: u8 = 0x10;
-/// The compressor code (flags >> 5) and format version of LZ4.
-const LZ4: u8 = 1;
+use super::blosc_lz4::{DONT_SPLIT, DOSHUFFLE, LZ4, MEMCPYED, MIN_BUFFER, splits};
+
+/// The format version of LZ4 in a blosc header, and the header's size.
 const LZ4_FORMAT: u8 = 1;
 const HEADER: usize = 16;
-/// blosc stores buffers below this many bytes as they are.
-const MIN_BUFFER: usize = 128;
-const MAX_SPLITS: usize = 16;
 
 thread_local! {
     /// A block shuffled when it cannot be shuffled in place, and LZ4's
@@ -168,62 +162,57 @@ impl Lz4Encoder {
                         return None;
                     }
                     let maxout = neblock.min(most - out);
-                    let cbytes = if in_place {
+                    // The stream when it is not in place in `dest`.
+                    let source = (!in_place).then(|| {
+                        let from = if shuffle { &shuffled[..] } else { block };
+                        &from[j * neblock..(j + 1) * neblock]
+                    });
+                    if in_place {
                         packed.clear();
                         packed.reserve(maxout);
-                        // SAFETY: LZ4 reads `neblock` bytes of the stream
-                        // and writes at most `maxout` into `packed`'s room.
-                        let n = unsafe {
-                            lz4_sys::LZ4_compress_fast(
-                                dest.as_ptr().add(raw_at).cast(),
-                                packed.as_mut_ptr().cast(),
-                                neblock as i32,
-                                maxout as i32,
+                    }
+                    // SAFETY: a stream in place is `neblock` bytes of
+                    // `dest` from `raw_at`, compressed into `packed`'s
+                    // room; any other is compressed into `dest` from
+                    // `out`, which has `maxout` bytes (`most <= len`).
+                    let n = unsafe {
+                        match source {
+                            None => lz4(
+                                dest.as_ptr().add(raw_at),
+                                neblock,
+                                packed.as_mut_ptr(),
+                                maxout,
                                 accel,
-                            )
-                        };
-                        let n = usize::try_from(n).ok().filter(|&n| n <= maxout)?;
-                        if n == 0 || n == neblock {
-                            if out + neblock > most {
-                                return None;
+                            ),
+                            Some(s) => lz4(
+                                s.as_ptr(),
+                                neblock,
+                                dest.as_mut_ptr().add(out),
+                                maxout,
+                                accel,
+                            ),
+                        }
+                    }?;
+                    let cbytes = if n == 0 || n == neblock {
+                        // Stored as it is.
+                        if out + neblock > most {
+                            return None;
+                        }
+                        match source {
+                            Some(s) => dest[out..out + neblock].copy_from_slice(s),
+                            None if raw_at != out => {
+                                dest.copy_within(raw_at..raw_at + neblock, out)
                             }
-                            if raw_at != out {
-                                dest.copy_within(raw_at..raw_at + neblock, out);
-                            }
-                            neblock
-                        } else {
+                            None => {}
+                        }
+                        neblock
+                    } else {
+                        if source.is_none() {
                             // SAFETY: LZ4 wrote `n` bytes there.
                             unsafe { packed.set_len(n) };
                             dest[out..out + n].copy_from_slice(packed);
-                            n
                         }
-                    } else {
-                        let stream = if shuffle {
-                            &shuffled[j * neblock..(j + 1) * neblock]
-                        } else {
-                            &block[j * neblock..(j + 1) * neblock]
-                        };
-                        // SAFETY: LZ4 reads the stream and writes at most
-                        // `maxout` bytes from `out`, inside `dest` (checked).
-                        let n = unsafe {
-                            lz4_sys::LZ4_compress_fast(
-                                stream.as_ptr().cast(),
-                                dest.as_mut_ptr().add(out).cast(),
-                                neblock as i32,
-                                maxout as i32,
-                                accel,
-                            )
-                        };
-                        let n = usize::try_from(n).ok().filter(|&n| n <= maxout)?;
-                        if n == 0 || n == neblock {
-                            if out + neblock > most {
-                                return None;
-                            }
-                            dest[out..out + neblock].copy_from_slice(stream);
-                            neblock
-                        } else {
-                            n
-                        }
+                        n
                     };
                     put(dest, at, cbytes);
                     at = out + cbytes;
@@ -232,6 +221,26 @@ impl Lz4Encoder {
             Some(at)
         })
     }
+}
+
+/// LZ4 (blosc's call) of `len` bytes at `src` into at most `maxout` bytes
+/// at `dst`: how many it wrote, 0 when they did not fit.
+///
+/// # Safety
+/// `src` is readable for `len` bytes, `dst` writable for `maxout`, and
+/// the two do not overlap.
+unsafe fn lz4(
+    src: *const u8,
+    len: usize,
+    dst: *mut u8,
+    maxout: usize,
+    accel: i32,
+) -> Option<usize> {
+    // SAFETY: as the caller promises.
+    let n = unsafe {
+        lz4_sys::LZ4_compress_fast(src.cast(), dst.cast(), len as i32, maxout as i32, accel)
+    };
+    usize::try_from(n).ok().filter(|&n| n <= maxout)
 }
 
 /// Writes `value` as a little-endian 32-bit word at `at`.
@@ -263,12 +272,6 @@ fn blocksize(clevel: usize, typesize: usize, nbytes: usize) -> usize {
         size = size / typesize * typesize;
     }
     size
-}
-
-/// Whether blosc splits blocks of `blocksize` bytes of `typesize`-byte
-/// elements into a stream per byte (its default split mode, for LZ4).
-fn splits(typesize: usize, blocksize: usize) -> bool {
-    typesize <= MAX_SPLITS && blocksize / typesize >= MIN_BUFFER
 }
 
 /// Byte `j` of each element of `block` into `parts[j]` (`parts.len()`

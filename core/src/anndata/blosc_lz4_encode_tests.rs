@@ -7,25 +7,7 @@ use std::mem::MaybeUninit;
 
 /// `bytes` compressed by blosc itself (LZ4, block size its own).
 fn blosc_frame(bytes: &[u8], typesize: usize, shuffle: i32, clevel: i32) -> Vec<u8> {
-    let mut out = vec![0u8; bytes.len() + blosc_src::BLOSC_MAX_OVERHEAD as usize];
-    // SAFETY: buffers sized as blosc asks.
-    let n = unsafe {
-        blosc_src::blosc_compress_ctx(
-            clevel,
-            shuffle,
-            typesize,
-            bytes.len(),
-            bytes.as_ptr().cast::<c_void>(),
-            out.as_mut_ptr().cast::<c_void>(),
-            out.len(),
-            c"lz4".as_ptr(),
-            0,
-            1,
-        )
-    };
-    assert!(n > 0, "blosc compressed");
-    out.truncate(n as usize);
-    out
+    super::super::blosc_lz4::tests::frame(bytes, typesize, shuffle, 0, clevel)
 }
 
 /// What blosc decodes `frame` to.
