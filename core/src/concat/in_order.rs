@@ -38,7 +38,7 @@ pub fn entries_in_order(plan: &ConcatPlan, m: &MatrixPlan) -> bool {
     m.sources.iter().enumerate().all(|(i, src)| match src {
         None => true,
         Some(src) => {
-            src.kind == SourceKind::Csr && keeps_all_in_order(&space.reindexers[i].new_of_old)
+            src.kind == SourceKind::Csr && keeps_all_in_order(&space.reindexer(i).new_of_old)
         }
     })
 }
@@ -129,7 +129,7 @@ pub fn copy_entries(
         let store = Store::open(&src.store)?;
         let ix_path = format!("{}/indices", src.path);
         let ix_dtype = index_dtype(&store, &ix_path)?;
-        let map = &space.reindexers[i].new_of_old;
+        let map = &space.reindexer(i).new_of_old;
         let renamed = map.iter().enumerate().any(|(c, &n)| n != c as i64);
         if !renamed && &ix_dtype == idx_dtype {
             append_bytes(&store, &ix_path, from, len, &mut indices)?;

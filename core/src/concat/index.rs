@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use zarrs::array::ArraySubset;
 
 use crate::anndata::Store;
+use crate::concat::plan::Space;
 use crate::error::{Error, Result};
 
 /// Inner (intersection) or outer (union) join of the other axis.
@@ -181,8 +182,8 @@ impl NameLists {
         join_indices(&self.lists, join)
     }
 
-    /// Each input's reindexer onto `joined`.
-    pub fn reindexers(&self, joined: &[String]) -> Vec<Reindexer> {
+    /// The space of `joined`, with one reindexer per distinct list.
+    pub fn space(&self, joined: &[String]) -> Space {
         // The joined names' positions, built once for every list that
         // differs from them.
         let mut positions = None;
@@ -191,7 +192,8 @@ impl NameLists {
             .iter()
             .map(|old| Reindexer::onto(old, joined, &mut positions))
             .collect();
-        self.of_input.iter().map(|&k| distinct[k].clone()).collect()
+        let of_input = self.of_input.iter().map(|&k| k as u32).collect();
+        Space::new(joined.len() as u64, distinct, of_input)
     }
 }
 
@@ -298,7 +300,13 @@ mod tests {
                 assert_eq!(lists.join(join), joined, "{inputs:?} {join:?}");
                 let every: Vec<Reindexer> =
                     inputs.iter().map(|n| Reindexer::new(n, &joined)).collect();
-                assert_eq!(lists.reindexers(&joined), every);
+                let space = lists.space(&joined);
+                assert_eq!(space.n_other, joined.len() as u64);
+                assert_eq!(space.n_inputs(), inputs.len());
+                assert_eq!(space.n_distinct(), lists.lists.len());
+                for (i, r) in every.iter().enumerate() {
+                    assert_eq!(space.reindexer(i), r);
+                }
             }
         }
         let mut one = NameLists::default();

@@ -108,28 +108,19 @@ impl<'a> Planner<'a> {
                 Join::Inner => present.iter().copied().min().unwrap_or(0),
                 Join::Outer => present.iter().copied().max().unwrap_or(0),
             };
-            let reindexers = widths
-                .iter()
-                .map(|w| {
-                    let w = w.unwrap_or(0);
-                    let old_of_new: Vec<i64> = (0..width as i64)
-                        .map(|j| if (j as u64) < w { j } else { -1 })
-                        .collect();
-                    let new_of_old: Vec<i64> = (0..w as i64)
-                        .map(|j| if (j as u64) < width { j } else { -1 })
-                        .collect();
-                    Reindexer {
-                        identity: w == width,
-                        old_of_new,
-                        new_of_old,
-                    }
-                })
-                .collect();
+            let widths: Vec<u64> = widths.iter().map(|w| w.unwrap_or(0)).collect();
             let space = self.plan.spaces.len();
-            self.plan.spaces.push(Space {
-                n_other: width,
-                reindexers,
-            });
+            self.plan
+                .spaces
+                .push(Space::by_key(width, &widths, |&w| Reindexer {
+                    identity: w == width,
+                    old_of_new: (0..width as i64)
+                        .map(|j| if (j as u64) < w { j } else { -1 })
+                        .collect(),
+                    new_of_old: (0..w as i64)
+                        .map(|j| if (j as u64) < width { j } else { -1 })
+                        .collect(),
+                }));
             // Always stored n_axis x width, whichever axis is concatenated.
             self.plan_matrix(
                 &at(&format!("{m_name}/{key}")),
@@ -212,17 +203,13 @@ impl<'a> Planner<'a> {
                 .map(|g| g.and_then(|g| g.child(&key)))
                 .collect();
             let space = self.plan.spaces.len();
-            self.plan.spaces.push(Space {
-                n_other: n,
-                reindexers: along
-                    .iter()
-                    .map(|_| Reindexer {
-                        old_of_new: Vec::new(),
-                        new_of_old: Vec::new(),
-                        identity: true,
-                    })
-                    .collect(),
-            });
+            self.plan
+                .spaces
+                .push(Space::by_key(n, &vec![(); along.len()], |_| Reindexer {
+                    old_of_new: Vec::new(),
+                    new_of_old: Vec::new(),
+                    identity: true,
+                }));
             self.plan_matrix(
                 &format!("{name}/{key}"),
                 &els,

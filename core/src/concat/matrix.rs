@@ -244,7 +244,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
     for (i, local) in inputs_in(m, &along) {
         let offset_in_chunk = (m.along[i][0] + local.start - along.start) as usize;
         let Some(src) = &m.sources[i] else { continue };
-        let reindex = &space.reindexers[i];
+        let reindex = space.reindexer(i);
         let store = open(&src.store)?;
         // The input positions this chunk needs along the other axis, grouped
         // by the input's chunks there: each group is read, its wanted values
@@ -355,7 +355,7 @@ fn dense_copy(
         if src.kind != SourceKind::Dense || src.dtype != m.dtype {
             return Ok(None);
         }
-        let olds = &space.reindexers[i].old_of_new[other.start as usize..other.end as usize];
+        let olds = &space.reindexer(i).old_of_new[other.start as usize..other.end as usize];
         let first = olds[0];
         if first < 0 || olds.iter().enumerate().any(|(k, &o)| o != first + k as i64) {
             return Ok(None);

@@ -391,7 +391,7 @@ impl<'a> Planner<'a> {
     /// other axis (its columns too when `pairwise`).
     fn load_merged(&self, i: usize, e: &Element, pairwise: bool) -> Result<Merged> {
         let store = &self.inputs[i].store;
-        let r = &self.plan.spaces[0].reindexers[i];
+        let r = self.plan.spaces[0].reindexer(i);
         let n_old = r.new_of_old.len() as u64;
         if e.encoding == Encoding::DataFrame && !pairwise {
             return self.load_merged_frame(i, e);
@@ -464,7 +464,7 @@ impl<'a> Planner<'a> {
 
     /// A data frame in {other}m, reindexed onto the joined axis.
     fn load_merged_frame(&self, i: usize, e: &Element) -> Result<Merged> {
-        let r = &self.plan.spaces[0].reindexers[i];
+        let r = self.plan.spaces[0].reindexer(i);
         let columns = self.reindexed_frame(i, e, r, true)?;
         Ok(Merged::Frame {
             rows: r.old_of_new.len() as u64,

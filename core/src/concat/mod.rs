@@ -406,19 +406,16 @@ impl<'a> Planner<'a> {
             self.other_names = joined.clone();
             self.other_index_na = other_na;
         }
-        let reindexers = other_names.reindexers(&joined);
+        let other_space = other_names.space(&joined);
         drop(other_names);
         let along: Vec<u64> = axis_index
             .iter()
             .map(|(e, _)| e.array().map_or(0, |a| a.shape[0]))
             .collect();
         let n_axis: u64 = along.iter().sum();
-        let n_other = joined.len() as u64;
+        let n_other = other_space.n_other;
         let space = self.plan.spaces.len();
-        self.plan.spaces.push(Space {
-            n_other,
-            reindexers,
-        });
+        self.plan.spaces.push(other_space);
         if main {
             let mut offset = 0;
             for (&n, inp) in along.iter().zip(self.inputs) {
@@ -488,7 +485,7 @@ impl<'a> Planner<'a> {
         let other_name = common_name(&other_index_names);
         let mut other_columns = match self.opts.merge {
             Some(strategy) if main => {
-                self.merge_frames(&other_frames, &self.plan.spaces[space].reindexers, strategy)?
+                self.merge_frames(&other_frames, &self.plan.spaces[space], strategy)?
             }
             _ => Vec::new(),
         };
@@ -561,13 +558,13 @@ impl<'a> Planner<'a> {
     fn merge_frames(
         &self,
         frames: &[&Element],
-        reindexers: &[Reindexer],
+        space: &Space,
         strategy: Merge,
     ) -> Result<Vec<(String, Column)>> {
         let per_input: Vec<Vec<(String, Column)>> = frames
             .iter()
             .enumerate()
-            .map(|(i, f)| self.reindexed_frame(i, f, &reindexers[i], false))
+            .map(|(i, f)| self.reindexed_frame(i, f, space.reindexer(i), false))
             .collect::<Result<_>>()?;
         let lists: Vec<Vec<String>> = per_input
             .iter()

@@ -54,12 +54,71 @@ pub struct InputInfo {
 
 /// A joined other axis with each input's reindexer onto it (the main
 /// object's other axis, or raw's).
+///
+/// Inputs that share their names share one reindexer: the plan (held by the
+/// coordinator and by every worker) grows with the distinct name lists, not
+/// with inputs x names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Space {
     /// Length of the joined other axis.
     pub n_other: u64,
-    /// One reindexer per input.
-    pub reindexers: Vec<Reindexer>,
+    /// The distinct reindexers.
+    distinct: Vec<Reindexer>,
+    /// Per input, the index of its reindexer in `distinct`.
+    of_input: Vec<u32>,
+}
+
+impl Space {
+    /// A space of `n_other` positions whose input `i` maps onto it with
+    /// `distinct[of_input[i]]`.
+    pub fn new(n_other: u64, distinct: Vec<Reindexer>, of_input: Vec<u32>) -> Space {
+        assert!(
+            of_input.iter().all(|&k| (k as usize) < distinct.len()),
+            "every input's reindexer is one of the distinct ones"
+        );
+        Space {
+            n_other,
+            distinct,
+            of_input,
+        }
+    }
+
+    /// A space of `n_other` positions, each input's reindexer the one
+    /// `key` gives it (inputs with equal keys share one, built once by
+    /// `build`).
+    pub fn by_key<K: Eq + std::hash::Hash + Clone>(
+        n_other: u64,
+        keys: &[K],
+        mut build: impl FnMut(&K) -> Reindexer,
+    ) -> Space {
+        let mut seen: std::collections::HashMap<K, u32> = Default::default();
+        let mut distinct = Vec::new();
+        let of_input = keys
+            .iter()
+            .map(|k| {
+                *seen.entry(k.clone()).or_insert_with(|| {
+                    distinct.push(build(k));
+                    (distinct.len() - 1) as u32
+                })
+            })
+            .collect();
+        Space::new(n_other, distinct, of_input)
+    }
+
+    /// Input `i`'s reindexer onto the joined axis.
+    pub fn reindexer(&self, i: usize) -> &Reindexer {
+        &self.distinct[self.of_input[i] as usize]
+    }
+
+    /// How many inputs the space maps.
+    pub fn n_inputs(&self) -> usize {
+        self.of_input.len()
+    }
+
+    /// How many distinct reindexers it holds.
+    pub fn n_distinct(&self) -> usize {
+        self.distinct.len()
+    }
 }
 
 /// How an input matrix is stored.
@@ -266,5 +325,33 @@ mod tests {
         let again = ConcatPlan::load(&files[0]).expect("reload");
         assert!(!Arc::ptr_eq(&first, &again));
         assert_eq!(again.output, first.output);
+    }
+
+    #[test]
+    fn inputs_with_equal_keys_share_one_reindexer_through_a_save_and_load() {
+        let widths = [3u64, 2, 3, 3, 2, 0];
+        let mut built = 0;
+        let space = Space::by_key(3, &widths, |&w| {
+            built += 1;
+            Reindexer {
+                old_of_new: (0..3).map(|j| if j < w as i64 { j } else { -1 }).collect(),
+                new_of_old: (0..w as i64).collect(),
+                identity: w == 3,
+            }
+        });
+        assert_eq!(built, 3);
+        assert_eq!((space.n_inputs(), space.n_distinct()), (6, 3));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = plan(dir.path());
+        std::fs::create_dir_all(dir.path().join(".anncat")).expect("mkdir");
+        p.spaces.push(space);
+        let loaded = ConcatPlan::load(&p.save().expect("save")).expect("load");
+        let space = &loaded.spaces[0];
+        for (i, &w) in widths.iter().enumerate() {
+            let r = space.reindexer(i);
+            assert_eq!(r.new_of_old.len() as u64, w, "input {i}");
+            assert_eq!(r.identity, w == 3);
+            assert_eq!(r.has_missing(), w < 3);
+        }
     }
 }

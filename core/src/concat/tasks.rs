@@ -207,14 +207,14 @@ impl Planner<'_> {
                 Scalar::Float(f64::NAN)
             })
         };
-        let reindexers = &self.plan.spaces[space].reindexers;
+        let space_ref = &self.plan.spaces[space];
         let mut dtype: Option<DType> = None;
         for (i, k) in kinds.iter().enumerate() {
             let d = match k {
                 Some((_, d)) if diagonal => d.clone(),
                 None if diagonal => DType::Bool,
                 Some((_, d)) => {
-                    let missing = reindexers[i].has_missing();
+                    let missing = space_ref.reindexer(i).has_missing();
                     if !missing {
                         d.clone()
                     } else if sparse {
@@ -332,7 +332,8 @@ impl Planner<'_> {
         if sparse && !fill.is_zero() {
             let space_ref = &self.plan.spaces[space];
             for (i, &n) in along.iter().enumerate() {
-                let missing = space_ref.reindexers[i]
+                let missing = space_ref
+                    .reindexer(i)
                     .old_of_new
                     .iter()
                     .filter(|&&o| o < 0)

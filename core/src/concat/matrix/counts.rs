@@ -52,7 +52,8 @@ pub(crate) fn count_group(plan: &ConcatPlan, m: &MatrixPlan, chunk_bytes: u64) -
             || m.diagonal
             || m.sources.iter().enumerate().all(|(i, s)| {
                 s.is_none()
-                    || plan.spaces[m.space].reindexers[i]
+                    || plan.spaces[m.space]
+                        .reindexer(i)
                         .new_of_old
                         .iter()
                         .all(|&n| n >= 0)
@@ -165,7 +166,7 @@ pub(super) fn counts_from_indptr(
     match m.stack {
         Axis::Obs => {
             for (i, local) in inputs_in(m, range) {
-                let drops = !m.diagonal && space.reindexers[i].new_of_old.iter().any(|&n| n < 0);
+                let drops = !m.diagonal && space.reindexer(i).new_of_old.iter().any(|&n| n < 0);
                 if drops {
                     return Ok(None);
                 }
@@ -184,7 +185,7 @@ pub(super) fn counts_from_indptr(
                 let Some(src) = src else { continue };
                 let olds: Vec<i64> = range
                     .clone()
-                    .map(|r| space.reindexers[i].old_of_new[r as usize])
+                    .map(|r| space.reindexer(i).old_of_new[r as usize])
                     .collect();
                 let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
                 let (Some(&lo), Some(&hi)) = (present.iter().min(), present.iter().max()) else {

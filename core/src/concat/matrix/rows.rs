@@ -290,7 +290,7 @@ pub(super) fn assemble_stacked_sparse(
         let Some(src) = &m.sources[i] else { continue };
         let first_out = (m.along[i][0] + local.start - range.start) as usize;
         let rows = read_rows_with(src, local.clone(), &m.dtype, with_data)?;
-        let map = &space.reindexers[i].new_of_old;
+        let map = &space.reindexer(i).new_of_old;
         let ordered = keeps_order(map);
         let n = (local.end - local.start) as usize;
         // Kept columns in order, the dropped ones (if any) all after them
@@ -380,7 +380,7 @@ pub(super) fn assemble_side_by_side(
     let mut total = 0usize;
     for (i, &[offset, _]) in m.along.iter().enumerate() {
         let Some(src) = &m.sources[i] else { continue };
-        let olds = &space.reindexers[i].old_of_new[range.start as usize..range.end as usize];
+        let olds = &space.reindexer(i).old_of_new[range.start as usize..range.end as usize];
         let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
         if present.is_empty() {
             continue;
@@ -467,7 +467,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
                     }
                     continue;
                 }
-                let reindex = &space.reindexers[i];
+                let reindex = space.reindexer(i);
                 let missing_cols: Vec<i64> = if fill_nonzero {
                     (0..space.n_other as i64)
                         .filter(|&c| reindex.old_of_new[c as usize] < 0 || m.sources[i].is_none())
@@ -501,7 +501,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
         }
         Axis::Var => {
             for (i, &[offset, n]) in m.along.iter().enumerate() {
-                let reindex = &space.reindexers[i];
+                let reindex = space.reindexer(i);
                 let olds: Vec<i64> = range
                     .clone()
                     .map(|r| reindex.old_of_new[r as usize])
