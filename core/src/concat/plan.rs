@@ -1,6 +1,6 @@
 //! The concat plan: everything the matrix kernels need to know, computed
 //! once from metadata by the planner and saved in the staging directory
-//! (`OUT.partial/.anncat/plan.bin`) where every executor, in this process
+//! (`OUT.partial/.anncat/plan-PID-NANOS.bin`) where every executor, in this process
 //! or another, loads it (once per process).
 
 use std::path::{Path, PathBuf};

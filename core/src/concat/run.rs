@@ -479,6 +479,38 @@ mod tests {
     }
 
     #[test]
+    fn inputs_that_share_their_names_share_one_reindexer_in_the_saved_plan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/chunked_v2.zarr");
+        let inputs: Vec<PathBuf> = (0..12)
+            .map(|i| {
+                let p = dir.path().join(format!("in{i}.zarr"));
+                copy_dir(&fixture, &p);
+                p
+            })
+            .collect();
+        let mut opts = ConcatOptions::new(inputs, dir.path().join("out.zarr"));
+        opts.index_unique = Some("-".into());
+        let prepared = prepare_concat(&opts).expect("plan");
+        let saved: Vec<PathBuf> = std::fs::read_dir(prepared.partial_path().join(".anncat"))
+            .expect("staging directory")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("plan-"))
+            })
+            .collect();
+        assert_eq!(saved.len(), 1, "{saved:?}");
+        let plan = crate::concat::plan::ConcatPlan::load(&saved[0]).expect("load the plan");
+        let main = &plan.spaces[0];
+        assert_eq!(main.n_inputs(), 12);
+        assert_eq!(main.n_distinct(), 1, "one reindexer, not one per input");
+        assert!(main.reindexer(11).identity);
+        drop(prepared);
+    }
+
+    #[test]
     fn a_resume_refuses_an_input_that_changed_and_keeps_the_partial() {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = planned_then_killed(dir.path());
