@@ -78,7 +78,8 @@ pub fn read_raw_strings(
 
 /// Fails if `names` holds a duplicate (the other axis must be unique).
 pub fn check_unique(store: &Store, path: &str, names: &[String]) -> Result<()> {
-    let mut seen = HashSet::with_capacity(names.len());
+    let mut seen: HashSet<&str, foldhash::fast::RandomState> =
+        HashSet::with_capacity_and_hasher(names.len(), Default::default());
     for n in names {
         if !seen.insert(n.as_str()) {
             return Err(store.err(
@@ -158,13 +159,23 @@ pub struct NameLists {
 }
 
 impl NameLists {
+    /// The key of `names` in `by_hash`.
+    fn hash(names: &[String]) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::quality::FixedState::with_seed(0).hash_one(names)
+    }
+
+    /// Whether an input added before had the same list (in the same order).
+    pub fn contains(&self, names: &[String]) -> bool {
+        self.by_hash
+            .get(&NameLists::hash(names))
+            .is_some_and(|c| c.iter().any(|&k| self.lists[k] == names))
+    }
+
     /// Adds the next input's names; `true` when no earlier input had the
     /// same list (in the same order).
     pub fn push(&mut self, names: Vec<String>) -> bool {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        names.hash(&mut h);
-        let candidates = self.by_hash.entry(h.finish()).or_default();
+        let candidates = self.by_hash.entry(NameLists::hash(&names)).or_default();
         if let Some(&k) = candidates.iter().find(|&&k| self.lists[k] == names) {
             self.of_input.push(k);
             return false;
@@ -294,6 +305,7 @@ mod tests {
             for (i, n) in inputs.iter().enumerate() {
                 assert_eq!(&lists.lists[lists.of_input[i]], n);
                 assert_eq!(fresh[i], !inputs[..i].contains(n));
+                assert!(lists.contains(n));
             }
             for join in [Join::Inner, Join::Outer] {
                 let joined = join_indices(&inputs, join);

@@ -379,17 +379,20 @@ impl<'a> Planner<'a> {
         let inputs = self.inputs;
         // A batch at a time: the lists held at once are a batch's and the
         // distinct ones (most inputs of an atlas share one), not every
-        // input's.
+        // input's. A list an earlier batch had is known to be unique.
         let batch = 4 * rayon::current_num_threads().max(4);
         for first in (0..axis_frames.len()).step_by(batch) {
             let last = (first + batch).min(axis_frames.len());
+            let seen = &other_names;
             let read: Vec<Result<_>> = (first..last)
                 .into_par_iter()
                 .map(|i| {
                     let store = &inputs[i].store;
                     let axis_index = frame_index_element(store, axis_frames[i])?;
                     let (names, name) = frame_index(store, other_frames[i])?;
-                    check_unique(store, &other_frame, &names)?;
+                    if !seen.contains(&names) {
+                        check_unique(store, &other_frame, &names)?;
+                    }
                     Ok((axis_index, names, name))
                 })
                 .collect();
