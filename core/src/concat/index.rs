@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use zarrs::array::ArraySubset;
 
 use crate::anndata::Store;
-use crate::concat::plan::Space;
 use crate::error::{Error, Result};
 
 /// Inner (intersection) or outer (union) join of the other axis.
@@ -76,21 +75,6 @@ pub fn read_raw_strings(
     Ok(Some((text, offsets)))
 }
 
-/// Fails if `names` holds a duplicate (the other axis must be unique).
-pub fn check_unique(store: &Store, path: &str, names: &[String]) -> Result<()> {
-    let mut seen: HashSet<&str, foldhash::fast::RandomState> =
-        HashSet::with_capacity_and_hasher(names.len(), Default::default());
-    for n in names {
-        if !seen.insert(n.as_str()) {
-            return Err(store.err(
-                path,
-                format!("duplicate name {n:?} on the axis being joined"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// pandas `Index.intersection` (sort=False): `a`'s order, names also in `b`.
 fn intersection(a: &[String], b: &[String]) -> Vec<String> {
     if a == b {
@@ -146,75 +130,18 @@ pub fn join_indices(indices: &[Vec<String>], join: Join) -> Vec<String> {
     }
 }
 
-/// Each input's names along the other axis, held once per distinct list:
-/// inputs that share their genes (the usual atlas) share one list, so the
-/// planner holds O(distinct lists x names), not O(inputs x names).
-#[derive(Debug, Default)]
-pub struct NameLists {
-    /// The distinct lists, in order of first appearance.
-    pub lists: Vec<Vec<String>>,
-    /// Per input, the index of its list in `lists`.
-    pub of_input: Vec<usize>,
-    by_hash: HashMap<u64, Vec<usize>>,
-}
-
-impl NameLists {
-    /// The key of `names` in `by_hash`.
-    fn hash(names: &[String]) -> u64 {
-        use std::hash::BuildHasher;
-        foldhash::quality::FixedState::with_seed(0).hash_one(names)
-    }
-
-    /// Whether an input added before had the same list (in the same order).
-    pub fn contains(&self, names: &[String]) -> bool {
-        self.by_hash
-            .get(&NameLists::hash(names))
-            .is_some_and(|c| c.iter().any(|&k| self.lists[k] == names))
-    }
-
-    /// Adds the next input's names; `true` when no earlier input had the
-    /// same list (in the same order).
-    pub fn push(&mut self, names: Vec<String>) -> bool {
-        let candidates = self.by_hash.entry(NameLists::hash(&names)).or_default();
-        if let Some(&k) = candidates.iter().find(|&&k| self.lists[k] == names) {
-            self.of_input.push(k);
-            return false;
-        }
-        candidates.push(self.lists.len());
-        self.of_input.push(self.lists.len());
-        self.lists.push(names);
-        true
-    }
-
-    /// The joined names: [`join_indices`] over the distinct lists, which
-    /// equals it over every input's (a list seen before changes neither an
-    /// intersection nor a union that already holds it).
-    pub fn join(&self, join: Join) -> Vec<String> {
-        join_indices(&self.lists, join)
-    }
-
-    /// The space of `joined`, with one reindexer per distinct list.
-    pub fn space(&self, joined: &[String]) -> Space {
-        // The joined names' positions, built once for every list that
-        // differs from them.
-        let mut positions = None;
-        let distinct: Vec<Reindexer> = self
-            .lists
-            .iter()
-            .map(|old| Reindexer::onto(old, joined, &mut positions))
-            .collect();
-        let of_input = self.of_input.iter().map(|&k| k as u32).collect();
-        Space::new(joined.len() as u64, distinct, of_input)
-    }
-}
-
 /// How one input maps onto the joined other axis.
+///
+/// Only the input's side is stored (its length): a plan holds one per
+/// distinct name list, in the coordinator and in every worker, and the
+/// joined side (`old_of_new`, the joined axis' length) is computed where
+/// a task needs it, for the positions it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reindexer {
-    /// For every output position, the input position holding it, or -1.
-    pub old_of_new: Vec<i64>,
     /// For every input position, its output position, or -1 (dropped).
     pub new_of_old: Vec<i64>,
+    /// Length of the joined axis.
+    pub n_new: u64,
     /// The input's axis equals the joined one (nothing to do).
     pub identity: bool,
 }
@@ -222,46 +149,69 @@ pub struct Reindexer {
 impl Reindexer {
     /// Maps `old` names onto `new` names.
     pub fn new(old: &[String], new: &[String]) -> Reindexer {
-        Reindexer::onto(old, new, &mut None)
-    }
-
-    /// Maps `old` names onto `new` names, with `new`'s positions taken
-    /// from `positions`, or built there on first need (so that several
-    /// inputs mapped onto the same names share one map).
-    fn onto<'n>(
-        old: &[String],
-        new: &'n [String],
-        positions: &mut Option<HashMap<&'n str, i64>>,
-    ) -> Reindexer {
         if old == new {
-            let ids: Vec<i64> = (0..old.len() as i64).collect();
-            return Reindexer {
-                old_of_new: ids.clone(),
-                new_of_old: ids,
-                identity: true,
-            };
+            return Reindexer::identity(old.len());
         }
-        let pos = positions.get_or_insert_with(|| positions_of(new));
+        let pos = positions_of(new);
         let new_of_old: Vec<i64> = old
             .iter()
             .map(|n| pos.get(n.as_str()).copied().unwrap_or(-1))
             .collect();
-        let mut old_of_new = vec![-1i64; new.len()];
-        for (o, &n) in new_of_old.iter().enumerate() {
-            if n >= 0 {
-                old_of_new[n as usize] = o as i64;
+        Reindexer::from_new_of_old(new_of_old, new.len())
+    }
+
+    /// The reindexer of an input whose axis is the joined one, of `n` names.
+    pub fn identity(n: usize) -> Reindexer {
+        Reindexer {
+            new_of_old: (0..n as i64).collect(),
+            n_new: n as u64,
+            identity: true,
+        }
+    }
+
+    /// The reindexer that sends input position `o` to `new_of_old[o]` (or
+    /// drops it, -1) on a joined axis of `n_new` positions, each the image
+    /// of at most one input position.
+    pub fn from_new_of_old(new_of_old: Vec<i64>, n_new: usize) -> Reindexer {
+        let identity =
+            new_of_old.len() == n_new && new_of_old.iter().enumerate().all(|(o, &n)| n == o as i64);
+        Reindexer {
+            new_of_old,
+            n_new: n_new as u64,
+            identity,
+        }
+    }
+
+    /// For every output position, the input position holding it, or -1.
+    pub fn old_of_new(&self) -> Vec<i64> {
+        self.old_of_new_in(0..self.n_new)
+    }
+
+    /// [`Reindexer::old_of_new`] of the output positions in `range` only
+    /// (one pass over the input's positions).
+    pub fn old_of_new_in(&self, range: std::ops::Range<u64>) -> Vec<i64> {
+        let (start, end) = (range.start as i64, range.end.max(range.start) as i64);
+        if self.identity {
+            return (start..end).collect();
+        }
+        let mut olds = vec![-1i64; (end - start) as usize];
+        for (o, &n) in self.new_of_old.iter().enumerate() {
+            if n >= start && n < end {
+                olds[(n - start) as usize] = o as i64;
             }
         }
-        Reindexer {
-            old_of_new,
-            new_of_old,
-            identity: false,
-        }
+        olds
+    }
+
+    /// How many output positions have no input value.
+    pub fn n_missing(&self) -> u64 {
+        let kept = self.new_of_old.iter().filter(|&&n| n >= 0).count() as u64;
+        self.n_new.saturating_sub(kept)
     }
 
     /// Whether some output position has no input value (needs filling).
     pub fn has_missing(&self) -> bool {
-        self.old_of_new.iter().any(|&o| o < 0)
+        self.n_missing() > 0
     }
 }
 
@@ -285,47 +235,6 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn distinct_name_lists_join_and_reindex_as_every_input_would() {
-        let a = s(&["c", "a", "b"]);
-        let b = s(&["b", "c", "d"]);
-        let b_reordered = s(&["c", "b", "d"]);
-        let cases = [
-            vec![a.clone(), a.clone(), a.clone()],
-            vec![a.clone(), b.clone(), a.clone(), b.clone()],
-            vec![a.clone(), Vec::new(), a.clone()],
-            vec![b.clone(), b_reordered.clone(), b.clone(), a.clone()],
-        ];
-        for inputs in cases {
-            let mut lists = NameLists::default();
-            let fresh: Vec<bool> = inputs.iter().map(|n| lists.push(n.clone())).collect();
-            assert_eq!(lists.of_input.len(), inputs.len());
-            for (i, n) in inputs.iter().enumerate() {
-                assert_eq!(&lists.lists[lists.of_input[i]], n);
-                assert_eq!(fresh[i], !inputs[..i].contains(n));
-                assert!(lists.contains(n));
-            }
-            for join in [Join::Inner, Join::Outer] {
-                let joined = join_indices(&inputs, join);
-                assert_eq!(lists.join(join), joined, "{inputs:?} {join:?}");
-                let every: Vec<Reindexer> =
-                    inputs.iter().map(|n| Reindexer::new(n, &joined)).collect();
-                let space = lists.space(&joined);
-                assert_eq!(space.n_other, joined.len() as u64);
-                assert_eq!(space.n_inputs(), inputs.len());
-                assert_eq!(space.n_distinct(), lists.lists.len());
-                for (i, r) in every.iter().enumerate() {
-                    assert_eq!(space.reindexer(i), r);
-                }
-            }
-        }
-        let mut one = NameLists::default();
-        for _ in 0..5 {
-            one.push(a.clone());
-        }
-        assert_eq!(one.lists.len(), 1);
     }
 
     /// pandas' `Index.union` (sort=None) of two indices, as written.
@@ -388,7 +297,9 @@ mod tests {
     #[test]
     fn reindexer_maps_both_ways() {
         let r = Reindexer::new(&s(&["x", "y", "z"]), &s(&["z", "w", "x"]));
-        assert_eq!(r.old_of_new, vec![2, -1, 0]);
+        assert_eq!(r.old_of_new(), vec![2, -1, 0]);
+        assert_eq!(r.old_of_new_in(1..3), vec![-1, 0]);
+        assert_eq!(r.n_missing(), 1);
         assert_eq!(r.new_of_old, vec![2, -1, 0]);
         assert!(r.has_missing() && !r.identity);
         assert!(Reindexer::new(&s(&["a"]), &s(&["a"])).identity);

@@ -110,17 +110,14 @@ impl<'a> Planner<'a> {
             };
             let widths: Vec<u64> = widths.iter().map(|w| w.unwrap_or(0)).collect();
             let space = self.plan.spaces.len();
-            self.plan
-                .spaces
-                .push(Space::by_key(width, &widths, |&w| Reindexer {
-                    identity: w == width,
-                    old_of_new: (0..width as i64)
-                        .map(|j| if (j as u64) < w { j } else { -1 })
-                        .collect(),
-                    new_of_old: (0..w as i64)
+            self.plan.spaces.push(Space::by_key(width, &widths, |&w| {
+                Reindexer::from_new_of_old(
+                    (0..w as i64)
                         .map(|j| if (j as u64) < width { j } else { -1 })
                         .collect(),
-                }));
+                    width as usize,
+                )
+            }));
             // Always stored n_axis x width, whichever axis is concatenated.
             self.plan_matrix(
                 &at(&format!("{m_name}/{key}")),
@@ -206,8 +203,8 @@ impl<'a> Planner<'a> {
             self.plan
                 .spaces
                 .push(Space::by_key(n, &vec![(); along.len()], |_| Reindexer {
-                    old_of_new: Vec::new(),
                     new_of_old: Vec::new(),
+                    n_new: 0,
                     identity: true,
                 }));
             self.plan_matrix(

@@ -257,8 +257,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
             .unwrap_or(1)
             .max(1);
         let mut groups: std::collections::BTreeMap<u64, Vec<(usize, u64)>> = Default::default();
-        for (k, o) in other.clone().enumerate() {
-            let old = reindex.old_of_new[o as usize];
+        for (k, old) in reindex.old_of_new_in(other.clone()).into_iter().enumerate() {
             if old >= 0 {
                 groups
                     .entry(old as u64 / chunk_other)
@@ -355,7 +354,7 @@ fn dense_copy(
         if src.kind != SourceKind::Dense || src.dtype != m.dtype {
             return Ok(None);
         }
-        let olds = &space.reindexer(i).old_of_new[other.start as usize..other.end as usize];
+        let olds = space.reindexer(i).old_of_new_in(other.clone());
         let first = olds[0];
         if first < 0 || olds.iter().enumerate().any(|(k, &o)| o != first + k as i64) {
             return Ok(None);

@@ -182,13 +182,14 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
     if r.identity {
         return Ok(m);
     }
-    let n = r.old_of_new.len() as u64;
+    let n = r.n_new;
+    let old_of_new = r.old_of_new();
     match m {
         // Reindexed when read.
         read @ (Merged::Frame { .. } | Merged::Awkward(_)) => Ok(read),
         Merged::Dense { shape, values } => {
             let cols: Vec<Option<u64>> = if both {
-                r.old_of_new
+                old_of_new
                     .iter()
                     .map(|&o| (o >= 0).then_some(o as u64))
                     .collect()
@@ -200,8 +201,7 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
             } else {
                 values.dtype()
             };
-            let idx: Vec<Option<usize>> = r
-                .old_of_new
+            let idx: Vec<Option<usize>> = old_of_new
                 .iter()
                 .flat_map(|&o| {
                     cols.iter().map(move |c| match (o >= 0, c) {
@@ -438,7 +438,7 @@ impl<'a> Planner<'a> {
                 .map_or(0, |a| a.shape.iter().product::<u64>()),
             _ => shape[0] * shape[1],
         };
-        let wide = u64::from(pairwise) * r.old_of_new.len() as u64;
+        let wide = u64::from(pairwise) * r.n_new;
         let need = values.max(wide) * 32;
         if need > self.opts.memory_limit {
             return Err(store.err(
@@ -467,7 +467,7 @@ impl<'a> Planner<'a> {
         let r = self.plan.spaces[0].reindexer(i);
         let columns = self.reindexed_frame(i, e, r, true)?;
         Ok(Merged::Frame {
-            rows: r.old_of_new.len() as u64,
+            rows: r.n_new,
             columns,
         })
     }
@@ -512,11 +512,8 @@ mod tests {
     #[test]
     fn reindexing_moves_rows_and_columns_and_drops_explicit_zeros() {
         // old axis [a, b, c] onto new [c, a, x]
-        let r = Reindexer {
-            old_of_new: vec![2, 0, -1],
-            new_of_old: vec![1, -1, 0],
-            identity: false,
-        };
+        let r = Reindexer::from_new_of_old(vec![1, -1, 0], 3);
+        assert_eq!(r.old_of_new(), vec![2, 0, -1]);
         let m = sparse(
             true,
             vec![(0, 2), (1, 1), (2, 0), (2, 2)],

@@ -22,6 +22,7 @@ pub mod index;
 mod mappings;
 pub mod matrix;
 mod merge;
+pub mod name_lists;
 pub mod options;
 pub mod plan;
 pub mod run;
@@ -36,7 +37,8 @@ use serde_json::{Map, Value, json};
 
 use self::axis_frame::{FramePart, Text, plan_axis_frame};
 use self::frame::{Column, read_column, write_frame};
-use self::index::{Join, NameLists, Reindexer, check_unique, read_strings};
+use self::index::{Join, Reindexer, read_strings};
+use self::name_lists::NameLists;
 pub use self::options::{ConcatOptions, Merge, Sharding, parse_size};
 use self::plan::{Axis, ConcatPlan, InputInfo, Space};
 pub use self::run::{PreparedConcat, prepare_concat};
@@ -377,40 +379,40 @@ impl<'a> Planner<'a> {
             Axis::Var => "obs".to_string(),
         };
         let inputs = self.inputs;
-        // A batch at a time: the lists held at once are a batch's and the
-        // distinct ones (most inputs of an atlas share one), not every
-        // input's. A list an earlier batch had is known to be unique.
+        // A batch at a time: the lists held at once are a batch's (as
+        // strings) and the distinct ones (as ids), not every input's.
         let batch = 4 * rayon::current_num_threads().max(4);
         for first in (0..axis_frames.len()).step_by(batch) {
             let last = (first + batch).min(axis_frames.len());
-            let seen = &other_names;
             let read: Vec<Result<_>> = (first..last)
                 .into_par_iter()
                 .map(|i| {
                     let store = &inputs[i].store;
                     let axis_index = frame_index_element(store, axis_frames[i])?;
                     let (names, name) = frame_index(store, other_frames[i])?;
-                    if !seen.contains(&names) {
-                        check_unique(store, &other_frame, &names)?;
-                    }
-                    Ok((axis_index, names, name))
+                    let hash = NameLists::hash(&names);
+                    Ok((axis_index, names, hash, name))
                 })
                 .collect();
-            for input in read {
-                let (index, names, name) = input?;
+            for (i, input) in (first..last).zip(read) {
+                let (index, names, hash, name) = input?;
+                other_names.push(names, hash).map_err(|dup| {
+                    inputs[i].store.err(
+                        &other_frame,
+                        format!("duplicate name {:?} on the axis being joined", dup.0),
+                    )
+                })?;
                 axis_index.push(index);
-                other_names.push(names);
                 other_index_names.push(name);
             }
         }
-        let joined = other_names.join(join);
+        let (joined, other_space) = other_names.join(join);
+        drop(other_names);
         let other_na = frame::common_index_na(other_frames.iter().map(|f| frame::index_na(f)));
         if main && self.opts.merge.is_some() {
             self.other_names = joined.clone();
             self.other_index_na = other_na;
         }
-        let other_space = other_names.space(&joined);
-        drop(other_names);
         let along: Vec<u64> = axis_index
             .iter()
             .map(|(e, _)| e.array().map_or(0, |a| a.shape[0]))
@@ -611,7 +613,7 @@ impl<'a> Planner<'a> {
         nan_text: bool,
     ) -> Result<Vec<(String, Column)>> {
         let idx: Vec<Option<usize>> = reindexer
-            .old_of_new
+            .old_of_new()
             .iter()
             .map(|&o| (o >= 0).then_some(o as usize))
             .collect();

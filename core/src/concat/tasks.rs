@@ -332,12 +332,7 @@ impl Planner<'_> {
         if sparse && !fill.is_zero() {
             let space_ref = &self.plan.spaces[space];
             for (i, &n) in along.iter().enumerate() {
-                let missing = space_ref
-                    .reindexer(i)
-                    .old_of_new
-                    .iter()
-                    .filter(|&&o| o < 0)
-                    .count() as u64;
+                let missing = space_ref.reindexer(i).n_missing();
                 let missing = if sources[i].is_none() {
                     space_ref.n_other
                 } else {

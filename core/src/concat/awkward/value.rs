@@ -449,7 +449,8 @@ impl AwkwardValue {
         if r.identity {
             return self;
         }
-        let new_len = r.old_of_new.len() as u64;
+        let new_len = r.n_new;
+        let old_of_new = r.old_of_new();
         let old_len = self.len;
         if new_len > old_len {
             let (top, len) = match self.top {
@@ -490,8 +491,7 @@ impl AwkwardValue {
                 }
                 top => (top, len),
             };
-            let rows: Vec<u64> = r
-                .old_of_new
+            let rows: Vec<u64> = old_of_new
                 .iter()
                 .map(|&o| if o < 0 { len - 1 } else { o as u64 })
                 .collect();
@@ -500,7 +500,7 @@ impl AwkwardValue {
                 top: top.take(&rows),
             };
         }
-        let rows: Vec<u64> = r.old_of_new.iter().map(|&o| o.max(0) as u64).collect();
+        let rows: Vec<u64> = old_of_new.iter().map(|&o| o.max(0) as u64).collect();
         AwkwardValue {
             len: new_len,
             top: self.top.take(&rows),

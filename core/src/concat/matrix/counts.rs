@@ -183,10 +183,7 @@ pub(super) fn counts_from_indptr(
         Axis::Var => {
             for (i, src) in m.sources.iter().enumerate() {
                 let Some(src) = src else { continue };
-                let olds: Vec<i64> = range
-                    .clone()
-                    .map(|r| space.reindexer(i).old_of_new[r as usize])
-                    .collect();
+                let olds = space.reindexer(i).old_of_new_in(range.clone());
                 let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
                 let (Some(&lo), Some(&hi)) = (present.iter().min(), present.iter().max()) else {
                     continue;

@@ -380,7 +380,7 @@ pub(super) fn assemble_side_by_side(
     let mut total = 0usize;
     for (i, &[offset, _]) in m.along.iter().enumerate() {
         let Some(src) = &m.sources[i] else { continue };
-        let olds = &space.reindexer(i).old_of_new[range.start as usize..range.end as usize];
+        let olds = space.reindexer(i).old_of_new_in(range.clone());
         let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
         if present.is_empty() {
             continue;
@@ -469,8 +469,9 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
                 }
                 let reindex = space.reindexer(i);
                 let missing_cols: Vec<i64> = if fill_nonzero {
+                    let olds = reindex.old_of_new();
                     (0..space.n_other as i64)
-                        .filter(|&c| reindex.old_of_new[c as usize] < 0 || m.sources[i].is_none())
+                        .filter(|&c| olds[c as usize] < 0 || m.sources[i].is_none())
                         .collect()
                 } else {
                     Vec::new()
@@ -502,10 +503,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
         Axis::Var => {
             for (i, &[offset, n]) in m.along.iter().enumerate() {
                 let reindex = space.reindexer(i);
-                let olds: Vec<i64> = range
-                    .clone()
-                    .map(|r| reindex.old_of_new[r as usize])
-                    .collect();
+                let olds = reindex.old_of_new_in(range.clone());
                 let width = n as i64;
                 let off = offset as i64;
                 let fill_row: Vec<i64> = if fill_nonzero {
