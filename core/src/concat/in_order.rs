@@ -45,7 +45,7 @@ pub fn entries_in_order(plan: &ConcatPlan, m: &MatrixPlan) -> bool {
 
 /// Whether `map` (new position of every old column) drops no column and
 /// keeps their order.
-fn keeps_all_in_order(map: &[i64]) -> bool {
+fn keeps_all_in_order(map: &[i32]) -> bool {
     map.iter().all(|&c| c >= 0) && map.windows(2).all(|w| w[0] < w[1])
 }
 
@@ -130,7 +130,7 @@ pub fn copy_entries(
         let ix_path = format!("{}/indices", src.path);
         let ix_dtype = index_dtype(&store, &ix_path)?;
         let map = &space.reindexer(i).new_of_old;
-        let renamed = map.iter().enumerate().any(|(c, &n)| n != c as i64);
+        let renamed = map.iter().enumerate().any(|(c, &n)| n as usize != c);
         if !renamed && &ix_dtype == idx_dtype {
             append_bytes(&store, &ix_path, from, len, &mut indices)?;
         } else {
@@ -142,7 +142,7 @@ pub fn copy_entries(
             let mut new = Vec::with_capacity(old.len());
             for c in old {
                 match usize::try_from(c).ok().and_then(|c| map.get(c)) {
-                    Some(&n) => new.push(n),
+                    Some(&n) => new.push(i64::from(n)),
                     None => {
                         return Err(store.err(&ix_path, format!("column {c} out of range")));
                     }

@@ -138,8 +138,10 @@ pub fn join_indices(indices: &[Vec<String>], join: Join) -> Vec<String> {
 /// a task needs it, for the positions it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reindexer {
-    /// For every input position, its output position, or -1 (dropped).
-    pub new_of_old: Vec<i64>,
+    /// For every input position, its output position, or -1 (dropped):
+    /// 4 bytes a name, as the joined axis has fewer than 2^31 positions
+    /// (the planner refuses more).
+    pub new_of_old: Vec<i32>,
     /// Length of the joined axis.
     pub n_new: u64,
     /// The input's axis equals the joined one (nothing to do).
@@ -153,9 +155,9 @@ impl Reindexer {
             return Reindexer::identity(old.len());
         }
         let pos = positions_of(new);
-        let new_of_old: Vec<i64> = old
+        let new_of_old: Vec<i32> = old
             .iter()
-            .map(|n| pos.get(n.as_str()).copied().unwrap_or(-1))
+            .map(|n| pos.get(n.as_str()).map_or(-1, |&p| p as i32))
             .collect();
         Reindexer::from_new_of_old(new_of_old, new.len())
     }
@@ -163,7 +165,7 @@ impl Reindexer {
     /// The reindexer of an input whose axis is the joined one, of `n` names.
     pub fn identity(n: usize) -> Reindexer {
         Reindexer {
-            new_of_old: (0..n as i64).collect(),
+            new_of_old: (0..n as i32).collect(),
             n_new: n as u64,
             identity: true,
         }
@@ -172,9 +174,9 @@ impl Reindexer {
     /// The reindexer that sends input position `o` to `new_of_old[o]` (or
     /// drops it, -1) on a joined axis of `n_new` positions, each the image
     /// of at most one input position.
-    pub fn from_new_of_old(new_of_old: Vec<i64>, n_new: usize) -> Reindexer {
-        let identity =
-            new_of_old.len() == n_new && new_of_old.iter().enumerate().all(|(o, &n)| n == o as i64);
+    pub fn from_new_of_old(new_of_old: Vec<i32>, n_new: usize) -> Reindexer {
+        let identity = new_of_old.len() == n_new
+            && new_of_old.iter().enumerate().all(|(o, &n)| n as usize == o);
         Reindexer {
             new_of_old,
             n_new: n_new as u64,
@@ -196,6 +198,7 @@ impl Reindexer {
         }
         let mut olds = vec![-1i64; (end - start) as usize];
         for (o, &n) in self.new_of_old.iter().enumerate() {
+            let n = i64::from(n);
             if n >= start && n < end {
                 olds[(n - start) as usize] = o as i64;
             }

@@ -112,7 +112,7 @@ impl<'a> Planner<'a> {
             let space = self.plan.spaces.len();
             self.plan.spaces.push(Space::by_key(width, &widths, |&w| {
                 Reindexer::from_new_of_old(
-                    (0..w as i64)
+                    (0..w as i32)
                         .map(|j| if (j as u64) < width { j } else { -1 })
                         .collect(),
                     width as usize,

@@ -224,7 +224,7 @@ fn reindex(m: Merged, r: &Reindexer, both: bool) -> Result<Merged> {
             // Reindexing is a product with a selection matrix in anndata:
             // explicit zeros do not survive it.
             let nonzero = data.nonzero_mask();
-            let map = |i: u64| r.new_of_old.get(i as usize).copied().unwrap_or(-1);
+            let map = |i: u64| r.new_of_old.get(i as usize).map_or(-1, |&n| i64::from(n));
             let mut kept: Vec<((u64, u64), usize)> = Vec::new();
             for (k, &(row, col)) in entries.iter().enumerate() {
                 let (nr, nc) = (map(row), if both { map(col) } else { col as i64 });

@@ -406,7 +406,7 @@ impl<'a> Planner<'a> {
                 other_index_names.push(name);
             }
         }
-        let (joined, other_space) = other_names.join(join);
+        let (joined, other_space) = other_names.join(join)?;
         drop(other_names);
         let other_na = frame::common_index_na(other_frames.iter().map(|f| frame::index_na(f)));
         if main && self.opts.merge.is_some() {

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use super::index::{Join, Reindexer};
 use super::plan::Space;
+use crate::error::{Error, Result};
 
 /// The distinct name lists of the inputs, over one table of names.
 #[derive(Debug, Default)]
@@ -56,7 +57,11 @@ impl NameLists {
     /// Adds the next input's `names` (whose [`NameLists::hash`] is `hash`):
     /// `Ok(true)` when no earlier input had the same list (in the same
     /// order), an error naming a name the list holds twice.
-    pub fn push(&mut self, names: Vec<String>, hash: u64) -> Result<bool, DuplicateName> {
+    pub fn push(
+        &mut self,
+        names: Vec<String>,
+        hash: u64,
+    ) -> std::result::Result<bool, DuplicateName> {
         if let Some(k) = self.find(&names, hash) {
             self.of_input.push(k);
             return Ok(false);
@@ -148,11 +153,17 @@ impl NameLists {
     }
 
     /// The joined names and their space: one reindexer per distinct list.
-    pub fn join(&self, join: Join) -> (Vec<String>, Space) {
+    pub fn join(&self, join: Join) -> Result<(Vec<String>, Space)> {
         let joined = self.join_ids(join);
-        let mut position = vec![-1i64; self.names.len()];
+        if joined.len() > i32::MAX as usize {
+            return Err(Error::data(format!(
+                "the joined axis would have {} names, more than anncat's limit of 2^31 - 1",
+                joined.len()
+            )));
+        }
+        let mut position = vec![-1i32; self.names.len()];
         for (p, &id) in joined.iter().enumerate() {
-            position[id as usize] = p as i64;
+            position[id as usize] = p as i32;
         }
         let distinct = self
             .lists
@@ -171,7 +182,7 @@ impl NameLists {
             .iter()
             .map(|&id| self.names[id as usize].to_string())
             .collect();
-        (names, space)
+        Ok((names, space))
     }
 }
 
@@ -215,7 +226,7 @@ mod tests {
             }
             for join in [Join::Inner, Join::Outer] {
                 let joined = join_indices(&inputs, join);
-                let (names, space) = lists.join(join);
+                let (names, space) = lists.join(join).expect("join");
                 assert_eq!(names, joined, "{inputs:?} {join:?}");
                 assert_eq!(space.n_other, joined.len() as u64);
                 assert_eq!(space.n_inputs(), inputs.len());

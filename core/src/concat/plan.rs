@@ -333,7 +333,7 @@ mod tests {
         let mut built = 0;
         let space = Space::by_key(3, &widths, |&w| {
             built += 1;
-            Reindexer::from_new_of_old((0..w as i64).collect(), 3)
+            Reindexer::from_new_of_old((0..w as i32).collect(), 3)
         });
         assert_eq!(built, 3);
         assert_eq!((space.n_inputs(), space.n_distinct()), (6, 3));

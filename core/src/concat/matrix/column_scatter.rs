@@ -15,7 +15,10 @@ pub(super) const DROPPED: u32 = u32::MAX;
 
 /// A renaming (new column of each old one, negative: dropped) in the
 /// narrower form [`ColumnScatter::sort_row`] reads.
-pub(super) fn narrow_map(map: &[i64]) -> Vec<u32> {
+pub(super) fn narrow_map<T: Copy>(map: &[T]) -> Vec<u32>
+where
+    u32: TryFrom<T>,
+{
     map.iter()
         .map(|&n| u32::try_from(n).unwrap_or(DROPPED))
         .collect()

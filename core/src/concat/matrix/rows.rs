@@ -200,7 +200,7 @@ pub(super) fn push_row(
 }
 
 /// Whether `map` keeps columns in order (ignoring dropped ones).
-pub(super) fn keeps_order(map: &[i64]) -> bool {
+pub(super) fn keeps_order(map: &[i32]) -> bool {
     let mut last = -1;
     for &n in map {
         if n >= 0 {
@@ -481,7 +481,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
                     let piece = pieces.len();
                     let map = |c: i64| {
                         let n = reindex.new_of_old[c as usize];
-                        (n >= 0).then_some(n)
+                        (n >= 0).then_some(i64::from(n))
                     };
                     let mut tmp = Vec::new();
                     for r in 0..(local.end - local.start) as usize {
