@@ -115,6 +115,26 @@ impl Space {
         self.of_input.len()
     }
 
+    /// Why the space is not one [`Space::new`] could have made (a plan
+    /// file damaged on disk), if it is not: an input without a reindexer,
+    /// or a reindexer sending a position outside the joined axis.
+    fn damage(&self) -> Option<String> {
+        if let Some(i) = self
+            .of_input
+            .iter()
+            .position(|&k| k as usize >= self.distinct.len())
+        {
+            return Some(format!("input {i} has no reindexer"));
+        }
+        self.distinct.iter().find_map(|r| {
+            let n_new = i64::try_from(r.n_new).unwrap_or(i64::MAX);
+            r.new_of_old
+                .iter()
+                .find(|&&n| n < -1 || i64::from(n) >= n_new)
+                .map(|n| format!("a reindexer sends a name to {n}, outside 0..{}", r.n_new))
+        })
+    }
+
     /// How many distinct reindexers it holds.
     pub fn n_distinct(&self) -> usize {
         self.distinct.len()
@@ -269,7 +289,11 @@ impl ConcatPlan {
         }
         let bytes =
             std::fs::read(file).map_err(|e| Error::path(file, format!("cannot read plan: {e}")))?;
-        let plan: Arc<ConcatPlan> = Arc::new(decode(&bytes)?);
+        let plan: ConcatPlan = decode(&bytes)?;
+        if let Some(why) = plan.spaces.iter().find_map(Space::damage) {
+            return Err(Error::path(file, format!("the plan is damaged: {why}")));
+        }
+        let plan = Arc::new(plan);
         if let Ok(mut c) = cache.lock() {
             c.retain(|(f, _)| f != file);
             c.push((file.to_path_buf(), plan.clone()));
@@ -325,6 +349,39 @@ mod tests {
         let again = ConcatPlan::load(&files[0]).expect("reload");
         assert!(!Arc::ptr_eq(&first, &again));
         assert_eq!(again.output, first.output);
+    }
+
+    #[test]
+    fn a_plan_whose_reindexer_points_outside_its_axis_is_refused_on_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join(".anncat")).expect("mkdir");
+        let mut p = plan(dir.path());
+        p.spaces.push(Space::new(
+            2,
+            vec![Reindexer {
+                new_of_old: vec![0, 2],
+                n_new: 2,
+                identity: false,
+            }],
+            vec![0],
+        ));
+        let err = ConcatPlan::load(&p.save().expect("save"))
+            .expect_err("damaged")
+            .to_string();
+        assert!(
+            err.contains("plan is damaged") && err.contains("outside 0..2"),
+            "{err}"
+        );
+        let mut p = plan(dir.path());
+        p.spaces.push(Space {
+            n_other: 1,
+            distinct: Vec::new(),
+            of_input: vec![0],
+        });
+        let err = ConcatPlan::load(&p.save().expect("save"))
+            .expect_err("damaged")
+            .to_string();
+        assert!(err.contains("input 0 has no reindexer"), "{err}");
     }
 
     #[test]
