@@ -1,9 +1,9 @@
-//! Names along the two axes: reading string indices, the join of the other
-//! axis (pandas' `intersection` / `union` rules as `anndata.concat` applies
-//! them), and the reindexer that maps each input onto the joined axis.
+//! Names along the two axes: reading string indices, the kind of join of
+//! the other axis (the join itself is in [`super::name_lists::NameLists`]),
+//! and the reindexer that maps each input onto the joined axis.
 
 use crate::anndata::range_read::ReadSubset;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use zarrs::array::ArraySubset;
@@ -73,61 +73,6 @@ pub fn read_raw_strings(
         ));
     }
     Ok(Some((text, offsets)))
-}
-
-/// pandas `Index.intersection` (sort=False): `a`'s order, names also in `b`.
-fn intersection(a: &[String], b: &[String]) -> Vec<String> {
-    if a == b {
-        return a.to_vec();
-    }
-    let in_b: HashSet<&str> = b.iter().map(String::as_str).collect();
-    a.iter()
-        .filter(|n| in_b.contains(n.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// pandas `Index.union` (sort=None) folded over `lists` from the left:
-/// `union(a, b)` is `a` when the two are equal or `b` is empty, `b` when
-/// `a` is empty, and otherwise the sorted union. Once a union is sorted,
-/// every later one is the sorted union of it and the next list, so the
-/// fold is one set and one sort, however many lists differ.
-fn union_all(lists: &[Vec<String>]) -> Vec<String> {
-    let Some((first, rest)) = lists.split_first() else {
-        return Vec::new();
-    };
-    let mut acc: &[String] = first;
-    for (k, next) in rest.iter().enumerate() {
-        if next.is_empty() || next == acc {
-            continue;
-        }
-        if acc.is_empty() {
-            acc = next;
-            continue;
-        }
-        let mut all: HashSet<&str> = acc.iter().map(String::as_str).collect();
-        for list in &rest[k..] {
-            all.extend(list.iter().map(String::as_str));
-        }
-        let mut sorted: Vec<&str> = all.into_iter().collect();
-        sorted.sort_unstable();
-        return sorted.into_iter().map(str::to_owned).collect();
-    }
-    acc.to_vec()
-}
-
-/// The joined other-axis index, reducing pairwise from the left as anndata does.
-pub fn join_indices(indices: &[Vec<String>], join: Join) -> Vec<String> {
-    match join {
-        Join::Inner => {
-            let mut iter = indices.iter();
-            let Some(first) = iter.next() else {
-                return Vec::new();
-            };
-            iter.fold(first.clone(), |acc, next| intersection(&acc, next))
-        }
-        Join::Outer => union_all(indices),
-    }
 }
 
 /// How one input maps onto the joined other axis.
@@ -238,63 +183,6 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
-    }
-
-    /// pandas' `Index.union` (sort=None) of two indices, as written.
-    fn pandas_union(a: &[String], b: &[String]) -> Vec<String> {
-        if a == b || b.is_empty() {
-            return a.to_vec();
-        }
-        if a.is_empty() {
-            return b.to_vec();
-        }
-        let mut all: Vec<String> = a.iter().chain(b).cloned().collect();
-        all.sort();
-        all.dedup();
-        all
-    }
-
-    #[test]
-    fn outer_join_is_the_pairwise_union_folded_from_the_left() {
-        let a = s(&["c", "a", "b"]);
-        let b = s(&["b", "c", "d"]);
-        let sorted = s(&["a", "b", "c", "d"]);
-        let e: Vec<String> = Vec::new();
-        let cases = [
-            vec![],
-            vec![e.clone()],
-            vec![a.clone()],
-            vec![e.clone(), a.clone(), e.clone(), a.clone()],
-            vec![a.clone(), a.clone(), b.clone()],
-            vec![a.clone(), b.clone(), sorted.clone(), a.clone()],
-            vec![a.clone(), s(&["a"]), s(&["z", "y"])],
-            vec![b.clone(), s(&["d", "c", "b"]), e.clone()],
-        ];
-        for lists in cases {
-            let folded = lists
-                .split_first()
-                .map(|(first, rest)| {
-                    rest.iter()
-                        .fold(first.clone(), |acc, next| pandas_union(&acc, next))
-                })
-                .unwrap_or_default();
-            assert_eq!(join_indices(&lists, Join::Outer), folded, "{lists:?}");
-        }
-    }
-
-    #[test]
-    fn joins_follow_pandas() {
-        let a = s(&["c", "a", "b"]);
-        let b = s(&["b", "c", "d"]);
-        assert_eq!(
-            join_indices(&[a.clone(), b.clone()], Join::Inner),
-            s(&["c", "b"])
-        );
-        assert_eq!(
-            join_indices(&[a.clone(), b.clone()], Join::Outer),
-            s(&["a", "b", "c", "d"])
-        );
-        assert_eq!(join_indices(&[a.clone(), a.clone()], Join::Outer), a);
     }
 
     #[test]

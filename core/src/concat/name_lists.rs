@@ -189,10 +189,83 @@ impl NameLists {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::concat::index::join_indices;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// pandas' `Index.union` (sort=None) of two indices, as written.
+    fn pandas_union(a: &[String], b: &[String]) -> Vec<String> {
+        if a == b || b.is_empty() {
+            return a.to_vec();
+        }
+        if a.is_empty() {
+            return b.to_vec();
+        }
+        let mut all: Vec<String> = a.iter().chain(b).cloned().collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// pandas' `Index.intersection` (sort=False) of two indices: `a`'s
+    /// order, the names also in `b`.
+    fn pandas_intersection(a: &[String], b: &[String]) -> Vec<String> {
+        a.iter().filter(|n| b.contains(n)).cloned().collect()
+    }
+
+    /// What anndata joins: the pairwise join of every input's list,
+    /// folded from the left.
+    fn pandas_join(inputs: &[Vec<String>], join: Join) -> Vec<String> {
+        let pair = match join {
+            Join::Inner => pandas_intersection,
+            Join::Outer => pandas_union,
+        };
+        inputs
+            .split_first()
+            .map(|(first, rest)| {
+                rest.iter()
+                    .fold(first.clone(), |acc, next| pair(&acc, next))
+            })
+            .unwrap_or_default()
+    }
+
+    fn joined(inputs: &[Vec<String>], join: Join) -> Vec<String> {
+        pushed(inputs).0.join(join).expect("join").0
+    }
+
+    #[test]
+    fn outer_join_is_the_pairwise_union_folded_from_the_left() {
+        let a = s(&["c", "a", "b"]);
+        let b = s(&["b", "c", "d"]);
+        let sorted = s(&["a", "b", "c", "d"]);
+        let e: Vec<String> = Vec::new();
+        let cases = [
+            vec![],
+            vec![e.clone()],
+            vec![a.clone()],
+            vec![e.clone(), a.clone(), e.clone(), a.clone()],
+            vec![a.clone(), a.clone(), b.clone()],
+            vec![a.clone(), b.clone(), sorted.clone(), a.clone()],
+            vec![a.clone(), s(&["a"]), s(&["z", "y"])],
+            vec![b.clone(), s(&["d", "c", "b"]), e.clone()],
+        ];
+        for lists in cases {
+            let folded = pandas_join(&lists, Join::Outer);
+            assert_eq!(joined(&lists, Join::Outer), folded, "{lists:?}");
+        }
+    }
+
+    #[test]
+    fn joins_follow_pandas() {
+        let a = s(&["c", "a", "b"]);
+        let b = s(&["b", "c", "d"]);
+        assert_eq!(joined(&[a.clone(), b.clone()], Join::Inner), s(&["c", "b"]));
+        assert_eq!(
+            joined(&[a.clone(), b.clone()], Join::Outer),
+            s(&["a", "b", "c", "d"])
+        );
+        assert_eq!(joined(&[a.clone(), a.clone()], Join::Outer), a);
     }
 
     fn pushed(inputs: &[Vec<String>]) -> (NameLists, Vec<bool>) {
@@ -225,7 +298,7 @@ mod tests {
                 assert_eq!(lists.find(n, NameLists::hash(n)), Some(lists.of_input[i]));
             }
             for join in [Join::Inner, Join::Outer] {
-                let joined = join_indices(&inputs, join);
+                let joined = pandas_join(&inputs, join);
                 let (names, space) = lists.join(join).expect("join");
                 assert_eq!(names, joined, "{inputs:?} {join:?}");
                 assert_eq!(space.n_other, joined.len() as u64);

@@ -72,15 +72,15 @@ impl Space {
     /// A space of `n_other` positions whose input `i` maps onto it with
     /// `distinct[of_input[i]]`.
     pub fn new(n_other: u64, distinct: Vec<Reindexer>, of_input: Vec<u32>) -> Space {
-        assert!(
-            of_input.iter().all(|&k| (k as usize) < distinct.len()),
-            "every input's reindexer is one of the distinct ones"
-        );
-        Space {
+        let space = Space {
             n_other,
             distinct,
             of_input,
+        };
+        if let Some(why) = space.damage() {
+            panic!("a space the planner made is inconsistent: {why}");
         }
+        space
     }
 
     /// A space of `n_other` positions, each input's reindexer the one
@@ -356,15 +356,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join(".anncat")).expect("mkdir");
         let mut p = plan(dir.path());
-        p.spaces.push(Space::new(
-            2,
-            vec![Reindexer {
+        p.spaces.push(Space {
+            n_other: 2,
+            distinct: vec![Reindexer {
                 new_of_old: vec![0, 2],
                 n_new: 2,
                 identity: false,
             }],
-            vec![0],
-        ));
+            of_input: vec![0],
+        });
         let err = ConcatPlan::load(&p.save().expect("save"))
             .expect_err("damaged")
             .to_string();
