@@ -34,6 +34,9 @@ pub(super) struct ColumnScatter {
     news: Vec<u32>,
     /// Sort keys (`column << 32 | position`) of a row too sparse to rank.
     keyed: Vec<u64>,
+    /// Words of the joined axis; `bits` and `before` have one more, where
+    /// a dense row's dropped entries are marked and ranked.
+    words: usize,
     /// Whether the CPU counts bits in one instruction (the rank loop is
     /// compiled for it then; the baseline x86-64 target lacks it).
     popcnt: bool,
@@ -53,10 +56,11 @@ impl ColumnScatter {
         #[cfg(not(target_arch = "x86_64"))]
         let popcnt = false;
         (n_columns <= Self::MAX_COLUMNS).then(|| Self {
-            bits: vec![0; words],
-            before: vec![0; words],
+            bits: vec![0; words + 1],
+            before: vec![0; words + 1],
             news: Vec::new(),
             keyed: Vec::new(),
+            words,
             popcnt,
         })
     }
@@ -109,10 +113,11 @@ impl ColumnScatter {
         indices: &mut Vec<u32>,
         out: &mut Vec<T>,
     ) -> Option<u32> {
-        let dense = row.len() * 4 >= self.bits.len();
-        // Words holding marks, and entries kept. A row with entries in a
-        // good share of the words keeps no bounds and finds a column
-        // marked twice by counting the marks; a sparser one checks each.
+        if row.len() * 4 >= self.words {
+            return self.rank_dense(map, row, vals, indices, out);
+        }
+        // Words holding marks, and entries kept; a column marked twice is
+        // found as it is marked.
         let (mut lo, mut hi, mut kept) = (usize::MAX, 0usize, 0usize);
         self.news.clear();
         self.news.extend(row.iter().map(|&c| map[c as usize]));
@@ -124,14 +129,12 @@ impl ColumnScatter {
             }
             let n = n as usize;
             let (w, bit) = (n >> 6, 1u64 << (n & 63));
-            if !dense {
-                if bits[w] & bit != 0 {
-                    twice = Some(k);
-                    break;
-                }
-                lo = lo.min(w);
-                hi = hi.max(w);
+            if bits[w] & bit != 0 {
+                twice = Some(k);
+                break;
             }
+            lo = lo.min(w);
+            hi = hi.max(w);
             bits[w] |= bit;
             kept += 1;
         }
@@ -144,7 +147,7 @@ impl ColumnScatter {
         if kept == 0 {
             return Some(0);
         }
-        if !dense && hi - lo > 16 * kept {
+        if hi - lo > 16 * kept {
             // Few entries spread over a wide axis: sort them rather than
             // count the marks of every word between.
             self.keyed.clear();
@@ -165,11 +168,7 @@ impl ColumnScatter {
             self.unmark();
             return Some(kept as u32);
         }
-        let words = if dense {
-            0..self.bits.len()
-        } else {
-            lo..hi + 1
-        };
+        let words = lo..hi + 1;
         let mut marks = 0u32;
         for (before, &word) in self.before[words.clone()]
             .iter_mut()
@@ -177,11 +176,6 @@ impl ColumnScatter {
         {
             *before = marks;
             marks += word.count_ones();
-        }
-        if marks as usize != kept {
-            // A column marked twice (a dense row's marks are not checked).
-            self.bits[words].fill(0);
-            return None;
         }
         // Every kept entry is written at its rank, straight into the
         // vectors' spare room: the ranks are `0..kept`, each once, as the
@@ -208,6 +202,90 @@ impl ColumnScatter {
             out.set_len(out.len() + kept);
         }
         self.bits[words].fill(0);
+        Some(kept as u32)
+    }
+
+    /// [`Self::sort_row`] of a row with entries in a good share of the
+    /// words: no branch per entry. Dropped entries are marked in the spare
+    /// word past the axis, cleared before ranking, and ranked there, at
+    /// `kept`, one past the row's entries (written to the vectors' spare
+    /// room and not kept); a column marked twice is found by counting the
+    /// marks.
+    #[inline(always)]
+    fn rank_dense<T: Copy + Default>(
+        &mut self,
+        map: &[u32],
+        row: &[u32],
+        vals: &[T],
+        indices: &mut Vec<u32>,
+        out: &mut Vec<T>,
+    ) -> Option<u32> {
+        let words = self.words;
+        let spare = words as u32;
+        let len = row.len().min(vals.len());
+        self.news.clear();
+        self.news.reserve(len);
+        let mut dropped = 0usize;
+        {
+            let bits = &mut self.bits[..=words];
+            let news = &mut self.news.spare_capacity_mut()[..len];
+            for (slot, &c) in news.iter_mut().zip(row) {
+                let n = map[c as usize];
+                slot.write(n);
+                let w = (n >> 6).min(spare) as usize;
+                // SAFETY: w <= words, and bits has words + 1.
+                #[allow(unsafe_code)]
+                unsafe {
+                    *bits.get_unchecked_mut(w) |= 1u64 << (n & 63);
+                }
+                dropped += usize::from(n == DROPPED);
+            }
+        }
+        // SAFETY: the first len were written above.
+        #[allow(unsafe_code)]
+        unsafe {
+            self.news.set_len(len);
+        }
+        let kept = len - dropped;
+        self.bits[words] = 0;
+        let mut marks = 0u32;
+        for (before, word) in self.before[..words].iter_mut().zip(&self.bits[..words]) {
+            *before = marks;
+            marks += word.count_ones();
+        }
+        self.before[words] = marks;
+        if marks as usize != kept {
+            self.bits.fill(0);
+            return None;
+        }
+        indices.reserve(kept + 1);
+        out.reserve(kept + 1);
+        let to_indices = &mut indices.spare_capacity_mut()[..=kept];
+        let to_out = &mut out.spare_capacity_mut()[..=kept];
+        let (bits, before) = (&self.bits[..=words], &self.before[..=words]);
+        for (&n, &v) in self.news.iter().zip(vals) {
+            let (w, below) = ((n >> 6).min(spare) as usize, (1u64 << (n & 63)) - 1);
+            // SAFETY: w <= words (both have words + 1); the rank of a kept
+            // entry is below kept (marks == kept, none shared), a dropped
+            // one's is kept (before[words] = kept, bits[words] = 0), and
+            // both vectors have kept + 1 spare.
+            #[allow(unsafe_code)]
+            unsafe {
+                let rank = *before.get_unchecked(w) as usize
+                    + (*bits.get_unchecked(w) & below).count_ones() as usize;
+                to_indices.get_unchecked_mut(rank).write(n);
+                to_out.get_unchecked_mut(rank).write(v);
+            }
+        }
+        // SAFETY: the first `kept` spare elements of both were written
+        // (the ranks of the kept entries are exactly `0..kept`; dropped
+        // ones went to `kept`, past them).
+        #[allow(unsafe_code)]
+        unsafe {
+            indices.set_len(indices.len() + kept);
+            out.set_len(out.len() + kept);
+        }
+        self.bits[..words].fill(0);
         Some(kept as u32)
     }
 
@@ -386,5 +464,66 @@ mod tests {
         assert_eq!((indices, take), (vec![42], vec![42]));
         assert!(narrow.bits.iter().all(|&w| w == 0));
         assert!(ColumnScatter::new(ColumnScatter::MAX_COLUMNS + 1).is_none());
+    }
+
+    /// Rows of every density over a wider axis (the dense, ranked-span
+    /// and sorting branches), under a shuffled renaming that drops every
+    /// seventh column, give what a stable sort gives; a row holding a
+    /// column twice is refused whatever its density, and every branch
+    /// leaves the bitmap clear.
+    #[test]
+    fn rows_of_every_density_equal_sorted_rows() {
+        let width = 2_000usize;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut order: Vec<i64> = (0..width as i64).collect();
+        for i in (1..width).rev() {
+            order.swap(i, (next() % (i as u64 + 1)) as usize);
+        }
+        let map: Vec<i64> = order
+            .iter()
+            .enumerate()
+            .map(|(c, &n)| if c % 7 == 3 { -1 } else { n })
+            .collect();
+        let narrow = narrow_map(&map);
+        let mut scatter = ColumnScatter::new(width as u64).expect("narrow");
+        for round in 0..400u64 {
+            let (len, span) = match round % 4 {
+                0 => (next() % 8, width as u64),
+                1 => (next() % 40, 300),
+                2 => (100 + next() % 400, width as u64),
+                _ => (1 + next() % 1_000, width as u64),
+            };
+            let start = next() % (width as u64 - span + 1);
+            let mut row: Vec<u32> = (0..len).map(|_| (start + next() % span) as u32).collect();
+            row.sort_unstable();
+            row.dedup();
+            let vals: Vec<usize> = (0..row.len()).collect();
+            let (mut indices, mut take) = (vec![7], vec![99]);
+            let count = scatter
+                .sort_row(&narrow, &row, &vals, &mut indices, &mut take)
+                .expect("no column twice");
+            let want = sorted(&map, &row, 0);
+            assert_eq!(count as usize, want.len(), "round {round}");
+            assert_eq!(indices[1..], want.iter().map(|w| w.0).collect::<Vec<_>>());
+            assert_eq!(take[1..], want.iter().map(|w| w.1).collect::<Vec<_>>());
+            assert!(scatter.bits.iter().all(|&w| w == 0), "cleared");
+            // The same row with one kept column twice.
+            if let Some(k) = row.iter().position(|&c| map[c as usize] >= 0) {
+                let mut twice = row.clone();
+                twice.insert(k, row[k]);
+                let vals: Vec<usize> = (0..twice.len()).collect();
+                let (mut indices, mut take) = (vec![7], vec![99]);
+                let refused = scatter.sort_row(&narrow, &twice, &vals, &mut indices, &mut take);
+                assert_eq!(refused, None, "round {round}");
+                assert_eq!((indices, take), (vec![7], vec![99]));
+                assert!(scatter.bits.iter().all(|&w| w == 0), "cleared");
+            }
+        }
     }
 }
