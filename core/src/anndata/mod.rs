@@ -35,6 +35,7 @@ pub mod read;
 pub mod sandbox;
 pub mod sparse;
 pub mod store;
+pub mod store_cache;
 pub mod structured;
 pub mod write_behind;
 

@@ -23,7 +23,7 @@ pub fn read_i64_range(
     start: u64,
     len: u64,
 ) -> Result<Vec<i64>> {
-    let array = store.array(path)?;
+    let array = store.shared_array(path)?;
     i64_range_of(&array, dtype, start, len).map_err(|e| store.err(path, e))
 }
 
@@ -89,7 +89,7 @@ pub fn read_columns(
     let out: Vec<u32> = match dtype {
         DType::Int32 | DType::UInt32 => {
             // Decoded in place: an `int32` index's bits as a `u32`.
-            let array = store.array(path)?;
+            let array = store.shared_array(path)?;
             let mut decoded = Values::U32(Vec::with_capacity(len as usize));
             read_range_into(&array, start, len, &mut decoded)
                 .map_err(|e| store.err(path, format!("cannot read data: {e}")))?;

@@ -15,6 +15,7 @@ use super::dtype::DType;
 use super::h5::{H5Store, is_hdf5};
 use super::legacy::views::{FieldView, Json2View, plain_v2_doc};
 use super::legacy::{Overlay, ZarrField};
+use super::store_cache::Memo;
 use super::structured::{Field, fixed_text_field, raw_bits_view};
 use crate::error::{Error, Result};
 
@@ -119,6 +120,9 @@ pub struct Store {
     storage: Arc<Backend>,
     /// An anndata 0.7 store seen as the current layout (see [`Overlay`]).
     legacy: Option<Arc<Overlay>>,
+    /// Node metadata and arrays opened so far, when the store is shared by
+    /// a run's tasks ([`StoreCache`](super::store_cache::StoreCache)).
+    memo: Option<Arc<Memo>>,
 }
 
 impl Store {
@@ -132,6 +136,7 @@ impl Store {
                 format: ZarrFormat::V2,
                 storage: Arc::new(Backend::H5(h5)),
                 legacy: None,
+                memo: None,
             }
             .with_legacy_overlay();
         }
@@ -142,6 +147,7 @@ impl Store {
             format,
             storage: Arc::new(Backend::Zarr(storage)),
             legacy: None,
+            memo: None,
         }
         .with_legacy_overlay()
     }
@@ -153,6 +159,7 @@ impl Store {
             format,
             storage: Arc::new(Backend::Zarr(storage)),
             legacy: None,
+            memo: None,
         }
     }
 
@@ -161,7 +168,17 @@ impl Store {
     pub(crate) fn with_overlay(&self, overlay: Overlay) -> Store {
         Store {
             legacy: Some(Arc::new(overlay)),
+            memo: None,
             ..self.clone()
+        }
+    }
+
+    /// This store, keeping the node metadata and arrays it opens (for
+    /// stores that do not change while they are kept).
+    pub(crate) fn memoized(self) -> Store {
+        Store {
+            memo: Some(Arc::default()),
+            ..self
         }
     }
 
@@ -257,6 +274,14 @@ impl Store {
 
     /// Reads the metadata of the node at `path`, or `None` if there is none.
     pub fn node(&self, path: &str) -> Result<Option<NodeMeta>> {
+        match &self.memo {
+            Some(memo) => memo.node(path, || self.node_as_stored(path)),
+            None => self.node_as_stored(path),
+        }
+    }
+
+    /// [`Self::node`], read from the store.
+    fn node_as_stored(&self, path: &str) -> Result<Option<NodeMeta>> {
         match &self.legacy {
             Some(overlay) => overlay.node(self, path),
             None => self.stored_node(path),
@@ -479,6 +504,15 @@ impl Store {
         };
         Array::new_with_metadata(self.storage.clone(), &node_path, metadata)
             .map_err(|e| self.err(path, format!("cannot open structured array: {e}")))
+    }
+
+    /// [`Self::array`], shared: opened once while the store is kept by a
+    /// [`StoreCache`](super::store_cache::StoreCache), else each time.
+    pub fn shared_array(&self, path: &str) -> Result<Arc<Array<Backend>>> {
+        match &self.memo {
+            Some(memo) => memo.array(path, || self.array(path)),
+            None => self.array(path).map(Arc::new),
+        }
     }
 
     /// The metadata under which zarrs moves the bytes of the array `meta`

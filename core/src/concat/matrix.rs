@@ -38,7 +38,7 @@ mod rows;
 use counts::{block_range, counts_from_indptr, sparse_count};
 pub(crate) use counts::{count_group, indptr_group};
 pub use counts::{group_blocks, max_data_chunks, n_blocks, n_count_tasks, n_indptr_chunks};
-use rows::{array_meta, assemble};
+use rows::{array_meta, assemble, assemble_sized};
 pub(crate) use rows::{index_dtype, read_csr_rows};
 
 /// Arguments of every matrix kernel: the plan, the matrix, a block number.
@@ -114,10 +114,6 @@ pub fn register(registry: &mut KernelRegistry) {
     );
 }
 
-fn open(path: &Path) -> Result<Store> {
-    Store::open(path)
-}
-
 /// The shared output a task writes its chunks into.
 fn open_output(path: &Path) -> Result<OutputStore> {
     OutputStore::open(path)
@@ -134,7 +130,7 @@ pub(crate) fn read_values(
     if shape.contains(&0) {
         return Values::zeros(dtype, 0);
     }
-    let array = store.array(path)?;
+    let array = store.shared_array(path)?;
     let err = |e: zarrs::array::ArrayError| store.err(path, format!("cannot read data: {e}"));
     if let ([s], [n]) = (start.as_slice(), shape.as_slice()) {
         // Decoded into the typed vector (in place where the chunks allow).
@@ -221,7 +217,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         Axis::Var => (cols.clone(), rows.clone()),
     };
     let space = &plan.spaces[m.space];
-    if let Some(bytes) = dense_copy(m, space, &along, &other, nc)? {
+    if let Some(bytes) = dense_copy(&plan, m, space, &along, &other, nc)? {
         let path = &m.out_path;
         crate::kernel::record_bytes_written(bytes.len() as u64);
         let subset = ArraySubset::new_with_start_shape(
@@ -245,7 +241,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         let offset_in_chunk = (m.along[i][0] + local.start - along.start) as usize;
         let Some(src) = &m.sources[i] else { continue };
         let reindex = space.reindexer(i);
-        let store = open(&src.store)?;
+        let store = plan.open_input(&src.store)?;
         // The input positions this chunk needs along the other axis, grouped
         // by the input's chunks there: each group is read, its wanted values
         // picked out, and dropped, so memory follows the values wanted even
@@ -338,6 +334,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
 /// side by side, row slice by row slice, with no per-value work. `None`
 /// when a value must be picked out, converted or filled.
 fn dense_copy(
+    plan: &ConcatPlan,
     m: &MatrixPlan,
     space: &super::plan::Space,
     along: &Range<u64>,
@@ -370,13 +367,13 @@ fn dense_copy(
         let src = m.sources[i]
             .as_ref()
             .ok_or_else(|| Error::internal("source"))?;
-        let store = open(&src.store)?;
+        let store = plan.open_input(&src.store)?;
         let n_along = local.end - local.start;
         let (start, shape) = match m.stack {
             Axis::Obs => (vec![local.start, first], vec![n_along, n_other as u64]),
             Axis::Var => (vec![first, local.start], vec![n_other as u64, n_along]),
         };
-        let array = store.array(&src.path)?;
+        let array = store.shared_array(&src.path)?;
         let subset =
             ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(&src.path, e))?;
         let bytes: zarrs::array::ArrayBytes<'_> = array
@@ -539,10 +536,10 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
     }
     let data_path = format!("{}/data", m.out_path);
     let span = (hi - lo) as usize;
-    if let Some((rows, first)) = rows_holding(&plan, m, &offsets.block_start, lo, hi)? {
+    if let Some((rows, first, end)) = rows_holding(&plan, m, &offsets.block_start, lo, hi)? {
         // One assembly of just the rows holding the chunk's entries,
         // written from where the chunk starts in it.
-        let block = assemble(&plan, m, rows)?;
+        let block = assemble_sized(&plan, m, rows, (end - first) as usize)?;
         let from = (lo - first) as usize;
         if from + span > block.indices.len() || block.data.len() != block.indices.len() {
             return Err(Error::internal(format!(
@@ -550,9 +547,10 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
                 m.out_path
             )));
         }
-        let ix = index_values(&block.indices[from..from + span], &ix_dtype)?;
-        write_values(&out, &ix_path, vec![lo], vec![hi - lo], &ix)?;
         let range = from..from + span;
+        // The chunk's slice of the block, written from where it lies.
+        let ix = index_values(block.indices, &ix_dtype)?;
+        write_value_range(&out, &ix_path, vec![lo], vec![hi - lo], &ix, range.clone())?;
         write_value_range(
             &out,
             &data_path,
@@ -577,32 +575,33 @@ fn sparse_data(t: &MatrixTask, inputs: &[Arc<Vec<u8>>]) -> Result<Vec<u8>> {
         indices.extend_from_slice(&block.indices[from..to]);
         data.extend_range(&block.data, from, to)?;
     }
-    let ix = index_values(&indices, &ix_dtype)?;
+    let ix = index_values(indices, &ix_dtype)?;
     write_values(&out, &ix_path, vec![lo], vec![hi - lo], &ix)?;
     write_values(&out, &data_path, vec![lo], vec![hi - lo], &data)?;
     Ok(Vec::new())
 }
 
 /// Column indices as values of the output's index dtype.
-fn index_values(indices: &[u32], dtype: &DType) -> Result<Values> {
+fn index_values(indices: Vec<u32>, dtype: &DType) -> Result<Values> {
     match dtype {
-        // Below 2^31 (the output's width chose int32): the same bits.
-        DType::Int32 => Ok(Values::I32(bytemuck::cast_slice(indices).to_vec())),
-        _ => Values::U32(indices.to_vec()).into_cast(dtype),
+        // Below 2^31 (the output's width chose int32): the same bits, in
+        // the same memory.
+        DType::Int32 => Ok(Values::I32(bytemuck::allocation::cast_vec(indices))),
+        _ => Values::U32(indices).into_cast(dtype),
     }
 }
 
 /// The rows of sparse `m` holding its entries `lo..hi` (`block_start`: the
-/// first entry of each row block, and the total), with the entry number
-/// of their first row; `None` when row lengths are not known from the
-/// inputs' `indptr` alone.
+/// first entry of each row block, and the total), with the entry numbers
+/// of their first row and of the row after them; `None` when row lengths
+/// are not known from the inputs' `indptr` alone.
 fn rows_holding(
     plan: &ConcatPlan,
     m: &MatrixPlan,
     block_start: &[u64],
     lo: u64,
     hi: u64,
-) -> Result<Option<(Range<u64>, u64)>> {
+) -> Result<Option<(Range<u64>, u64, u64)>> {
     let n = n_blocks(m) as usize;
     // The first block ending after `lo`, then on to the one holding `hi`.
     let mut b = block_start[1..=n].partition_point(|&end| end <= lo);
@@ -621,7 +620,7 @@ fn rows_holding(
         for (r, &c) in counts.iter().enumerate() {
             let row = rows.start + r as u64;
             if at >= hi {
-                return Ok(start.map(|(r0, first)| (r0..row, first)));
+                return Ok(start.map(|(r0, first)| (r0..row, first, at)));
             }
             let end = at + u64::from(c);
             if start.is_none() && end > lo {
@@ -638,11 +637,18 @@ fn rows_holding(
             )));
         }
         if be >= hi {
-            return Ok(start.map(|(r0, first)| (r0..rows.end, first)));
+            return Ok(start.map(|(r0, first)| (r0..rows.end, first, be)));
         }
         b += 1;
     }
-    Ok(start.map(|(r0, first)| (r0..block_range(m, b.saturating_sub(1) as u64).end, first)))
+    let end = block_start[b.min(n)];
+    Ok(start.map(|(r0, first)| {
+        (
+            r0..block_range(m, b.saturating_sub(1) as u64).end,
+            first,
+            end,
+        )
+    }))
 }
 
 #[cfg(test)]

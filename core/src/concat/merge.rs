@@ -160,7 +160,15 @@ fn read_sparse(store: &Store, e: &Element) -> Result<Merged> {
     // Every major slice, as the matrix kernels read them (indptr was
     // checked when the input was opened, each index is checked to be
     // below `minor` as it is read).
-    let rows = read_csr_rows(store.root(), &e.path, &dtype, 0..major, minor, true)?;
+    let rows = read_csr_rows(
+        &Default::default(),
+        store.root(),
+        &e.path,
+        &dtype,
+        0..major,
+        minor,
+        true,
+    )?;
     let mut entries = Vec::with_capacity(rows.indices.len());
     for m in 0..major as usize {
         for &j in &rows.indices[rows.indptr[m]..rows.indptr[m + 1]] {

@@ -255,6 +255,7 @@ impl<'a> Planner<'a> {
             matrices: Vec::new(),
             frames: Vec::new(),
             shard_inner_bytes,
+            stores: Default::default(),
         };
         Ok(Planner {
             opts,

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::index::Reindexer;
 use super::values::Scalar;
-use crate::anndata::{DType, ZarrFormat};
+use crate::anndata::store_cache::StoreCache;
+use crate::anndata::{DType, Store, ZarrFormat};
 use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
 
@@ -251,9 +252,18 @@ pub struct ConcatPlan {
     /// Arrays are sharded with inner chunks of at least this many bytes
     /// (see [`crate::anndata::Store::set_sharding`]).
     pub shard_inner_bytes: Option<u64>,
+    /// The inputs this process's tasks of the run have opened (not saved:
+    /// each process keeps its own, for as long as it keeps the plan).
+    #[serde(skip)]
+    pub stores: StoreCache,
 }
 
 impl ConcatPlan {
+    /// The input store at `path`, kept open for the run's next tasks.
+    pub fn open_input(&self, path: &Path) -> Result<Store> {
+        self.stores.open(path)
+    }
+
     /// Saves the plan (atomically) into its staging store under a name
     /// unique to this run; returns the file the kernels load it from.
     pub fn save(&self) -> Result<PathBuf> {
@@ -324,6 +334,7 @@ mod tests {
             matrices: Vec::new(),
             frames: Vec::new(),
             shard_inner_bytes: None,
+            stores: Default::default(),
         }
     }
 

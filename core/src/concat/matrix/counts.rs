@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use super::rows::{assemble, assemble_stacked_sparse, csr_pieces, has_dense_source, index_dtype};
-use super::{MatrixTask, inputs_in, open};
+use super::{MatrixTask, inputs_in};
 use crate::concat::plan::{Axis, ConcatPlan, MatrixPlan, MatrixSource};
 use crate::error::Result;
 use crate::graph::encode;
@@ -130,17 +130,17 @@ fn block_counts(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<
     if let Some(counts) = counts_from_indptr(plan, m, &range)? {
         return Ok(counts);
     }
-    if let Some(block) = assemble_stacked_sparse(plan, m, &range, false)? {
+    if let Some(block) = assemble_stacked_sparse(plan, m, &range, false, 0)? {
         return Ok(block.counts);
     }
     Ok(assemble(plan, m, range)?.counts)
 }
 
 /// Row lengths of a sparse source's rows `lo..hi`, from `indptr` alone.
-fn row_lengths(src: &MatrixSource, lo: u64, hi: u64) -> Result<Vec<u32>> {
+fn row_lengths(plan: &ConcatPlan, src: &MatrixSource, lo: u64, hi: u64) -> Result<Vec<u32>> {
     let mut out = Vec::with_capacity((hi - lo) as usize);
     for (store_path, group, local) in csr_pieces(src, &(lo..hi)) {
-        let store = open(&store_path)?;
+        let store = plan.open_input(&store_path)?;
         let path = format!("{group}/indptr");
         let dtype = index_dtype(&store, &path)?;
         let n = local.end - local.start;
@@ -172,7 +172,7 @@ pub(super) fn counts_from_indptr(
                 }
                 let Some(src) = &m.sources[i] else { continue };
                 let first = (m.along[i][0] + local.start - range.start) as usize;
-                for (k, len) in row_lengths(src, local.start, local.end)?
+                for (k, len) in row_lengths(plan, src, local.start, local.end)?
                     .into_iter()
                     .enumerate()
                 {
@@ -188,7 +188,7 @@ pub(super) fn counts_from_indptr(
                 let (Some(&lo), Some(&hi)) = (present.iter().min(), present.iter().max()) else {
                     continue;
                 };
-                let lens = row_lengths(src, lo as u64, hi as u64 + 1)?;
+                let lens = row_lengths(plan, src, lo as u64, hi as u64 + 1)?;
                 for (k, &old) in olds.iter().enumerate() {
                     if old >= 0 {
                         counts[k] += lens[(old - lo) as usize];

@@ -4,6 +4,7 @@
 
 use super::column_scatter::{ColumnScatter, DROPPED, RenamedRows, narrow_map};
 use super::*;
+use crate::anndata::store_cache::StoreCache;
 
 /// Rows of a sparse matrix: `indptr` from 0, column indices (checked
 /// against the matrix's width when read), values.
@@ -56,6 +57,7 @@ pub(super) fn csr_pieces(
 /// Reads CSR rows `rows` of the group `path` in `store`, a matrix of
 /// `columns` columns (values left empty unless `with_data`).
 pub(crate) fn read_csr_rows(
+    stores: &StoreCache,
     store_path: &Path,
     path: &str,
     dtype: &DType,
@@ -63,7 +65,7 @@ pub(crate) fn read_csr_rows(
     columns: u64,
     with_data: bool,
 ) -> Result<Rows> {
-    let store = open(store_path)?;
+    let store = stores.open(store_path)?;
     let n = rows.end - rows.start;
     let ip_path = format!("{path}/indptr");
     let ip_dtype = index_dtype(&store, &ip_path)?;
@@ -89,13 +91,19 @@ pub(crate) fn read_csr_rows(
 }
 
 /// Reads input rows `rows` of `src` as CSR with values cast to `dtype`.
-pub(super) fn read_rows(src: &MatrixSource, rows: Range<u64>, dtype: &DType) -> Result<Rows> {
-    read_rows_with(src, rows, dtype, true)
+pub(super) fn read_rows(
+    stores: &StoreCache,
+    src: &MatrixSource,
+    rows: Range<u64>,
+    dtype: &DType,
+) -> Result<Rows> {
+    read_rows_with(stores, src, rows, dtype, true)
 }
 
 /// [`read_rows`], with the values of sparse sources left empty unless
 /// `with_data` (for counting entries).
 pub(super) fn read_rows_with(
+    stores: &StoreCache,
     src: &MatrixSource,
     rows: Range<u64>,
     dtype: &DType,
@@ -113,17 +121,17 @@ pub(super) fn read_rows_with(
                 });
             };
             let columns = src.columns;
-            let mut out = read_csr_rows(&store, &path, dtype, local, columns, with_data)?;
+            let mut out = read_csr_rows(stores, &store, &path, dtype, local, columns, with_data)?;
             for (store, path, local) in pieces {
                 out.append(read_csr_rows(
-                    &store, &path, dtype, local, columns, with_data,
+                    stores, &store, &path, dtype, local, columns, with_data,
                 )?)?;
             }
             Ok(out)
         }
         SourceKind::Dense => {
-            let store = open(&src.store)?;
-            let ncols = store.array(&src.path)?.shape()[1];
+            let store = stores.open(&src.store)?;
+            let ncols = store.shared_array(&src.path)?.shape()[1];
             let block = read_values(
                 &store,
                 &src.path,
@@ -218,6 +226,7 @@ pub(super) fn keeps_order(map: &[i32]) -> bool {
 /// scattered ones (an input whose rows the join reorders) in runs of nearby
 /// rows, so memory follows the rows asked for, not their span.
 pub(super) fn read_row_set(
+    stores: &StoreCache,
     src: &MatrixSource,
     wanted: &[i64],
     dtype: &DType,
@@ -228,7 +237,7 @@ pub(super) fn read_row_set(
     let (lo, hi) = (sorted[0], sorted[sorted.len() - 1]);
     let span = (hi - lo + 1) as usize;
     if span <= 2 * sorted.len() + 64 {
-        let rows = read_rows(src, lo as u64..hi as u64 + 1, dtype)?;
+        let rows = read_rows(stores, src, lo as u64..hi as u64 + 1, dtype)?;
         let at = sorted.iter().map(|&r| (r, (r - lo) as usize)).collect();
         return Ok((rows, at));
     }
@@ -247,7 +256,7 @@ pub(super) fn read_row_set(
     let mut at = std::collections::HashMap::with_capacity(sorted.len());
     for (a, b) in runs {
         let base_row = out.indptr.len() - 1;
-        out.append(read_rows(src, a as u64..b as u64 + 1, dtype)?)?;
+        out.append(read_rows(stores, src, a as u64..b as u64 + 1, dtype)?)?;
         for r in a..=b {
             at.insert(r, base_row + (r - a) as usize);
         }
@@ -268,6 +277,7 @@ pub(super) fn assemble_stacked_sparse(
     m: &MatrixPlan,
     range: &Range<u64>,
     with_data: bool,
+    entries: usize,
 ) -> Result<Option<Block>> {
     if m.stack != Axis::Obs || m.diagonal || !m.fill.is_zero() {
         return Ok(None);
@@ -282,14 +292,15 @@ pub(super) fn assemble_stacked_sparse(
     }
     let space = &plan.spaces[m.space];
     let mut counts = vec![0u32; (range.end - range.start) as usize];
-    let mut indices: Vec<u32> = Vec::new();
+    let mut indices: Vec<u32> = Vec::with_capacity(entries);
     let mut data = Values::zeros(&m.dtype, 0)?;
+    data.reserve(entries);
     let mut keyed: Vec<u64> = Vec::new();
     let mut scatter: Option<ColumnScatter> = None;
     for (i, local) in parts {
         let Some(src) = &m.sources[i] else { continue };
         let first_out = (m.along[i][0] + local.start - range.start) as usize;
-        let rows = read_rows_with(src, local.clone(), &m.dtype, with_data)?;
+        let rows = read_rows_with(&plan.stores, src, local.clone(), &m.dtype, with_data)?;
         let map = &space.reindexer(i).new_of_old;
         let ordered = keeps_order(map);
         let n = (local.end - local.start) as usize;
@@ -385,7 +396,7 @@ pub(super) fn assemble_side_by_side(
         if present.is_empty() {
             continue;
         }
-        let (rows, map) = read_row_set(src, &present, &m.dtype)?;
+        let (rows, map) = read_row_set(&plan.stores, src, &present, &m.dtype)?;
         if !rows.rows_ascending() {
             return Ok(None);
         }
@@ -426,7 +437,19 @@ pub(super) fn assemble_side_by_side(
 
 /// Assembles output rows `range` of sparse matrix `m`.
 pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<Block> {
-    if let Some(block) = assemble_stacked_sparse(plan, m, &range, true)? {
+    assemble_sized(plan, m, range, 0)
+}
+
+/// [`assemble`] of rows known to hold about `entries` entries: the block's
+/// vectors are given that room at once, rather than grown (and copied)
+/// input by input.
+pub(super) fn assemble_sized(
+    plan: &ConcatPlan,
+    m: &MatrixPlan,
+    range: Range<u64>,
+    entries: usize,
+) -> Result<Block> {
+    if let Some(block) = assemble_stacked_sparse(plan, m, &range, true, entries)? {
         return Ok(block);
     }
     if let Some(block) = assemble_side_by_side(plan, m, &range)? {
@@ -451,7 +474,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
                 let first_out = (m.along[i][0] + local.start - range.start) as usize;
                 if m.diagonal {
                     if let Some(src) = &m.sources[i] {
-                        let rows = read_rows(src, local.clone(), &m.dtype)?;
+                        let rows = read_rows(&plan.stores, src, local.clone(), &m.dtype)?;
                         let piece = pieces.len();
                         let shift = m.along[i][0] as i64;
                         for r in 0..(local.end - local.start) as usize {
@@ -477,7 +500,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
                     Vec::new()
                 };
                 if let Some(src) = &m.sources[i] {
-                    let rows = read_rows(src, local.clone(), &m.dtype)?;
+                    let rows = read_rows(&plan.stores, src, local.clone(), &m.dtype)?;
                     let piece = pieces.len();
                     let map = |c: i64| {
                         let n = reindex.new_of_old[c as usize];
@@ -514,7 +537,7 @@ pub(super) fn assemble(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> 
                 let present: Vec<i64> = olds.iter().copied().filter(|&o| o >= 0).collect();
                 let read = match &m.sources[i] {
                     Some(src) if !present.is_empty() => {
-                        Some(read_row_set(src, &present, &m.dtype)?)
+                        Some(read_row_set(&plan.stores, src, &present, &m.dtype)?)
                     }
                     _ => None,
                 };
