@@ -130,7 +130,9 @@ pub(super) fn read_rows_with(
             Ok(out)
         }
         SourceKind::Dense => {
-            let store = stores.open(&src.store)?;
+            // Opened afresh, as the dense kernels open theirs (see
+            // `dense_chunk`).
+            let store = Store::open(&src.store)?;
             let ncols = store.shared_array(&src.path)?.shape()[1];
             let block = read_values(
                 &store,
