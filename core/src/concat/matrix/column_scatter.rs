@@ -169,38 +169,8 @@ impl ColumnScatter {
             return Some(kept as u32);
         }
         let words = lo..hi + 1;
-        let mut marks = 0u32;
-        for (before, &word) in self.before[words.clone()]
-            .iter_mut()
-            .zip(&self.bits[words.clone()])
-        {
-            *before = marks;
-            marks += word.count_ones();
-        }
-        // Every kept entry is written at its rank, straight into the
-        // vectors' spare room: the ranks are `0..kept`, each once, as the
-        // marks (one per kept entry, none shared) were counted above.
-        indices.reserve(kept);
-        out.reserve(kept);
-        let to_indices = &mut indices.spare_capacity_mut()[..kept];
-        let to_out = &mut out.spare_capacity_mut()[..kept];
-        let (bits, before) = (&self.bits[..], &self.before[..]);
-        for (&n, &v) in self.news.iter().zip(vals) {
-            if n == DROPPED {
-                continue;
-            }
-            let (w, below) = ((n >> 6) as usize, (1u64 << (n & 63)) - 1);
-            let rank = before[w] as usize + (bits[w] & below).count_ones() as usize;
-            to_indices[rank].write(n);
-            to_out[rank].write(v);
-        }
-        // SAFETY: the first `kept` spare elements of both were written
-        // (the ranks of the kept entries are exactly `0..kept`).
-        #[allow(unsafe_code)]
-        unsafe {
-            indices.set_len(indices.len() + kept);
-            out.set_len(out.len() + kept);
-        }
+        self.count_marks(words.clone());
+        self.write_at_ranks(kept, vals, indices, out);
         self.bits[words].fill(0);
         Some(kept as u32)
     }
@@ -248,27 +218,54 @@ impl ColumnScatter {
         }
         let kept = len - dropped;
         self.bits[words] = 0;
-        let mut marks = 0u32;
-        for (before, word) in self.before[..words].iter_mut().zip(&self.bits[..words]) {
-            *before = marks;
-            marks += word.count_ones();
-        }
-        self.before[words] = marks;
-        if marks as usize != kept {
+        if self.count_marks(0..words) as usize != kept {
             self.bits.fill(0);
             return None;
         }
+        self.write_at_ranks(kept, vals, indices, out);
+        self.bits[..words].fill(0);
+        Some(kept as u32)
+    }
+
+    /// Counts the marks before each word of `words` into `before`, and
+    /// their total into the spare word's; returns the total.
+    fn count_marks(&mut self, words: std::ops::Range<usize>) -> u32 {
+        let mut marks = 0u32;
+        for (before, &word) in self.before[words.clone()].iter_mut().zip(&self.bits[words]) {
+            *before = marks;
+            marks += word.count_ones();
+        }
+        self.before[self.words] = marks;
+        marks
+    }
+
+    /// Appends the row's `kept` entries (new columns `news`, values
+    /// `vals`) in column order, each written at its rank straight into the
+    /// vectors' spare room: the marks before its word plus those below it
+    /// in the word. The kept entries' marks are in `bits` (one each, none
+    /// shared) and counted by [`Self::count_marks`] over every word
+    /// holding one, so their ranks are `0..kept`, each once; a dropped
+    /// entry ranks in the spare word (no marks, `kept` before it), at
+    /// `kept`, one past them, written to the spare room and not kept.
+    #[inline(always)]
+    fn write_at_ranks<T: Copy>(
+        &self,
+        kept: usize,
+        vals: &[T],
+        indices: &mut Vec<u32>,
+        out: &mut Vec<T>,
+    ) {
+        let spare = self.words as u32;
+        debug_assert!(self.bits[self.words] == 0 && self.before[self.words] as usize == kept);
         indices.reserve(kept + 1);
         out.reserve(kept + 1);
         let to_indices = &mut indices.spare_capacity_mut()[..=kept];
         let to_out = &mut out.spare_capacity_mut()[..=kept];
-        let (bits, before) = (&self.bits[..=words], &self.before[..=words]);
+        let (bits, before) = (&self.bits[..=self.words], &self.before[..=self.words]);
         for (&n, &v) in self.news.iter().zip(vals) {
             let (w, below) = ((n >> 6).min(spare) as usize, (1u64 << (n & 63)) - 1);
-            // SAFETY: w <= words (both have words + 1); the rank of a kept
-            // entry is below kept (marks == kept, none shared), a dropped
-            // one's is kept (before[words] = kept, bits[words] = 0), and
-            // both vectors have kept + 1 spare.
+            // SAFETY: w <= words (both have words + 1); a rank is at most
+            // kept (above), and both vectors have kept + 1 spare.
             #[allow(unsafe_code)]
             unsafe {
                 let rank = *before.get_unchecked(w) as usize
@@ -278,15 +275,12 @@ impl ColumnScatter {
             }
         }
         // SAFETY: the first `kept` spare elements of both were written
-        // (the ranks of the kept entries are exactly `0..kept`; dropped
-        // ones went to `kept`, past them).
+        // (the ranks of the kept entries are exactly `0..kept`).
         #[allow(unsafe_code)]
         unsafe {
             indices.set_len(indices.len() + kept);
             out.set_len(out.len() + kept);
         }
-        self.bits[..words].fill(0);
-        Some(kept as u32)
     }
 
     /// Clears the marks of the row's kept entries (`news`, the entries
