@@ -9,6 +9,7 @@ pub mod convert;
 pub mod inspect;
 pub mod output;
 pub mod output_lock;
+mod recent;
 
 // The executor crate, re-exported where it used to live.
 pub use anncat_exec::{error, executor, graph, journal, kernel, protocol};

@@ -9,7 +9,7 @@
 //! between runs served by the same worker.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use zarrs::array::Array;
@@ -17,13 +17,22 @@ use zarrs::array::Array;
 use super::backend::Backend;
 use super::store::{NodeMeta, Store};
 use crate::error::Result;
+use crate::recent::Recent;
 
 /// Zarr input stores a process keeps open for a run, least recently used
 /// first. An `.h5ad` input is opened afresh each time: an open HDF5 file
 /// holds a chunk cache, and a run may have thousands.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreCache {
-    kept: Arc<Mutex<Vec<(PathBuf, Store)>>>,
+    kept: Arc<Mutex<Recent<Store>>>,
+}
+
+impl Default for StoreCache {
+    fn default() -> Self {
+        Self {
+            kept: Arc::new(Mutex::new(Recent::new(Self::ENTRIES))),
+        }
+    }
 }
 
 impl StoreCache {
@@ -33,12 +42,7 @@ impl StoreCache {
 
     /// The input store at `path`: the kept one, or newly opened.
     pub fn open(&self, path: &Path) -> Result<Store> {
-        if let Ok(mut kept) = self.kept.lock()
-            && let Some(i) = kept.iter().position(|(p, _)| p == path)
-        {
-            let hit = kept.remove(i);
-            let store = hit.1.clone();
-            kept.push(hit);
+        if let Some(store) = self.kept.lock().ok().and_then(|mut k| k.get(path)) {
             return Ok(store);
         }
         let store = Store::open(path)?;
@@ -47,10 +51,7 @@ impl StoreCache {
         }
         let store = store.memoized();
         if let Ok(mut kept) = self.kept.lock() {
-            kept.retain(|(p, _)| p != path);
-            kept.push((path.to_path_buf(), store.clone()));
-            let over = kept.len().saturating_sub(Self::ENTRIES);
-            kept.drain(..over);
+            kept.insert(path, store.clone());
         }
         Ok(store)
     }
@@ -100,6 +101,8 @@ impl Memo {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn fixtures() -> PathBuf {
@@ -183,8 +186,8 @@ mod tests {
             .kept
             .lock()
             .expect("lock")
-            .iter()
-            .map(|(p, _)| p.clone())
+            .keys()
+            .map(Path::to_path_buf)
             .collect();
         assert_eq!(kept.len(), StoreCache::ENTRIES);
         assert!(!kept.contains(&paths[0]), "the least recently used went");
@@ -200,6 +203,6 @@ mod tests {
         let store = run.open(&h5ad).expect("open h5ad");
         assert!(store.h5().is_some());
         let kept = run.kept.lock().expect("lock");
-        assert!(kept.is_empty(), "an HDF5 file is not kept");
+        assert_eq!(kept.keys().count(), 0, "an HDF5 file is not kept");
     }
 }

@@ -241,7 +241,7 @@ fn dense_chunk(t: &MatrixTask) -> Result<Vec<u8>> {
         let offset_in_chunk = (m.along[i][0] + local.start - along.start) as usize;
         let Some(src) = &m.sources[i] else { continue };
         let reindex = space.reindexer(i);
-        // Opened afresh, not kept for the run (`plan.open_input`): dense
+        // Opened afresh, not kept in the run's `plan.stores`: dense
         // tasks are few and large, and with the inputs kept open their
         // workers peaked about 50 MiB higher (dense var, 2026-12-07).
         let store = Store::open(&src.store)?;
@@ -375,7 +375,7 @@ fn dense_copy(
             Axis::Obs => (vec![local.start, first], vec![n_along, n_other as u64]),
             Axis::Var => (vec![first, local.start], vec![n_other as u64, n_along]),
         };
-        let array = store.shared_array(&src.path)?;
+        let array = store.array(&src.path)?;
         let subset =
             ArraySubset::new_with_start_shape(start, shape).map_err(|e| store.err(&src.path, e))?;
         let bytes: zarrs::array::ArrayBytes<'_> = array

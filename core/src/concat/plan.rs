@@ -4,16 +4,17 @@
 //! or another, loads it (once per process).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use super::index::Reindexer;
 use super::values::Scalar;
 use crate::anndata::store_cache::StoreCache;
-use crate::anndata::{DType, Store, ZarrFormat};
+use crate::anndata::{DType, ZarrFormat};
 use crate::error::{Error, Result};
 use crate::graph::{decode, encode};
+use crate::recent::Recent;
 
 /// The axis along which inputs are stacked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,11 +260,6 @@ pub struct ConcatPlan {
 }
 
 impl ConcatPlan {
-    /// The input store at `path`, kept open for the run's next tasks.
-    pub fn open_input(&self, path: &Path) -> Result<Store> {
-        self.stores.open(path)
-    }
-
     /// Saves the plan (atomically) into its staging store under a name
     /// unique to this run; returns the file the kernels load it from.
     pub fn save(&self) -> Result<PathBuf> {
@@ -286,15 +282,8 @@ impl ConcatPlan {
     /// like any other, so a worker's governor counts it in what the process
     /// uses.
     pub fn load(file: &Path) -> Result<Arc<ConcatPlan>> {
-        static CACHE: OnceLock<Mutex<PlanCache>> = OnceLock::new();
-        let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
-        if let Ok(mut c) = cache.lock()
-            && let Some(i) = c.iter().position(|(f, _)| f == file)
-        {
-            // Most recently used last.
-            let hit = c.remove(i);
-            let plan = hit.1.clone();
-            c.push(hit);
+        static CACHE: Mutex<Recent<Arc<ConcatPlan>>> = Mutex::new(Recent::new(PLAN_CACHE_ENTRIES));
+        if let Some(plan) = CACHE.lock().ok().and_then(|mut c| c.get(file)) {
             return Ok(plan);
         }
         let bytes =
@@ -304,18 +293,12 @@ impl ConcatPlan {
             return Err(Error::path(file, format!("the plan is damaged: {why}")));
         }
         let plan = Arc::new(plan);
-        if let Ok(mut c) = cache.lock() {
-            c.retain(|(f, _)| f != file);
-            c.push((file.to_path_buf(), plan.clone()));
-            let over = c.len().saturating_sub(PLAN_CACHE_ENTRIES);
-            c.drain(..over);
+        if let Ok(mut c) = CACHE.lock() {
+            c.insert(file, plan.clone());
         }
         Ok(plan)
     }
 }
-
-/// Loaded plans by file, least recently used first.
-type PlanCache = Vec<(PathBuf, Arc<ConcatPlan>)>;
 
 /// Plans a process keeps loaded at most.
 pub const PLAN_CACHE_ENTRIES: usize = 2;

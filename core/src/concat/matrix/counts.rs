@@ -140,7 +140,7 @@ fn block_counts(plan: &ConcatPlan, m: &MatrixPlan, range: Range<u64>) -> Result<
 fn row_lengths(plan: &ConcatPlan, src: &MatrixSource, lo: u64, hi: u64) -> Result<Vec<u32>> {
     let mut out = Vec::with_capacity((hi - lo) as usize);
     for (store_path, group, local) in csr_pieces(src, &(lo..hi)) {
-        let store = plan.open_input(&store_path)?;
+        let store = plan.stores.open(&store_path)?;
         let path = format!("{group}/indptr");
         let dtype = index_dtype(&store, &path)?;
         let n = local.end - local.start;

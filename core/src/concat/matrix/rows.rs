@@ -133,7 +133,7 @@ pub(super) fn read_rows_with(
             // Opened afresh, as the dense kernels open theirs (see
             // `dense_chunk`).
             let store = Store::open(&src.store)?;
-            let ncols = store.shared_array(&src.path)?.shape()[1];
+            let ncols = store.array(&src.path)?.shape()[1];
             let block = read_values(
                 &store,
                 &src.path,
