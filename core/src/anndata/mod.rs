@@ -27,6 +27,7 @@ pub mod h5_write {
     pub use super::h5::{H5WriteSummary, write_h5ad};
 }
 mod hdf5_signature;
+mod huge_buffer;
 pub mod layout;
 pub mod legacy;
 pub mod output_store;

@@ -14,7 +14,10 @@
 //! the chunk (perf, CSR obs inner: the kernel's copy into the page cache
 //! was 18% of all CPU). An `O_DIRECT` write goes to the device from a
 //! buffer this module keeps and reuses, and leaves the inputs' pages in
-//! the cache. File systems that refuse `O_DIRECT` (tmpfs, some FUSE
+//! the cache. The buffers are on huge pages where the kernel gives them
+//! ([`super::huge_buffer`]): a chunk then reaches the device in one or two
+//! requests instead of one per megabyte or less (CSR obs inner, 6 files:
+//! 0.52 against 0.43 s, median of 8 alternating runs each). File systems that refuse `O_DIRECT` (tmpfs, some FUSE
 //! mounts) get buffered writes, still behind the task.
 //!
 //! Only threads that opted in ([`allow_on_this_thread`], a task thread
@@ -35,6 +38,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use super::durable::HeldFile;
+use super::huge_buffer::HugeBuffer;
 
 /// Chunks at least this long are written behind; shorter ones (metadata,
 /// small chunks) are written in place, where an `O_DIRECT` write's
@@ -121,9 +125,7 @@ impl PendingWrite {
 struct Job {
     tmp: PathBuf,
     path: PathBuf,
-    buffer: Vec<u8>,
-    /// Where the aligned bytes start in `buffer`.
-    offset: usize,
+    buffer: HugeBuffer,
     len: usize,
     ticket: Arc<Ticket>,
 }
@@ -147,8 +149,8 @@ pub(crate) fn write_encoded(
     max_len: usize,
     encode: impl FnOnce(&mut [u8]) -> Option<usize>,
 ) -> std::io::Result<Option<PendingWrite>> {
-    let (mut buffer, offset) = take_buffer(max_len);
-    let Some(len) = encode(&mut buffer[offset..offset + max_len]).filter(|&n| n <= max_len) else {
+    let mut buffer = take_buffer(max_len)?;
+    let Some(len) = encode(&mut buffer.as_mut_slice()[..max_len]).filter(|&n| n <= max_len) else {
         give_back(buffer);
         return Ok(None);
     };
@@ -157,7 +159,6 @@ pub(crate) fn write_encoded(
         tmp,
         path,
         buffer,
-        offset,
         len,
         ticket: ticket.clone(),
     };
@@ -192,7 +193,7 @@ fn writer() -> std::io::Result<&'static SyncSender<Job>> {
 /// The writer thread: lands each job in turn.
 fn write_all(jobs: Receiver<Job>) {
     for job in jobs {
-        let bytes = &job.buffer[job.offset..job.offset + job.len];
+        let bytes = &job.buffer.as_slice()[..job.len];
         let landed = write_file(&job.tmp, bytes, direct_allowed())
             .and_then(|file| std::fs::rename(&job.tmp, &job.path).map(|()| file));
         let landed = match landed {
@@ -267,24 +268,22 @@ fn write_direct(_: &std::path::Path, _: &[u8]) -> std::io::Result<File> {
 }
 
 /// Buffers kept for reuse.
-static BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static BUFFERS: Mutex<Vec<HugeBuffer>> = Mutex::new(Vec::new());
 
-/// A buffer holding `len` bytes at an [`ALIGN`]ed offset (returned with
-/// it): a kept one if one is large enough.
-fn take_buffer(len: usize) -> (Vec<u8>, usize) {
-    let need = len + ALIGN;
+/// A buffer of at least `len` bytes, [`ALIGN`]ed (on huge pages where the
+/// kernel gives them: fewer, larger requests to the device): a kept one if
+/// one is large enough.
+fn take_buffer(len: usize) -> std::io::Result<HugeBuffer> {
     let kept = BUFFERS.lock().ok().and_then(|mut b| {
-        let i = b.iter().position(|v| v.len() >= need)?;
+        let i = b.iter().position(|v| v.len() >= len)?;
         Some(b.swap_remove(i))
     });
-    let buffer = kept.unwrap_or_else(|| vec![0; need]);
-    let offset = buffer.as_ptr().align_offset(ALIGN);
-    (buffer, offset)
+    kept.map_or_else(|| HugeBuffer::new(len), Ok)
 }
 
 /// Keeps `buffer` for reuse, in place of the smallest kept one if there
 /// are enough.
-fn give_back(buffer: Vec<u8>) {
+fn give_back(buffer: HugeBuffer) {
     let Ok(mut kept) = BUFFERS.lock() else {
         return;
     };
@@ -318,18 +317,18 @@ mod tests {
     #[test]
     fn the_buffered_fallback_writes_the_same_bytes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut buffer, offset) = take_buffer(5000);
-        buffer[offset..offset + 5000].fill(9);
-        let bytes = &buffer[offset..offset + 5000];
+        let mut buffer = take_buffer(5000).expect("buffer");
+        buffer.as_mut_slice()[..5000].fill(9);
+        let bytes = &buffer.as_slice()[..5000];
         let tmp = dir.path().join("f");
         write_file(&tmp, bytes, false).expect("buffered");
         assert_eq!(std::fs::read(&tmp).expect("read"), vec![9; 5000]);
         write_file(&tmp, bytes, direct_allowed()).expect("either way");
         assert_eq!(std::fs::read(&tmp).expect("read"), vec![9; 5000]);
         // Whole blocks only, and a file shorter than one block.
-        write_file(&tmp, &buffer[offset..offset + ALIGN], direct_allowed()).expect("whole");
+        write_file(&tmp, &buffer.as_slice()[..ALIGN], direct_allowed()).expect("whole");
         assert_eq!(std::fs::read(&tmp).expect("read"), vec![9; ALIGN]);
-        write_file(&tmp, &buffer[offset..offset + 10], direct_allowed()).expect("short");
+        write_file(&tmp, &buffer.as_slice()[..10], direct_allowed()).expect("short");
         assert_eq!(std::fs::read(&tmp).expect("read"), vec![9; 10]);
     }
 
@@ -370,11 +369,11 @@ mod tests {
     #[test]
     fn kept_buffers_are_reused_and_bounded() {
         for _ in 0..KEPT_BUFFERS + 3 {
-            give_back(vec![0; 3 * ALIGN]);
+            give_back(HugeBuffer::new(3 * ALIGN).expect("buffer"));
         }
         assert!(BUFFERS.lock().expect("lock").len() <= KEPT_BUFFERS);
-        let (buffer, offset) = take_buffer(ALIGN);
-        assert_eq!((buffer.as_ptr() as usize + offset) % ALIGN, 0, "aligned");
-        assert!(buffer.len() >= offset + ALIGN);
+        let buffer = take_buffer(ALIGN).expect("buffer");
+        assert_eq!(buffer.as_slice().as_ptr() as usize % ALIGN, 0, "aligned");
+        assert!(buffer.len() >= ALIGN);
     }
 }
