@@ -199,18 +199,19 @@ impl ConcatOptions {
             .unwrap_or_else(|| (0..self.inputs.len()).map(|i| i.to_string()).collect())
     }
 
-    /// Target output chunk size in bytes: `chunk_bytes`, else a 16th of
-    /// the memory limit, at most 16 MiB. Fewer, larger chunks mean fewer
-    /// files to create, flush and request from the device: with the
-    /// write buffers on huge pages, 16 MiB against 8 MiB at a 256 MiB
-    /// limit took CSR inner 0.44 → 0.39 s, outer 0.90 → 0.81 s, dense obs
-    /// 1.17 → 1.08 s and CSC var inner 4.58 → 4.09 s (medians,
-    /// alternating), with workers at most 146 MiB. Twice that (32 MiB)
-    /// is refused on the sparse 10000 set: a task's memory estimate then
-    /// exceeds the limit.
+    /// Target output chunk size in bytes: `chunk_bytes`, else a 32nd of
+    /// the memory limit, at most 16 MiB (8 MiB at the default's
+    /// 256 MiB benchmark limit, 16 MiB from a 512 MiB limit on). Fewer,
+    /// larger chunks cost less to create, flush and send to the device:
+    /// 16 MiB against 8 MiB chunks, both at a 256 MiB limit, took CSR
+    /// inner 0.44 → 0.39 s, outer 0.90 → 0.81 s, dense obs 1.17 → 1.08 s
+    /// and CSC var inner 4.58 → 4.09 s (medians, alternating). A 16th of
+    /// the limit is too much, though: a data task of 128 small inputs'
+    /// outer join (benches/atlas.py) is then estimated at 242 MiB, over a
+    /// 256 MiB worker's budget, and the run fails.
     pub fn target_chunk_bytes(&self) -> u64 {
         self.chunk_bytes
-            .unwrap_or_else(|| (self.memory_limit / 16).clamp(256 << 10, 16 << 20))
+            .unwrap_or_else(|| (self.memory_limit / 32).clamp(256 << 10, 16 << 20))
     }
 
     /// The size of the unit one write task owns (a chunk, or a shard when
@@ -278,6 +279,26 @@ pub fn parse_size(s: &str) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default chunk stays a 32nd of the limit or less: a 16th made
+    /// an outer join of many small inputs plan a data task over a
+    /// 256 MiB worker's budget (benches/atlas.py).
+    #[test]
+    fn default_chunks_are_a_32nd_of_the_limit_at_most_16_mib() {
+        let mut o = ConcatOptions::new(vec!["a".into()], "o.zarr".into());
+        for limit in [1 << 20, 64 << 20, 256 << 20, 512 << 20, 1 << 30, 64 << 30] {
+            o.memory_limit = limit;
+            let chunk = o.target_chunk_bytes();
+            assert!(chunk <= (limit / 32).max(256 << 10), "{limit}: {chunk}");
+            assert!((256 << 10..=16 << 20).contains(&chunk), "{limit}: {chunk}");
+        }
+        o.memory_limit = 256 << 20;
+        assert_eq!(o.target_chunk_bytes(), 8 << 20);
+        o.memory_limit = 1 << 30;
+        assert_eq!(o.target_chunk_bytes(), 16 << 20);
+        o.chunk_bytes = Some(3 << 20);
+        assert_eq!(o.target_chunk_bytes(), 3 << 20, "an explicit size wins");
+    }
 
     #[test]
     fn sizes_parse() {
