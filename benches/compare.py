@@ -205,24 +205,19 @@ def independent_pair(files: list[str], work: Path) -> float:
     procs = [subprocess.Popen(["taskset", "-c", str(c), str(ANNCAT), "concat", *files, "-o", str(o),
                                "--join", "outer", "--memory-limit", MEM, "--workers", "1", "--quiet"])
              for c, o in zip(cores, outs)]
-    ends = []
     try:
-        pending = list(procs)
-        while pending:
-            for p in list(pending):
-                if p.poll() is not None:
-                    ends.append(time.perf_counter() - t0)
-                    pending.remove(p)
-                    if p.returncode != 0:
-                        raise SystemExit(f"anncat failed in an independent pair ({p.returncode})")
-            time.sleep(0.002)
+        for p in procs:
+            p.wait()
+        elapsed = time.perf_counter() - t0  # when the slower one ended
+        if any(p.returncode != 0 for p in procs):
+            raise SystemExit(f"anncat failed in an independent pair ({[p.returncode for p in procs]})")
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
         run(["rm", "-rf", *map(str, outs)])
-    return max(ends)
+    return elapsed
 
 
 def last_json_text(text: str) -> dict:

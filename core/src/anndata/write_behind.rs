@@ -17,8 +17,9 @@
 //! the cache. The buffers are on huge pages where the kernel gives them
 //! ([`super::huge_buffer`]): a chunk then reaches the device in one or two
 //! requests instead of one per megabyte or less (CSR obs inner, 6 files:
-//! 0.52 against 0.43 s, median of 8 alternating runs each). File systems that refuse `O_DIRECT` (tmpfs, some FUSE
-//! mounts) get buffered writes, still behind the task.
+//! 0.52 against 0.43 s, median of 8 alternating runs each). File systems
+//! that refuse `O_DIRECT` (tmpfs, some FUSE mounts) get buffered writes,
+//! still behind the task.
 //!
 //! Only threads that opted in ([`allow_on_this_thread`], a task thread
 //! whose every task ends in a flush) write behind, and only chunks of at

@@ -200,15 +200,16 @@ impl ConcatOptions {
     }
 
     /// Target output chunk size in bytes: `chunk_bytes`, else a 32nd of
-    /// the memory limit, at most 16 MiB (8 MiB at the default's
-    /// 256 MiB benchmark limit, 16 MiB from a 512 MiB limit on). Fewer,
-    /// larger chunks cost less to create, flush and send to the device:
-    /// 16 MiB against 8 MiB chunks, both at a 256 MiB limit, took CSR
-    /// inner 0.44 → 0.39 s, outer 0.90 → 0.81 s, dense obs 1.17 → 1.08 s
-    /// and CSC var inner 4.58 → 4.09 s (medians, alternating). A 16th of
-    /// the limit is too much, though: a data task of 128 small inputs'
-    /// outer join (benches/atlas.py) is then estimated at 242 MiB, over a
-    /// 256 MiB worker's budget, and the run fails.
+    /// the memory limit, at most 16 MiB (8 MiB at the benchmarks'
+    /// 256 MiB limit, 16 MiB from a 512 MiB limit on, so at the 1 GiB
+    /// default). Fewer, larger chunks cost less to create, flush and send
+    /// to the device: 16 MiB against 8 MiB chunks, both at a 256 MiB
+    /// limit, took CSR inner 0.44 → 0.39 s, outer 0.90 → 0.81 s, dense obs
+    /// 1.17 → 1.08 s and CSC var inner 4.58 → 4.09 s (medians,
+    /// alternating). A 16th of the limit is too much, though: on the
+    /// outer join of eight small inputs in benches/atlas.py a data task is
+    /// then estimated at 242 MiB, over a 256 MiB worker's budget, and the
+    /// run fails.
     pub fn target_chunk_bytes(&self) -> u64 {
         self.chunk_bytes
             .unwrap_or_else(|| (self.memory_limit / 32).clamp(256 << 10, 16 << 20))
@@ -281,8 +282,8 @@ mod tests {
     use super::*;
 
     /// The default chunk stays a 32nd of the limit or less: a 16th made
-    /// an outer join of many small inputs plan a data task over a
-    /// 256 MiB worker's budget (benches/atlas.py).
+    /// the outer join of eight small inputs in benches/atlas.py plan a
+    /// data task over a 256 MiB worker's budget.
     #[test]
     fn default_chunks_are_a_32nd_of_the_limit_at_most_16_mib() {
         let mut o = ConcatOptions::new(vec!["a".into()], "o.zarr".into());
